@@ -1,0 +1,164 @@
+//! The `addonhost` command line: Heroku CLI habits (`apps:create`,
+//! `addons:create kv:mini -a app`, `config:set K=V`), one file per topic,
+//! each a thin layer over [`crate::Host`].
+
+mod addons;
+mod apps;
+mod config;
+mod output;
+mod plugins;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{Host, HostOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "addonhost",
+    version,
+    about = "Heroku's add-on platform as one host: apps, config vars, releases, and add-ons that run as sandboxed WASM plugins",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Data dir (SQLite store and compiled-plugin cache).
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_DATA",
+        default_value = ".addonhost"
+    )]
+    pub data: PathBuf,
+    /// Plugin folders to search, separated by ':' (each holds add-on folders
+    /// with an addon-manifest.json).
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_PLUGINS",
+        default_value = "plugins"
+    )]
+    pub plugins: String,
+    /// The URL the server is reached at; add-ons build resource URLs on it.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_URL",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    pub url: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List apps.
+    #[command(name = "apps")]
+    Apps(output::JsonFlag),
+    /// Create an app.
+    #[command(name = "apps:create")]
+    AppsCreate(apps::Create),
+    /// Show an app: add-ons, config var count, current release.
+    #[command(name = "apps:info")]
+    AppsInfo(apps::Info),
+    /// Destroy an app, deprovisioning its add-ons.
+    #[command(name = "apps:destroy")]
+    AppsDestroy(apps::Destroy),
+    /// List the add-on services in the catalog.
+    #[command(name = "addons:services")]
+    AddonsServices(output::JsonFlag),
+    /// List the plans of a service.
+    #[command(name = "addons:plans")]
+    AddonsPlans(addons::Plans),
+    /// Provision an add-on and attach it to an app.
+    #[command(name = "addons:create")]
+    AddonsCreate(addons::Create),
+    /// List add-ons (of one app with -a).
+    #[command(name = "addons")]
+    Addons(addons::List),
+    /// Show one add-on.
+    #[command(name = "addons:info")]
+    AddonsInfo(addons::Info),
+    /// Change an add-on's plan.
+    #[command(name = "addons:upgrade", alias = "addons:downgrade")]
+    AddonsUpgrade(addons::Upgrade),
+    /// Rotate an add-on's credentials.
+    #[command(name = "addons:rotate")]
+    AddonsRotate(addons::Rotate),
+    /// Deprovision an add-on and remove its config vars.
+    #[command(name = "addons:destroy", alias = "addons:remove")]
+    AddonsDestroy(addons::Destroy),
+    /// Show an app's config vars.
+    #[command(name = "config")]
+    Config(config::Show),
+    /// Print one config var's value.
+    #[command(name = "config:get")]
+    ConfigGet(config::Get),
+    /// Set config vars (NAME=value …) in one release.
+    #[command(name = "config:set")]
+    ConfigSet(config::Set),
+    /// Remove config vars in one release.
+    #[command(name = "config:unset")]
+    ConfigUnset(config::Unset),
+    /// List an app's releases, newest first.
+    #[command(name = "releases")]
+    Releases(config::Releases),
+    /// Run a command with the app's config vars in its environment.
+    #[command(name = "run")]
+    Run(config::Run),
+    /// Show the audit trail (who changed what, refused add-on writes).
+    #[command(name = "audit")]
+    Audit(config::Audit),
+    /// List plugins: id, language, component hash, status.
+    #[command(name = "plugins")]
+    Plugins(output::JsonFlag),
+    /// Build add-on folders into components next to their manifests.
+    #[command(name = "plugins:build")]
+    PluginsBuild(plugins::Build),
+}
+
+impl Cli {
+    fn options(&self) -> HostOptions {
+        let mut opts = HostOptions::new(&self.data, std::env::split_paths(&self.plugins).collect());
+        opts.public_url = self.url.clone();
+        opts
+    }
+
+    fn host(&self) -> anyhow::Result<Host> {
+        Host::open(self.options())
+    }
+}
+
+/// Runs the parsed command; the `Ok` value is the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::PluginsBuild(b) => return plugins::build(&cli, b).map(|_| 0),
+        Command::Run(r) => return config::run(&cli.host()?, r).await,
+        _ => {}
+    }
+    let host = cli.host()?;
+    match &cli.command {
+        Command::Apps(j) => apps::list(&host, j),
+        Command::AppsCreate(c) => apps::create(&host, c),
+        Command::AppsInfo(i) => apps::info(&host, i),
+        Command::AppsDestroy(d) => apps::destroy(&host, d).await,
+        Command::AddonsServices(j) => addons::services(&host, j),
+        Command::AddonsPlans(p) => addons::plans(&host, p),
+        Command::AddonsCreate(c) => addons::create(&host, c).await,
+        Command::Addons(l) => addons::list(&host, l),
+        Command::AddonsInfo(i) => addons::info(&host, i),
+        Command::AddonsUpgrade(u) => addons::upgrade(&host, u).await,
+        Command::AddonsRotate(r) => addons::rotate(&host, r).await,
+        Command::AddonsDestroy(d) => addons::destroy(&host, d).await,
+        Command::Config(s) => config::show(&host, s),
+        Command::ConfigGet(g) => config::get(&host, g),
+        Command::ConfigSet(s) => config::set(&host, s),
+        Command::ConfigUnset(u) => config::unset(&host, u),
+        Command::Releases(r) => config::releases(&host, r),
+        Command::Audit(a) => config::audit(&host, a),
+        Command::Plugins(j) => plugins::list(&host, j),
+        Command::PluginsBuild(_) | Command::Run(_) => unreachable!("handled above"),
+    }?;
+    Ok(0)
+}

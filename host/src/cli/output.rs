@@ -1,0 +1,79 @@
+//! Tables, JSON and masking shared by the commands.
+
+use clap::Args;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
+use serde::Serialize;
+
+#[derive(Args, Debug)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    println!("{t}");
+}
+
+/// A value safe to print in a listing: a URL keeps its scheme, user, host
+/// and port; secrets are starred.
+pub fn mask(value: &str) -> String {
+    if let Ok(u) = url::Url::parse(value) {
+        if let Some(host) = u.host_str() {
+            let user = if u.username().is_empty() {
+                String::new()
+            } else {
+                format!("{}:****@", u.username())
+            };
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            return format!("{}://{user}{host}{port}/****", u.scheme());
+        }
+    }
+    if value.chars().count() <= 4 {
+        return value.to_string();
+    }
+    let head: String = value.chars().take(3).collect();
+    format!("{head}****")
+}
+
+pub fn when(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn mask_hides_url_password_and_path() {
+        assert_eq!(
+            mask("http://kv-1:s3cret@127.0.0.1:5000/addons/kv/kv-1"),
+            "http://kv-1:****@127.0.0.1:5000/****"
+        );
+        assert_eq!(mask("supersecret"), "sup****");
+        assert_eq!(mask("7"), "7");
+    }
+}

@@ -1,0 +1,231 @@
+//! `plugins` and `plugins:build`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Serialize;
+
+use super::output::{self, JsonFlag};
+use super::Cli;
+use crate::manifest::{self, Manifest};
+use crate::Host;
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+#[derive(Args, Debug)]
+pub struct Build {
+    /// Add-on folders (with addon-manifest.json); every discovered plugin
+    /// folder when none are given.
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct PluginRow {
+    id: String,
+    name: String,
+    language: &'static str,
+    dir: PathBuf,
+    component_hash: Option<String>,
+    status: String,
+    error: Option<String>,
+}
+
+/// The language an add-on folder is written in.
+pub fn language(dir: &Path) -> &'static str {
+    if dir.join("Cargo.toml").is_file() {
+        "rust"
+    } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
+        "python"
+    } else if dir.join("package.json").is_file() {
+        "js"
+    } else {
+        "unknown"
+    }
+}
+
+pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for s in host.catalog().services() {
+        let m = &s.manifest;
+        let (hash, status, error) = match s.plugin(host.runtime()) {
+            Ok(p) => (
+                Some(p.content_hash[..16].to_string()),
+                "loaded".to_string(),
+                None,
+            ),
+            Err(e) => (None, "error".to_string(), Some(format!("{e:#}"))),
+        };
+        rows.push(PluginRow {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            language: language(&m.dir),
+            dir: m.dir.clone(),
+            component_hash: hash,
+            status,
+            error,
+        });
+    }
+    for b in &host.catalog().broken {
+        rows.push(PluginRow {
+            id: b
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            name: String::new(),
+            language: language(&b.dir),
+            dir: b.dir.clone(),
+            component_hash: None,
+            status: "invalid manifest".into(),
+            error: Some(b.error.clone()),
+        });
+    }
+    if j.json {
+        return output::json(&rows);
+    }
+    output::table(
+        &["Plugin", "Name", "Language", "Component", "Status"],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.name.clone(),
+                    r.language.to_string(),
+                    r.component_hash.clone().unwrap_or_else(|| "-".into()),
+                    match &r.error {
+                        Some(e) => format!("{}: {e}", r.status),
+                        None => r.status.clone(),
+                    },
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
+    let dirs = if b.dirs.is_empty() {
+        let roots: Vec<PathBuf> = std::env::split_paths(&cli.plugins).collect();
+        let catalog = crate::platform::Catalog::discover(&roots);
+        let mut dirs: Vec<PathBuf> = catalog.services().map(|s| s.manifest.dir.clone()).collect();
+        dirs.extend(catalog.broken.iter().map(|b| b.dir.clone()));
+        if dirs.is_empty() {
+            bail!(
+                "no add-on folders found under {}; pass folders to build",
+                cli.plugins
+            );
+        }
+        dirs
+    } else {
+        b.dirs.clone()
+    };
+    for dir in &dirs {
+        let m = Manifest::load(dir)?;
+        match language(dir) {
+            "rust" => build_rust(dir, &m)?,
+            other => bail!(
+                "{}: cannot build a {other} add-on (expected Cargo.toml next to {})",
+                dir.display(),
+                manifest::FILE_NAME
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (needed to install the wasm32-wasip2 target)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("==> installing the {WASM_TARGET} target (rustup target add {WASM_TARGET})");
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()?;
+    if !status.success() {
+        bail!("`rustup target add {WASM_TARGET}` failed");
+    }
+    Ok(())
+}
+
+fn build_rust(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    let manifest_path = dir.join("Cargo.toml");
+    let meta = Command::new("cargo")
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(&manifest_path)
+        .output()
+        .context("running cargo metadata")?;
+    if !meta.status.success() {
+        bail!(
+            "{}: cargo metadata failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&meta.stderr)
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout)?;
+    let target_dir = PathBuf::from(
+        meta["target_directory"]
+            .as_str()
+            .context("cargo metadata has no target_directory")?,
+    );
+    let canonical = manifest_path.canonicalize()?;
+    let package = meta["packages"]
+        .as_array()
+        .and_then(|ps| {
+            ps.iter()
+                .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(canonical.as_path()))
+        })
+        .and_then(|p| p["name"].as_str())
+        .with_context(|| format!("{} is not a package", manifest_path.display()))?
+        .to_string();
+
+    eprintln!("==> building {} ({package}) for {WASM_TARGET}", m.id);
+    let status = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--manifest-path",
+        ])
+        .arg(&manifest_path)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!(
+            "{}: cargo build failed (see the output above)",
+            dir.display()
+        );
+    }
+    let artifact = target_dir
+        .join(WASM_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    // Copy through a temporary name so a running host never reads half a file.
+    let tmp = m.component.with_extension("wasm.tmp");
+    std::fs::copy(&artifact, &tmp).with_context(|| format!("copying {}", artifact.display()))?;
+    std::fs::rename(&tmp, &m.component)?;
+    let size = std::fs::metadata(&m.component)?.len();
+    eprintln!(
+        "==> {} → {} ({} KiB)",
+        m.id,
+        m.component.display(),
+        size / 1024
+    );
+    Ok(())
+}

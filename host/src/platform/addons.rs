@@ -1,0 +1,817 @@
+//! Add-ons: provision, inspect, change plan, rotate, deprovision.
+//!
+//! Every flow has the same shape: check the request against the store,
+//! call the plugin (outside any transaction), validate what it answered, then
+//! write the outcome, the call's buffered effects and a release in one
+//! transaction. A plugin failure at any point leaves the store as it was.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::context::Scope;
+use super::{apply_effects, error, naming, take, validate, Host};
+use crate::manifest::Manifest;
+use crate::runtime::{ProvisionRequest, ProvisionResult};
+use crate::store::{self, Attachment, Resource};
+
+/// `addons:create`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateAddon {
+    pub app: String,
+    /// `service` or `service:plan`.
+    pub spec: String,
+    /// Attachment name (`--as`); the manifest prefix by default.
+    pub as_name: Option<String>,
+    /// `-- --key value` options.
+    pub options: Vec<(String, String)>,
+    /// Idempotency key; a fresh uuid when `None`.
+    pub uuid: Option<String>,
+}
+
+/// An add-on as listings show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddonView {
+    pub name: String,
+    pub service: String,
+    pub plan: String,
+    pub state: String,
+    /// The app that owns (bills) the resource.
+    pub app: String,
+    pub attachments: Vec<String>,
+    pub uuid: String,
+    pub addon_id: Option<String>,
+    pub message: Option<String>,
+    /// The vars its attachments own, by app name.
+    pub config_vars: Vec<String>,
+    pub created_at: i64,
+}
+
+/// The outcome of `addons:create`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddonCreated {
+    pub addon: AddonView,
+    /// (app var name, value) set on the app.
+    pub config: Vec<(String, String)>,
+    pub message: Option<String>,
+    /// The resource already existed for this uuid; nothing changed.
+    pub existing: bool,
+}
+
+/// The outcome of a plan change, rotation or deprovision.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddonChanged {
+    pub addon: AddonView,
+    /// App var names whose value changed, appeared or went away.
+    pub changed: Vec<String>,
+    pub release: Option<i64>,
+}
+
+impl Host {
+    fn view(&self, c: &Connection, r: &Resource) -> anyhow::Result<AddonView> {
+        let atts = store::attachments_of_resource(c, r.id)?;
+        let mut config_vars = Vec::new();
+        for a in &atts {
+            config_vars.extend(
+                store::vars_of_attachment(c, a.id)?
+                    .into_iter()
+                    .map(|v| v.name),
+            );
+        }
+        Ok(AddonView {
+            name: r.name.clone(),
+            service: r.service.clone(),
+            plan: r.plan.clone(),
+            state: r.state.clone(),
+            app: r.app.clone(),
+            attachments: atts
+                .iter()
+                .map(|a| format!("{}::{}", a.app, a.name))
+                .collect(),
+            uuid: r.uuid.clone(),
+            addon_id: r.partner_id.clone(),
+            message: r.message.clone(),
+            config_vars,
+            created_at: r.created_at,
+        })
+    }
+
+    /// Add-ons of one app (owned or attached) or of all apps.
+    pub fn addons(&self, app: Option<&str>) -> anyhow::Result<Vec<AddonView>> {
+        let conn = self.db.read();
+        let app_id = match app {
+            Some(a) => Some(self.app(&conn, a)?.id),
+            None => None,
+        };
+        store::list_resources(&conn, app_id)?
+            .iter()
+            .map(|r| self.view(&conn, r))
+            .collect()
+    }
+
+    /// Finds an add-on by resource name or uuid, or by attachment name on `app`.
+    fn resolve(&self, c: &Connection, addon: &str, app: Option<&str>) -> anyhow::Result<Resource> {
+        let found = match store::resource_by_name(c, addon)? {
+            Some(r) => Some(r),
+            None => store::resource_by_uuid(c, addon)?,
+        };
+        let found = match (found, app) {
+            (Some(r), _) => Some(r),
+            (None, Some(app)) => {
+                let a = self.app(c, app)?;
+                let name = addon.to_ascii_uppercase();
+                match store::attachment_by_name(c, a.id, &name)? {
+                    Some(att) => store::resource_by_id(c, att.resource_id)?,
+                    None => None,
+                }
+            }
+            (None, None) => None,
+        };
+        match found {
+            Some(r) if r.state != "deprovisioned" => {
+                if let Some(app) = app {
+                    let a = self.app(c, app)?;
+                    let attached = store::attachments_of_resource(c, r.id)?
+                        .iter()
+                        .any(|t| t.app_id == a.id);
+                    if r.app_id != a.id && !attached {
+                        return Err(error::not_found(format!(
+                            "add-on {addon} is not on app {app}"
+                        )));
+                    }
+                }
+                Ok(r)
+            }
+            _ => Err(error::not_found(format!(
+                "add-on {addon:?} not found{}; list them with `addonhost addons{}`",
+                app.map(|a| format!(" on app {a}")).unwrap_or_default(),
+                app.map(|a| format!(" -a {a}")).unwrap_or_default()
+            ))),
+        }
+    }
+
+    pub fn addon_info(&self, addon: &str, app: Option<&str>) -> anyhow::Result<AddonView> {
+        let conn = self.db.read();
+        let r = self.resolve(&conn, addon, app)?;
+        self.view(&conn, &r)
+    }
+
+    fn parse_spec<'a>(&'a self, spec: &str) -> anyhow::Result<(&'a Arc<Manifest>, String)> {
+        let (service, plan) = match spec.split_once(':') {
+            Some((s, p)) => (s, Some(p)),
+            None => (spec, None),
+        };
+        let m = &self.service(service)?.manifest;
+        let plan = match plan {
+            None => m.default_plan().id.clone(),
+            Some(p) => {
+                m.plan(p).ok_or_else(|| {
+                    error::not_found(format!(
+                        "add-on {service} has no plan {p:?}; plans: {}",
+                        m.plans
+                            .iter()
+                            .map(|p| p.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+                p.to_string()
+            }
+        };
+        Ok((m, plan))
+    }
+
+    /// Provisions an add-on and attaches it to the app (CONTRACT §Provision).
+    pub async fn create_addon(&self, req: CreateAddon) -> anyhow::Result<AddonCreated> {
+        let (manifest, plan) = self.parse_spec(&req.spec)?;
+        let manifest = manifest.clone();
+        let uuid = match &req.uuid {
+            Some(u) => uuid::Uuid::parse_str(u)
+                .map_err(|e| error::invalid(format!("--uuid {u:?} is not a UUID: {e}")))?
+                .to_string(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let as_name = req
+            .as_name
+            .as_deref()
+            .map(naming::attachment_name)
+            .transpose()
+            .map_err(error::invalid)?;
+        let app = {
+            let conn = self.db.read();
+            let app = self.app(&conn, &req.app)?;
+            if !manifest
+                .api
+                .regions
+                .iter()
+                .any(|r| r == "*" || *r == app.region)
+            {
+                return Err(error::invalid(format!(
+                    "add-on {} is not offered in region {} (regions: {})",
+                    manifest.id,
+                    app.region,
+                    manifest.api.regions.join(", ")
+                )));
+            }
+            // Idempotency: the same uuid answers the same resource.
+            if let Some(r) = store::resource_by_uuid(&conn, &uuid)? {
+                if r.service != manifest.id || r.app_id != app.id {
+                    return Err(error::conflict(format!(
+                        "uuid {uuid} already names add-on {} ({}) on app {}",
+                        r.name, r.service, r.app
+                    )));
+                }
+                match r.state.as_str() {
+                    "provisioned" | "failed" => return self.existing(&conn, &r),
+                    "provisioning" if r.partner_id.is_some() => return self.existing(&conn, &r),
+                    "provisioning" => {} // never answered (crash): ask the plugin again
+                    other => {
+                        return Err(error::conflict(format!(
+                            "add-on {} for uuid {uuid} is {other}",
+                            r.name
+                        )))
+                    }
+                }
+            }
+            app
+        };
+        let (_, plugin) = self.plugin(&manifest.id)?;
+
+        // Reserve the resource and its attachment name before calling out,
+        // so a concurrent provision cannot take the same name.
+        let (resource_id, att_name) = self.db.write(|tx| {
+            if let Some(r) = store::resource_by_uuid(tx, &uuid)? {
+                let att = store::attachments_of_resource(tx, r.id)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("reserved add-on {} lost its attachment", r.name)
+                    })?;
+                return Ok((r.id, att.name));
+            }
+            let att_name = choose_attachment_name(tx, &manifest, app.id, as_name.as_deref())?;
+            let mut name = naming::resource_name(&manifest.id);
+            while store::resource_by_name(tx, &name)?.is_some() {
+                name = naming::resource_name(&manifest.id);
+            }
+            let id = store::insert_resource(
+                tx,
+                &store::NewResource {
+                    uuid: &uuid,
+                    name: &name,
+                    service: &manifest.id,
+                    plan: &plan,
+                    app_id: app.id,
+                },
+            )?;
+            store::insert_attachment(tx, id, app.id, &att_name)?;
+            store::audit(
+                tx,
+                "user",
+                "addons:create",
+                Some(&app.name),
+                Some(&name),
+                &format!("{}:{plan} as {att_name}", manifest.id),
+            )?;
+            Ok((id, att_name))
+        })?;
+
+        let request = ProvisionRequest {
+            uuid: uuid.clone(),
+            app: app.name.clone(),
+            name: att_name.clone(),
+            plan: plan.clone(),
+            region: app.region.clone(),
+            options: req.options.clone(),
+            base_url: self.base_url(&manifest.id),
+        };
+        let (ctx, effects) = self.context(&manifest, Scope::Provisioning);
+        let outcome = plugin.provision(ctx, request).await;
+        self.log_refusals(&effects);
+        let effects = take(&effects);
+
+        let outcome = outcome
+            .map_err(|e| error::addon(e.to_string()))
+            .and_then(|r| check_provision(&manifest, r));
+        let result = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                self.release_reservation(resource_id, &format!("provision failed: {e}"))?;
+                return Err(e);
+            }
+        };
+
+        let written = self.db.write(|tx| {
+            let r = store::resource_by_id(tx, resource_id)?
+                .ok_or_else(|| anyhow::anyhow!("reserved add-on vanished"))?;
+            let att = store::attachments_of_resource(tx, r.id)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("reserved attachment vanished"))?;
+            let (pid, message, config, state) = match &result {
+                ProvisionResult::Provisioned(p) => {
+                    (&p.id, &p.message, Some(&p.config), "provisioned")
+                }
+                ProvisionResult::Pending(p) => (&p.id, &p.message, None, "provisioning"),
+            };
+            if let Some(other) = store::resource_by_partner_id(tx, &manifest.id, pid)? {
+                if other.id != r.id {
+                    return Err(error::addon(format!(
+                        "add-on {} returned id {pid:?}, which already names {}: nothing was stored",
+                        manifest.id, other.name
+                    )));
+                }
+            }
+            apply_effects(tx, &manifest, &effects)?;
+            let mut set = Vec::new();
+            if let Some(config) = config {
+                set = write_config(tx, &manifest, &r, &att, config)?;
+                store::insert_release(
+                    tx,
+                    app.id,
+                    &format!("Attach {} ({})", att.name, r.name),
+                    "user",
+                )?;
+            }
+            store::update_resource(tx, r.id, Some(pid), state, &r.plan, message.as_deref())?;
+            store::audit(
+                tx,
+                "user",
+                "addons:create",
+                Some(&app.name),
+                Some(&r.name),
+                state,
+            )?;
+            Ok((set, message.clone()))
+        });
+        let (config, message) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                self.release_reservation(resource_id, &format!("provision failed: {e}"))?;
+                return Err(e);
+            }
+        };
+        let conn = self.db.read();
+        let r = store::resource_by_id(&conn, resource_id)?
+            .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
+        Ok(AddonCreated {
+            addon: self.view(&conn, &r)?,
+            config,
+            message,
+            existing: false,
+        })
+    }
+
+    fn existing(&self, c: &Connection, r: &Resource) -> anyhow::Result<AddonCreated> {
+        let view = self.view(c, r)?;
+        let mut config = Vec::new();
+        for a in store::attachments_of_resource(c, r.id)? {
+            config.extend(
+                store::vars_of_attachment(c, a.id)?
+                    .into_iter()
+                    .map(|v| (v.name, v.value)),
+            );
+        }
+        Ok(AddonCreated {
+            addon: view,
+            config,
+            message: r.message.clone(),
+            existing: true,
+        })
+    }
+
+    /// Forgets a reservation whose provisioning failed: nothing of it stays.
+    fn release_reservation(&self, resource_id: i64, why: &str) -> anyhow::Result<()> {
+        self.db.write(|tx| {
+            if let Some(r) = store::resource_by_id(tx, resource_id)? {
+                for att in store::attachments_of_resource(tx, r.id)? {
+                    store::delete_vars_of_attachment(tx, att.id)?;
+                }
+                store::delete_resource(tx, r.id)?;
+                store::audit(
+                    tx,
+                    "user",
+                    "addons:create",
+                    Some(&r.app),
+                    Some(&r.name),
+                    why,
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes an add-on's plan (`addons:upgrade`/`downgrade`).
+    pub async fn upgrade_addon(
+        &self,
+        addon: &str,
+        spec: &str,
+        app: Option<&str>,
+    ) -> anyhow::Result<AddonChanged> {
+        let r = {
+            let conn = self.db.read();
+            self.resolve(&conn, addon, app)?
+        };
+        let spec = if spec.contains(':') {
+            spec.to_string()
+        } else {
+            format!("{}:{spec}", r.service)
+        };
+        let (manifest, plan) = self.parse_spec(&spec)?;
+        let manifest = manifest.clone();
+        if manifest.id != r.service {
+            return Err(error::invalid(format!(
+                "{} is a {} add-on; it cannot become {}",
+                r.name, r.service, manifest.id
+            )));
+        }
+        if plan == r.plan {
+            return Err(error::invalid(format!(
+                "{} is already on plan {plan}",
+                r.name
+            )));
+        }
+        let pid = provisioned_id(&r)?;
+        let (_, plugin) = self.plugin(&manifest.id)?;
+        let (ctx, effects) = self.context(
+            &manifest,
+            Scope::Resource {
+                partner_id: pid.clone(),
+            },
+        );
+        let outcome = plugin.change_plan(ctx, &pid, &plan).await;
+        self.log_refusals(&effects);
+        let effects = take(&effects);
+        let config = outcome.map_err(|e| error::addon(e.to_string()))?;
+        if let Some(c) = &config {
+            validate::addon_config(&manifest, c).map_err(|e| {
+                error::addon(format!(
+                    "add-on {} answered invalid config: {e}; nothing changed",
+                    manifest.id
+                ))
+            })?;
+        }
+        let description = format!("Change {} ({}) to plan {plan}", r.name, r.service);
+        self.apply_change(
+            &manifest,
+            &r,
+            &effects,
+            config.as_deref(),
+            Some(&plan),
+            &description,
+            "addons:upgrade",
+        )
+    }
+
+    /// Rotates an add-on's credentials (`addons:rotate`).
+    pub async fn rotate_addon(
+        &self,
+        addon: &str,
+        app: Option<&str>,
+    ) -> anyhow::Result<AddonChanged> {
+        let r = {
+            let conn = self.db.read();
+            self.resolve(&conn, addon, app)?
+        };
+        let pid = provisioned_id(&r)?;
+        let (manifest, plugin) = self.plugin(&r.service)?;
+        let (ctx, effects) = self.context(
+            &manifest,
+            Scope::Resource {
+                partner_id: pid.clone(),
+            },
+        );
+        let outcome = plugin.rotate(ctx, &pid).await;
+        self.log_refusals(&effects);
+        let effects = take(&effects);
+        let config = outcome.map_err(|e| error::addon(e.to_string()))?;
+        validate::addon_config(&manifest, &config).map_err(|e| {
+            error::addon(format!(
+                "add-on {} answered invalid config: {e}; nothing changed",
+                manifest.id
+            ))
+        })?;
+        let label = {
+            let conn = self.db.read();
+            store::attachments_of_resource(&conn, r.id)?
+                .first()
+                .map(|a| a.name.clone())
+                .unwrap_or_else(|| r.name.clone())
+        };
+        let description = format!("Rotate {label} credentials");
+        self.apply_change(
+            &manifest,
+            &r,
+            &effects,
+            Some(&config),
+            None,
+            &description,
+            "addons:rotate",
+        )
+    }
+
+    /// Writes a plan change or rotation: new config (replacing the old),
+    /// effects, a release on each app it is attached to.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_change(
+        &self,
+        manifest: &Manifest,
+        r: &Resource,
+        effects: &super::Effects,
+        config: Option<&[(String, String)]>,
+        plan: Option<&str>,
+        description: &str,
+        action: &str,
+    ) -> anyhow::Result<AddonChanged> {
+        let (changed, release) = self.db.write(|tx| {
+            let current = store::resource_by_id(tx, r.id)?
+                .filter(|c| c.state == "provisioned")
+                .ok_or_else(|| {
+                    error::conflict(format!(
+                        "add-on {} changed state meanwhile; try again",
+                        r.name
+                    ))
+                })?;
+            apply_effects(tx, manifest, effects)?;
+            let mut changed = Vec::new();
+            let mut release = None;
+            for att in store::attachments_of_resource(tx, r.id)? {
+                if let Some(config) = config {
+                    changed.extend(
+                        write_config(tx, manifest, &current, &att, config)?
+                            .into_iter()
+                            .map(|(n, _)| n),
+                    );
+                }
+                release = Some(store::insert_release(tx, att.app_id, description, "user")?);
+            }
+            let plan = plan.unwrap_or(&current.plan);
+            store::update_resource(
+                tx,
+                r.id,
+                current.partner_id.as_deref(),
+                "provisioned",
+                plan,
+                current.message.as_deref(),
+            )?;
+            store::audit(tx, "user", action, Some(&r.app), Some(&r.name), description)?;
+            Ok((changed, release))
+        })?;
+        let conn = self.db.read();
+        let r = store::resource_by_id(&conn, r.id)?
+            .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
+        Ok(AddonChanged {
+            addon: self.view(&conn, &r)?,
+            changed,
+            release,
+        })
+    }
+
+    /// Deprovisions an add-on: the plugin destroys the resource, then its
+    /// attachments' vars go, with a release on each app.
+    pub async fn destroy_addon(
+        &self,
+        addon: &str,
+        app: Option<&str>,
+        confirm: Option<&str>,
+    ) -> anyhow::Result<AddonChanged> {
+        let r = {
+            let conn = self.db.read();
+            self.resolve(&conn, addon, app)?
+        };
+        if confirm != Some(r.app.as_str()) {
+            return Err(error::invalid(format!(
+                "destroying {} deletes its data; confirm with --confirm {}",
+                r.name, r.app
+            )));
+        }
+        let (manifest, plugin) = self.plugin(&r.service)?;
+        let effects = match &r.partner_id {
+            Some(pid) if r.state != "failed" => {
+                let previous = r.state.clone();
+                self.db.write(|tx| {
+                    store::update_resource(
+                        tx,
+                        r.id,
+                        Some(pid),
+                        "deprovisioning",
+                        &r.plan,
+                        r.message.as_deref(),
+                    )?;
+                    Ok(())
+                })?;
+                let (ctx, effects) = self.context(
+                    &manifest,
+                    Scope::Resource {
+                        partner_id: pid.clone(),
+                    },
+                );
+                let outcome = plugin.deprovision(ctx, pid).await;
+                self.log_refusals(&effects);
+                if let Err(e) = outcome {
+                    self.db.write(|tx| {
+                        store::update_resource(
+                            tx,
+                            r.id,
+                            Some(pid),
+                            &previous,
+                            &r.plan,
+                            r.message.as_deref(),
+                        )?;
+                        Ok(())
+                    })?;
+                    return Err(error::addon(format!("{e}; the add-on was not removed")));
+                }
+                take(&effects)
+            }
+            _ => Default::default(),
+        };
+        let (changed, release) = self.db.write(|tx| {
+            apply_effects(tx, &manifest, &effects)?;
+            let mut changed = Vec::new();
+            let mut release = None;
+            for att in store::attachments_of_resource(tx, r.id)? {
+                changed.extend(
+                    store::vars_of_attachment(tx, att.id)?
+                        .into_iter()
+                        .map(|v| v.name),
+                );
+                store::delete_vars_of_attachment(tx, att.id)?;
+                store::delete_attachment(tx, att.id)?;
+                release = Some(store::insert_release(
+                    tx,
+                    att.app_id,
+                    &format!("Detach {} ({})", att.name, r.name),
+                    "user",
+                )?);
+            }
+            store::update_resource(
+                tx,
+                r.id,
+                r.partner_id.as_deref(),
+                "deprovisioned",
+                &r.plan,
+                r.message.as_deref(),
+            )?;
+            store::audit(
+                tx,
+                "user",
+                "addons:destroy",
+                Some(&r.app),
+                Some(&r.name),
+                "deprovisioned",
+            )?;
+            Ok((changed, release))
+        })?;
+        let conn = self.db.read();
+        let r = store::resource_by_id(&conn, r.id)?
+            .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
+        Ok(AddonChanged {
+            addon: self.view(&conn, &r)?,
+            changed,
+            release,
+        })
+    }
+}
+
+fn provisioned_id(r: &Resource) -> anyhow::Result<String> {
+    match (&r.partner_id, r.state.as_str()) {
+        (Some(pid), "provisioned") => Ok(pid.clone()),
+        (_, state) => Err(error::conflict(format!(
+            "add-on {} is {state}; this needs a provisioned add-on",
+            r.name
+        ))),
+    }
+}
+
+/// Validates a provision answer: the add-on's id and its config.
+fn check_provision(m: &Manifest, r: ProvisionResult) -> anyhow::Result<ProvisionResult> {
+    let id = match &r {
+        ProvisionResult::Provisioned(p) => &p.id,
+        ProvisionResult::Pending(p) => &p.id,
+    };
+    validate::partner_id(id)
+        .map_err(|e| error::addon(format!("add-on {}: {e}; nothing was stored", m.id)))?;
+    if let ProvisionResult::Provisioned(p) = &r {
+        validate::addon_config(m, &p.config).map_err(|e| {
+            error::addon(format!(
+                "add-on {} answered invalid config: {e}; nothing was stored",
+                m.id
+            ))
+        })?;
+    }
+    Ok(r)
+}
+
+/// Picks the attachment name: `--as`, else the prefix, else (for add-ons
+/// allowing many per app) the prefix plus a free color. Refuses a name whose
+/// vars someone else already has on the app.
+fn choose_attachment_name(
+    c: &Connection,
+    m: &Manifest,
+    app_id: i64,
+    as_name: Option<&str>,
+) -> anyhow::Result<String> {
+    let taken_attachments = store::attachment_names(c, app_id)?;
+    let vars: BTreeMap<String, Option<i64>> = store::config_vars(c, app_id)?
+        .into_iter()
+        .map(|v| (v.name, v.attachment_id))
+        .collect();
+    let prefix = &m.api.config_vars_prefix;
+    let clash = |name: &str| -> Option<String> {
+        if taken_attachments.iter().any(|t| t == name) {
+            return Some(format!(
+                "attachment name {name} is already used on this app"
+            ));
+        }
+        m.api.config_vars.iter().find_map(|v| {
+            let app_var = naming::app_var(v, prefix, name);
+            vars.get(&app_var).map(|owner| match owner {
+                None => format!("{app_var} is already set on the app by the user"),
+                Some(_) => format!("{app_var} is already set on the app by another add-on"),
+            })
+        })
+    };
+    if let Some(name) = as_name {
+        return match clash(name) {
+            None => Ok(name.to_string()),
+            Some(why) => Err(error::conflict(format!(
+                "cannot attach as {name}: {why}; choose another name with --as"
+            ))),
+        };
+    }
+    let Some(why) = clash(prefix) else {
+        return Ok(prefix.clone());
+    };
+    if !m.api.requires.iter().any(|r| r == "many_per_app") {
+        return Err(error::conflict(format!(
+            "cannot attach {} as {prefix}: {why}; this add-on allows one per app",
+            m.id
+        )));
+    }
+    naming::COLORS
+        .iter()
+        .map(|color| format!("{prefix}_{color}"))
+        .find(|name| clash(name).is_none())
+        .ok_or_else(|| error::conflict(format!("no free attachment name for {}; use --as", m.id)))
+}
+
+/// Replaces the vars `att` owns with `config` (manifest names, renamed for
+/// the attachment). Vars the user took over are left alone and the refusal
+/// is logged. Returns (app var, new value) for each var that changed (an
+/// empty value for one removed).
+pub(super) fn write_config(
+    tx: &Connection,
+    m: &Manifest,
+    r: &Resource,
+    att: &Attachment,
+    config: &[(String, String)],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let prefix = &m.api.config_vars_prefix;
+    let wanted: BTreeMap<String, &String> = config
+        .iter()
+        .map(|(n, v)| (naming::app_var(n, prefix, &att.name), v))
+        .collect();
+    let mut changed = Vec::new();
+    for var in store::vars_of_attachment(tx, att.id)? {
+        if !wanted.contains_key(&var.name) {
+            store::delete_var(tx, att.app_id, &var.name)?;
+            changed.push((var.name, String::new()));
+        }
+    }
+    for (name, value) in wanted {
+        match store::config_var(tx, att.app_id, &name)? {
+            Some(cur) if cur.attachment_id != Some(att.id) => {
+                let owner = if cur.attachment_id.is_none() {
+                    "the user"
+                } else {
+                    "another add-on"
+                };
+                if r.state == "provisioning" {
+                    // The name was taken after the reservation: refuse the
+                    // whole provision rather than attach half of it.
+                    return Err(error::conflict(format!(
+                        "{name} was set on app {} by {owner} meanwhile; nothing was stored",
+                        att.app
+                    )));
+                }
+                store::audit(
+                    tx,
+                    &format!("addon:{}", m.id),
+                    "refused",
+                    Some(&att.app),
+                    Some(&r.name),
+                    &format!("{name} is owned by {owner}: write refused"),
+                )?;
+            }
+            Some(cur) if &cur.value == value => {}
+            _ => {
+                store::upsert_var(tx, att.app_id, &name, value, Some(att.id))?;
+                changed.push((name, value.clone()));
+            }
+        }
+    }
+    Ok(changed)
+}

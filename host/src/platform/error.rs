@@ -1,0 +1,61 @@
+//! Errors the platform reports to a user, with a kind the CLI and the API
+//! map to exit codes and HTTP statuses.
+
+/// What kind of failure an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An app, add-on, service or plan that does not exist.
+    NotFound,
+    /// A name already taken, a var owned by someone else.
+    Conflict,
+    /// Malformed input.
+    Invalid,
+    /// The add-on failed or answered something invalid.
+    Addon,
+}
+
+/// A user-facing error: what happened, to what, and what to do next.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct UserError {
+    pub kind: Kind,
+    pub message: String,
+}
+
+pub fn not_found(message: impl Into<String>) -> anyhow::Error {
+    UserError {
+        kind: Kind::NotFound,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn conflict(message: impl Into<String>) -> anyhow::Error {
+    UserError {
+        kind: Kind::Conflict,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn invalid(message: impl Into<String>) -> anyhow::Error {
+    UserError {
+        kind: Kind::Invalid,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn addon(message: impl Into<String>) -> anyhow::Error {
+    UserError {
+        kind: Kind::Addon,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The kind of `e`, if it is a [`UserError`].
+pub fn kind_of(e: &anyhow::Error) -> Option<Kind> {
+    e.downcast_ref::<UserError>().map(|u| u.kind)
+}

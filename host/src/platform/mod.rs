@@ -1,0 +1,333 @@
+//! The Heroku side of addonhost: apps, config vars, releases, add-ons and
+//! attachments. The only place the platform's rules live: which names an
+//! add-on may set, who owns a var, what makes a release. It calls `store` for
+//! durability and `runtime` for plugins, and neither calls back.
+
+mod addons;
+mod apps;
+pub mod catalog;
+mod config;
+pub mod context;
+pub mod error;
+pub mod naming;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use rusqlite::Connection;
+use serde::Serialize;
+
+pub use addons::{AddonChanged, AddonCreated, AddonView, CreateAddon};
+pub use apps::AppInfo;
+pub use catalog::{Catalog, Service};
+pub use config::ConfigVarView;
+pub use error::{Kind, UserError};
+
+use crate::manifest::Manifest;
+use crate::runtime::{ArtifactCache, Plugin, Runtime};
+use crate::store::{self, Db};
+use context::{CallContext, Effects, Scope};
+
+/// Where a host keeps its state and finds its plugins.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// The data dir: `addonhost.db` and the compiled-artifact cache.
+    pub data_dir: PathBuf,
+    /// Folders holding plugin folders.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The URL the server is reached at; add-ons build their resource URLs
+    /// on `<public_url>/addons/<service>`.
+    pub public_url: String,
+}
+
+impl HostOptions {
+    pub fn new(data_dir: impl Into<PathBuf>, plugin_dirs: Vec<PathBuf>) -> Self {
+        HostOptions {
+            data_dir: data_dir.into(),
+            plugin_dirs,
+            public_url: "http://127.0.0.1:5000".into(),
+        }
+    }
+}
+
+/// The platform: what an embedder, the CLI and the server call.
+pub struct Host {
+    db: Arc<Db>,
+    runtime: Runtime,
+    catalog: Catalog,
+    opts: HostOptions,
+}
+
+/// A service as the catalog lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub id: String,
+    pub name: String,
+    pub plans: Vec<crate::manifest::Plan>,
+    pub config_vars: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl Host {
+    /// Opens the data dir (creating it) and discovers the plugins.
+    pub fn open(opts: HostOptions) -> anyhow::Result<Host> {
+        let db = Arc::new(Db::open(&opts.data_dir)?);
+        let runtime = Runtime::new(Some(ArtifactCache::new(opts.data_dir.join("cache"))))?;
+        let catalog = Catalog::discover(&opts.plugin_dirs);
+        Ok(Host {
+            db,
+            runtime,
+            catalog,
+            opts,
+        })
+    }
+
+    pub fn options(&self) -> &HostOptions {
+        &self.opts
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Services in the catalog, by id.
+    pub fn services(&self) -> Vec<ServiceView> {
+        self.catalog
+            .services()
+            .map(|s| {
+                let m = &s.manifest;
+                ServiceView {
+                    id: m.id.clone(),
+                    name: m.name.clone(),
+                    plans: m.plans.clone(),
+                    config_vars: m.api.config_vars.clone(),
+                    dir: m.dir.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// One service, or a not-found error listing the known ones.
+    pub fn service(&self, id: &str) -> anyhow::Result<&Service> {
+        self.catalog.get(id).ok_or_else(|| {
+            let known: Vec<_> = self.catalog.services().map(|s| s.manifest.id.clone()).collect();
+            let broken = self
+                .catalog
+                .broken
+                .iter()
+                .find(|b| b.dir.file_name().is_some_and(|n| n == id));
+            match broken {
+                Some(b) => error::not_found(format!("add-on service {id} failed to load: {}", b.error)),
+                None => error::not_found(format!(
+                    "unknown add-on service {id:?}; available: {} (see `addonhost addons:services`)",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )),
+            }
+        })
+    }
+
+    /// The compiled plugin of a service.
+    pub fn plugin(&self, service: &str) -> anyhow::Result<(Arc<Manifest>, Arc<Plugin>)> {
+        let s = self.service(service)?;
+        let plugin = s
+            .plugin(&self.runtime)
+            .map_err(|e| error::addon(format!("{e:#}")))?;
+        Ok((s.manifest.clone(), plugin))
+    }
+
+    /// Compiles every plugin now (for `serve` and `plugins`), returning the
+    /// failures.
+    pub fn load_all(&self) -> Vec<(String, String)> {
+        self.catalog
+            .services()
+            .filter_map(|s| {
+                s.plugin(&self.runtime)
+                    .err()
+                    .map(|e| (s.manifest.id.clone(), format!("{e:#}")))
+            })
+            .collect()
+    }
+
+    /// `<public_url>/addons/<service>`
+    pub fn base_url(&self, service: &str) -> String {
+        format!(
+            "{}/addons/{service}",
+            self.opts.public_url.trim_end_matches('/')
+        )
+    }
+
+    fn context(
+        &self,
+        manifest: &Arc<Manifest>,
+        scope: Scope,
+    ) -> (Box<CallContext>, Arc<Mutex<Effects>>) {
+        CallContext::new(self.db.clone(), manifest.clone(), scope)
+    }
+
+    /// Writes the refusals a call collected, whatever became of the call.
+    fn log_refusals(&self, effects: &Mutex<Effects>) {
+        let refusals =
+            std::mem::take(&mut effects.lock().unwrap_or_else(|p| p.into_inner()).refusals);
+        if refusals.is_empty() {
+            return;
+        }
+        let r = self.db.write(|tx| {
+            for (addon, what) in &refusals {
+                store::audit(
+                    tx,
+                    &format!("addon:{addon}"),
+                    "refused",
+                    None,
+                    Some(addon),
+                    what,
+                )?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::error!("cannot write refusals to the audit trail: {e:#}");
+        }
+    }
+
+    fn app(&self, conn: &Connection, name: &str) -> anyhow::Result<store::App> {
+        store::app_by_name(conn, name)?.ok_or_else(|| {
+            error::not_found(format!(
+                "app {name:?} not found; list apps with `addonhost apps` or create it with `addonhost apps:create {name}`"
+            ))
+        })
+    }
+
+    /// The audit trail, newest first.
+    pub fn audit(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<store::AuditEntry>> {
+        let conn = self.db.read();
+        if let Some(a) = app {
+            self.app(&conn, a)?;
+        }
+        store::audit_entries(&conn, app, limit).context("reading the audit trail")
+    }
+}
+
+/// Applies a call's buffered effects inside the caller's transaction:
+/// the add-on's KV writes, and any partner-initiated config updates,
+/// completions and failures (each with the ownership checks and releases).
+fn apply_effects(tx: &Connection, m: &Manifest, effects: &Effects) -> anyhow::Result<()> {
+    for (key, value) in &effects.kv {
+        store::kv_put(tx, &m.id, key, value.as_deref())?;
+    }
+    let actor = format!("addon:{}", m.id);
+    for (pid, changes, reason) in &effects.updates {
+        let Some(r) = store::resource_by_partner_id(tx, &m.id, pid)? else {
+            continue;
+        };
+        for att in store::attachments_of_resource(tx, r.id)? {
+            let mut changed = Vec::new();
+            for (name, value) in changes {
+                let app_name = naming::app_var(name, &m.api.config_vars_prefix, &att.name);
+                let current = store::config_var(tx, att.app_id, &app_name)?;
+                if let Some(cur) = &current {
+                    if cur.attachment_id != Some(att.id) {
+                        store::audit(
+                            tx,
+                            &actor,
+                            "refused",
+                            Some(&att.app),
+                            Some(&r.name),
+                            &format!("{app_name} is not owned by {}: write refused", r.name),
+                        )?;
+                        continue;
+                    }
+                }
+                match value {
+                    Some(v) if current.as_ref().map(|c| &c.value) != Some(v) => {
+                        store::upsert_var(tx, att.app_id, &app_name, v, Some(att.id))?;
+                        changed.push(app_name);
+                    }
+                    None if current.is_some() => {
+                        store::delete_var(tx, att.app_id, &app_name)?;
+                        changed.push(app_name);
+                    }
+                    _ => {}
+                }
+            }
+            if !changed.is_empty() {
+                let what = changed.join(", ");
+                store::insert_release(
+                    tx,
+                    att.app_id,
+                    &format!("Update {what} by {}", m.id),
+                    &actor,
+                )?;
+                store::audit(
+                    tx,
+                    &actor,
+                    "config:update",
+                    Some(&att.app),
+                    Some(&r.name),
+                    &format!("{what}: {reason}"),
+                )?;
+            }
+        }
+    }
+    for (pid, config, message) in &effects.completions {
+        let Some(r) = store::resource_by_partner_id(tx, &m.id, pid)? else {
+            continue;
+        };
+        if r.state != "provisioning" {
+            continue;
+        }
+        for att in store::attachments_of_resource(tx, r.id)? {
+            addons::write_config(tx, m, &r, &att, config)?;
+            store::insert_release(
+                tx,
+                att.app_id,
+                &format!("Attach {} ({})", att.name, r.name),
+                &actor,
+            )?;
+        }
+        store::update_resource(
+            tx,
+            r.id,
+            Some(pid),
+            "provisioned",
+            &r.plan,
+            message.as_deref(),
+        )?;
+        store::audit(
+            tx,
+            &actor,
+            "provision:complete",
+            Some(&r.app),
+            Some(&r.name),
+            "completed",
+        )?;
+    }
+    for (pid, message) in &effects.failures {
+        let Some(r) = store::resource_by_partner_id(tx, &m.id, pid)? else {
+            continue;
+        };
+        for att in store::attachments_of_resource(tx, r.id)? {
+            store::delete_vars_of_attachment(tx, att.id)?;
+            store::delete_attachment(tx, att.id)?;
+        }
+        store::update_resource(tx, r.id, Some(pid), "failed", &r.plan, Some(message))?;
+        store::audit(
+            tx,
+            &actor,
+            "provision:fail",
+            Some(&r.app),
+            Some(&r.name),
+            message,
+        )?;
+    }
+    Ok(())
+}
+
+fn take(effects: &Mutex<Effects>) -> Effects {
+    std::mem::take(&mut *effects.lock().unwrap_or_else(|p| p.into_inner()))
+}

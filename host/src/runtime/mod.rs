@@ -1,0 +1,425 @@
+//! The sandbox: wasmtime's component model running add-on plugins.
+//!
+//! Each plugin is compiled once (or loaded from the artifact cache) and
+//! pre-instantiated; every call then gets a fresh `Store` — so nothing leaks
+//! from one call to the next — with a wall-clock deadline (epoch
+//! interruption, plus a timer for time spent blocked in WASI) and a memory
+//! cap. WASI is linked with no capabilities at all: no preopened directories,
+//! no environment, no arguments, no sockets, stdio going nowhere (stderr is
+//! kept, bounded, to explain traps). A trap, a timeout or a limit hit comes
+//! back as a [`CallError`] naming the plugin, the call and the reason; it
+//! never takes the host down.
+//!
+//! The runtime knows nothing of SQL, apps or HTTP: what a plugin may import
+//! is the [`Capabilities`] the caller passes in with each call.
+
+pub mod bindings;
+pub mod cache;
+pub mod capabilities;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use bindings::{AddonError, Level, Login, ProvisionRequest, ProvisionResult, Session, Verdict};
+pub use cache::{ArtifactCache, Origin};
+pub use capabilities::Capabilities;
+
+use crate::manifest::Limits;
+use bindings::{Addon, AddonPre};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Bytes of a plugin's stderr kept to explain a trap.
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+/// The per-call state of one plugin instance.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    caps: Box<dyn Capabilities>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps each linear memory and remembers whether the cap was hit, so the
+/// resulting trap can be reported as what it is.
+struct MemoryLimiter {
+    max_bytes: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("add-on {plugin}: {call} timed out after {timeout_ms} ms (the plugin's deadline)")]
+    Timeout {
+        plugin: String,
+        call: &'static str,
+        timeout_ms: u64,
+    },
+    #[error("add-on {plugin}: {call} exceeded its memory limit of {memory_mb} MiB")]
+    MemoryLimit {
+        plugin: String,
+        call: &'static str,
+        memory_mb: u64,
+    },
+    #[error("add-on {plugin}: {call} crashed: {reason}")]
+    Trap {
+        plugin: String,
+        call: &'static str,
+        reason: String,
+    },
+    /// The plugin answered with an error meant for the user.
+    #[error("add-on {plugin}: {message}")]
+    Addon { plugin: String, message: String },
+}
+
+/// The wasmtime engine and the linker shared by every plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: Option<ArtifactCache>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loaded plugin: compiled, type-checked against the `addon` world, and
+/// pre-instantiated.
+pub struct Plugin {
+    id: String,
+    pre: AddonPre<CallState>,
+    limits: Limits,
+    engine: Engine,
+    /// Hex SHA-256 of the component.
+    pub content_hash: String,
+    /// Whether this load compiled or hit the artifact cache.
+    pub origin: Origin,
+}
+
+impl Runtime {
+    /// A runtime whose compiled components are cached in `cache` (if any).
+    pub fn new(cache: Option<ArtifactCache>) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        config.max_wasm_stack(1 << 20);
+        let engine = wt(Engine::new(&config)).context("configuring wasmtime")?;
+
+        let mut linker = Linker::new(&engine);
+        // WASI is linked so that std-built components instantiate, but the
+        // context built per call grants nothing (see `new_store`).
+        wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
+        wt(Addon::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        ))
+        .context("linking the addon world's imports")?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("addonhost-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("starting the epoch ticker")?;
+
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            ticker_stop,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from cache) the component at `path` and checks that
+    /// it implements the `addon` world.
+    pub fn load(&self, id: &str, path: &Path, limits: Limits) -> anyhow::Result<Plugin> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("add-on {id}: cannot read component {}", path.display()))?;
+        self.load_bytes(id, &bytes, limits)
+            .with_context(|| format!("add-on {id}: cannot load component {}", path.display()))
+    }
+
+    /// Like [`Runtime::load`], from bytes.
+    pub fn load_bytes(&self, id: &str, bytes: &[u8], limits: Limits) -> anyhow::Result<Plugin> {
+        if bytes.is_empty() {
+            anyhow::bail!("the file is empty (0 bytes): rebuild the add-on");
+        }
+        let content_hash = cache::content_hash(bytes);
+        let (component, origin) = match &self.cache {
+            Some(cache) => cache.load(&self.engine, bytes, &content_hash)?,
+            None => (wt(Component::new(&self.engine, bytes))?, Origin::Compiled),
+        };
+        let pre = wt(self.linker.instantiate_pre(&component))
+            .context("the component imports something the host does not provide")?;
+        let pre = wt(AddonPre::new(pre))
+            .context("the component does not implement the addonhost:addon/addon world")?;
+        Ok(Plugin {
+            id: id.to_string(),
+            pre,
+            limits,
+            engine: self.engine.clone(),
+            content_hash,
+            origin,
+        })
+    }
+}
+
+/// wasmtime has its own error type; the host speaks anyhow.
+fn wt<T>(r: wasmtime::Result<T>) -> anyhow::Result<T> {
+    r.map_err(anyhow::Error::from)
+}
+
+type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+impl Plugin {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn new_store(&self, caps: Box<dyn Capabilities>) -> (Store<CallState>, MemoryOutputPipe) {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        // No preopens, env, args or network: the builder's defaults deny them
+        // all; we only keep stderr to explain panics.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let state = CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: (self.limits.memory_mb as usize) << 20,
+                hit: false,
+            },
+            caps,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = self
+            .limits
+            .timeout_ms
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        (store, stderr)
+    }
+
+    /// Runs one export in a fresh instance under the plugin's limits.
+    async fn run<R, F>(
+        &self,
+        call: &'static str,
+        caps: Box<dyn Capabilities>,
+        f: F,
+    ) -> Result<R, CallError>
+    where
+        F: for<'a> FnOnce(&'a Addon, &'a mut Store<CallState>) -> CallFuture<'a, R> + Send,
+        R: Send,
+    {
+        let (mut store, stderr) = self.new_store(caps);
+        let deadline = Duration::from_millis(self.limits.timeout_ms);
+        let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, async {
+            let addon = self.pre.instantiate_async(&mut store).await?;
+            f(&addon, &mut store).await
+        })
+        .await;
+        let timeout = || CallError::Timeout {
+            plugin: self.id.clone(),
+            call,
+            timeout_ms: self.limits.timeout_ms,
+        };
+        match outcome {
+            Ok(Ok(r)) => Ok(r),
+            // Blocked in the host (e.g. a WASI sleep) past the deadline.
+            Err(_elapsed) => Err(timeout()),
+            Ok(Err(e)) => {
+                if store.data().limiter.hit {
+                    return Err(CallError::MemoryLimit {
+                        plugin: self.id.clone(),
+                        call,
+                        memory_mb: self.limits.memory_mb,
+                    });
+                }
+                match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => Err(timeout()),
+                    trap => Err(CallError::Trap {
+                        plugin: self.id.clone(),
+                        call,
+                        reason: explain(trap, &e, &stderr),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn addon_error(&self, e: AddonError) -> CallError {
+        CallError::Addon {
+            plugin: self.id.clone(),
+            message: e.message,
+        }
+    }
+
+    /// `lifecycle.provision`.
+    pub async fn provision(
+        &self,
+        caps: Box<dyn Capabilities>,
+        request: ProvisionRequest,
+    ) -> Result<ProvisionResult, CallError> {
+        let r = self
+            .run("provision", caps, move |a, s| {
+                Box::pin(async move {
+                    a.addonhost_addon_lifecycle()
+                        .call_provision(s, &request)
+                        .await
+                })
+            })
+            .await?;
+        r.map_err(|e| self.addon_error(e))
+    }
+
+    /// `lifecycle.deprovision`.
+    pub async fn deprovision(
+        &self,
+        caps: Box<dyn Capabilities>,
+        id: &str,
+    ) -> Result<(), CallError> {
+        let id = id.to_string();
+        let r = self
+            .run("deprovision", caps, move |a, s| {
+                Box::pin(
+                    async move { a.addonhost_addon_lifecycle().call_deprovision(s, &id).await },
+                )
+            })
+            .await?;
+        r.map_err(|e| self.addon_error(e))
+    }
+
+    /// `lifecycle.change-plan`.
+    pub async fn change_plan(
+        &self,
+        caps: Box<dyn Capabilities>,
+        id: &str,
+        plan: &str,
+    ) -> Result<Option<Vec<(String, String)>>, CallError> {
+        let (id, plan) = (id.to_string(), plan.to_string());
+        let r = self
+            .run("change-plan", caps, move |a, s| {
+                Box::pin(async move {
+                    a.addonhost_addon_lifecycle()
+                        .call_change_plan(s, &id, &plan)
+                        .await
+                })
+            })
+            .await?;
+        r.map_err(|e| self.addon_error(e))
+    }
+
+    /// `credentials.rotate`.
+    pub async fn rotate(
+        &self,
+        caps: Box<dyn Capabilities>,
+        id: &str,
+    ) -> Result<Vec<(String, String)>, CallError> {
+        let id = id.to_string();
+        let r = self
+            .run("rotate", caps, move |a, s| {
+                Box::pin(async move { a.addonhost_addon_credentials().call_rotate(s, &id).await })
+            })
+            .await?;
+        r.map_err(|e| self.addon_error(e))
+    }
+
+    /// `sso.verify`.
+    pub async fn verify(
+        &self,
+        caps: Box<dyn Capabilities>,
+        login: Login,
+    ) -> Result<Verdict, CallError> {
+        self.run("sso-verify", caps, move |a, s| {
+            Box::pin(async move { a.addonhost_addon_sso().call_verify(s, &login).await })
+        })
+        .await
+    }
+}
+
+/// A readable reason for a trap: the trap kind, plus the plugin's own last
+/// words on stderr (a Rust panic message, a Python traceback).
+fn explain(trap: Option<&Trap>, e: &wasmtime::Error, stderr: &MemoryOutputPipe) -> String {
+    let what = match trap {
+        Some(Trap::StackOverflow) => "stack overflow (unbounded recursion?)".to_string(),
+        Some(Trap::UnreachableCodeReached) => {
+            "wasm trap: unreachable executed (a panic or abort)".to_string()
+        }
+        Some(t) => format!("wasm trap: {t}"),
+        None => format!("{e:#}"),
+    };
+    let out = stderr.contents();
+    let text = String::from_utf8_lossy(&out);
+    let last: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = last[last.len().saturating_sub(3)..].join(" / ");
+    if tail.is_empty() {
+        what
+    } else {
+        format!("{what}; stderr: {}", crate::util::truncate(&tail, 600))
+    }
+}

@@ -1,0 +1,605 @@
+//! The durable state: one SQLite file in the data dir.
+//!
+//! This module knows SQL and nothing of wasm or HTTP; the rules about what may
+//! change live in `platform`, which calls these functions inside the
+//! transactions it opens. Writers use `BEGIN IMMEDIATE` (so two processes
+//! never deadlock upgrading a read lock), WAL lets readers run alongside, and
+//! `busy_timeout` plus a retry loop keeps "database is locked" from reaching
+//! a user.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::Serialize;
+
+use crate::util::unix_now;
+
+/// The database file inside the data dir.
+pub const DB_FILE: &str = "addonhost.db";
+
+/// The SQLite store of one data dir.
+pub struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    #[serde(skip)]
+    pub id: i64,
+    pub name: String,
+    pub region: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resource {
+    #[serde(skip)]
+    pub id: i64,
+    pub uuid: String,
+    pub name: String,
+    pub service: String,
+    pub plan: String,
+    pub app: String,
+    #[serde(skip)]
+    pub app_id: i64,
+    pub partner_id: Option<String>,
+    pub state: String,
+    pub message: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attachment {
+    #[serde(skip)]
+    pub id: i64,
+    #[serde(skip)]
+    pub resource_id: i64,
+    pub app: String,
+    #[serde(skip)]
+    pub app_id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConfigVar {
+    pub name: String,
+    pub value: String,
+    /// The owning attachment, `None` for the user.
+    #[serde(skip)]
+    pub attachment_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    pub version: i64,
+    pub description: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub app: Option<String>,
+    pub addon: Option<String>,
+    pub detail: String,
+}
+
+impl Db {
+    /// Opens (creating if needed) the store in `data_dir` and brings its
+    /// schema up to date.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Db> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let path = data_dir.join(DB_FILE);
+        let corrupt = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "data dir {}: {} is not a usable addonhost database ({e}); restore it from a backup or point --data at another directory",
+                data_dir.display(),
+                DB_FILE
+            )
+        };
+        let mut conn = Connection::open(&path).map_err(|e| corrupt(&e))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| corrupt(&e))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn).map_err(|e| corrupt(&format!("{e:#}")))?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for reads.
+    pub fn read(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed if `f`
+    /// succeeds and rolled back otherwise; retried while another process
+    /// holds the write lock.
+    pub fn write<T>(
+        &self,
+        mut f: impl FnMut(&Transaction) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self.read();
+        let mut attempt = 0u32;
+        loop {
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let value = f(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match result {
+                Err(e) if is_busy(&e) && attempt < 50 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(5 * attempt as u64));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = schema::MIGRATIONS.len() as i64;
+    if current > known {
+        bail!("schema version {current} was written by a newer addonhost (this one knows {known})");
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if now > i as i64 {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+// ---- apps ----------------------------------------------------------------
+
+pub fn insert_app(tx: &Connection, name: &str, region: &str) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO apps (name, region, created_at) VALUES (?1, ?2, ?3)",
+        params![name, region, unix_now()],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+pub fn app_by_name(c: &Connection, name: &str) -> rusqlite::Result<Option<App>> {
+    c.query_row(
+        "SELECT id, name, region, created_at FROM apps WHERE name = ?1",
+        [name],
+        |r| {
+            Ok(App {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                region: r.get(2)?,
+                created_at: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+}
+
+pub fn list_apps(c: &Connection) -> rusqlite::Result<Vec<App>> {
+    let mut st = c.prepare_cached("SELECT id, name, region, created_at FROM apps ORDER BY name")?;
+    let rows = st.query_map([], |r| {
+        Ok(App {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            region: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Deletes an app and everything hanging off it.
+pub fn delete_app(tx: &Connection, app_id: i64) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM config_vars WHERE app_id = ?1", [app_id])?;
+    tx.execute("DELETE FROM releases WHERE app_id = ?1", [app_id])?;
+    tx.execute("DELETE FROM attachments WHERE app_id = ?1", [app_id])?;
+    tx.execute(
+        "DELETE FROM attachments WHERE resource_id IN (SELECT id FROM resources WHERE app_id = ?1)",
+        [app_id],
+    )?;
+    tx.execute("DELETE FROM resources WHERE app_id = ?1", [app_id])?;
+    tx.execute("DELETE FROM apps WHERE id = ?1", [app_id])?;
+    Ok(())
+}
+
+// ---- config vars -----------------------------------------------------------
+
+pub fn config_vars(c: &Connection, app_id: i64) -> rusqlite::Result<Vec<ConfigVar>> {
+    let mut st = c.prepare_cached(
+        "SELECT name, value, attachment_id FROM config_vars WHERE app_id = ?1 ORDER BY name",
+    )?;
+    let rows = st.query_map([app_id], |r| {
+        Ok(ConfigVar {
+            name: r.get(0)?,
+            value: r.get(1)?,
+            attachment_id: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn config_var(c: &Connection, app_id: i64, name: &str) -> rusqlite::Result<Option<ConfigVar>> {
+    c.query_row(
+        "SELECT name, value, attachment_id FROM config_vars WHERE app_id = ?1 AND name = ?2",
+        params![app_id, name],
+        |r| {
+            Ok(ConfigVar {
+                name: r.get(0)?,
+                value: r.get(1)?,
+                attachment_id: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
+pub fn vars_of_attachment(c: &Connection, attachment_id: i64) -> rusqlite::Result<Vec<ConfigVar>> {
+    let mut st = c.prepare_cached(
+        "SELECT name, value, attachment_id FROM config_vars WHERE attachment_id = ?1 ORDER BY name",
+    )?;
+    let rows = st.query_map([attachment_id], |r| {
+        Ok(ConfigVar {
+            name: r.get(0)?,
+            value: r.get(1)?,
+            attachment_id: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn upsert_var(
+    tx: &Connection,
+    app_id: i64,
+    name: &str,
+    value: &str,
+    owner: Option<i64>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO config_vars (app_id, name, value, attachment_id) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (app_id, name) DO UPDATE SET value = excluded.value, attachment_id = excluded.attachment_id",
+        params![app_id, name, value, owner],
+    )?;
+    Ok(())
+}
+
+pub fn delete_var(tx: &Connection, app_id: i64, name: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM config_vars WHERE app_id = ?1 AND name = ?2",
+        params![app_id, name],
+    )?;
+    Ok(())
+}
+
+pub fn delete_vars_of_attachment(tx: &Connection, attachment_id: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM config_vars WHERE attachment_id = ?1",
+        [attachment_id],
+    )
+}
+
+// ---- releases and audit ------------------------------------------------------
+
+/// Appends the app's next release; numbers are gap-free because this runs
+/// inside the writer's transaction.
+pub fn insert_release(
+    tx: &Connection,
+    app_id: i64,
+    description: &str,
+    actor: &str,
+) -> rusqlite::Result<i64> {
+    let next: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1",
+        [app_id],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO releases (app_id, version, description, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![app_id, next, description, actor, unix_now()],
+    )?;
+    Ok(next)
+}
+
+pub fn releases(c: &Connection, app_id: i64) -> rusqlite::Result<Vec<Release>> {
+    let mut st = c.prepare_cached(
+        "SELECT version, description, actor, created_at FROM releases WHERE app_id = ?1 ORDER BY version DESC",
+    )?;
+    let rows = st.query_map([app_id], |r| {
+        Ok(Release {
+            version: r.get(0)?,
+            description: r.get(1)?,
+            actor: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn audit(
+    tx: &Connection,
+    actor: &str,
+    action: &str,
+    app: Option<&str>,
+    addon: Option<&str>,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, app, addon, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![unix_now(), actor, action, app, addon, detail],
+    )?;
+    Ok(())
+}
+
+pub fn audit_entries(
+    c: &Connection,
+    app: Option<&str>,
+    limit: i64,
+) -> rusqlite::Result<Vec<AuditEntry>> {
+    let mut st = c.prepare_cached(
+        "SELECT at, actor, action, app, addon, detail FROM audit
+         WHERE ?1 IS NULL OR app = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![app, limit], |r| {
+        Ok(AuditEntry {
+            at: r.get(0)?,
+            actor: r.get(1)?,
+            action: r.get(2)?,
+            app: r.get(3)?,
+            addon: r.get(4)?,
+            detail: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+// ---- resources and attachments ------------------------------------------------
+
+const RESOURCE_COLUMNS: &str = "r.id, r.uuid, r.name, r.service, r.plan, a.name, r.app_id, r.partner_id, r.state, r.message, r.created_at, r.updated_at";
+
+fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
+    Ok(Resource {
+        id: r.get(0)?,
+        uuid: r.get(1)?,
+        name: r.get(2)?,
+        service: r.get(3)?,
+        plan: r.get(4)?,
+        app: r.get(5)?,
+        app_id: r.get(6)?,
+        partner_id: r.get(7)?,
+        state: r.get(8)?,
+        message: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+fn resource_where(
+    c: &Connection,
+    clause: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<Option<Resource>> {
+    c.query_row(
+        &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE {clause}"),
+        p,
+        resource_row,
+    )
+    .optional()
+}
+
+pub fn resource_by_uuid(c: &Connection, uuid: &str) -> rusqlite::Result<Option<Resource>> {
+    resource_where(c, "r.uuid = ?1", [uuid])
+}
+
+pub fn resource_by_name(c: &Connection, name: &str) -> rusqlite::Result<Option<Resource>> {
+    resource_where(c, "r.name = ?1", [name])
+}
+
+pub fn resource_by_id(c: &Connection, id: i64) -> rusqlite::Result<Option<Resource>> {
+    resource_where(c, "r.id = ?1", [id])
+}
+
+pub fn resource_by_partner_id(
+    c: &Connection,
+    service: &str,
+    partner_id: &str,
+) -> rusqlite::Result<Option<Resource>> {
+    resource_where(
+        c,
+        "r.service = ?1 AND r.partner_id = ?2",
+        [service, partner_id],
+    )
+}
+
+/// Resources that are not deprovisioned, of one app or of all.
+pub fn list_resources(c: &Connection, app_id: Option<i64>) -> rusqlite::Result<Vec<Resource>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id
+         WHERE r.state != 'deprovisioned' AND (?1 IS NULL OR r.app_id = ?1
+               OR r.id IN (SELECT resource_id FROM attachments WHERE app_id = ?1))
+         ORDER BY a.name, r.created_at, r.name"
+    ))?;
+    let rows = st.query_map([app_id], resource_row)?;
+    rows.collect()
+}
+
+pub struct NewResource<'a> {
+    pub uuid: &'a str,
+    pub name: &'a str,
+    pub service: &'a str,
+    pub plan: &'a str,
+    pub app_id: i64,
+}
+
+pub fn insert_resource(tx: &Connection, r: &NewResource) -> rusqlite::Result<i64> {
+    let now = unix_now();
+    tx.execute(
+        "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'provisioning', ?6, ?6)",
+        params![r.uuid, r.name, r.service, r.plan, r.app_id, now],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+pub fn update_resource(
+    tx: &Connection,
+    id: i64,
+    partner_id: Option<&str>,
+    state: &str,
+    plan: &str,
+    message: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE resources SET partner_id = ?2, state = ?3, plan = ?4, message = ?5, updated_at = ?6 WHERE id = ?1",
+        params![id, partner_id, state, plan, message, unix_now()],
+    )?;
+    Ok(())
+}
+
+pub fn delete_resource(tx: &Connection, id: i64) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM attachments WHERE resource_id = ?1", [id])?;
+    tx.execute("DELETE FROM resources WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+pub fn insert_attachment(
+    tx: &Connection,
+    resource_id: i64,
+    app_id: i64,
+    name: &str,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO attachments (resource_id, app_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![resource_id, app_id, name, unix_now()],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+pub fn delete_attachment(tx: &Connection, id: i64) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM attachments WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+fn attachment_row(r: &rusqlite::Row) -> rusqlite::Result<Attachment> {
+    Ok(Attachment {
+        id: r.get(0)?,
+        resource_id: r.get(1)?,
+        app: r.get(2)?,
+        app_id: r.get(3)?,
+        name: r.get(4)?,
+    })
+}
+
+pub fn attachments_of_resource(
+    c: &Connection,
+    resource_id: i64,
+) -> rusqlite::Result<Vec<Attachment>> {
+    let mut st = c.prepare_cached(
+        "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
+         WHERE t.resource_id = ?1 ORDER BY t.id",
+    )?;
+    let rows = st.query_map([resource_id], attachment_row)?;
+    rows.collect()
+}
+
+pub fn attachment_by_name(
+    c: &Connection,
+    app_id: i64,
+    name: &str,
+) -> rusqlite::Result<Option<Attachment>> {
+    c.query_row(
+        "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
+         WHERE t.app_id = ?1 AND t.name = ?2",
+        params![app_id, name],
+        attachment_row,
+    )
+    .optional()
+}
+
+pub fn attachment_names(c: &Connection, app_id: i64) -> rusqlite::Result<Vec<String>> {
+    let mut st = c.prepare_cached("SELECT name FROM attachments WHERE app_id = ?1")?;
+    let rows = st.query_map([app_id], |r| r.get(0))?;
+    rows.collect()
+}
+
+// ---- plugin KV -------------------------------------------------------------
+
+pub fn kv_get(c: &Connection, service: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    c.prepare_cached("SELECT value FROM plugin_kv WHERE service = ?1 AND key = ?2")?
+        .query_row(params![service, key], |r| r.get(0))
+        .optional()
+}
+
+pub fn kv_put(
+    tx: &Connection,
+    service: &str,
+    key: &str,
+    value: Option<&[u8]>,
+) -> rusqlite::Result<()> {
+    match value {
+        Some(v) => tx.execute(
+            "INSERT INTO plugin_kv (service, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
+            params![service, key, v],
+        )?,
+        None => tx.execute(
+            "DELETE FROM plugin_kv WHERE service = ?1 AND key = ?2",
+            params![service, key],
+        )?,
+    };
+    Ok(())
+}
+
+pub fn kv_keys(c: &Connection, service: &str, prefix: &str) -> rusqlite::Result<Vec<String>> {
+    // A range scan instead of LIKE: keys may contain % and _.
+    let mut st = c.prepare_cached(
+        "SELECT key FROM plugin_kv WHERE service = ?1 AND key >= ?2 ORDER BY key",
+    )?;
+    let rows = st.query_map(params![service, prefix], |r| r.get::<_, String>(0))?;
+    let mut keys = Vec::new();
+    for k in rows {
+        let k = k?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        keys.push(k);
+    }
+    Ok(keys)
+}

@@ -1,0 +1,80 @@
+//! The schema, as numbered migrations. `PRAGMA user_version` records how many
+//! have run; each runs in its own transaction, so an interrupted upgrade
+//! leaves the previous version intact.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the platform's tables.
+    r#"
+    CREATE TABLE apps (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        region      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+
+    -- One provisioned add-on (resource).
+    CREATE TABLE resources (
+        id          INTEGER PRIMARY KEY,
+        uuid        TEXT NOT NULL UNIQUE,          -- the platform's id, idempotency key
+        name        TEXT NOT NULL UNIQUE,          -- kv-shaped-48213
+        service     TEXT NOT NULL,
+        plan        TEXT NOT NULL,
+        app_id      INTEGER NOT NULL REFERENCES apps(id),
+        partner_id  TEXT,                          -- the add-on's id; NULL until it answered
+        state       TEXT NOT NULL CHECK (state IN
+                      ('provisioning','provisioned','deprovisioning','deprovisioned','failed')),
+        message     TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX resources_partner ON resources(service, partner_id)
+        WHERE partner_id IS NOT NULL;
+
+    -- The link of a resource to an app under a name (KV, CACHE, KV_ORANGE).
+    CREATE TABLE attachments (
+        id          INTEGER PRIMARY KEY,
+        resource_id INTEGER NOT NULL REFERENCES resources(id),
+        app_id      INTEGER NOT NULL REFERENCES apps(id),
+        name        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        UNIQUE (app_id, name)
+    );
+
+    -- Config vars and their owner: NULL = the user, else one attachment.
+    CREATE TABLE config_vars (
+        app_id        INTEGER NOT NULL REFERENCES apps(id),
+        name          TEXT NOT NULL,
+        value         TEXT NOT NULL,
+        attachment_id INTEGER REFERENCES attachments(id),
+        PRIMARY KEY (app_id, name)
+    );
+
+    CREATE TABLE releases (
+        app_id      INTEGER NOT NULL REFERENCES apps(id),
+        version     INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (app_id, version)
+    );
+
+    -- Who did what: every change, and every refused add-on write.
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY,
+        at          INTEGER NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        app         TEXT,
+        addon       TEXT,
+        detail      TEXT NOT NULL
+    );
+
+    -- Each add-on's private key-value store.
+    CREATE TABLE plugin_kv (
+        service     TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       BLOB NOT NULL,
+        PRIMARY KEY (service, key)
+    ) WITHOUT ROWID;
+    "#,
+];
