@@ -170,9 +170,7 @@ impl Manifest {
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(err("api.config_vars_prefix", "must be a string")),
         };
-        if !is_var_name(&prefix)
-            && !(prefix.len() == 1 && prefix.as_bytes()[0].is_ascii_uppercase())
-        {
+        if !is_prefix(&prefix) {
             return Err(err(
                 "api.config_vars_prefix",
                 format!("{prefix:?} must match ^[A-Z][0-9A-Z_]*$"),
@@ -303,7 +301,7 @@ fn parse_plans(root: &Map<String, Value>) -> Result<Vec<Plan>, (String, String)>
             .as_object()
             .ok_or_else(|| err(&field, "must be an object"))?;
         let id = required_str(obj, "id", &format!("{field}.id"))?;
-        if !is_slug(&id) && !(id.len() == 1 && id.as_bytes()[0].is_ascii_lowercase()) {
+        if !is_plan_id(&id) {
             return Err(err(
                 &format!("{field}.id"),
                 format!("{id:?} must match ^[a-z][a-z0-9-]*$"),
@@ -397,6 +395,16 @@ pub fn is_slug(s: &str) -> bool {
         && b[1..]
             .iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// `^[A-Z][0-9A-Z_]*$`: a config var prefix.
+fn is_prefix(s: &str) -> bool {
+    s.len() == 1 && s.as_bytes()[0].is_ascii_uppercase() || is_var_name(s)
+}
+
+/// `^[a-z][a-z0-9-]*$`, at most 50 characters: a plan id.
+fn is_plan_id(s: &str) -> bool {
+    s.len() == 1 && s.as_bytes()[0].is_ascii_lowercase() || is_slug(s)
 }
 
 /// `^[A-Z][0-9A-Z_]+$`: a config var name.
@@ -556,6 +564,11 @@ mod tests {
         );
         assert_eq!(
             field_of(with(|v| v["plans"][0]["id"] = "pro".into())),
+            "plans[1].id",
+            "the second plan with the same id is the duplicate"
+        );
+        assert_eq!(
+            field_of(with(|v| v["plans"][0]["id"] = "Pro Plan".into())),
             "plans[0].id"
         );
         assert_eq!(

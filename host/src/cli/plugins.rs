@@ -217,7 +217,9 @@ fn build_rust(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
         .join("release")
         .join(format!("{}.wasm", package.replace('-', "_")));
     // Copy through a temporary name so a running host never reads half a file.
-    let tmp = m.component.with_extension("wasm.tmp");
+    let tmp = m
+        .component
+        .with_extension(format!("wasm.{}.tmp", std::process::id()));
     std::fs::copy(&artifact, &tmp).with_context(|| format!("copying {}", artifact.display()))?;
     std::fs::rename(&tmp, &m.component)?;
     let size = std::fs::metadata(&m.component)?.len();

@@ -112,7 +112,12 @@ impl Host {
     }
 
     /// Finds an add-on by resource name or uuid, or by attachment name on `app`.
-    fn resolve(&self, c: &Connection, addon: &str, app: Option<&str>) -> anyhow::Result<Resource> {
+    pub(super) fn resolve(
+        &self,
+        c: &Connection,
+        addon: &str,
+        app: Option<&str>,
+    ) -> anyhow::Result<Resource> {
         let found = match store::resource_by_name(c, addon)? {
             Some(r) => Some(r),
             None => store::resource_by_uuid(c, addon)?,
@@ -453,7 +458,8 @@ impl Host {
                 ))
             })?;
         }
-        let description = format!("Change {} ({}) to plan {plan}", r.name, r.service);
+        let label = self.attachment_label(&r)?;
+        let description = format!("Change {label} ({}) to {}:{plan}", r.name, r.service);
         self.apply_change(
             &manifest,
             &r,
@@ -493,13 +499,7 @@ impl Host {
                 manifest.id
             ))
         })?;
-        let label = {
-            let conn = self.db.read();
-            store::attachments_of_resource(&conn, r.id)?
-                .first()
-                .map(|a| a.name.clone())
-                .unwrap_or_else(|| r.name.clone())
-        };
+        let label = self.attachment_label(&r)?;
         let description = format!("Rotate {label} credentials");
         self.apply_change(
             &manifest,
@@ -510,6 +510,15 @@ impl Host {
             &description,
             "addons:rotate",
         )
+    }
+
+    /// The name a resource is known by on its app (`KV`), for messages.
+    fn attachment_label(&self, r: &Resource) -> anyhow::Result<String> {
+        let conn = self.db.read();
+        Ok(store::attachments_of_resource(&conn, r.id)?
+            .first()
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| r.name.clone()))
     }
 
     /// Writes a plan change or rotation: new config (replacing the old),

@@ -111,7 +111,7 @@ impl Host {
                 )
             };
             store::audit(tx, "user", "config:set", Some(app), None, &detail)?;
-            Ok(release(tx, app_row.id, version)?)
+            release(tx, app_row.id, version)
         })
     }
 
@@ -154,7 +154,7 @@ impl Host {
                 None,
                 &names.join(", "),
             )?;
-            Ok(release(tx, app_row.id, version)?)
+            release(tx, app_row.id, version)
         })
     }
 

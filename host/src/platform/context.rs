@@ -38,13 +38,28 @@ pub enum Scope {
 #[derive(Debug, Default)]
 pub struct Effects {
     pub kv: BTreeMap<String, Option<Vec<u8>>>,
-    /// (partner id, manifest-named changes, reason)
-    pub updates: Vec<(String, Vec<(String, Option<String>)>, String)>,
-    pub completions: Vec<(String, Vec<(String, String)>, Option<String>)>,
+    pub updates: Vec<Update>,
+    pub completions: Vec<Completion>,
     pub failures: Vec<(String, String)>,
     /// Writes that were refused: logged to the audit trail whatever the
     /// call's outcome.
     pub refusals: Vec<(String, String)>,
+}
+
+/// A partner-initiated change of one resource's vars (manifest names).
+#[derive(Debug)]
+pub struct Update {
+    pub partner_id: String,
+    pub changes: Vec<(String, Option<String>)>,
+    pub reason: String,
+}
+
+/// A pending provisioning the add-on completed.
+#[derive(Debug)]
+pub struct Completion {
+    pub partner_id: String,
+    pub config: Vec<(String, String)>,
+    pub message: Option<String>,
 }
 
 /// The capabilities of one call of one add-on.
@@ -126,9 +141,9 @@ impl CallContext {
         }
         drop(conn);
         let pid = r.partner_id.as_deref().unwrap_or_default();
-        for (id, changes, _) in &self.effects().updates {
-            if id == pid {
-                for (name, value) in changes {
+        for u in &self.effects().updates {
+            if u.partner_id == pid {
+                for (name, value) in &u.changes {
                     match value {
                         Some(v) => vars.insert(name.clone(), v.clone()),
                         None => vars.remove(name),
@@ -200,11 +215,11 @@ impl Capabilities for CallContext {
             }
         }
         drop(conn);
-        self.effects().updates.push((
-            id.to_string(),
+        self.effects().updates.push(Update {
+            partner_id: id.to_string(),
             changes,
-            crate::util::truncate(reason, 200).to_string(),
-        ));
+            reason: crate::util::truncate(reason, 200).to_string(),
+        });
         Ok(())
     }
 
@@ -226,9 +241,11 @@ impl Capabilities for CallContext {
             return Err(format!("resource {id} is {}, not provisioning", r.state));
         }
         validate::addon_config(&self.manifest, &config)?;
-        self.effects()
-            .completions
-            .push((id.to_string(), config, message));
+        self.effects().completions.push(Completion {
+            partner_id: id.to_string(),
+            config,
+            message,
+        });
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod config;
 pub mod context;
 pub mod error;
 pub mod naming;
+pub mod sso;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ pub use error::{Kind, UserError};
 use crate::manifest::Manifest;
 use crate::runtime::{ArtifactCache, Plugin, Runtime};
 use crate::store::{self, Db};
-use context::{CallContext, Effects, Scope};
+use context::{CallContext, Completion, Effects, Scope, Update};
 
 /// Where a host keeps its state and finds its plugins.
 #[derive(Debug, Clone)]
@@ -221,7 +222,12 @@ fn apply_effects(tx: &Connection, m: &Manifest, effects: &Effects) -> anyhow::Re
         store::kv_put(tx, &m.id, key, value.as_deref())?;
     }
     let actor = format!("addon:{}", m.id);
-    for (pid, changes, reason) in &effects.updates {
+    for Update {
+        partner_id: pid,
+        changes,
+        reason,
+    } in &effects.updates
+    {
         let Some(r) = store::resource_by_partner_id(tx, &m.id, pid)? else {
             continue;
         };
@@ -274,7 +280,12 @@ fn apply_effects(tx: &Connection, m: &Manifest, effects: &Effects) -> anyhow::Re
             }
         }
     }
-    for (pid, config, message) in &effects.completions {
+    for Completion {
+        partner_id: pid,
+        config,
+        message,
+    } in &effects.completions
+    {
         let Some(r) = store::resource_by_partner_id(tx, &m.id, pid)? else {
             continue;
         };

@@ -6,9 +6,9 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use addonhost::addon::log::Level;
-pub use addonhost::addon::types::AddonError;
-pub use exports::addonhost::addon::lifecycle::{
+pub use self::addonhost::addon::log::Level;
+pub use self::addonhost::addon::types::AddonError;
+pub use self::exports::addonhost::addon::lifecycle::{
     Pending, ProvisionRequest, ProvisionResult, Provisioned,
 };
-pub use exports::addonhost::addon::sso::{Login, Session, Verdict};
+pub use self::exports::addonhost::addon::sso::{Login, Session, Verdict};

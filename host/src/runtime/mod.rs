@@ -410,7 +410,10 @@ fn explain(trap: Option<&Trap>, e: &wasmtime::Error, stderr: &MemoryOutputPipe) 
         Some(Trap::UnreachableCodeReached) => {
             "wasm trap: unreachable executed (a panic or abort)".to_string()
         }
-        Some(t) => format!("wasm trap: {t}"),
+        Some(Trap::MemoryOutOfBounds) => {
+            "wasm trap: out-of-bounds memory access (the plugin's shadow stack overflowed, or a memory bug)".to_string()
+        }
+        Some(t) => t.to_string(),
         None => format!("{e:#}"),
     };
     let out = stderr.contents();

@@ -44,10 +44,10 @@ fn list(value: Option<&str>) -> Vec<String> {
 
 #[inline(never)]
 #[allow(unconditional_recursion)]
-fn recurse(n: u64, pad: &mut [u8; 256]) -> u64 {
-    pad[(n % 256) as usize] = n as u8;
-    let mut next = *pad;
-    recurse(n + 1, &mut next) + next[0] as u64
+fn recurse(n: u64) -> u64 {
+    // Work after the call keeps it from becoming a loop; no locals in
+    // linear memory, so this exhausts the wasm stack itself.
+    recurse(n.wrapping_add(1)).rotate_left(1) ^ n
 }
 
 /// Tries every ambient capability a native process would have.
@@ -109,8 +109,8 @@ impl Lifecycle for Hostile {
                 }
             }
             "recursion" => {
-                let mut pad = [0u8; 256];
-                std::hint::black_box(recurse(0, &mut pad));
+                let depth = std::hint::black_box(1u64);
+                cfg.push(("HOSTILE_SEEN".into(), recurse(depth).to_string()));
             }
             "trap" => panic!("hostile add-on panicked on purpose"),
             "sleep" => loop {

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The whole add-on lifecycle on the embedded SQLite default, step by step,
+# as a newcomer would type it. Installs what it needs (the wasm32-wasip2
+# target), builds the host and the example add-ons, then runs the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export ADDONHOST_DATA="${ADDONHOST_DATA:-.addonhost}"
+export ADDONHOST_PLUGINS="${ADDONHOST_PLUGINS:-plugins}"
+APP="${DEMO_APP:-demo}"
+
+say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
+run() { printf '\033[36m$ addonhost %s\033[0m\n' "$*"; "$ADDONHOST" "$@"; }
+
+say "Setting up: the wasm32-wasip2 target and a build of addonhost"
+rustup target add wasm32-wasip2 >/dev/null
+cargo build --quiet -p addonhost
+ADDONHOST=target/debug/addonhost
+
+say "Building the example add-ons (plugins/kv, plugins/exceptions) into WASM components"
+run plugins:build
+
+if "$ADDONHOST" apps:info -a "$APP" >/dev/null 2>&1; then
+  say "Removing the app left by an earlier demo"
+  run apps:destroy -a "$APP" --confirm "$APP"
+fi
+
+say "The add-on catalog: each service is a sandboxed plugin"
+run addons:services
+run addons:plans kv
+
+say "1. Create an app (release v1)"
+run apps:create "$APP"
+
+say "2. Provision add-ons: the host asks each plugin, validates its answer, sets the config vars"
+run addons:create kv:mini -a "$APP"
+run addons:create exceptions -a "$APP"
+run addons:create kv -a "$APP" --as cache
+
+say "3. The app's config: each add-on's vars, under its attachment name"
+run config -a "$APP"
+run config:set LOG_LEVEL=info -a "$APP"
+say "   An add-on's var is protected from accidental overwrites:"
+run config:set KV_URL=redis://oops -a "$APP" || true
+
+say "4. Consume: processes get the vars in their environment"
+run run -a "$APP" -- sh -c 'echo "this process would use the key-value store at ${KV_URL##*@} and report exceptions to ${EXCEPTIONS_URL%/*}/…"'
+
+say "5. Change plan, rotate credentials"
+run addons:upgrade KV kv:pro -a "$APP"
+run addons:rotate KV -a "$APP"
+
+say "6. Deprovision: exactly that add-on's vars go"
+run addons:destroy CACHE -a "$APP" --confirm "$APP"
+run addons -a "$APP"
+run releases -a "$APP"
+run audit -a "$APP" --limit 5
+
+say "Done. The state is in $ADDONHOST_DATA/addonhost.db; try: $ADDONHOST config -a $APP"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every test of addonhost, from a fresh machine: installs what it needs
+# (the wasm32-wasip2 target), builds the host and the plugins, then runs the
+# formatting and lint gates, the SDK's tests and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: wasm32-wasip2 target"
+rustup target add wasm32-wasip2
+
+step "format"
+cargo fmt --all -- --check
+(cd plugins && cargo fmt --all -- --check)
+(cd tests/plugins && cargo fmt --all -- --check)
+
+step "build the host"
+cargo build --workspace --bins
+
+step "build the plugins (addonhost plugins:build)"
+ADDONHOST_PLUGINS="plugins:tests/plugins" target/debug/addonhost plugins:build
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "SDK tests (native)"
+host_triple=$(rustc -vV | sed -n 's/^host: //p')
+cargo test --manifest-path plugins/Cargo.toml -p addonhost-sdk --target "$host_triple"
+
+step "test suite"
+cargo test --workspace

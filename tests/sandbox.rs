@@ -1,0 +1,203 @@
+//! The sandbox holds: a plugin that loops, hoards memory, recurses, panics,
+//! sleeps or probes for ambient authority is stopped with an error naming the
+//! plugin and the reason; the host goes on serving the next call in the same
+//! process; and the store is exactly as before.
+
+mod support;
+
+use addonhost::platform::CreateAddon;
+use addonhost::Host;
+use support::*;
+
+fn attack(app: &str, what: &str) -> CreateAddon {
+    CreateAddon {
+        app: app.into(),
+        spec: "hostile".into(),
+        options: vec![("attack".into(), what.into())],
+        ..Default::default()
+    }
+}
+
+fn kv(app: &str) -> CreateAddon {
+    CreateAddon {
+        app: app.into(),
+        spec: "kv".into(),
+        ..Default::default()
+    }
+}
+
+/// Runs an attack that must fail; checks the message, that nothing was
+/// stored, and that a normal add-on still provisions in the same host.
+async fn attack_fails(env: &Env, host: &Host, what: &str, expect: &[&str]) -> String {
+    let before = snapshot(env, "victim");
+    let err = host
+        .create_addon(attack("victim", what))
+        .await
+        .expect_err("the attack must fail");
+    let msg = format!("{err:#}");
+    for e in expect {
+        assert!(
+            msg.contains(e),
+            "error for {what} should mention {e:?}: {msg}"
+        );
+    }
+    assert_eq!(
+        snapshot(env, "victim"),
+        before,
+        "a failed {what} call changed the store"
+    );
+    // The host is still alive and serves the next call.
+    let ok = host
+        .create_addon(kv("bystander"))
+        .await
+        .expect("next call succeeds");
+    assert_eq!(ok.addon.state, "provisioned");
+    msg
+}
+
+fn setup() -> (Env, Host) {
+    let env = Env::new();
+    env.ok(&["apps:create", "victim"]);
+    env.ok(&["apps:create", "bystander"]);
+    let host = env.host();
+    (env, host)
+}
+
+#[tokio::test]
+async fn infinite_loop_is_stopped_at_its_deadline() {
+    let (env, host) = setup();
+    let started = std::time::Instant::now();
+    attack_fails(
+        &env,
+        &host,
+        "loop",
+        &["hostile", "provision", "timed out", "1000 ms"],
+    )
+    .await;
+    // The hostile manifest sets timeout_ms = 1000.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn memory_growth_past_cap_is_stopped() {
+    let (env, host) = setup();
+    attack_fails(
+        &env,
+        &host,
+        "memory",
+        &["hostile", "memory limit of 32 MiB"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unbounded_recursion_is_reported_as_stack_overflow() {
+    let (env, host) = setup();
+    attack_fails(&env, &host, "recursion", &["hostile", "stack overflow"]).await;
+}
+
+#[tokio::test]
+async fn panic_is_reported_with_its_message() {
+    let (env, host) = setup();
+    attack_fails(
+        &env,
+        &host,
+        "trap",
+        &["hostile", "crashed", "panicked on purpose"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sleeping_forever_in_wasi_clocks_hits_the_deadline() {
+    let (env, host) = setup();
+    attack_fails(&env, &host, "sleep", &["hostile", "timed out"]).await;
+}
+
+#[tokio::test]
+async fn huge_return_value_is_refused_by_size_cap() {
+    let (env, host) = setup();
+    attack_fails(&env, &host, "huge", &["hostile", "HOSTILE_SEEN", "cap"]).await;
+}
+
+#[tokio::test]
+async fn plugin_sees_no_files_env_args_or_network() {
+    let (env, host) = setup();
+    let created = host
+        .create_addon(attack("victim", "ambient"))
+        .await
+        .unwrap();
+    let seen = created
+        .config
+        .iter()
+        .find(|(n, _)| n == "HOSTILE_SEEN")
+        .map(|(_, v)| v.clone())
+        .expect("the probe reports what it saw");
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    let fs = seen["fs"].as_str().unwrap();
+    assert!(
+        !fs.contains("entries") && !fs.contains("read "),
+        "filesystem visible: {fs}"
+    );
+    assert_eq!(
+        seen["env"].as_str().unwrap(),
+        "0 vars []",
+        "environment visible"
+    );
+    assert_eq!(seen["args"].as_str().unwrap(), "[]");
+    let net = seen["net"].as_str().unwrap();
+    assert!(!net.contains("connected"), "network reachable: {net}");
+    assert!(
+        !seen["dns"].as_str().unwrap().contains("resolved"),
+        "DNS works: {}",
+        seen["dns"]
+    );
+    drop(env);
+}
+
+#[test]
+fn zero_byte_truncated_and_wrong_world_components_fail_to_load_clearly() {
+    let rt = addonhost::runtime::Runtime::new(None).unwrap();
+    let limits = addonhost::manifest::Limits::default();
+    let e = rt.load_bytes("empty", &[], limits).err().unwrap();
+    assert!(format!("{e:#}").contains("empty (0 bytes)"), "{e:#}");
+
+    plugins_built();
+    let kv = std::fs::read(root().join("plugins/kv/kv.wasm")).unwrap();
+    let e = rt
+        .load_bytes("cut", &kv[..kv.len() / 2], limits)
+        .err()
+        .unwrap();
+    assert!(!format!("{e:#}").is_empty());
+
+    // A valid component that implements nothing of the addon world.
+    let empty = wat::parse_str("(component)").unwrap();
+    let e = rt.load_bytes("nothing", &empty, limits).err().unwrap();
+    assert!(
+        format!("{e:#}").contains("does not implement the addonhost:addon/addon world"),
+        "{e:#}"
+    );
+    // And a valid one loads.
+    assert!(rt.load_bytes("kv", &kv, limits).is_ok());
+}
+
+#[test]
+fn cli_reports_plugin_failure_and_exits_nonzero() {
+    let env = Env::new();
+    env.ok(&["apps:create", "victim"]);
+    let (code, stderr) = env.fails(&[
+        "addons:create",
+        "hostile",
+        "-a",
+        "victim",
+        "--",
+        "--attack",
+        "trap",
+    ]);
+    assert_eq!(code, 5);
+    assert!(
+        stderr.contains("add-on hostile: provision crashed"),
+        "{stderr}"
+    );
+    assert_eq!(env.json(&["addons", "-a", "victim"]), serde_json::json!([]));
+}
