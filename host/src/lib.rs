@@ -12,6 +12,7 @@ pub mod cli;
 pub mod manifest;
 pub mod platform;
 pub mod runtime;
+pub mod server;
 pub mod sso;
 pub mod store;
 pub mod util;

@@ -6,7 +6,10 @@ mod addons;
 mod apps;
 mod config;
 mod output;
+mod server;
 mod plugins;
+
+pub use output::{mask as output_mask, when as output_when};
 
 use std::path::PathBuf;
 
@@ -39,14 +42,10 @@ pub struct Cli {
         default_value = "plugins"
     )]
     pub plugins: String,
-    /// The URL the server is reached at; add-ons build resource URLs on it.
-    #[arg(
-        long,
-        global = true,
-        env = "ADDONHOST_URL",
-        default_value = "http://127.0.0.1:5000"
-    )]
-    pub url: String,
+    /// The URL the server is reached at; add-ons build resource URLs on it
+    /// [default: http://127.0.0.1:5000, or the address `serve` binds].
+    #[arg(long, global = true, env = "ADDONHOST_URL")]
+    pub url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -116,12 +115,23 @@ pub enum Command {
     /// Build add-on folders into components next to their manifests.
     #[command(name = "plugins:build")]
     PluginsBuild(plugins::Build),
+    /// Print the SSO URL of an add-on's dashboard.
+    #[command(name = "addons:open")]
+    AddonsOpen(server::Open),
+    /// Run the server: JSON API, dashboard, SSO and the add-ons' HTTP routes.
+    #[command(name = "serve")]
+    Serve(server::Serve),
+    /// Print the API bearer token (created on first use).
+    #[command(name = "auth:token")]
+    AuthToken,
 }
 
 impl Cli {
     fn options(&self) -> HostOptions {
         let mut opts = HostOptions::new(&self.data, std::env::split_paths(&self.plugins).collect());
-        opts.public_url = self.url.clone();
+        if let Some(url) = &self.url {
+            opts.public_url = url.clone();
+        }
         opts
     }
 
@@ -134,6 +144,11 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::PluginsBuild(b) => return plugins::build(&cli, b).map(|_| 0),
+        Command::Serve(s) => return server::serve(&cli, s).await.map(|_| 0),
+        Command::AuthToken => {
+            println!("{}", crate::server::token::load_or_create(&cli.data)?);
+            return Ok(0);
+        }
         Command::Run(r) => return config::run(&cli.host()?, r).await,
         _ => {}
     }
@@ -158,7 +173,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Releases(r) => config::releases(&host, r),
         Command::Audit(a) => config::audit(&host, a),
         Command::Plugins(j) => plugins::list(&host, j),
-        Command::PluginsBuild(_) | Command::Run(_) => unreachable!("handled above"),
+        Command::AddonsOpen(o) => server::open(&host, o),
+        Command::PluginsBuild(_) | Command::Run(_) | Command::Serve(_) | Command::AuthToken => {
+            unreachable!("handled above")
+        }
     }?;
     Ok(0)
 }

@@ -9,6 +9,7 @@ pub mod catalog;
 mod config;
 pub mod context;
 pub mod error;
+pub mod http;
 pub mod naming;
 pub mod sso;
 pub mod validate;

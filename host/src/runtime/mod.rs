@@ -16,6 +16,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
+mod http;
 
 use std::future::Future;
 use std::path::Path;
@@ -33,6 +34,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub use bindings::{AddonError, Level, Login, ProvisionRequest, ProvisionResult, Session, Verdict};
 pub use cache::{ArtifactCache, Origin};
 pub use capabilities::Capabilities;
+pub use http::MAX_RESPONSE_BYTES;
 
 use crate::manifest::Limits;
 use bindings::{Addon, AddonPre};
@@ -45,6 +47,8 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 /// The per-call state of one plugin instance.
 pub struct CallState {
     wasi: WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: http::DenyOutbound,
     table: ResourceTable,
     limiter: MemoryLimiter,
     caps: Box<dyn Capabilities>,
@@ -135,6 +139,8 @@ impl Drop for Runtime {
 pub struct Plugin {
     id: String,
     pre: AddonPre<CallState>,
+    /// Set when the component also exports `wasi:http/incoming-handler`.
+    proxy: Option<wasmtime_wasi_http::p2::bindings::ProxyPre<CallState>>,
     limits: Limits,
     engine: Engine,
     /// Hex SHA-256 of the component.
@@ -156,6 +162,10 @@ impl Runtime {
         // WASI is linked so that std-built components instantiate, but the
         // context built per call grants nothing (see `new_store`).
         wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
+        // wasi:http types, so add-ons can serve HTTP; outbound requests are
+        // denied by `DenyOutbound`.
+        wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .context("linking wasi:http")?;
         wt(Addon::add_to_linker::<CallState, HasSelf<CallState>>(
             &mut linker,
             |s| s,
@@ -210,11 +220,13 @@ impl Runtime {
         };
         let pre = wt(self.linker.instantiate_pre(&component))
             .context("the component imports something the host does not provide")?;
+        let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).ok();
         let pre = wt(AddonPre::new(pre))
             .context("the component does not implement the addonhost:addon/addon world")?;
         Ok(Plugin {
             id: id.to_string(),
             pre,
+            proxy,
             limits,
             engine: self.engine.clone(),
             content_hash,
@@ -239,6 +251,11 @@ impl Plugin {
         self.limits
     }
 
+    /// Whether the component exports `wasi:http/incoming-handler`.
+    pub fn serves_http(&self) -> bool {
+        self.proxy.is_some()
+    }
+
     fn new_store(&self, caps: Box<dyn Capabilities>) -> (Store<CallState>, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // No preopens, env, args or network: the builder's defaults deny them
@@ -246,6 +263,8 @@ impl Plugin {
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let state = CallState {
             wasi,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: http::DenyOutbound,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 max_bytes: (self.limits.memory_mb as usize) << 20,
@@ -283,6 +302,19 @@ impl Plugin {
             f(&addon, &mut store).await
         })
         .await;
+        let hit_memory = store.data().limiter.hit;
+        self.classify(call, outcome, hit_memory, &stderr)
+    }
+
+    /// Maps a call's outcome (`Err(_)` from the outer timer) to a [`CallError`]
+    /// naming the plugin, the call and the reason.
+    fn classify<R>(
+        &self,
+        call: &'static str,
+        outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+        hit_memory: bool,
+        stderr: &MemoryOutputPipe,
+    ) -> Result<R, CallError> {
         let timeout = || CallError::Timeout {
             plugin: self.id.clone(),
             call,
@@ -293,7 +325,7 @@ impl Plugin {
             // Blocked in the host (e.g. a WASI sleep) past the deadline.
             Err(_elapsed) => Err(timeout()),
             Ok(Err(e)) => {
-                if store.data().limiter.hit {
+                if hit_memory {
                     return Err(CallError::MemoryLimit {
                         plugin: self.id.clone(),
                         call,
@@ -305,7 +337,7 @@ impl Plugin {
                     trap => Err(CallError::Trap {
                         plugin: self.id.clone(),
                         call,
-                        reason: explain(trap, &e, &stderr),
+                        reason: explain(trap, &e, stderr),
                     }),
                 }
             }

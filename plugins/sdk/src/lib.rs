@@ -15,8 +15,12 @@
 //! ```
 
 pub mod credentials;
+pub mod http;
 pub mod manifest;
 pub mod sso;
+
+/// The WASI bindings, for `export_http!` and add-ons that need more of WASI.
+pub use wasip2;
 
 wit_bindgen::generate!({
     path: "../../wit",

@@ -1,0 +1,57 @@
+//! Routing an HTTP request to the add-on that serves it. The call runs on
+//! the add-on's own behalf (any of its resources is in reach), and whatever
+//! it changes — its KV, a partner-initiated update of its config vars —
+//! is applied, with the ownership checks and a release, when it succeeds.
+
+use bytes::Bytes;
+
+use super::context::Scope;
+use super::{apply_effects, error, take, Host};
+
+/// Headers the host sets after SSO; any arriving from outside are removed.
+pub const USER_HEADER: &str = "x-addonhost-user";
+pub const RESOURCE_HEADER: &str = "x-addonhost-resource";
+
+/// Who the host vouches for on this request (from the add-on's SSO session).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: String,
+    /// The add-on's id of the resource signed in to.
+    pub resource: String,
+}
+
+impl Host {
+    /// Serves `request` (its URI relative to the add-on's base URL) with
+    /// `service`'s HTTP handler.
+    pub async fn addon_http(
+        &self,
+        service: &str,
+        mut request: http::Request<Bytes>,
+        identity: Option<Identity>,
+    ) -> anyhow::Result<http::Response<Bytes>> {
+        let (manifest, plugin) = self.plugin(service)?;
+        if !plugin.serves_http() {
+            return Err(error::not_found(format!("add-on {service} does not serve HTTP")));
+        }
+        let headers = request.headers_mut();
+        let forged: Vec<_> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-addonhost-"))
+            .cloned()
+            .collect();
+        for k in forged {
+            headers.remove(k);
+        }
+        if let Some(id) = identity {
+            headers.insert(USER_HEADER, id.user.parse()?);
+            headers.insert(RESOURCE_HEADER, id.resource.parse()?);
+        }
+        let (ctx, effects) = self.context(&manifest, Scope::Service);
+        let outcome = plugin.handle_http(ctx, request).await;
+        self.log_refusals(&effects);
+        let response = outcome.map_err(|e| error::addon(e.to_string()))?;
+        let effects = take(&effects);
+        self.db.write(|tx| apply_effects(tx, &manifest, &effects))?;
+        Ok(response)
+    }
+}
