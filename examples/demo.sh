@@ -20,6 +20,9 @@ ADDONHOST=target/debug/addonhost
 say "Building the example add-ons (plugins/kv, plugins/exceptions) into WASM components"
 run plugins:build
 
+# Resource URLs point at the server the demo starts.
+export ADDONHOST_URL="http://127.0.0.1:${PORT:-5000}"
+
 if "$ADDONHOST" apps:info -a "$APP" >/dev/null 2>&1; then
   say "Removing the app left by an earlier demo"
   run apps:destroy -a "$APP" --confirm "$APP"
@@ -37,6 +40,16 @@ run addons:create kv:mini -a "$APP"
 run addons:create exceptions -a "$APP"
 run addons:create kv -a "$APP" --as cache
 
+say "   Starting the server in the background, so the add-ons can serve their resources"
+ADDONHOST_LOG="${ADDONHOST_LOG:-warn}" "$ADDONHOST" serve --port "${PORT:-5000}" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  curl -fs "$ADDONHOST_URL/healthz" >/dev/null 2>&1 && break
+  kill -0 "$SERVER" 2>/dev/null || { echo "the server did not start (is port ${PORT:-5000} free? set PORT=…)"; exit 1; }
+  sleep 0.2
+done
+
 say "3. The app's config: each add-on's vars, under its attachment name"
 run config -a "$APP"
 run config:set LOG_LEVEL=info -a "$APP"
@@ -44,7 +57,7 @@ say "   An add-on's var is protected from accidental overwrites:"
 run config:set KV_URL=redis://oops -a "$APP" || true
 
 say "4. Consume: processes get the vars in their environment"
-run run -a "$APP" -- sh -c 'echo "this process would use the key-value store at ${KV_URL##*@} and report exceptions to ${EXCEPTIONS_URL%/*}/…"'
+run run -a "$APP" -- sh examples/consume.sh
 
 say "5. Change plan, rotate credentials"
 run addons:upgrade KV kv:pro -a "$APP"
@@ -56,4 +69,10 @@ run addons -a "$APP"
 run releases -a "$APP"
 run audit -a "$APP" --limit 5
 
-say "Done. The state is in $ADDONHOST_DATA/addonhost.db; try: $ADDONHOST config -a $APP"
+say "7. The server keeps running: JSON API, dashboard, single sign-on, the add-ons' routes"
+echo "Dashboard:  $ADDONHOST_URL/   (sign in with the API token below)"
+echo "API token:  $("$ADDONHOST" auth:token)"
+echo "SSO link:   $("$ADDONHOST" addons:open KV -a "$APP")"
+echo "Consume:    $ADDONHOST run -a $APP -- sh examples/consume.sh   (in another terminal)"
+echo "State:      $ADDONHOST_DATA/addonhost.db — Ctrl-C stops the server."
+wait "$SERVER"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test of addonhost, from a fresh machine: installs what it needs
-# (the wasm32-wasip2 target), builds the host and the plugins, then runs the
+# (the wasm32-wasip2 target, Debian's chromium, playwright-core), builds the host and the plugins, then runs the
 # formatting and lint gates, the SDK's tests and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,13 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain: wasm32-wasip2 target"
 rustup target add wasm32-wasip2
+
+step "browser toolchain: Debian's chromium and playwright-core (for the dashboard test)"
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 step "format"
 cargo fmt --all -- --check

@@ -170,3 +170,92 @@ pub fn unix_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+pub mod http;
+
+/// A running `addonhost serve` on an ephemeral port of 127.0.0.1.
+pub struct Server {
+    pub child: std::process::Child,
+    /// host:port
+    pub addr: String,
+    pub token: String,
+}
+
+impl Server {
+    pub fn start(env: &Env) -> Server {
+        use std::io::BufRead;
+        let mut child = env
+            .command(&["serve", "--port", "0"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting addonhost serve");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("serving on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = env.ok(&["auth:token"]).trim().to_string();
+        Server { child, addr, token }
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> http::Response {
+        http::request(&self.addr, "GET", path, headers, b"")
+    }
+
+    /// A JSON API call with the bearer token.
+    pub fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> http::Response {
+        let auth = format!("Bearer {}", self.token);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        http::request(
+            &self.addr,
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// Signs in to the dashboard; returns the session cookie.
+    pub fn sign_in(&self) -> String {
+        let body = format!("token={}", self.token);
+        let r = http::request(
+            &self.addr,
+            "POST",
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 303, "{}", r.text());
+        r.cookies()
+            .into_iter()
+            .find(|c| c.starts_with("addonhost_session="))
+            .expect("session cookie")
+    }
+
+    /// Stops the server with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,8 +6,8 @@ mod addons;
 mod apps;
 mod config;
 mod output;
-mod server;
 mod plugins;
+mod server;
 
 pub use output::{mask as output_mask, when as output_when};
 

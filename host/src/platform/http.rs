@@ -31,7 +31,9 @@ impl Host {
     ) -> anyhow::Result<http::Response<Bytes>> {
         let (manifest, plugin) = self.plugin(service)?;
         if !plugin.serves_http() {
-            return Err(error::not_found(format!("add-on {service} does not serve HTTP")));
+            return Err(error::not_found(format!(
+                "add-on {service} does not serve HTTP"
+            )));
         }
         let headers = request.headers_mut();
         let forged: Vec<_> = headers

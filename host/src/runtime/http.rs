@@ -28,7 +28,10 @@ impl WasiHttpHooks for DenyOutbound {
         dyn std::future::Future<
                 Output = wasmtime_wasi_http::Result<(
                     http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
                 )>,
             > + Send,
     > {
@@ -66,7 +69,9 @@ impl Plugin {
         // The response body streams out while the guest runs: collect it
         // concurrently, or a guest writing many chunks would wait forever.
         let collector = tokio::spawn(async move {
-            let response = receiver.await.map_err(|_| "the add-on set no response".to_string())?;
+            let response = receiver
+                .await
+                .map_err(|_| "the add-on set no response".to_string())?;
             let response = response.map_err(|e| format!("the add-on answered an error: {e:?}"))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES)

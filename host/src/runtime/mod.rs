@@ -164,8 +164,10 @@ impl Runtime {
         wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
         // wasi:http types, so add-ons can serve HTTP; outbound requests are
         // denied by `DenyOutbound`.
-        wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .context("linking wasi:http")?;
+        wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
+            &mut linker,
+        ))
+        .context("linking wasi:http")?;
         wt(Addon::add_to_linker::<CallState, HasSelf<CallState>>(
             &mut linker,
             |s| s,

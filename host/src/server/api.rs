@@ -35,7 +35,9 @@ fn parse<T: for<'de> Deserialize<'de>>(req: &Req) -> Result<T, Resp> {
 
 fn authorized(server: &Server, req: &Req) -> bool {
     match req.bearer() {
-        Some(t) => t.len() == server.token.len() && bool::from(t.as_bytes().ct_eq(server.token.as_bytes())),
+        Some(t) => {
+            t.len() == server.token.len() && bool::from(t.as_bytes().ct_eq(server.token.as_bytes()))
+        }
         None => false,
     }
 }
@@ -70,8 +72,11 @@ fn done<T: serde::Serialize>(status: u16, r: anyhow::Result<T>) -> Resp {
 
 pub async fn route(server: &Arc<Server>, req: &Req, rest: &[&str]) -> Resp {
     if !authorized(server, req) {
-        return Resp::json_error(401, "missing or wrong bearer token; see `addonhost auth:token`")
-            .header("www-authenticate", "Bearer");
+        return Resp::json_error(
+            401,
+            "missing or wrong bearer token; see `addonhost auth:token`",
+        )
+        .header("www-authenticate", "Bearer");
     }
     match handle(server, req, rest).await {
         Ok(r) | Err(r) => r,
@@ -90,7 +95,12 @@ async fn handle(server: &Arc<Server>, req: &Req, rest: &[&str]) -> Result<Resp, 
         ["apps", app] if m == Method::GET => done(200, host.app_info(app)),
         ["apps", app] if m == Method::DELETE => {
             let confirm = req.query_param("confirm");
-            done(200, host.destroy_app(app, confirm.as_deref()).await.map(|_| serde_json::json!({"destroyed": app})))
+            done(
+                200,
+                host.destroy_app(app, confirm.as_deref())
+                    .await
+                    .map(|_| serde_json::json!({"destroyed": app})),
+            )
         }
         ["apps", app, "config"] if m == Method::GET => done(
             200,
@@ -107,7 +117,11 @@ async fn handle(server: &Arc<Server>, req: &Req, rest: &[&str]) -> Result<Resp, 
                 .iter()
                 .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
                 .collect();
-            let unset: Vec<String> = body.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.clone()).collect();
+            let unset: Vec<String> = body
+                .iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| k.clone())
+                .collect();
             if !set.is_empty() {
                 if let Err(e) = host.config_set(app, &set, force) {
                     return Err(Resp::error(&e));
@@ -148,11 +162,19 @@ async fn handle(server: &Arc<Server>, req: &Req, rest: &[&str]) -> Result<Resp, 
             let body: PlanChange = parse(req)?;
             done(200, host.upgrade_addon(addon, &body.plan, None).await)
         }
-        ["addons", addon, "rotate"] if m == Method::POST => done(200, host.rotate_addon(addon, None).await),
+        ["addons", addon, "rotate"] if m == Method::POST => {
+            done(200, host.rotate_addon(addon, None).await)
+        }
         ["addons", addon] if m == Method::DELETE => {
             let confirm = req.query_param("confirm");
-            done(200, host.destroy_addon(addon, None, confirm.as_deref()).await)
+            done(
+                200,
+                host.destroy_addon(addon, None, confirm.as_deref()).await,
+            )
         }
-        _ => Resp::json_error(404, &format!("no API route {} {}", req.method, req.uri.path())),
+        _ => Resp::json_error(
+            404,
+            &format!("no API route {} {}", req.method, req.uri.path()),
+        ),
     })
 }

@@ -51,7 +51,10 @@ pub fn error_page(e: &anyhow::Error) -> Resp {
     let mut r = page(
         "Error",
         true,
-        format!(r#"<div class="card banner"><h1>Something went wrong</h1><p>{}</p><p><a href="/">Back to apps</a></p></div>"#, escape(&format!("{e:#}"))),
+        format!(
+            r#"<div class="card banner"><h1>Something went wrong</h1><p>{}</p><p><a href="/">Back to apps</a></p></div>"#,
+            escape(&format!("{e:#}"))
+        ),
     );
     r.status = Resp::status_of(e);
     r
@@ -59,7 +62,8 @@ pub fn error_page(e: &anyhow::Error) -> Resp {
 
 /// Whether the request carries a valid dashboard session.
 pub fn signed_in(server: &Server, req: &Req) -> bool {
-    req.cookie(COOKIE).is_some_and(|id| server.dashboard_session_valid(&id))
+    req.cookie(COOKIE)
+        .is_some_and(|id| server.dashboard_session_valid(&id))
 }
 
 pub async fn route(server: &Arc<Server>, req: &Req, segs: &[&str]) -> Resp {
@@ -74,7 +78,10 @@ pub async fn route(server: &Arc<Server>, req: &Req, segs: &[&str]) -> Resp {
             if let Some(id) = req.cookie(COOKIE) {
                 server.end_dashboard_session(&id);
             }
-            Resp::redirect(303, "/login").header("set-cookie", &format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"))
+            Resp::redirect(303, "/login").header(
+                "set-cookie",
+                &format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+            )
         }
         _ if !signed_in(server, req) => {
             let next = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -83,7 +90,12 @@ pub async fn route(server: &Arc<Server>, req: &Req, segs: &[&str]) -> Resp {
         [] if m == http::Method::GET => apps(server),
         ["apps", app] if m == http::Method::GET => app_page(server, app),
         _ => {
-            let mut r = page("Not found", true, r#"<div class="card"><h1>Not found</h1><p><a href="/">Back to apps</a></p></div>"#.into());
+            let mut r = page(
+                "Not found",
+                true,
+                r#"<div class="card"><h1>Not found</h1><p><a href="/">Back to apps</a></p></div>"#
+                    .into(),
+            );
             r.status = 404;
             r
         }
@@ -113,8 +125,14 @@ fn login_page(req: &Req, error: Option<&str>) -> Resp {
 }
 
 fn login(server: &Arc<Server>, req: &Req) -> Resp {
-    let token = req.form().into_iter().find(|(k, _)| k == "token").map(|(_, v)| v).unwrap_or_default();
-    let ok = token.len() == server.token.len() && bool::from(token.as_bytes().ct_eq(server.token.as_bytes()));
+    let token = req
+        .form()
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let ok = token.len() == server.token.len()
+        && bool::from(token.as_bytes().ct_eq(server.token.as_bytes()));
     if !ok {
         return login_page(req, Some("That token is not this server's API token."));
     }
@@ -126,7 +144,10 @@ fn login(server: &Arc<Server>, req: &Req) -> Resp {
         .unwrap_or_else(|| "/".into());
     Resp::redirect(303, &next).header(
         "set-cookie",
-        &format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_TTL.as_secs()),
+        &format!(
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+            SESSION_TTL.as_secs()
+        ),
     )
 }
 
@@ -136,7 +157,12 @@ fn broken_banner(server: &Server) -> String {
         .catalog()
         .broken
         .iter()
-        .map(|b| format!(r#"<div class="card banner"><strong>Plugin not loaded:</strong> {}</div>"#, escape(&format!("{}: {}", b.dir.display(), b.error))))
+        .map(|b| {
+            format!(
+                r#"<div class="card banner"><strong>Plugin not loaded:</strong> {}</div>"#,
+                escape(&format!("{}: {}", b.dir.display(), b.error))
+            )
+        })
         .collect()
 }
 
@@ -161,14 +187,24 @@ fn apps(server: &Arc<Server>) -> Resp {
     let body = if apps.is_empty() {
         r#"<p class="muted">No apps yet: <code>addonhost apps:create NAME</code>.</p>"#.to_string()
     } else {
-        format!(r#"<table id="apps"><tr><th>App</th><th>Region</th><th>Add-ons</th><th>Created</th></tr>{rows}</table>"#)
+        format!(
+            r#"<table id="apps"><tr><th>App</th><th>Region</th><th>Add-ons</th><th>Created</th></tr>{rows}</table>"#
+        )
     };
-    page("Apps", true, format!(r#"{}<div class="card"><h1>Apps</h1>{body}</div>"#, broken_banner(server)))
+    page(
+        "Apps",
+        true,
+        format!(
+            r#"{}<div class="card"><h1>Apps</h1>{body}</div>"#,
+            broken_banner(server)
+        ),
+    )
 }
 
 fn app_page(server: &Arc<Server>, app: &str) -> Resp {
     let host = &server.host;
-    let (info, config, releases) = match (host.app_info(app), host.config(app), host.releases(app)) {
+    let (info, config, releases) = match (host.app_info(app), host.config(app), host.releases(app))
+    {
         (Ok(i), Ok(c), Ok(r)) => (i, c, r),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error_page(&e),
     };

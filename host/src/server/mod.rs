@@ -62,19 +62,28 @@ impl Server {
 
     fn new_dashboard_session(&self) -> String {
         let id = web::random_id();
-        let mut s = self.dashboard_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self
+            .dashboard_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         s.retain(|_, exp| *exp > Instant::now());
         s.insert(id.clone(), Instant::now() + SESSION_TTL);
         id
     }
 
     fn dashboard_session_valid(&self, id: &str) -> bool {
-        let s = self.dashboard_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .dashboard_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         s.get(id).is_some_and(|exp| *exp > Instant::now())
     }
 
     fn end_dashboard_session(&self, id: &str) {
-        self.dashboard_sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.dashboard_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn new_sso_session(&self, session: SsoSession) -> String {
@@ -110,7 +119,11 @@ impl Server {
     }
 }
 
-async fn handle(server: Arc<Server>, request: http::Request<Incoming>, peer: SocketAddr) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(
+    server: Arc<Server>,
+    request: http::Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -120,7 +133,10 @@ async fn handle(server: Arc<Server>, request: http::Request<Incoming>, peer: Soc
             let req = Req::new(parts, collected.to_bytes());
             server.route(req).await
         }
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Resp::json_error(413, &format!("request body over {MAX_BODY_BYTES} bytes"))
         }
         Err(e) => Resp::json_error(400, &format!("cannot read the request body: {e}")),

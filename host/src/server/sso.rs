@@ -31,14 +31,23 @@ pub fn start(server: &Arc<Server>, req: &Req, app: &str, attachment: &str) -> Re
     }
     let params = req.query();
     let now = crate::util::unix_now();
-    let form = match server.host.sso_form(app, attachment, &server.email, &params, now) {
+    let form = match server
+        .host
+        .sso_form(app, attachment, &server.email, &params, now)
+    {
         Ok(f) => f,
         Err(e) => return dashboard::error_page(&e),
     };
     let inputs: String = form
         .fields
         .iter()
-        .map(|(k, v)| format!(r#"<input type="hidden" name="{}" value="{}">"#, escape(k), escape(v)))
+        .map(|(k, v)| {
+            format!(
+                r#"<input type="hidden" name="{}" value="{}">"#,
+                escape(k),
+                escape(v)
+            )
+        })
         .collect();
     Resp::html(
         200,
@@ -57,7 +66,12 @@ pub async fn login(server: &Arc<Server>, req: &Req, service: &str) -> Resp {
     let fields = req.form();
     let login = match login_from_fields(&fields) {
         Ok(l) => l,
-        Err(e) => return Resp::html(400, format!("<h1>400</h1><p>{}</p>", escape(&e.to_string()))),
+        Err(e) => {
+            return Resp::html(
+                400,
+                format!("<h1>400</h1><p>{}</p>", escape(&e.to_string())),
+            )
+        }
     };
     let nav = login.nav_data.clone();
     let resource = login.id.clone();
@@ -78,20 +92,33 @@ pub async fn login(server: &Arc<Server>, req: &Req, service: &str) -> Resp {
             Resp::redirect(302, &landing)
                 .header(
                     "set-cookie",
-                    &format!("{}={id}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={}", cookie_name(service), SESSION_TTL.as_secs()),
+                    &format!(
+                        "{}={id}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={}",
+                        cookie_name(service),
+                        SESSION_TTL.as_secs()
+                    ),
                 )
                 .header(
                     "set-cookie",
-                    &format!("heroku-nav-data={}; Path={path}; SameSite=Lax", encode(&nav)),
+                    &format!(
+                        "heroku-nav-data={}; Path={path}; SameSite=Lax",
+                        encode(&nav)
+                    ),
                 )
         }
         Ok(Verdict::Denied(why)) => Resp::html(
             403,
-            format!("<h1>403 Forbidden</h1><p>The add-on refused the login: {}</p>", escape(&why)),
+            format!(
+                "<h1>403 Forbidden</h1><p>The add-on refused the login: {}</p>",
+                escape(&why)
+            ),
         ),
         Err(e) => Resp::html(
             if Resp::status_of(&e) == 404 { 404 } else { 502 },
-            format!("<h1>Sign-in failed</h1><p>{}</p>", escape(&format!("{e:#}"))),
+            format!(
+                "<h1>Sign-in failed</h1><p>{}</p>",
+                escape(&format!("{e:#}"))
+            ),
         ),
     }
 }

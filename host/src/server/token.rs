@@ -26,7 +26,9 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<String> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
     writeln!(f, "{token}")?;
     Ok(token)
 }

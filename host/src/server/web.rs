@@ -51,11 +51,16 @@ impl Req {
     }
 
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 
     pub fn form(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&self.body).into_owned().collect()
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
     }
 
     pub fn cookie(&self, name: &str) -> Option<String> {
@@ -76,9 +81,7 @@ impl Req {
     /// A POST from another site (CSRF): its Origin does not match our Host.
     pub fn cross_site(&self) -> bool {
         match (self.header("origin"), self.header("host")) {
-            (Some(origin), Some(host)) => {
-                origin.split_once("://").map(|(_, h)| h) != Some(host)
-            }
+            (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
             (Some(_), None) => true,
             _ => matches!(self.header("sec-fetch-site"), Some("cross-site")),
         }

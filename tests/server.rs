@@ -1,0 +1,540 @@
+//! The server against real plugins on 127.0.0.1: API auth and errors, the
+//! whole SSO flow, add-ons serving their resources with the credentials from
+//! the config vars, partner-initiated updates, graceful shutdown.
+
+mod support;
+
+use serde_json::json;
+use support::http::{basic, form, request};
+use support::*;
+
+/// An app with kv and exceptions provisioned through the API.
+fn setup() -> (Env, Server) {
+    let env = Env::new();
+    let server = Server::start(&env);
+    assert_eq!(
+        server
+            .api("POST", "/api/apps", Some(json!({"name": "shop"})))
+            .status,
+        201
+    );
+    for plan in ["kv:mini", "exceptions:dev"] {
+        let r = server.api(
+            "POST",
+            "/api/apps/shop/addons",
+            Some(json!({ "plan": plan })),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    (env, server)
+}
+
+fn config(server: &Server) -> serde_json::Value {
+    server.api("GET", "/api/apps/shop/config", None).json()
+}
+
+/// (user, password, path) of a URL.
+fn creds(url: &str) -> (String, String, String) {
+    let u = url::Url::parse(url).unwrap();
+    (
+        u.username().to_string(),
+        u.password().unwrap_or("").to_string(),
+        u.path().to_string(),
+    )
+}
+
+#[test]
+fn api_requires_the_bearer_token() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    assert_eq!(server.get("/api/apps", &[]).status, 401);
+    assert_eq!(
+        server
+            .get("/api/apps", &[("authorization", "Bearer wrong")])
+            .status,
+        401
+    );
+    assert_eq!(server.api("GET", "/api/apps", None).status, 200);
+}
+
+#[test]
+fn api_reports_bad_requests_with_statuses() {
+    let (_env, server) = setup();
+    let auth = format!("Bearer {}", server.token);
+    let r = request(
+        &server.addr,
+        "POST",
+        "/api/apps",
+        &[("authorization", &auth)],
+        b"{not json",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
+    let big = vec![b'x'; 2 << 20];
+    assert_eq!(
+        request(
+            &server.addr,
+            "POST",
+            "/api/apps",
+            &[("authorization", &auth)],
+            &big
+        )
+        .status,
+        413
+    );
+    assert_eq!(server.api("GET", "/api/apps/nope", None).status, 404);
+    assert_eq!(server.api("GET", "/api/addons/nope", None).status, 404);
+    assert_eq!(
+        server
+            .api("POST", "/api/apps", Some(json!({"name": "shop"})))
+            .status,
+        409
+    );
+    let r = server.api(
+        "PATCH",
+        "/api/apps/shop/config",
+        Some(json!({"KV_URL": "x"})),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+}
+
+#[test]
+fn api_mirrors_the_cli_lifecycle() {
+    let (env, server) = setup();
+    let r = server.api(
+        "PATCH",
+        "/api/apps/shop/config",
+        Some(json!({"LOG_LEVEL": "debug"})),
+    );
+    assert_eq!(r.json()["LOG_LEVEL"], "debug");
+    let addons = server.api("GET", "/api/apps/shop/addons", None).json();
+    let kv = addons
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["service"] == "kv")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        server
+            .api(
+                "PATCH",
+                &format!("/api/addons/{kv}"),
+                Some(json!({"plan": "kv:pro"}))
+            )
+            .json()["addon"]["plan"],
+        "pro"
+    );
+    let rotated = server
+        .api("POST", &format!("/api/addons/{kv}/rotate"), None)
+        .json();
+    assert_eq!(rotated["changed"], json!(["KV_URL"]));
+    assert_eq!(
+        server
+            .api("DELETE", &format!("/api/addons/{kv}?confirm=shop"), None)
+            .status,
+        200
+    );
+    assert!(config(&server).get("KV_URL").is_none());
+    // The CLI sees the same store.
+    assert_eq!(
+        env.release_descriptions("shop")[0],
+        format!("Detach KV ({kv})")
+    );
+}
+
+#[test]
+fn kv_serves_data_with_the_credentials_from_kv_url() {
+    let (_env, server) = setup();
+    let (user, password, path) = creds(config(&server)["KV_URL"].as_str().unwrap());
+    let auth = basic(&user, &password);
+    let put = request(
+        &server.addr,
+        "PUT",
+        &format!("{path}/greeting"),
+        &[("authorization", &auth)],
+        b"hello",
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+    let get = request(
+        &server.addr,
+        "GET",
+        &format!("{path}/greeting"),
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!((get.status, get.text().as_str()), (200, "hello"));
+    let wrong = basic(&user, "not-the-password");
+    assert_eq!(
+        request(
+            &server.addr,
+            "GET",
+            &format!("{path}/greeting"),
+            &[("authorization", &wrong)],
+            b""
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        request(&server.addr, "GET", &format!("{path}/greeting"), &[], b"").status,
+        401
+    );
+    let del = request(
+        &server.addr,
+        "DELETE",
+        &format!("{path}/greeting"),
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(del.status, 204);
+    assert_eq!(
+        request(
+            &server.addr,
+            "GET",
+            &format!("{path}/greeting"),
+            &[("authorization", &auth)],
+            b""
+        )
+        .status,
+        404
+    );
+}
+
+#[test]
+fn exceptions_stores_posts_with_the_api_key_and_rejects_others() {
+    let (_env, server) = setup();
+    let url = config(&server)["EXCEPTIONS_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = url::Url::parse(&url).unwrap().path().to_string();
+    let r = request(
+        &server.addr,
+        "POST",
+        &format!("{path}/exceptions"),
+        &[],
+        br#"{"error":"NoMethodError"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let list = request(&server.addr, "GET", &format!("{path}/exceptions"), &[], b"").json();
+    assert_eq!(list[0]["exception"]["error"], "NoMethodError");
+    let bad = path.replace(path.rsplit('/').next().unwrap(), "wrongkey");
+    assert_eq!(
+        request(
+            &server.addr,
+            "POST",
+            &format!("{bad}/exceptions"),
+            &[],
+            b"{}"
+        )
+        .status,
+        401
+    );
+}
+
+/// Follows the SSO link of `attachment` with a signed-in dashboard session;
+/// returns the posted form fields.
+fn sso_form(server: &Server, session: &str, attachment: &str) -> Vec<(String, String)> {
+    let page = server.get(
+        &format!("/myapps/shop/addons/{attachment}?issue_no=42"),
+        &[("cookie", session)],
+    );
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    assert!(html.contains(r#"action="/addons/"#), "{html}");
+    let re_field = |chunk: &str| -> Option<(String, String)> {
+        let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
+        let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
+        let value = value
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&#39;", "'");
+        Some((name.to_string(), value))
+    };
+    html.split("<input").skip(1).filter_map(re_field).collect()
+}
+
+fn post_login(
+    server: &Server,
+    service: &str,
+    fields: &[(String, String)],
+) -> support::http::Response {
+    request(
+        &server.addr,
+        "POST",
+        &format!("/addons/{service}/sso/login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form(fields).as_bytes(),
+    )
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    &fields.iter().find(|(k, _)| k == name).unwrap().1
+}
+
+#[test]
+fn sso_valid_login_redirects_with_scoped_cookies_and_opens_the_dashboard() {
+    let (_env, server) = setup();
+    let session = server.sign_in();
+    let fields = sso_form(&server, &session, "KV");
+    for name in [
+        "id",
+        "token",
+        "resource_id",
+        "resource_token",
+        "timestamp",
+        "email",
+        "app",
+        "context_app",
+        "nav-data",
+        "issue_no",
+    ] {
+        assert!(fields.iter().any(|(k, _)| k == name), "missing {name}");
+    }
+    assert_eq!(field(&fields, "issue_no"), "42");
+    let r = post_login(&server, "kv", &fields);
+    assert_eq!(r.status, 302, "{}", r.text());
+    let ns = field(&fields, "id");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/addons/kv/dashboard/{ns}").as_str())
+    );
+    let cookies = r.headers_named("set-cookie");
+    let sso = cookies
+        .iter()
+        .find(|c| c.starts_with("addonhost_sso_kv="))
+        .expect("session cookie");
+    assert!(
+        sso.contains("HttpOnly")
+            && sso.contains("SameSite=Lax")
+            && sso.contains("Path=/addons/kv/"),
+        "{sso}"
+    );
+    let nav = cookies
+        .iter()
+        .find(|c| c.starts_with("heroku-nav-data="))
+        .expect("nav-data cookie");
+    assert!(
+        nav.contains(
+            &url::form_urlencoded::byte_serialize(field(&fields, "nav-data").as_bytes())
+                .collect::<String>()
+        ),
+        "{nav}"
+    );
+
+    let cookie = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("addonhost_sso_kv="))
+        .unwrap();
+    let dash = server.get(
+        &format!("/addons/kv/dashboard/{ns}"),
+        &[("cookie", &cookie)],
+    );
+    assert_eq!(dash.status, 200);
+    assert!(dash.text().contains(&format!(r#"id="namespace">{ns}<"#)));
+    assert!(dash.text().contains(r#"id="user">owner@addonhost.local<"#));
+}
+
+#[test]
+fn sso_denies_bad_token_stale_and_future_timestamps() {
+    let (_env, server) = setup();
+    let session = server.sign_in();
+    let fields = sso_form(&server, &session, "KV");
+    let mut bad = fields.clone();
+    for (k, v) in bad.iter_mut() {
+        if k == "token" {
+            *v = "0".repeat(40);
+        }
+    }
+    assert_eq!(post_login(&server, "kv", &bad).status, 403);
+    // Re-signed with the manifest's salt at a stale and a future time.
+    let salt = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(root().join("plugins/kv/addon-manifest.json")).unwrap(),
+    )
+    .unwrap()["api"]["sso_salt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for ts in [unix_now() - 6 * 60, unix_now() + 2 * 60] {
+        let mut f = fields.clone();
+        let (id, uuid) = (
+            field(&fields, "id").to_string(),
+            field(&fields, "resource_id").to_string(),
+        );
+        for (k, v) in f.iter_mut() {
+            match k.as_str() {
+                "timestamp" => *v = ts.to_string(),
+                "token" => *v = addonhost::sso::token(&id, &salt, ts),
+                "resource_token" => *v = addonhost::sso::token(&uuid, &salt, ts),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            post_login(&server, "kv", &f).status,
+            403,
+            "timestamp {ts} accepted"
+        );
+    }
+    // The same form, correctly signed now, is accepted: the denials were about the token.
+    assert_eq!(post_login(&server, "kv", &fields).status, 302);
+}
+
+#[test]
+fn forged_identity_header_is_ignored() {
+    let (_env, server) = setup();
+    let ns = creds(config(&server)["KV_URL"].as_str().unwrap()).0;
+    let r = server.get(
+        &format!("/addons/kv/dashboard/{ns}"),
+        &[
+            ("x-addonhost-resource", &ns),
+            ("x-addonhost-user", "mallory@evil"),
+        ],
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn session_of_one_addon_does_not_open_another() {
+    let (_env, server) = setup();
+    let session = server.sign_in();
+    let fields = sso_form(&server, &session, "KV");
+    let r = post_login(&server, "kv", &fields);
+    let cookie = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("addonhost_sso_kv="))
+        .unwrap();
+    let value = cookie.split_once('=').unwrap().1;
+    let exc = sso_form(&server, &session, "EXCEPTIONS");
+    let project = field(&exc, "id");
+    // The kv session, presented to exceptions under either cookie name.
+    for c in [cookie.clone(), format!("addonhost_sso_exceptions={value}")] {
+        let r = server.get(
+            &format!("/addons/exceptions/dashboard/{project}"),
+            &[("cookie", &c)],
+        );
+        assert_eq!(r.status, 403, "{c}");
+    }
+    // And a kv login form posted to exceptions' route is denied.
+    assert_eq!(post_login(&server, "exceptions", &fields).status, 403);
+}
+
+#[test]
+fn dashboard_roll_button_updates_kv_url_with_a_release_and_old_password_keeps_working() {
+    let (env, server) = setup();
+    let session = server.sign_in();
+    let fields = sso_form(&server, &session, "KV");
+    let cookie = post_login(&server, "kv", &fields)
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("addonhost_sso_kv="))
+        .unwrap();
+    let ns = field(&fields, "id").to_string();
+    let old = config(&server)["KV_URL"].as_str().unwrap().to_string();
+    let (user, old_pw, path) = creds(&old);
+    let put = request(
+        &server.addr,
+        "PUT",
+        &format!("{path}/k"),
+        &[("authorization", &basic(&user, &old_pw))],
+        b"v",
+    );
+    assert_eq!(put.status, 201);
+
+    let r = request(
+        &server.addr,
+        "POST",
+        &format!("/addons/kv/dashboard/{ns}/roll"),
+        &[("cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let new = config(&server)["KV_URL"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(env.release_descriptions("shop")[0], "Update KV_URL by kv");
+    let audit = env.json(&["audit", "-a", "shop"]);
+    assert!(
+        audit[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("credentials rolled from the kv dashboard"),
+        "{audit}"
+    );
+    let (_, new_pw, _) = creds(&new);
+    for pw in [&new_pw, &old_pw] {
+        let get = request(
+            &server.addr,
+            "GET",
+            &format!("{path}/k"),
+            &[("authorization", &basic(&user, pw))],
+            b"",
+        );
+        assert_eq!(get.status, 200, "password {pw} refused");
+    }
+}
+
+#[test]
+fn dashboard_requires_sign_in_and_shows_the_app() {
+    let (_env, server) = setup();
+    let r = server.get("/apps/shop", &[]);
+    assert_eq!(r.status, 303);
+    assert!(r.header("location").unwrap().starts_with("/login"));
+    let bad = request(
+        &server.addr,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        b"token=nope",
+    );
+    assert_eq!(bad.status, 401);
+    let session = server.sign_in();
+    let page = server.get("/apps/shop", &[("cookie", &session)]).text();
+    assert!(page.contains(r#"href="/myapps/shop/addons/KV""#), "{page}");
+    assert!(page.contains("Attach KV"), "{page}");
+    assert!(
+        page.contains("<details>"),
+        "values are masked until clicked"
+    );
+    // A cross-site form post is refused.
+    let r = request(
+        &server.addr,
+        "POST",
+        "/logout",
+        &[("cookie", &session), ("origin", "http://evil.example")],
+        b"",
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn consumption_example_talks_to_both_addons_through_run() {
+    let (env, server) = setup();
+    let _ = &server;
+    let script = root().join("examples/consume.sh");
+    let r = env.run(&["run", "-a", "shop", "--", "sh", script.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("read back: hello from the app"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("exception reported"), "{}", r.stdout);
+}
+
+#[test]
+fn sigterm_shuts_the_server_down_gracefully() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+    let status = server.stop();
+    assert!(status.success(), "{status:?}");
+}
