@@ -51,6 +51,8 @@ pub fn plugins_built() {
 /// A fresh data dir and a way to run commands against it.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The plugin folders (`ADDONHOST_PLUGINS`).
+    pub plugins: String,
 }
 
 /// What a command printed and how it exited.
@@ -65,7 +67,36 @@ impl Env {
         plugins_built();
         Env {
             dir: tempfile::tempdir().unwrap(),
+            plugins: plugin_roots(),
         }
+    }
+
+    /// An environment whose plugin folder holds copies of the named example
+    /// add-ons, each manifest edited by `edit` (e.g. a rotation schedule).
+    pub fn with_plugin_copies(names: &[&str], edit: impl Fn(&str, &mut serde_json::Value)) -> Env {
+        let mut env = Env::new();
+        let dir = env.data().join("plugins");
+        for name in names {
+            let src = [
+                root().join("plugins").join(name),
+                root().join("tests/plugins").join(name),
+            ]
+            .into_iter()
+            .find(|p| p.is_dir())
+            .unwrap();
+            let dst = dir.join(name);
+            std::fs::create_dir_all(&dst).unwrap();
+            let mut manifest: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(src.join("addon-manifest.json")).unwrap(),
+            )
+            .unwrap();
+            edit(name, &mut manifest);
+            std::fs::write(dst.join("addon-manifest.json"), manifest.to_string()).unwrap();
+            let component = manifest["component"].as_str().unwrap();
+            std::fs::copy(src.join(component), dst.join(component)).unwrap();
+        }
+        env.plugins = dir.to_str().unwrap().to_string();
+        env
     }
 
     pub fn data(&self) -> &Path {
@@ -76,7 +107,7 @@ impl Env {
         let mut c = Command::new(BIN);
         c.args(args)
             .env("ADDONHOST_DATA", self.data())
-            .env("ADDONHOST_PLUGINS", plugin_roots())
+            .env("ADDONHOST_PLUGINS", &self.plugins)
             .env_remove("ADDONHOST_URL")
             .env_remove("ADDONHOST_LOG");
         c
@@ -149,7 +180,7 @@ impl Env {
     pub fn host(&self) -> Host {
         Host::open(HostOptions::new(
             self.data(),
-            std::env::split_paths(&plugin_roots()).collect(),
+            std::env::split_paths(&self.plugins).collect(),
         ))
         .unwrap()
     }

@@ -256,6 +256,28 @@ pub fn info(host: &Host, i: &Info) -> anyhow::Result<()> {
     println!("UUID:         {}", a.uuid);
     println!("Add-on id:    {}", a.addon_id.as_deref().unwrap_or("-"));
     println!("Created:      {}", output::when(a.created_at));
+    let rot = &a.rotation;
+    match rot.last_rotated_at {
+        Some(at) => println!("Rotated:      {}", output::when(at)),
+        None => println!("Rotated:      never"),
+    }
+    if let Some(until) = rot.previous_expires_at {
+        let state = if until > crate::util::unix_now() {
+            "valid until"
+        } else {
+            "expired at"
+        };
+        println!("Previous credential: {state} {}", output::when(until));
+    }
+    if let Some(every) = rot.every_seconds {
+        println!(
+            "Rotation schedule: every {every} s, next {}",
+            rot.next_at.map(output::when).unwrap_or_else(|| "-".into())
+        );
+    }
+    if let Some(e) = &rot.error {
+        println!("Rotation failing ({} times): {e}", rot.failures);
+    }
     if let Some(m) = &a.message {
         println!("Message:      {m}");
     }

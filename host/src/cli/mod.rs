@@ -5,6 +5,7 @@
 mod addons;
 mod apps;
 mod config;
+mod local;
 mod output;
 mod plugins;
 mod server;
@@ -106,6 +107,10 @@ pub enum Command {
     /// Run a command with the app's config vars in its environment.
     #[command(name = "run")]
     Run(config::Run),
+    /// Run the Procfile's processes with the app's config vars; restart them
+    /// on every new release.
+    #[command(name = "local")]
+    Local(local::Local),
     /// Show the audit trail (who changed what, refused add-on writes).
     #[command(name = "audit")]
     Audit(config::Audit),
@@ -150,6 +155,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             return Ok(0);
         }
         Command::Run(r) => return config::run(&cli.host()?, r).await,
+        Command::Local(l) => return local::run(&cli.host()?, l).await,
         _ => {}
     }
     let host = cli.host()?;
@@ -174,7 +180,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(a) => config::audit(&host, a),
         Command::Plugins(j) => plugins::list(&host, j),
         Command::AddonsOpen(o) => server::open(&host, o),
-        Command::PluginsBuild(_) | Command::Run(_) | Command::Serve(_) | Command::AuthToken => {
+        Command::PluginsBuild(_)
+        | Command::Run(_)
+        | Command::Local(_)
+        | Command::Serve(_)
+        | Command::AuthToken => {
             unreachable!("handled above")
         }
     }?;

@@ -44,6 +44,14 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
     for b in &host.catalog().broken {
         eprintln!("warning: {}: {}", b.dir.display(), b.error);
     }
+    // Scheduled credential rotation (manifests with rotation.every_seconds).
+    let scheduler = host.clone();
+    tokio::spawn(async move {
+        loop {
+            scheduler.run_due_rotations().await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
     let token = server::token::load_or_create(&cli.data)?;
     let server = Server::new(host.clone(), token, s.email.clone());
     eprintln!(

@@ -47,6 +47,24 @@ pub struct AddonView {
     /// The vars its attachments own, by app name.
     pub config_vars: Vec<String>,
     pub created_at: i64,
+    pub rotation: RotationView,
+}
+
+/// Credential rotation state, for `addons:info` and the dashboard.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RotationView {
+    /// The manifest's schedule, if any.
+    pub every_seconds: Option<u64>,
+    /// Unix seconds of the last rotation.
+    pub last_rotated_at: Option<i64>,
+    /// When the credential rotated out last stops working (the manifest's
+    /// grace window after the last rotation).
+    pub previous_expires_at: Option<i64>,
+    /// When the schedule rotates next.
+    pub next_at: Option<i64>,
+    /// The last scheduled rotation's failure, until one succeeds.
+    pub error: Option<String>,
+    pub failures: i64,
 }
 
 /// The outcome of `addons:create`.
@@ -95,7 +113,27 @@ impl Host {
             message: r.message.clone(),
             config_vars,
             created_at: r.created_at,
+            rotation: self.rotation_view(r),
         })
+    }
+
+    fn rotation_view(&self, r: &Resource) -> RotationView {
+        let rotation = self
+            .catalog
+            .get(&r.service)
+            .map(|s| s.manifest.rotation)
+            .unwrap_or_default();
+        RotationView {
+            every_seconds: rotation.every_seconds,
+            last_rotated_at: r.rotated_at,
+            previous_expires_at: r
+                .rotated_at
+                .zip(rotation.grace_seconds)
+                .map(|(at, grace)| at + grace as i64),
+            next_at: super::schedule::next_rotation(r, rotation.every_seconds),
+            error: r.rotation_error.clone(),
+            failures: r.rotation_failures,
+        }
     }
 
     /// Add-ons of one app (owned or attached) or of all apps.
@@ -464,10 +502,14 @@ impl Host {
             &manifest,
             &r,
             &effects,
-            config.as_deref(),
-            Some(&plan),
-            &description,
-            "addons:upgrade",
+            Change {
+                config: config.as_deref(),
+                plan: Some(&plan),
+                description: &description,
+                action: "addons:upgrade",
+                actor: "user",
+                rotation: false,
+            },
         )
     }
 
@@ -481,6 +523,17 @@ impl Host {
             let conn = self.db.read();
             self.resolve(&conn, addon, app)?
         };
+        self.rotate_resource(&r, "user").await
+    }
+
+    /// Rotates one resource's credentials on behalf of `actor` (`user`,
+    /// `schedule`).
+    pub(super) async fn rotate_resource(
+        &self,
+        r: &Resource,
+        actor: &str,
+    ) -> anyhow::Result<AddonChanged> {
+        let r = r.clone();
         let pid = provisioned_id(&r)?;
         let (manifest, plugin) = self.plugin(&r.service)?;
         let (ctx, effects) = self.context(
@@ -500,15 +553,22 @@ impl Host {
             ))
         })?;
         let label = self.attachment_label(&r)?;
-        let description = format!("Rotate {label} credentials");
+        let description = match actor {
+            "user" => format!("Rotate {label} credentials"),
+            by => format!("Rotate {label} credentials ({by})"),
+        };
         self.apply_change(
             &manifest,
             &r,
             &effects,
-            Some(&config),
-            None,
-            &description,
-            "addons:rotate",
+            Change {
+                config: Some(&config),
+                plan: None,
+                description: &description,
+                action: "addons:rotate",
+                actor,
+                rotation: true,
+            },
         )
     }
 
@@ -523,17 +583,21 @@ impl Host {
 
     /// Writes a plan change or rotation: new config (replacing the old),
     /// effects, a release on each app it is attached to.
-    #[allow(clippy::too_many_arguments)]
     fn apply_change(
         &self,
         manifest: &Manifest,
         r: &Resource,
         effects: &super::Effects,
-        config: Option<&[(String, String)]>,
-        plan: Option<&str>,
-        description: &str,
-        action: &str,
+        change: Change<'_>,
     ) -> anyhow::Result<AddonChanged> {
+        let Change {
+            config,
+            plan,
+            description,
+            action,
+            actor,
+            rotation,
+        } = change;
         let (changed, release) = self.db.write(|tx| {
             let current = store::resource_by_id(tx, r.id)?
                 .filter(|c| c.state == "provisioned")
@@ -554,7 +618,10 @@ impl Host {
                             .map(|(n, _)| n),
                     );
                 }
-                release = Some(store::insert_release(tx, att.app_id, description, "user")?);
+                release = Some(store::insert_release(tx, att.app_id, description, actor)?);
+            }
+            if rotation {
+                store::rotation_succeeded(tx, r.id, crate::util::unix_now())?;
             }
             let plan = plan.unwrap_or(&current.plan);
             store::update_resource(
@@ -565,7 +632,7 @@ impl Host {
                 plan,
                 current.message.as_deref(),
             )?;
-            store::audit(tx, "user", action, Some(&r.app), Some(&r.name), description)?;
+            store::audit(tx, actor, action, Some(&r.app), Some(&r.name), description)?;
             Ok((changed, release))
         })?;
         let conn = self.db.read();
@@ -683,6 +750,17 @@ impl Host {
             release,
         })
     }
+}
+
+/// What a plan change or rotation writes.
+struct Change<'a> {
+    config: Option<&'a [(String, String)]>,
+    plan: Option<&'a str>,
+    description: &'a str,
+    action: &'a str,
+    actor: &'a str,
+    /// Record a successful rotation.
+    rotation: bool,
 }
 
 fn provisioned_id(r: &Resource) -> anyhow::Result<String> {

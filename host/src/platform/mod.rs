@@ -11,6 +11,7 @@ pub mod context;
 pub mod error;
 pub mod http;
 pub mod naming;
+mod schedule;
 pub mod sso;
 pub mod validate;
 
@@ -21,7 +22,7 @@ use anyhow::Context as _;
 use rusqlite::Connection;
 use serde::Serialize;
 
-pub use addons::{AddonChanged, AddonCreated, AddonView, CreateAddon};
+pub use addons::{AddonChanged, AddonCreated, AddonView, CreateAddon, RotationView};
 pub use apps::AppInfo;
 pub use catalog::{Catalog, Service};
 pub use config::ConfigVarView;

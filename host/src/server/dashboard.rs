@@ -89,6 +89,12 @@ pub async fn route(server: &Arc<Server>, req: &Req, segs: &[&str]) -> Resp {
         }
         [] if m == http::Method::GET => apps(server),
         ["apps", app] if m == http::Method::GET => app_page(server, app),
+        ["apps", app, "addons", addon, "rotate"] if m == http::Method::POST => {
+            match server.host.rotate_addon(addon, Some(app)).await {
+                Ok(_) => Resp::redirect(303, &format!("/apps/{}", encode(app))),
+                Err(e) => error_page(&e),
+            }
+        }
         _ => {
             let mut r = page(
                 "Not found",
@@ -214,10 +220,29 @@ fn app_page(server: &Arc<Server>, app: &str) -> Resp {
         .map(|a| {
             let attachment = a.attachments.iter().find_map(|t| t.strip_prefix(&format!("{app}::"))).unwrap_or("");
             let sso = if a.state == "provisioned" && !attachment.is_empty() {
-                format!(r#"<a class="button sso" href="/myapps/{}/addons/{}">Open {}</a>"#, encode(app), encode(attachment), escape(attachment))
+                format!(
+                    r#"<a class="button sso" href="/myapps/{0}/addons/{1}">Open {2}</a>
+<form method="post" action="/apps/{0}/addons/{3}/rotate" style="display:inline"><button type="submit" class="rotate">Rotate</button></form>"#,
+                    encode(app),
+                    encode(attachment),
+                    escape(attachment),
+                    encode(&a.name)
+                )
             } else {
                 String::new()
             };
+            let rot = &a.rotation;
+            let mut notes = Vec::new();
+            if let Some(at) = rot.last_rotated_at {
+                notes.push(format!("rotated {}", crate::cli::output_when(at)));
+            }
+            if let Some(until) = rot.previous_expires_at.filter(|u| *u > crate::util::unix_now()) {
+                notes.push(format!("old credential valid until {}", crate::cli::output_when(until)));
+            }
+            if let Some(e) = &rot.error {
+                notes.push(format!(r#"<span class="state failed">rotation failing: {}</span>"#, escape(e)));
+            }
+            let sso = format!(r#"{sso}<div class="muted">{}</div>"#, notes.join(" · "));
             format!(
                 r#"<tr><td><code>{}</code></td><td>{}:{}</td><td>{}</td><td><span class="state {}">{}</span></td><td>{sso}</td></tr>"#,
                 escape(&a.name),

@@ -53,6 +53,13 @@ pub struct Resource {
     pub message: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Unix seconds of the last successful rotation.
+    pub rotated_at: Option<i64>,
+    /// Why the last scheduled rotation failed, until one succeeds.
+    pub rotation_error: Option<String>,
+    pub rotation_failures: i64,
+    /// When a failed scheduled rotation is retried.
+    pub next_rotation_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -392,7 +399,7 @@ pub fn audit_entries(
 
 // ---- resources and attachments ------------------------------------------------
 
-const RESOURCE_COLUMNS: &str = "r.id, r.uuid, r.name, r.service, r.plan, a.name, r.app_id, r.partner_id, r.state, r.message, r.created_at, r.updated_at";
+const RESOURCE_COLUMNS: &str = "r.id, r.uuid, r.name, r.service, r.plan, a.name, r.app_id, r.partner_id, r.state, r.message, r.created_at, r.updated_at, r.rotated_at, r.rotation_error, r.rotation_failures, r.next_rotation_at";
 
 fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
     Ok(Resource {
@@ -408,7 +415,44 @@ fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
         message: r.get(9)?,
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
+        rotated_at: r.get(12)?,
+        rotation_error: r.get(13)?,
+        rotation_failures: r.get(14)?,
+        next_rotation_at: r.get(15)?,
     })
+}
+
+/// Provisioned resources of one service (for scheduled rotation).
+pub fn provisioned_of_service(c: &Connection, service: &str) -> rusqlite::Result<Vec<Resource>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id
+         WHERE r.service = ?1 AND r.state = 'provisioned' ORDER BY r.id"
+    ))?;
+    let rows = st.query_map([service], resource_row)?;
+    rows.collect()
+}
+
+/// Records a successful rotation.
+pub fn rotation_succeeded(tx: &Connection, id: i64, at: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE resources SET rotated_at = ?2, rotation_error = NULL, rotation_failures = 0, next_rotation_at = NULL WHERE id = ?1",
+        params![id, at],
+    )?;
+    Ok(())
+}
+
+/// Records a failed scheduled rotation and when to retry it.
+pub fn rotation_failed(
+    tx: &Connection,
+    id: i64,
+    error: &str,
+    retry_at: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE resources SET rotation_error = ?2, rotation_failures = rotation_failures + 1, next_rotation_at = ?3 WHERE id = ?1",
+        params![id, error, retry_at],
+    )?;
+    Ok(())
 }
 
 fn resource_where(

@@ -77,4 +77,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service, key)
     ) WITHOUT ROWID;
     "#,
+    // 2: credential rotation bookkeeping (scheduled rotation, grace windows).
+    r#"
+    ALTER TABLE resources ADD COLUMN rotated_at INTEGER;
+    ALTER TABLE resources ADD COLUMN rotation_error TEXT;
+    ALTER TABLE resources ADD COLUMN rotation_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE resources ADD COLUMN next_rotation_at INTEGER;
+    "#,
 ];

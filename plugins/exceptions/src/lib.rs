@@ -53,6 +53,28 @@ struct Project {
     plan: String,
     base_url: String,
     api_key: Rotating,
+    /// How long a rotated-out key keeps working (`--grace_seconds N`).
+    #[serde(default = "default_grace")]
+    grace_seconds: i64,
+}
+
+fn default_grace() -> i64 {
+    manifest().rotation.grace_seconds
+}
+
+fn requested_grace(req: &ProvisionRequest) -> Result<i64, AddonError> {
+    match req
+        .options
+        .iter()
+        .find(|(k, _)| k == "grace_seconds" || k == "grace-seconds")
+    {
+        None => Ok(default_grace()),
+        Some((_, v)) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=7 * 86400).contains(n))
+            .ok_or_else(|| AddonError::new(format!("--grace_seconds {v:?} must be 0 to 604800"))),
+    }
 }
 
 impl Project {
@@ -82,6 +104,7 @@ fn save(p: &Project) -> Result<(), AddonError> {
 impl Lifecycle for Exceptions {
     fn provision(req: ProvisionRequest) -> Result<ProvisionResult, AddonError> {
         retention_days(&req.plan).ok_or_else(|| unknown_plan(&req.plan))?;
+        let grace_seconds = requested_grace(&req)?;
         if let Some(id) = store::get::<String>(&format!("uuid/{}", req.uuid))? {
             let p = load(&id)?;
             return Ok(ProvisionResult::Provisioned(Provisioned {
@@ -97,6 +120,7 @@ impl Lifecycle for Exceptions {
             plan: req.plan,
             base_url: req.base_url,
             api_key: Rotating::new(secret(40)),
+            grace_seconds,
         };
         save(&p)?;
         store::put(&format!("uuid/{}", req.uuid), &p.id)?;
@@ -140,11 +164,8 @@ impl Credentials for Exceptions {
         if let Some(old) = &p.api_key.previous {
             addonhost_sdk::host::kv::delete(&format!("key/{old}"));
         }
-        p.api_key.rotate(
-            secret(40),
-            addonhost_sdk::now(),
-            manifest().rotation.grace_seconds,
-        );
+        p.api_key
+            .rotate(secret(40), addonhost_sdk::now(), p.grace_seconds);
         save(&p)?;
         store::put(&format!("key/{}", p.api_key.current), &p.id)?;
         Ok(p.config())

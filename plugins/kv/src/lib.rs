@@ -49,6 +49,30 @@ struct Namespace {
     base_url: String,
     password: Rotating,
     created_at: i64,
+    /// How long a rotated-out password keeps working (`--grace_seconds N`
+    /// at provisioning; the manifest's `rotation.grace_seconds` by default).
+    #[serde(default = "default_grace")]
+    grace_seconds: i64,
+}
+
+fn default_grace() -> i64 {
+    manifest().rotation.grace_seconds
+}
+
+/// The grace window a provisioning request asks for.
+fn requested_grace(req: &ProvisionRequest) -> Result<i64, AddonError> {
+    match req
+        .options
+        .iter()
+        .find(|(k, _)| k == "grace_seconds" || k == "grace-seconds")
+    {
+        None => Ok(default_grace()),
+        Some((_, v)) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=7 * 86400).contains(n))
+            .ok_or_else(|| AddonError::new(format!("--grace_seconds {v:?} must be 0 to 604800"))),
+    }
 }
 
 impl Namespace {
@@ -80,6 +104,7 @@ fn save(ns: &Namespace) -> Result<(), AddonError> {
 
 impl Lifecycle for Kv {
     fn provision(req: ProvisionRequest) -> Result<ProvisionResult, AddonError> {
+        let grace_seconds = requested_grace(&req)?;
         if key_limit(&req.plan).is_none() {
             return Err(AddonError::new(format!(
                 "unknown plan {:?}; kv offers mini and pro",
@@ -103,6 +128,7 @@ impl Lifecycle for Kv {
             base_url: req.base_url,
             password: Rotating::new(secret(32)),
             created_at: addonhost_sdk::now(),
+            grace_seconds,
         };
         save(&ns)?;
         store::put(&format!("uuid/{}", req.uuid), &ns.id)?;
@@ -149,7 +175,7 @@ impl Lifecycle for Kv {
 /// New password, the old one valid through the grace window.
 fn roll(id: &str) -> Result<Namespace, AddonError> {
     let mut ns = load(id)?;
-    let grace = manifest().rotation.grace_seconds;
+    let grace = ns.grace_seconds;
     ns.password.rotate(secret(32), addonhost_sdk::now(), grace);
     save(&ns)?;
     addonhost_sdk::info(&format!(

@@ -22,6 +22,9 @@ struct Probe {
     foreign: Option<String>,
     /// `NAME=VALUE` pairs to write (`--write A=1,B=2`).
     write: Vec<(String, String)>,
+    /// Make every rotation fail (`--rotate-fail true`).
+    #[serde(default)]
+    rotate_fail: bool,
 }
 
 fn option<'a>(req: &'a ProvisionRequest, key: &str) -> Option<&'a str> {
@@ -132,6 +135,7 @@ impl Lifecycle for Hostile {
                 .into_iter()
                 .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.into(), v.into())))
                 .collect(),
+            rotate_fail: option(&req, "rotate-fail") == Some("true"),
         };
         store::put(&format!("probe/{id}"), &probe)?;
         Ok(ProvisionResult::Provisioned(Provisioned {
@@ -155,6 +159,9 @@ impl Credentials for Hostile {
     /// Probes the config capability and reports every answer in HOSTILE_SEEN.
     fn rotate(id: String) -> Result<Config, AddonError> {
         let probe: Probe = store::get(&format!("probe/{id}"))?.unwrap_or_default();
+        if probe.rotate_fail {
+            return Err(AddonError::new("the credential service is unreachable"));
+        }
         let mut seen = BTreeMap::new();
         for name in &probe.read {
             seen.insert(

@@ -1,0 +1,254 @@
+//! Credential rotation end to end: user-initiated with a grace window,
+//! scheduled by the manifest (including missed schedules and failures),
+//! processes restarted on a new release, and concurrent writers losing
+//! nothing.
+
+mod support;
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::http::{basic, request};
+use support::*;
+
+fn kv_creds(server: &Server) -> (String, String, String) {
+    let url = server.api("GET", "/api/apps/shop/config", None).json()["KV_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let u = url::Url::parse(&url).unwrap();
+    (
+        u.username().to_string(),
+        u.password().unwrap().to_string(),
+        u.path().to_string(),
+    )
+}
+
+fn get_status(server: &Server, user: &str, pw: &str, path: &str) -> u16 {
+    request(
+        &server.addr,
+        "GET",
+        &format!("{path}/k"),
+        &[("authorization", &basic(user, pw))],
+        b"",
+    )
+    .status
+}
+
+#[test]
+fn rotate_via_cli_new_credential_works_and_old_one_until_its_grace_window_ends() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    server.api("POST", "/api/apps", Some(json!({"name": "shop"})));
+    let r = server.api(
+        "POST",
+        "/api/apps/shop/addons",
+        Some(json!({"plan": "kv:mini", "options": {"grace_seconds": "3"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (user, old_pw, path) = kv_creds(&server);
+    let put = request(
+        &server.addr,
+        "PUT",
+        &format!("{path}/k"),
+        &[("authorization", &basic(&user, &old_pw))],
+        b"v",
+    );
+    assert_eq!(put.status, 201);
+
+    let out = env.ok(&["addons:rotate", "KV", "-a", "shop"]);
+    assert!(out.contains("changed: KV_URL"), "{out}");
+    let rotated_at = Instant::now();
+    assert_eq!(env.release_descriptions("shop")[0], "Rotate KV credentials");
+    let (_, new_pw, _) = kv_creds(&server);
+    assert_ne!(new_pw, old_pw);
+    assert_eq!(get_status(&server, &user, &new_pw, &path), 200);
+    assert_eq!(
+        get_status(&server, &user, &old_pw, &path),
+        200,
+        "the old password works during the grace window"
+    );
+    let info = env.json(&["addons:info", "KV", "-a", "shop"]);
+    assert!(info["rotation"]["last_rotated_at"].as_i64().unwrap() >= unix_now() - 5);
+
+    while rotated_at.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        get_status(&server, &user, &old_pw, &path),
+        401,
+        "the old password expires with its window"
+    );
+    assert_eq!(get_status(&server, &user, &new_pw, &path), 200);
+}
+
+#[test]
+fn scheduled_rotation_fires_including_schedules_missed_while_down() {
+    let env = Env::with_plugin_copies(&["kv"], |_, m| m["rotation"]["every_seconds"] = json!(2));
+    env.ok(&["apps:create", "shop"]);
+    env.create("kv", "shop", &[]);
+    let first = env.config("shop")["KV_URL"].as_str().unwrap().to_string();
+    // The server is down while the first rotation falls due.
+    std::thread::sleep(Duration::from_secs(3));
+    let server = Server::start(&env);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = vec![first];
+    while seen.len() < 3 && Instant::now() < deadline {
+        let now = env.config("shop")["KV_URL"].as_str().unwrap().to_string();
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        seen.len() >= 3,
+        "expected two scheduled rotations, saw {}",
+        seen.len() - 1
+    );
+    let releases = env.release_descriptions("shop");
+    assert_eq!(
+        releases
+            .iter()
+            .filter(|d| *d == "Rotate KV credentials (schedule)")
+            .count(),
+        seen.len() - 1
+    );
+    let info = env.json(&["addons:info", "KV", "-a", "shop"]);
+    assert_eq!(info["rotation"]["every_seconds"], 2);
+    assert!(info["rotation"]["next_at"].as_i64().is_some());
+    drop(server);
+}
+
+#[test]
+fn failing_scheduled_rotation_is_retried_visible_and_changes_nothing() {
+    let env = Env::with_plugin_copies(&["hostile"], |_, m| {
+        m["rotation"] = json!({"every_seconds": 1})
+    });
+    env.ok(&["apps:create", "shop"]);
+    env.create("hostile", "shop", &["--", "--rotate-fail", "true"]);
+    let before = snapshot(&env, "shop");
+    let server = Server::start(&env);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let info = loop {
+        let info = env.json(&["addons:info", "HOSTILE", "-a", "shop"]);
+        if info["rotation"]["failures"].as_i64().unwrap() >= 2 || Instant::now() > deadline {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    drop(server);
+    assert!(
+        info["rotation"]["failures"].as_i64().unwrap() >= 2,
+        "{info}"
+    );
+    assert!(info["rotation"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("credential service is unreachable"));
+    // Backoff: the next try is later than the schedule alone would say.
+    assert!(info["rotation"]["next_at"].as_i64().unwrap() > unix_now());
+    let text = env.ok(&["addons:info", "HOSTILE", "-a", "shop"]);
+    assert!(text.contains("Rotation failing"), "{text}");
+    // Nothing half-applied: config and releases are as they were.
+    let after = snapshot(&env, "shop");
+    assert_eq!((&after.0, &after.1), (&before.0, &before.1));
+}
+
+#[test]
+fn local_restarts_processes_on_a_new_release_with_the_new_values() {
+    let env = Env::new();
+    env.ok(&["apps:create", "shop"]);
+    env.ok(&["config:set", "GREETING=hello", "-a", "shop"]);
+    let procfile = env.data().join("Procfile");
+    std::fs::write(
+        &procfile,
+        "web: echo \"started GREETING=$GREETING\"; exec sleep 60\n",
+    )
+    .unwrap();
+    let mut child = env
+        .command(&["local", "-a", "shop", "-f", procfile.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| -> Duration {
+        let start = Instant::now();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no line with {needle:?}"));
+            if line.contains(needle) {
+                assert!(
+                    line.starts_with("web"),
+                    "output is prefixed with the process name: {line}"
+                );
+                return start.elapsed();
+            }
+        }
+    };
+    wait_for("started GREETING=hello");
+    env.ok(&["config:set", "GREETING=bonjour", "-a", "shop"]);
+    let took = wait_for("started GREETING=bonjour");
+    assert!(took < Duration::from_secs(3), "restart took {took:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn fifty_concurrent_mixed_writers_lose_nothing_and_releases_stay_gap_free() {
+    let env = Env::new();
+    env.ok(&["apps:create", "shop"]);
+    env.create("kv", "shop", &[]);
+    let env = std::sync::Arc::new(env);
+    let mut handles = Vec::new();
+    for i in 0..50 {
+        let env = env.clone();
+        handles.push(std::thread::spawn(move || match i % 10 {
+            0 => env.run(&["addons:rotate", "KV", "-a", "shop"]),
+            1 => env.run(&[
+                "addons:create",
+                "exceptions",
+                "-a",
+                "shop",
+                "--as",
+                &format!("exc{i}"),
+            ]),
+            _ => env.run(&["config:set", &format!("VAR_{i}={i}"), "-a", "shop"]),
+        }));
+    }
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.code, 0, "a writer failed: {}", r.stderr);
+        assert!(!r.stderr.contains("locked"), "{}", r.stderr);
+    }
+    let cfg = env.config("shop");
+    for i in (0..50).filter(|i| i % 10 >= 2) {
+        assert_eq!(cfg[&format!("VAR_{i}")], i.to_string().as_str());
+    }
+    for i in (0..50).filter(|i| i % 10 == 1) {
+        assert!(cfg.contains_key(&format!("EXC{i}_URL")), "exc{i} missing");
+    }
+    let releases = env.json(&["releases", "-a", "shop"]);
+    let mut versions: Vec<i64> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_i64().unwrap())
+        .collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        (1..=52).collect::<Vec<_>>(),
+        "1 initial + 1 attach + 50 writes, gap-free"
+    );
+}
