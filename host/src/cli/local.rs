@@ -118,7 +118,10 @@ async fn stop(child: &mut Child) {
     let _ = child.wait().await;
 }
 
-fn current(host: &Host, app: &str) -> anyhow::Result<(i64, String, Vec<(String, String)>)> {
+/// The app's latest release: (version, description, environment).
+type Current = (i64, String, Vec<(String, String)>);
+
+fn current(host: &Host, app: &str) -> anyhow::Result<Current> {
     let release = host
         .releases(app)?
         .into_iter()
