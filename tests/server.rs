@@ -538,3 +538,84 @@ fn sigterm_shuts_the_server_down_gracefully() {
     let status = server.stop();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn hanging_sso_verify_answers_an_error_quickly_and_the_server_stays_responsive() {
+    let (_env, server) = setup();
+    let r = server.api(
+        "POST",
+        "/api/apps/shop/addons",
+        Some(json!({"plan": "hostile", "options": {"sso": "hang"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let session = server.sign_in();
+    let fields = sso_form(&server, &session, "HOSTILE");
+    let addr = server.addr.clone();
+    let login = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let r = request(
+            &addr,
+            "POST",
+            "/addons/hostile/sso/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            form(&fields).as_bytes(),
+        );
+        (r.status, started.elapsed())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // While the plugin spins, the server still answers other requests.
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+    assert!(
+        !login.is_finished(),
+        "the hanging login should still be pending"
+    );
+    let (status, took) = login.join().unwrap();
+    assert!(status == 502 || status == 504, "status {status}");
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "login took {took:?}"
+    );
+}
+
+#[test]
+fn sso_verify_that_accepts_anything_still_opens_only_its_own_addon() {
+    let (_env, server) = setup();
+    let r = server.api(
+        "POST",
+        "/api/apps/shop/addons",
+        Some(json!({"plan": "hostile", "options": {"sso": "yes"}})),
+    );
+    assert_eq!(r.status, 201);
+    let session = server.sign_in();
+    let mut fields = sso_form(&server, &session, "HOSTILE");
+    for (k, v) in fields.iter_mut() {
+        if k == "token" || k == "resource_token" {
+            *v = "0".repeat(40);
+        }
+    }
+    // The plugin's own fault: it lets a forged login in…
+    let r = post_login(&server, "hostile", &fields);
+    assert_eq!(r.status, 302);
+    let cookie = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("addonhost_sso_hostile="))
+        .unwrap();
+    let value = cookie.split_once('=').unwrap().1.to_string();
+    // …but that session opens nothing else.
+    let ns = creds(config(&server)["KV_URL"].as_str().unwrap()).0;
+    for c in [cookie.clone(), format!("addonhost_sso_kv={value}")] {
+        assert_eq!(
+            server
+                .get(&format!("/addons/kv/dashboard/{ns}"), &[("cookie", &c)])
+                .status,
+            403,
+            "{c}"
+        );
+    }
+    assert_eq!(
+        server.get("/apps/shop", &[("cookie", &cookie)]).status,
+        303,
+        "not a dashboard session"
+    );
+}

@@ -25,6 +25,9 @@ struct Probe {
     /// Make every rotation fail (`--rotate-fail true`).
     #[serde(default)]
     rotate_fail: bool,
+    /// How `sso.verify` misbehaves (`--sso hang|yes`).
+    #[serde(default)]
+    sso: Option<String>,
 }
 
 fn option<'a>(req: &'a ProvisionRequest, key: &str) -> Option<&'a str> {
@@ -88,7 +91,28 @@ fn probe_ambient() -> BTreeMap<String, String> {
         Err(e) => e.to_string(),
     };
     seen.insert("dns".into(), dns);
+    seen.insert("http".into(), outbound_http());
     seen
+}
+
+/// Tries an outbound request through wasi:http.
+fn outbound_http() -> String {
+    use addonhost_sdk::wasip2::http::{outgoing_handler, types};
+    let req = types::OutgoingRequest::new(types::Fields::new());
+    let _ = req.set_scheme(Some(&types::Scheme::Http));
+    let _ = req.set_authority(Some("127.0.0.1:5000"));
+    let _ = req.set_path_with_query(Some("/healthz"));
+    match outgoing_handler::handle(req, None) {
+        Err(e) => format!("refused: {e:?}"),
+        Ok(future) => {
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(resp))) => format!("connected: status {}", resp.status()),
+                Some(Ok(Err(e))) => format!("refused: {e:?}"),
+                other => format!("refused: {other:?}"),
+            }
+        }
+    }
 }
 
 impl Lifecycle for Hostile {
@@ -136,6 +160,7 @@ impl Lifecycle for Hostile {
                 .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.into(), v.into())))
                 .collect(),
             rotate_fail: option(&req, "rotate-fail") == Some("true"),
+            sso: option(&req, "sso").map(String::from),
         };
         store::put(&format!("probe/{id}"), &probe)?;
         Ok(ProvisionResult::Provisioned(Provisioned {
@@ -196,8 +221,23 @@ impl Credentials for Hostile {
 }
 
 impl Sso for Hostile {
-    fn verify(_login: Login) -> Verdict {
-        Verdict::Denied("the hostile add-on has no dashboard".into())
+    /// `--sso hang` never answers; `--sso yes` lets anyone in (a bug the
+    /// host cannot fix, but whose session must still open only this add-on).
+    fn verify(login: Login) -> Verdict {
+        let probe: Probe = store::get(&format!("probe/{}", login.id))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match probe.sso.as_deref() {
+            Some("hang") => loop {
+                std::hint::black_box(());
+            },
+            Some("yes") => Verdict::Ok(addonhost_sdk::Session {
+                user: login.email,
+                landing: format!("/dashboard/{}", login.id),
+            }),
+            _ => Verdict::Denied("the hostile add-on has no dashboard".into()),
+        }
     }
 }
 
