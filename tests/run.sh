@@ -37,3 +37,6 @@ cargo test --manifest-path plugins/Cargo.toml -p addonhost-sdk --target "$host_t
 
 step "test suite"
 cargo test --workspace
+
+step "benchmark smoke run (the full run: see README, Performance)"
+target/debug/bench plugins/kv/kv.wasm 50

@@ -16,7 +16,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
-mod http;
+pub mod http;
 
 use std::future::Future;
 use std::path::Path;

@@ -1,0 +1,261 @@
+//! Plugin call overhead: one `provision` of the kv example add-on in a fresh
+//! instance, (a) on bare wasmtime — `InstancePre` + fresh `Store` + call,
+//! nothing else — and (b) through addonhost's runtime path (limits, deadline
+//! with cooperative yields, stderr capture, capability dispatch, error
+//! classification). Prints median and p99 of each and the ratio b/a.
+//!
+//! ```sh
+//! target/debug/addonhost plugins:build plugins/kv
+//! cargo run --release -p addonhost-examples --bin bench -- plugins/kv/kv.wasm 2000
+//! ```
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use addonhost::manifest::Limits;
+use addonhost::runtime::bindings::addonhost::addon::{config, kv, log, types};
+use addonhost::runtime::bindings::{Addon, AddonPre, Level, ProvisionRequest};
+use addonhost::runtime::{Capabilities, Runtime};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Bare host state: WASI with nothing granted and an in-memory KV.
+struct Bare {
+    wasi: WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    hooks: addonhost::runtime::http::DenyOutbound,
+    table: ResourceTable,
+    kv: HashMap<String, Vec<u8>>,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for Bare {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            hooks: &mut self.hooks,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for Bare {}
+impl config::Host for Bare {
+    fn get(&mut self, _: String, _: String) -> Option<String> {
+        None
+    }
+    fn list(&mut self, _: String) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn update(
+        &mut self,
+        _: String,
+        _: Vec<(String, Option<String>)>,
+        _: String,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn complete(
+        &mut self,
+        _: String,
+        _: Vec<(String, String)>,
+        _: Option<String>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn fail(&mut self, _: String, _: String) -> Result<(), String> {
+        Ok(())
+    }
+}
+impl kv::Host for Bare {
+    fn get(&mut self, k: String) -> Option<Vec<u8>> {
+        self.kv.get(&k).cloned()
+    }
+    fn set(&mut self, k: String, v: Vec<u8>) -> Result<(), String> {
+        self.kv.insert(k, v);
+        Ok(())
+    }
+    fn delete(&mut self, k: String) {
+        self.kv.remove(&k);
+    }
+    fn list_keys(&mut self, p: String) -> Vec<String> {
+        self.kv
+            .keys()
+            .filter(|k| k.starts_with(&p))
+            .cloned()
+            .collect()
+    }
+}
+impl log::Host for Bare {
+    fn log(&mut self, _: Level, _: String) {}
+}
+
+/// The same in-memory capabilities, through addonhost's trait.
+#[derive(Default)]
+struct MemCaps(HashMap<String, Vec<u8>>);
+impl Capabilities for MemCaps {
+    fn config_get(&mut self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+    fn config_list(&mut self, _: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn config_update(
+        &mut self,
+        _: &str,
+        _: Vec<(String, Option<String>)>,
+        _: &str,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn complete(
+        &mut self,
+        _: &str,
+        _: Vec<(String, String)>,
+        _: Option<String>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn fail(&mut self, _: &str, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn kv_get(&mut self, k: &str) -> Option<Vec<u8>> {
+        self.0.get(k).cloned()
+    }
+    fn kv_set(&mut self, k: &str, v: Vec<u8>) -> Result<(), String> {
+        self.0.insert(k.into(), v);
+        Ok(())
+    }
+    fn kv_delete(&mut self, k: &str) {
+        self.0.remove(k);
+    }
+    fn kv_list_keys(&mut self, p: &str) -> Vec<String> {
+        self.0
+            .keys()
+            .filter(|k| k.starts_with(p))
+            .cloned()
+            .collect()
+    }
+    fn log(&mut self, _: Level, _: &str) {}
+}
+
+fn request(i: usize) -> ProvisionRequest {
+    ProvisionRequest {
+        uuid: format!("00000000-0000-4000-8000-{i:012}"),
+        app: "bench".into(),
+        name: "KV".into(),
+        plan: "mini".into(),
+        region: "us".into(),
+        options: Vec::new(),
+        base_url: "http://127.0.0.1:5000/addons/kv".into(),
+    }
+}
+
+fn stats(mut d: Vec<Duration>) -> (Duration, Duration) {
+    d.sort();
+    (d[d.len() / 2], d[(d.len() * 99 / 100).min(d.len() - 1)])
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().unwrap_or_else(|| "plugins/kv/kv.wasm".into());
+    let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2000);
+    let bytes = std::fs::read(&path)?;
+
+    // (a) bare wasmtime.
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true);
+    let engine = Engine::new(&cfg).map_err(anyhow::Error::from)?;
+    let mut linker: Linker<Bare> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)?;
+    Addon::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
+    let component = Component::new(&engine, &bytes).map_err(anyhow::Error::from)?;
+    let pre = AddonPre::new(
+        linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)?,
+    )
+    .map_err(anyhow::Error::from)?;
+    let mut bare = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let start = Instant::now();
+        let mut store = Store::new(
+            &engine,
+            Bare {
+                wasi: WasiCtx::builder().build(),
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                hooks: addonhost::runtime::http::DenyOutbound,
+                table: ResourceTable::new(),
+                kv: HashMap::new(),
+            },
+        );
+        let addon = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let r = addon
+            .addonhost_addon_lifecycle()
+            .call_provision(&mut store, &request(i))
+            .await
+            .map_err(anyhow::Error::from)?;
+        assert!(r.is_ok());
+        if i >= n / 10 {
+            bare.push(start.elapsed());
+        }
+    }
+
+    // (b) addonhost's runtime path.
+    let runtime = Runtime::new(None)?;
+    let plugin = runtime.load_bytes("kv", &bytes, Limits::default())?;
+    let mut ours = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let start = Instant::now();
+        let r = plugin
+            .provision(Box::<MemCaps>::default(), request(i))
+            .await;
+        assert!(r.is_ok(), "{r:?}");
+        if i >= n / 10 {
+            ours.push(start.elapsed());
+        }
+    }
+
+    let (a50, a99) = stats(bare);
+    let (b50, b99) = stats(ours);
+    println!("plugin call overhead: instantiate + one kv provision, {n} calls each");
+    println!("{:<28} {:>12} {:>12}", "", "median", "p99");
+    println!(
+        "{:<28} {:>12} {:>12}",
+        "(a) bare wasmtime",
+        us(a50),
+        us(a99)
+    );
+    println!(
+        "{:<28} {:>12} {:>12}",
+        "(b) addonhost runtime",
+        us(b50),
+        us(b99)
+    );
+    println!(
+        "{:<28} {:>11.2}x {:>11.2}x",
+        "ratio b/a",
+        b50.as_secs_f64() / a50.as_secs_f64(),
+        b99.as_secs_f64() / a99.as_secs_f64()
+    );
+    Ok(())
+}
