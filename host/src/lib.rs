@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod manifest;
 pub mod platform;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod sso;

@@ -5,7 +5,6 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde::Serialize;
 
 use super::output::{self, JsonFlag};
 use super::Cli;
@@ -21,72 +20,20 @@ pub struct Build {
     pub dirs: Vec<PathBuf>,
 }
 
-#[derive(Serialize)]
-struct PluginRow {
-    id: String,
-    name: String,
-    language: &'static str,
-    dir: PathBuf,
-    component_hash: Option<String>,
-    status: String,
-    error: Option<String>,
-}
-
-/// The language an add-on folder is written in.
-pub fn language(dir: &Path) -> &'static str {
-    if dir.join("Cargo.toml").is_file() {
-        "rust"
-    } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
-        "python"
-    } else if dir.join("package.json").is_file() {
-        "js"
-    } else {
-        "unknown"
-    }
-}
-
 pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    for s in host.catalog().services() {
-        let m = &s.manifest;
-        let (hash, status, error) = match s.plugin(host.runtime()) {
-            Ok(p) => (
-                Some(p.content_hash[..16].to_string()),
-                "loaded".to_string(),
-                None,
-            ),
-            Err(e) => (None, "error".to_string(), Some(format!("{e:#}"))),
-        };
-        rows.push(PluginRow {
-            id: m.id.clone(),
-            name: m.name.clone(),
-            language: language(&m.dir),
-            dir: m.dir.clone(),
-            component_hash: hash,
-            status,
-            error,
-        });
-    }
-    for b in &host.catalog().broken {
-        rows.push(PluginRow {
-            id: b
-                .dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            name: String::new(),
-            language: language(&b.dir),
-            dir: b.dir.clone(),
-            component_hash: None,
-            status: "invalid manifest".into(),
-            error: Some(b.error.clone()),
-        });
-    }
+    let rows = host.plugin_statuses();
     if j.json {
         return output::json(&rows);
     }
     output::table(
-        &["Plugin", "Name", "Language", "Component", "Status"],
+        &[
+            "Plugin",
+            "Name",
+            "Language",
+            "Component",
+            "Loaded",
+            "Status",
+        ],
         rows.iter()
             .map(|r| {
                 vec![
@@ -94,6 +41,7 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
                     r.name.clone(),
                     r.language.to_string(),
                     r.component_hash.clone().unwrap_or_else(|| "-".into()),
+                    r.loaded_at.map(output::when).unwrap_or_else(|| "-".into()),
                     match &r.error {
                         Some(e) => format!("{}: {e}", r.status),
                         None => r.status.clone(),
@@ -123,7 +71,7 @@ pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
     };
     for dir in &dirs {
         let m = Manifest::load(dir)?;
-        match language(dir) {
+        match crate::platform::catalog::language(dir) {
             "rust" => build_rust(dir, &m)?,
             other => bail!(
                 "{}: cannot build a {other} add-on (expected Cargo.toml next to {})",

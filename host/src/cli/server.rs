@@ -44,6 +44,8 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
     for b in &host.catalog().broken {
         eprintln!("warning: {}: {}", b.dir.display(), b.error);
     }
+    // Hot reload: plugin changes are compiled in the background and swapped in.
+    let _watcher = crate::reload::watch(host.clone())?;
     // Scheduled credential rotation (manifests with rotation.every_seconds).
     let scheduler = host.clone();
     tokio::spawn(async move {

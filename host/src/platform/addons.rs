@@ -119,7 +119,7 @@ impl Host {
 
     fn rotation_view(&self, r: &Resource) -> RotationView {
         let rotation = self
-            .catalog
+            .catalog()
             .get(&r.service)
             .map(|s| s.manifest.rotation)
             .unwrap_or_default();
@@ -201,12 +201,12 @@ impl Host {
         self.view(&conn, &r)
     }
 
-    fn parse_spec<'a>(&'a self, spec: &str) -> anyhow::Result<(&'a Arc<Manifest>, String)> {
+    fn parse_spec(&self, spec: &str) -> anyhow::Result<(Arc<Manifest>, String)> {
         let (service, plan) = match spec.split_once(':') {
             Some((s, p)) => (s, Some(p)),
             None => (spec, None),
         };
-        let m = &self.service(service)?.manifest;
+        let m = self.service(service)?.manifest.clone();
         let plan = match plan {
             None => m.default_plan().id.clone(),
             Some(p) => {

@@ -1,27 +1,38 @@
 //! The add-on catalog: the plugins found in the plugin folders.
 //!
 //! Manifests are read and validated when the catalog is built (cheap);
-//! components are compiled on first use and cached in memory (and on disk by
-//! the runtime's artifact cache), so a CLI command that never calls a plugin
-//! never compiles one.
+//! components are compiled on first use (and cached on disk by the runtime's
+//! artifact cache), so a CLI command that never calls a plugin never compiles
+//! one. A running server instead rebuilds the catalog when plugin files
+//! change ([`Catalog::reload`]): a changed plugin is compiled before the swap,
+//! and one that fails keeps its previous version serving, with the error
+//! kept for listings and the dashboard.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::manifest::{self, Manifest};
-use crate::runtime::{Plugin, Runtime};
+use crate::runtime::{Origin, Plugin, Runtime};
 
 /// One service in the catalog.
 pub struct Service {
     pub manifest: Arc<Manifest>,
     plugin: OnceLock<Result<Arc<Plugin>, String>>,
+    /// Hash of the manifest file and component as loaded (reload compares it).
+    fingerprint: String,
+    /// Unix seconds when this version was loaded.
+    pub loaded_at: i64,
+    /// A newer version that failed to load; this one keeps serving.
+    pub newer_error: Option<String>,
 }
 
 /// A plugin folder that could not be listed, with the reason.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Broken {
     pub dir: PathBuf,
     pub error: String,
@@ -29,54 +40,81 @@ pub struct Broken {
 
 /// The services of every plugin folder.
 pub struct Catalog {
-    services: BTreeMap<String, Service>,
+    services: BTreeMap<String, Arc<Service>>,
     pub broken: Vec<Broken>,
 }
 
+/// What a reload changed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReloadReport {
+    pub loaded: Vec<String>,
+    pub removed: Vec<String>,
+    /// (service or folder, error): the previous version, if any, keeps serving.
+    pub failed: Vec<(String, String)>,
+}
+
+impl ReloadReport {
+    pub fn is_empty(&self) -> bool {
+        self.loaded.is_empty() && self.removed.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// Plugin folders under `roots`: immediate subfolders holding an
+/// `addon-manifest.json`, or a root that is itself one.
+pub fn plugin_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for root in roots {
+        if root.join(manifest::FILE_NAME).is_file() {
+            dirs.push(root.clone());
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(manifest::FILE_NAME).is_file())
+            .collect();
+        found.sort();
+        dirs.extend(found);
+    }
+    dirs
+}
+
+/// The language an add-on folder is written in.
+pub fn language(dir: &Path) -> &'static str {
+    if dir.join("Cargo.toml").is_file() {
+        "rust"
+    } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
+        "python"
+    } else if dir.join("package.json").is_file() {
+        "js"
+    } else {
+        "unknown"
+    }
+}
+
+fn fingerprint(m: &Manifest) -> String {
+    let mut h = Sha256::new();
+    h.update(std::fs::read(m.dir.join(manifest::FILE_NAME)).unwrap_or_default());
+    h.update(std::fs::read(&m.component).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
 impl Catalog {
-    /// Scans each folder in `roots` for plugin folders (immediate subfolders
-    /// holding an `addon-manifest.json`, or the root itself).
+    /// Scans `roots` for plugin folders; compiles nothing.
     pub fn discover(roots: &[PathBuf]) -> Catalog {
         let mut services = BTreeMap::new();
         let mut broken = Vec::new();
-        let mut dirs = Vec::new();
-        for root in roots {
-            if root.join(manifest::FILE_NAME).is_file() {
-                dirs.push(root.clone());
-                continue;
-            }
-            let Ok(entries) = std::fs::read_dir(root) else {
-                continue;
-            };
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join(manifest::FILE_NAME).is_file())
-                .collect();
-            found.sort();
-            dirs.extend(found);
-        }
-        for dir in dirs {
+        for dir in plugin_dirs(roots) {
             match Manifest::load(&dir) {
                 Ok(m) => {
                     if let Some(other) = services.get(&m.id) {
-                        let other: &Service = other;
-                        broken.push(Broken {
-                            dir: dir.clone(),
-                            error: format!(
-                                "add-on id {:?} is already used by {}",
-                                m.id,
-                                other.manifest.dir.display()
-                            ),
-                        });
+                        let other: &Arc<Service> = other;
+                        broken.push(duplicate(&dir, &m, other));
                         continue;
                     }
-                    services.insert(
-                        m.id.clone(),
-                        Service {
-                            manifest: Arc::new(m),
-                            plugin: OnceLock::new(),
-                        },
-                    );
+                    services.insert(m.id.clone(), Arc::new(Service::new(m, OnceLock::new())));
                 }
                 Err(e) => broken.push(Broken {
                     dir,
@@ -87,16 +125,119 @@ impl Catalog {
         Catalog { services, broken }
     }
 
-    pub fn services(&self) -> impl Iterator<Item = &Service> {
+    /// A new catalog for the folders as they are now, reusing `self`'s
+    /// services that did not change. Changed and new plugins are compiled
+    /// here; one that fails keeps its previous version (if any).
+    pub fn reload(&self, roots: &[PathBuf], runtime: &Runtime) -> (Catalog, ReloadReport) {
+        let mut report = ReloadReport::default();
+        let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
+        let mut broken = Vec::new();
+        for dir in plugin_dirs(roots) {
+            let m = match Manifest::load(&dir) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Keep serving the version of this folder we had.
+                    let kept = self.services.values().find(|s| s.manifest.dir == dir);
+                    if let Some(old) = kept {
+                        services.insert(
+                            old.manifest.id.clone(),
+                            Arc::new(old.with_error(e.to_string())),
+                        );
+                    }
+                    report
+                        .failed
+                        .push((dir.display().to_string(), e.to_string()));
+                    broken.push(Broken {
+                        dir,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            if let Some(other) = services.get(&m.id) {
+                broken.push(duplicate(&dir, &m, other));
+                continue;
+            }
+            let old = self.services.get(&m.id);
+            let print = fingerprint(&m);
+            if let Some(old) = old.filter(|o| o.fingerprint == print && o.newer_error.is_none()) {
+                services.insert(m.id.clone(), old.clone());
+                continue;
+            }
+            match load(runtime, &m) {
+                Ok(plugin) => {
+                    report.loaded.push(m.id.clone());
+                    let id = m.id.clone();
+                    services.insert(
+                        id,
+                        Arc::new(Service::new(m, OnceLock::from(Ok(Arc::new(plugin))))),
+                    );
+                }
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    report.failed.push((m.id.clone(), error.clone()));
+                    let replacement = match old {
+                        Some(old) => old.with_error(error),
+                        None => Service::new(m, OnceLock::from(Err(error))),
+                    };
+                    services.insert(replacement.manifest.id.clone(), Arc::new(replacement));
+                }
+            }
+        }
+        report.removed = self
+            .services
+            .keys()
+            .filter(|id| !services.contains_key(*id))
+            .cloned()
+            .collect();
+        (Catalog { services, broken }, report)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.services.values()
     }
 
-    pub fn get(&self, id: &str) -> Option<&Service> {
+    pub fn get(&self, id: &str) -> Option<&Arc<Service>> {
         self.services.get(id)
     }
 }
 
+fn duplicate(dir: &Path, m: &Manifest, other: &Service) -> Broken {
+    Broken {
+        dir: dir.to_path_buf(),
+        error: format!(
+            "add-on id {:?} is already used by {}",
+            m.id,
+            other.manifest.dir.display()
+        ),
+    }
+}
+
 impl Service {
+    fn new(m: Manifest, plugin: OnceLock<Result<Arc<Plugin>, String>>) -> Service {
+        Service {
+            fingerprint: fingerprint(&m),
+            manifest: Arc::new(m),
+            plugin,
+            loaded_at: crate::util::unix_now(),
+            newer_error: None,
+        }
+    }
+
+    /// This version, still serving, with the error of a newer one.
+    fn with_error(&self, error: String) -> Service {
+        Service {
+            manifest: self.manifest.clone(),
+            plugin: match self.plugin.get() {
+                Some(p) => OnceLock::from(p.clone()),
+                None => OnceLock::new(),
+            },
+            fingerprint: self.fingerprint.clone(),
+            loaded_at: self.loaded_at,
+            newer_error: Some(error),
+        }
+    }
+
     /// The compiled plugin, loading it on first use.
     pub fn plugin(&self, runtime: &Runtime) -> anyhow::Result<Arc<Plugin>> {
         let loaded = self.plugin.get_or_init(|| {
@@ -105,6 +246,14 @@ impl Service {
                 .map_err(|e| format!("{e:#}"))
         });
         loaded.clone().map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Whether the component came from the artifact cache, once loaded.
+    pub fn origin(&self) -> Option<Origin> {
+        match self.plugin.get() {
+            Some(Ok(p)) => Some(p.origin),
+            _ => None,
+        }
     }
 }
 
@@ -119,9 +268,5 @@ fn load(runtime: &Runtime, m: &Manifest) -> anyhow::Result<Plugin> {
     }
     runtime
         .load(&m.id, &m.component, m.limits)
-        .with_context(|| format!("loading add-on {} from {}", m.id, display(&m.dir)))
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
+        .with_context(|| format!("loading add-on {} from {}", m.id, m.dir.display()))
 }

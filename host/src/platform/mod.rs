@@ -16,7 +16,7 @@ pub mod sso;
 pub mod validate;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context as _;
 use rusqlite::Connection;
@@ -24,7 +24,7 @@ use serde::Serialize;
 
 pub use addons::{AddonChanged, AddonCreated, AddonView, CreateAddon, RotationView};
 pub use apps::AppInfo;
-pub use catalog::{Catalog, Service};
+pub use catalog::{Catalog, ReloadReport, Service};
 pub use config::ConfigVarView;
 pub use error::{Kind, UserError};
 
@@ -59,8 +59,27 @@ impl HostOptions {
 pub struct Host {
     db: Arc<Db>,
     runtime: Runtime,
-    catalog: Catalog,
+    /// Swapped whole on reload; calls in flight keep the version they took.
+    catalog: RwLock<Arc<Catalog>>,
     opts: HostOptions,
+}
+
+/// A plugin as `addonhost plugins` and `GET /api/plugins` list it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub id: String,
+    pub name: String,
+    pub language: &'static str,
+    pub dir: PathBuf,
+    /// First 16 hex digits of the component's SHA-256, once loaded.
+    pub component_hash: Option<String>,
+    pub loaded_at: Option<i64>,
+    /// `compiled` or `cache-hit`, once loaded.
+    pub origin: Option<crate::runtime::Origin>,
+    /// `loaded`, `error`, `invalid manifest`.
+    pub status: String,
+    /// Why it is not loaded, or why a newer version was refused.
+    pub error: Option<String>,
 }
 
 /// A service as the catalog lists it.
@@ -82,7 +101,7 @@ impl Host {
         Ok(Host {
             db,
             runtime,
-            catalog,
+            catalog: RwLock::new(Arc::new(catalog)),
             opts,
         })
     }
@@ -91,8 +110,31 @@ impl Host {
         &self.opts
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The catalog as it is now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rebuilds the catalog from the plugin folders and swaps it in:
+    /// unchanged plugins are kept as they are, changed ones compiled first;
+    /// a plugin that fails to load keeps its previous version serving.
+    /// Resources, config vars and the plugins' KV are not touched.
+    pub fn reload(&self) -> ReloadReport {
+        let (next, report) = self.catalog().reload(&self.opts.plugin_dirs, &self.runtime);
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        for id in &report.loaded {
+            tracing::info!(addon = %id, "plugin loaded");
+        }
+        for id in &report.removed {
+            tracing::warn!(addon = %id, "plugin removed; its add-ons are unavailable until it returns");
+        }
+        for (id, e) in &report.failed {
+            tracing::error!(addon = %id, "plugin not reloaded, the previous version (if any) keeps serving: {e}");
+        }
+        report
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -101,7 +143,7 @@ impl Host {
 
     /// Services in the catalog, by id.
     pub fn services(&self) -> Vec<ServiceView> {
-        self.catalog
+        self.catalog()
             .services()
             .map(|s| {
                 let m = &s.manifest;
@@ -117,11 +159,11 @@ impl Host {
     }
 
     /// One service, or a not-found error listing the known ones.
-    pub fn service(&self, id: &str) -> anyhow::Result<&Service> {
-        self.catalog.get(id).ok_or_else(|| {
-            let known: Vec<_> = self.catalog.services().map(|s| s.manifest.id.clone()).collect();
-            let broken = self
-                .catalog
+    pub fn service(&self, id: &str) -> anyhow::Result<Arc<Service>> {
+        let catalog = self.catalog();
+        catalog.get(id).cloned().ok_or_else(|| {
+            let known: Vec<_> = catalog.services().map(|s| s.manifest.id.clone()).collect();
+            let broken = catalog
                 .broken
                 .iter()
                 .find(|b| b.dir.file_name().is_some_and(|n| n == id));
@@ -147,7 +189,7 @@ impl Host {
     /// Compiles every plugin now (for `serve` and `plugins`), returning the
     /// failures.
     pub fn load_all(&self) -> Vec<(String, String)> {
-        self.catalog
+        self.catalog()
             .services()
             .filter_map(|s| {
                 s.plugin(&self.runtime)
@@ -155,6 +197,56 @@ impl Host {
                     .map(|e| (s.manifest.id.clone(), format!("{e:#}")))
             })
             .collect()
+    }
+
+    /// Every plugin folder's state; loads each plugin (`load` = compile now).
+    pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        let catalog = self.catalog();
+        let mut rows = Vec::new();
+        for s in catalog.services() {
+            let m = &s.manifest;
+            let (hash, loaded_at, status, error) = match s.plugin(&self.runtime) {
+                Ok(p) => (
+                    Some(p.content_hash[..16].to_string()),
+                    Some(s.loaded_at),
+                    "loaded".to_string(),
+                    s.newer_error.clone(),
+                ),
+                Err(e) => (None, None, "error".to_string(), Some(format!("{e:#}"))),
+            };
+            rows.push(PluginStatus {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                language: catalog::language(&m.dir),
+                dir: m.dir.clone(),
+                component_hash: hash,
+                loaded_at,
+                origin: s.origin(),
+                status,
+                error,
+            });
+        }
+        for b in &catalog.broken {
+            if rows.iter().any(|r| r.dir == b.dir) {
+                continue; // an older version of it still serves; its row has the error
+            }
+            rows.push(PluginStatus {
+                id: b
+                    .dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                name: String::new(),
+                language: catalog::language(&b.dir),
+                dir: b.dir.clone(),
+                component_hash: None,
+                loaded_at: None,
+                origin: None,
+                status: "invalid manifest".into(),
+                error: Some(b.error.clone()),
+            });
+        }
+        rows
     }
 
     /// `<public_url>/addons/<service>`

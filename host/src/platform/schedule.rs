@@ -38,7 +38,7 @@ impl Host {
     pub async fn run_due_rotations(&self) -> (usize, usize) {
         let now = unix_now();
         let mut due = Vec::new();
-        for service in self.catalog.services() {
+        for service in self.catalog().services() {
             let every = service.manifest.rotation.every_seconds;
             if every.is_none() {
                 continue;

@@ -16,6 +16,7 @@
 //! | PATCH | /api/addons/:addon | `{"plan": "kv:pro"}` change plan |
 //! | POST | /api/addons/:addon/rotate | rotate credentials |
 //! | DELETE | /api/addons/:addon?confirm=:app | deprovision |
+//! | GET | /api/plugins | the plugins this server has loaded, with errors |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,6 +89,7 @@ async fn handle(server: &Arc<Server>, req: &Req, rest: &[&str]) -> Result<Resp, 
     let m = &req.method;
     Ok(match rest {
         ["apps"] if m == Method::GET => done(200, host.apps()),
+        ["plugins"] if m == Method::GET => Resp::json(200, &host.plugin_statuses()),
         ["apps"] if m == Method::POST => {
             let body: NewApp = parse(req)?;
             done(201, host.create_app(&body.name, body.region.as_deref()))

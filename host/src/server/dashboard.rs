@@ -157,16 +157,23 @@ fn login(server: &Arc<Server>, req: &Req) -> Resp {
     )
 }
 
+/// A banner per plugin that failed to load (or whose newer version did).
 fn broken_banner(server: &Server) -> String {
     server
         .host
-        .catalog()
-        .broken
+        .plugin_statuses()
         .iter()
-        .map(|b| {
+        .filter_map(|p| p.error.as_ref().map(|e| (p, e)))
+        .map(|(p, e)| {
+            let what = if p.status == "loaded" {
+                "the previous version keeps serving"
+            } else {
+                "not loaded"
+            };
             format!(
-                r#"<div class="card banner"><strong>Plugin not loaded:</strong> {}</div>"#,
-                escape(&format!("{}: {}", b.dir.display(), b.error))
+                r#"<div class="card banner"><strong>Plugin {} ({what}):</strong> {}</div>"#,
+                escape(&p.id),
+                escape(e)
             )
         })
         .collect()

@@ -1,0 +1,66 @@
+//! Hot reload for a running server: watch the plugin folders, and when a
+//! plugin's manifest or component changes, rebuild the catalog in the
+//! background and swap it in (see [`Host::reload`]). Calls already running
+//! finish on the version they started with; a broken change keeps the
+//! previous version serving.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+use crate::{manifest, Host};
+
+/// Quiet time after the last change before reloading (a build writes
+/// several files).
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Whether a changed path can affect the catalog: a manifest or a component,
+/// outside build output.
+fn relevant(path: &Path) -> bool {
+    if path
+        .components()
+        .any(|c| c.as_os_str() == "target" || c.as_os_str() == "node_modules")
+    {
+        return false;
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name == manifest::FILE_NAME || name.ends_with(".wasm") || path.extension().is_none()
+}
+
+/// Watches the host's plugin folders until the returned watcher is dropped.
+pub fn watch(host: Arc<Host>) -> anyhow::Result<notify::RecommendedWatcher> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event.paths.iter().any(|p| relevant(p)) {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    for root in &host.options().plugin_dirs {
+        if root.exists() {
+            watcher.watch(root, RecursiveMode::Recursive)?;
+        }
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until the folder has been quiet for a moment.
+            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            let host = host.clone();
+            let report = tokio::task::spawn_blocking(move || host.reload()).await;
+            match report {
+                Ok(r) if !r.is_empty() => eprintln!(
+                    "reload: loaded {:?}, removed {:?}, failed {:?}",
+                    r.loaded,
+                    r.removed,
+                    r.failed.iter().map(|(id, _)| id).collect::<Vec<_>>()
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!("reload panicked: {e}"),
+            }
+        }
+    });
+    Ok(watcher)
+}

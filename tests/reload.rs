@@ -1,0 +1,269 @@
+//! Hot reload in a running server and the compiled-artifact cache: swaps
+//! under load lose no request, a broken plugin keeps the old version
+//! serving, removed plugins go and come back, data survives, and a second
+//! start compiles nothing.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::http::{basic, request};
+use support::*;
+
+fn kv_env() -> Env {
+    Env::with_plugin_copies(&["kv"], |_, _| {})
+}
+
+fn plugin_dir(env: &Env) -> std::path::PathBuf {
+    std::path::Path::new(&env.plugins).join("kv")
+}
+
+fn set_name(env: &Env, name: &str) {
+    let path = plugin_dir(env).join("addon-manifest.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["name"] = json!(name);
+    // Write then rename, as an editor or build tool would.
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, m.to_string()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
+/// Polls the server's plugin list until `ok` holds for kv's row (or None if
+/// kv is gone).
+fn wait_for(server: &Server, what: &str, ok: impl Fn(Option<&Value>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = server.api("GET", "/api/plugins", None).json();
+        let kv = list.as_array().unwrap().iter().find(|p| p["id"] == "kv");
+        if ok(kv) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn setup(env: &Env) -> (Server, String, String, String) {
+    let server = Server::start(env);
+    server.api("POST", "/api/apps", Some(json!({"name": "shop"})));
+    assert_eq!(
+        server
+            .api(
+                "POST",
+                "/api/apps/shop/addons",
+                Some(json!({"plan": "kv:mini"}))
+            )
+            .status,
+        201
+    );
+    let url = server.api("GET", "/api/apps/shop/config", None).json()["KV_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let u = url::Url::parse(&url).unwrap();
+    let (auth, path) = (
+        basic(u.username(), u.password().unwrap()),
+        u.path().to_string(),
+    );
+    let put = request(
+        &server.addr,
+        "PUT",
+        &format!("{path}/k"),
+        &[("authorization", &auth)],
+        b"kept",
+    );
+    assert_eq!(put.status, 201);
+    (server, auth, path, url)
+}
+
+#[test]
+fn twenty_reloads_under_continuous_load_fail_no_request_and_keep_data() {
+    let env = kv_env();
+    let (server, auth, path, url) = setup(&env);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let hammer = {
+        let (addr, token, stop, done, failed) = (
+            server.addr.clone(),
+            server.token.clone(),
+            stop.clone(),
+            done.clone(),
+            failed.clone(),
+        );
+        std::thread::spawn(move || {
+            let bearer = format!("Bearer {token}");
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = if i % 5 == 4 {
+                    let body = format!(r#"{{"plan":"kv:mini","as":"K{i}"}}"#);
+                    request(
+                        &addr,
+                        "POST",
+                        "/api/apps/shop/addons",
+                        &[("authorization", &bearer)],
+                        body.as_bytes(),
+                    )
+                } else {
+                    request(
+                        &addr,
+                        "GET",
+                        &format!("{path}/k"),
+                        &[("authorization", &auth)],
+                        b"",
+                    )
+                };
+                if !(200..300).contains(&r.status) {
+                    eprintln!("failed request: {} {}", r.status, r.text());
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    for round in 0..20 {
+        let name = format!("Key-Value Store r{round}");
+        set_name(&env, &name);
+        wait_for(&server, &name, |kv| {
+            kv.is_some_and(|p| p["name"] == name.as_str() && p["status"] == "loaded")
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    hammer.join().unwrap();
+    let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("{done} requests across 20 reloads, {failed} failed");
+    assert!(
+        done > 20,
+        "the load should keep running through the reloads ({done})"
+    );
+    assert_eq!(failed, 0);
+    // The plugin's KV and the app's config are untouched by reloads.
+    let get = request(
+        &server.addr,
+        "GET",
+        &format!("{}/k", url::Url::parse(&url).unwrap().path()),
+        &[(
+            "authorization",
+            &basic(
+                url::Url::parse(&url).unwrap().username(),
+                url::Url::parse(&url).unwrap().password().unwrap(),
+            ),
+        )],
+        b"",
+    );
+    assert_eq!(get.text(), "kept");
+    assert_eq!(
+        server.api("GET", "/api/apps/shop/config", None).json()["KV_URL"],
+        url.as_str()
+    );
+}
+
+#[test]
+fn broken_component_keeps_the_old_version_serving_and_is_reported() {
+    let env = kv_env();
+    let (server, auth, path, _) = setup(&env);
+    let wasm = plugin_dir(&env).join("kv.wasm");
+    let good = std::fs::read(&wasm).unwrap();
+    std::fs::write(&wasm, b"\0asm garbage").unwrap();
+    wait_for(&server, "the load error", |kv| {
+        kv.is_some_and(|p| p["error"].is_string())
+    });
+    let kv = server.api("GET", "/api/plugins", None).json();
+    assert_eq!(
+        kv[0]["status"], "loaded",
+        "the old version still counts as loaded: {kv}"
+    );
+    assert_eq!(
+        request(
+            &server.addr,
+            "GET",
+            &format!("{path}/k"),
+            &[("authorization", &auth)],
+            b""
+        )
+        .status,
+        200
+    );
+    let session = server.sign_in();
+    let page = server.get("/", &[("cookie", &session)]).text();
+    assert!(
+        page.contains("the previous version keeps serving"),
+        "{page}"
+    );
+    std::fs::write(&wasm, good).unwrap();
+    wait_for(&server, "recovery", |kv| {
+        kv.is_some_and(|p| p["error"].is_null())
+    });
+}
+
+#[test]
+fn removed_plugin_goes_and_comes_back_with_its_addons_and_data() {
+    let env = kv_env();
+    let (server, auth, path, _) = setup(&env);
+    let dir = plugin_dir(&env);
+    let away = env.data().join("kv-away");
+    std::fs::rename(&dir, &away).unwrap();
+    wait_for(&server, "removal", |kv| kv.is_none());
+    assert_eq!(
+        request(
+            &server.addr,
+            "GET",
+            &format!("{path}/k"),
+            &[("authorization", &auth)],
+            b""
+        )
+        .status,
+        404
+    );
+    let addons = server.api("GET", "/api/apps/shop/addons", None).json();
+    assert_eq!(
+        addons.as_array().unwrap().len(),
+        1,
+        "the add-on stays in the store"
+    );
+    std::fs::rename(&away, &dir).unwrap();
+    wait_for(&server, "return", |kv| {
+        kv.is_some_and(|p| p["status"] == "loaded")
+    });
+    let get = request(
+        &server.addr,
+        "GET",
+        &format!("{path}/k"),
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!((get.status, get.text().as_str()), (200, "kept"));
+}
+
+#[test]
+fn second_start_is_a_cache_hit_and_corrupt_entries_are_rebuilt() {
+    let env = kv_env();
+    let origin = || {
+        env.json(&["plugins"])[0]["origin"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(origin(), "compiled");
+    assert_eq!(origin(), "cache-hit");
+    for entry in std::fs::read_dir(env.data().join("cache")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    assert_eq!(
+        origin(),
+        "compiled",
+        "a corrupt entry is detected and rebuilt"
+    );
+    assert_eq!(origin(), "cache-hit");
+    assert_eq!(env.json(&["plugins"])[0]["status"], "loaded");
+}
