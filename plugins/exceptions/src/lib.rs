@@ -62,21 +62,6 @@ fn default_grace() -> i64 {
     manifest().rotation.grace_seconds
 }
 
-fn requested_grace(req: &ProvisionRequest) -> Result<i64, AddonError> {
-    match req
-        .options
-        .iter()
-        .find(|(k, _)| k == "grace_seconds" || k == "grace-seconds")
-    {
-        None => Ok(default_grace()),
-        Some((_, v)) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (0..=7 * 86400).contains(n))
-            .ok_or_else(|| AddonError::new(format!("--grace_seconds {v:?} must be 0 to 604800"))),
-    }
-}
-
 impl Project {
     fn config(&self) -> Config {
         vec![
@@ -104,7 +89,8 @@ fn save(p: &Project) -> Result<(), AddonError> {
 impl Lifecycle for Exceptions {
     fn provision(req: ProvisionRequest) -> Result<ProvisionResult, AddonError> {
         retention_days(&req.plan).ok_or_else(|| unknown_plan(&req.plan))?;
-        let grace_seconds = requested_grace(&req)?;
+        let grace_seconds =
+            addonhost_sdk::credentials::grace_from_options(&req.options, default_grace())?;
         if let Some(id) = store::get::<String>(&format!("uuid/{}", req.uuid))? {
             let p = load(&id)?;
             return Ok(ProvisionResult::Provisioned(Provisioned {

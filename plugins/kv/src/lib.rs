@@ -59,22 +59,6 @@ fn default_grace() -> i64 {
     manifest().rotation.grace_seconds
 }
 
-/// The grace window a provisioning request asks for.
-fn requested_grace(req: &ProvisionRequest) -> Result<i64, AddonError> {
-    match req
-        .options
-        .iter()
-        .find(|(k, _)| k == "grace_seconds" || k == "grace-seconds")
-    {
-        None => Ok(default_grace()),
-        Some((_, v)) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (0..=7 * 86400).contains(n))
-            .ok_or_else(|| AddonError::new(format!("--grace_seconds {v:?} must be 0 to 604800"))),
-    }
-}
-
 impl Namespace {
     fn url(&self) -> String {
         with_userinfo(&self.base_url, &self.id, &self.password.current, &self.id)
@@ -104,7 +88,8 @@ fn save(ns: &Namespace) -> Result<(), AddonError> {
 
 impl Lifecycle for Kv {
     fn provision(req: ProvisionRequest) -> Result<ProvisionResult, AddonError> {
-        let grace_seconds = requested_grace(&req)?;
+        let grace_seconds =
+            addonhost_sdk::credentials::grace_from_options(&req.options, default_grace())?;
         if key_limit(&req.plan).is_none() {
             return Err(AddonError::new(format!(
                 "unknown plan {:?}; kv offers mini and pro",

@@ -72,6 +72,27 @@ impl Rotating {
     }
 }
 
+/// The grace window a provisioning request asks for with
+/// `-- --grace_seconds N` (0 to 7 days), or `default`.
+pub fn grace_from_options(
+    options: &[(String, String)],
+    default: i64,
+) -> Result<i64, crate::AddonError> {
+    match options
+        .iter()
+        .find(|(k, _)| k == "grace_seconds" || k == "grace-seconds")
+    {
+        None => Ok(default),
+        Some((_, v)) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=7 * 86400).contains(n))
+            .ok_or_else(|| {
+                crate::AddonError::new(format!("--grace_seconds {v:?} must be 0 to 604800"))
+            }),
+    }
+}
+
 /// Constant-time string equality (the length is not secret).
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
