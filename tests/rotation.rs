@@ -252,3 +252,85 @@ fn fifty_concurrent_mixed_writers_lose_nothing_and_releases_stay_gap_free() {
         "1 initial + 1 attach + 50 writes, gap-free"
     );
 }
+
+#[test]
+fn cli_processes_and_api_clients_on_several_apps_lose_nothing() {
+    let env = std::sync::Arc::new(Env::new());
+    let server = std::sync::Arc::new(Server::start(&env));
+    for app in ["north", "south"] {
+        assert_eq!(
+            server
+                .api("POST", "/api/apps", Some(json!({"name": app})))
+                .status,
+            201
+        );
+        assert_eq!(
+            server
+                .api(
+                    "POST",
+                    &format!("/api/apps/{app}/addons"),
+                    Some(json!({"plan": "kv:mini"}))
+                )
+                .status,
+            201
+        );
+    }
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let (env, server) = (env.clone(), server.clone());
+        handles.push(std::thread::spawn(move || {
+            let app = if i % 2 == 0 { "north" } else { "south" };
+            match i % 4 {
+                0 | 1 => {
+                    let r = env.run(&["config:set", &format!("CLI_{i}={i}"), "-a", app]);
+                    assert_eq!(r.code, 0, "{}", r.stderr);
+                    assert!(!r.stderr.contains("locked"), "{}", r.stderr);
+                }
+                2 => {
+                    let r = server.api(
+                        "PATCH",
+                        &format!("/api/apps/{app}/config"),
+                        Some(json!({ format!("API_{i}"): i.to_string() })),
+                    );
+                    assert_eq!(r.status, 200, "{}", r.text());
+                }
+                _ => {
+                    let r = server.api(
+                        "POST",
+                        &format!("/api/apps/{app}/addons"),
+                        Some(json!({"plan": "kv:mini", "as": format!("K{i}")})),
+                    );
+                    assert_eq!(r.status, 201, "{}", r.text());
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    for (app, parity) in [("north", 0), ("south", 1)] {
+        let cfg = env.config(app);
+        let mine: Vec<i32> = (0..40).filter(|i| i % 2 == parity).collect();
+        for i in &mine {
+            let key = match i % 4 {
+                0 | 1 => format!("CLI_{i}"),
+                2 => format!("API_{i}"),
+                _ => format!("K{i}_URL"),
+            };
+            assert!(cfg.contains_key(&key), "{app}: {key} missing");
+        }
+        let releases = env.json(&["releases", "-a", app]);
+        let mut versions: Vec<i64> = releases
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["version"].as_i64().unwrap())
+            .collect();
+        versions.sort();
+        assert_eq!(
+            versions,
+            (1..=2 + mine.len() as i64).collect::<Vec<_>>(),
+            "{app}: gap-free releases"
+        );
+    }
+}
