@@ -71,7 +71,7 @@ async fn infinite_loop_is_stopped_at_its_deadline() {
         &env,
         &host,
         "loop",
-        &["hostile", "provision", "timed out", "1000 ms"],
+        &["hostile", "provision", "timed out", "1000 ms", "timeout"],
     )
     .await;
     // The hostile manifest sets timeout_ms = 1000.

@@ -97,7 +97,7 @@ impl ResourceLimiter for MemoryLimiter {
 /// Why a plugin call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    #[error("add-on {plugin}: {call} timed out after {timeout_ms} ms (the plugin's deadline)")]
+    #[error("add-on {plugin}: {call} timed out after {timeout_ms} ms (the plugin's limits.timeout_ms)")]
     Timeout {
         plugin: String,
         call: &'static str,
