@@ -120,6 +120,9 @@ pub enum Command {
     /// Build add-on folders into components next to their manifests.
     #[command(name = "plugins:build")]
     PluginsBuild(plugins::Build),
+    /// Check an add-on folder against the contract (like Heroku's kensa).
+    #[command(name = "plugins:check")]
+    PluginsCheck(plugins::Check),
     /// Print the SSO URL of an add-on's dashboard.
     #[command(name = "addons:open")]
     AddonsOpen(server::Open),
@@ -156,6 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Run(r) => return config::run(&cli.host()?, r).await,
         Command::Local(l) => return local::run(&cli.host()?, l).await,
+        Command::PluginsCheck(c) => return plugins::check(c).await,
         _ => {}
     }
     let host = cli.host()?;
@@ -183,6 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::PluginsBuild(_)
         | Command::Run(_)
         | Command::Local(_)
+        | Command::PluginsCheck(_)
         | Command::Serve(_)
         | Command::AuthToken => {
             unreachable!("handled above")

@@ -53,6 +53,42 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct Check {
+    /// The add-on folder (with addon-manifest.json and its built component).
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Provisioning options after `--`: `-- --key value`.
+    #[arg(last = true, allow_hyphen_values = true)]
+    pub options: Vec<String>,
+}
+
+/// Runs the conformance checks; exit code 1 when any fails.
+pub async fn check(c: &Check) -> anyhow::Result<i32> {
+    let options = super::addons::parse_options(&c.options)?;
+    let results = crate::check::check(&c.dir, options).await;
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if c.json {
+        output::json(&serde_json::json!({"passed": failed == 0, "checks": results}))?;
+    } else {
+        for r in &results {
+            println!(
+                "{} {:<48} {}",
+                if r.passed { "✓" } else { "✗" },
+                r.name,
+                r.detail
+            );
+        }
+        println!(
+            "\n{} of {} checks passed",
+            results.len() - failed,
+            results.len()
+        );
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
 pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
     let dirs = if b.dirs.is_empty() {
         let roots: Vec<PathBuf> = std::env::split_paths(&cli.plugins).collect();

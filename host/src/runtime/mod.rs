@@ -97,7 +97,9 @@ impl ResourceLimiter for MemoryLimiter {
 /// Why a plugin call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    #[error("add-on {plugin}: {call} timed out after {timeout_ms} ms (the plugin's limits.timeout_ms)")]
+    #[error(
+        "add-on {plugin}: {call} timed out after {timeout_ms} ms (the plugin's limits.timeout_ms)"
+    )]
     Timeout {
         plugin: String,
         call: &'static str,
