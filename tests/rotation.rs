@@ -44,7 +44,7 @@ fn rotate_via_cli_new_credential_works_and_old_one_until_its_grace_window_ends()
     let r = server.api(
         "POST",
         "/api/apps/shop/addons",
-        Some(json!({"plan": "kv:mini", "options": {"grace_seconds": "3"}})),
+        Some(json!({"plan": "kv:mini", "options": {"grace_seconds": "4"}})),
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let (user, old_pw, path) = kv_creds(&server);
@@ -72,7 +72,7 @@ fn rotate_via_cli_new_credential_works_and_old_one_until_its_grace_window_ends()
     let info = env.json(&["addons:info", "KV", "-a", "shop"]);
     assert!(info["rotation"]["last_rotated_at"].as_i64().unwrap() >= unix_now() - 5);
 
-    while rotated_at.elapsed() < Duration::from_secs(5) {
+    while rotated_at.elapsed() < Duration::from_secs(6) {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(

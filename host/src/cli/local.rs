@@ -97,22 +97,35 @@ fn spawn(name: &str, cmd: &str, env: &[(String, String)]) -> anyhow::Result<Chil
     Ok(child)
 }
 
+/// Sends `signal` to the process group `pid` leads (its shell and whatever
+/// the shell started). Only for our own children, which lead their groups.
+#[cfg(unix)]
+fn signal_group(pid: u32, signal: libc::c_int) {
+    // A group id of 0 or 1 would mean "our group" or "every process".
+    if let Ok(pgid) = libc::pid_t::try_from(pid) {
+        if pgid > 1 {
+            // SAFETY: killpg only sends a signal; pgid is a child we spawned
+            // with process_group(0), so the group is exactly that child's.
+            unsafe {
+                libc::killpg(pgid, signal);
+            }
+        }
+    }
+}
+
 /// Stops a process and its children: SIGTERM to its group, SIGKILL after
 /// 500 ms.
 async fn stop(child: &mut Child) {
+    #[cfg(unix)]
     if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &format!("-{pid}")])
-            .status();
+        signal_group(pid, libc::SIGTERM);
         if tokio::time::timeout(Duration::from_millis(500), child.wait())
             .await
             .is_ok()
         {
             return;
         }
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{pid}")])
-            .status();
+        signal_group(pid, libc::SIGKILL);
     }
     let _ = child.kill().await;
     let _ = child.wait().await;
