@@ -19,38 +19,9 @@ fn browser_signs_in_and_follows_sso_to_the_addon_dashboard() {
     );
     let env = Env::new();
     let server = Server::start(&env);
-    assert_eq!(
-        server
-            .api("POST", "/api/apps", Some(json!({"name": "shop"})))
-            .status,
-        201
-    );
-    assert_eq!(
-        server
-            .api(
-                "POST",
-                "/api/apps/shop/addons",
-                Some(json!({"plan": "kv:mini"}))
-            )
-            .status,
-        201
-    );
+    server.app_with("shop", &[json!({"plan": "kv:mini"})]);
     // One key, so the add-on's dashboard has something to show.
-    let url = server.api("GET", "/api/apps/shop/config", None).json()["KV_URL"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let u = url::Url::parse(&url).unwrap();
-    let put = support::http::request(
-        &server.addr,
-        "PUT",
-        &format!("{}/greeting", u.path()),
-        &[(
-            "authorization",
-            &support::http::basic(u.username(), u.password().unwrap()),
-        )],
-        b"hi",
-    );
+    let put = server.kv_put(&server.kv_url("shop"), "greeting", b"hi");
     assert_eq!(put.status, 201);
 
     let shots = root().join("target");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::http::{basic, request};
+use support::http::request;
 use support::*;
 
 fn kv_env() -> Env {
@@ -51,35 +51,12 @@ fn wait_for(server: &Server, what: &str, ok: impl Fn(Option<&Value>) -> bool) {
 
 fn setup(env: &Env) -> (Server, String, String, String) {
     let server = Server::start(env);
-    server.api("POST", "/api/apps", Some(json!({"name": "shop"})));
-    assert_eq!(
-        server
-            .api(
-                "POST",
-                "/api/apps/shop/addons",
-                Some(json!({"plan": "kv:mini"}))
-            )
-            .status,
-        201
-    );
-    let url = server.api("GET", "/api/apps/shop/config", None).json()["KV_URL"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let u = url::Url::parse(&url).unwrap();
-    let (auth, path) = (
-        basic(u.username(), u.password().unwrap()),
-        u.path().to_string(),
-    );
-    let put = request(
-        &server.addr,
-        "PUT",
-        &format!("{path}/k"),
-        &[("authorization", &auth)],
-        b"kept",
-    );
+    server.app_with("shop", &[json!({"plan": "kv:mini"})]);
+    let kv = server.kv_url("shop");
+    let put = server.kv_put(&kv, "k", b"kept");
     assert_eq!(put.status, 201);
-    (server, auth, path, url)
+    let (auth, path) = (kv.auth(), kv.path.clone());
+    (server, auth, path, kv.url)
 }
 
 #[test]
@@ -144,17 +121,12 @@ fn twenty_reloads_under_continuous_load_fail_no_request_and_keep_data() {
     );
     assert_eq!(failed, 0);
     // The plugin's KV and the app's config are untouched by reloads.
+    let kv = KvUrl::parse(&url);
     let get = request(
         &server.addr,
         "GET",
-        &format!("{}/k", url::Url::parse(&url).unwrap().path()),
-        &[(
-            "authorization",
-            &basic(
-                url::Url::parse(&url).unwrap().username(),
-                url::Url::parse(&url).unwrap().password().unwrap(),
-            ),
-        )],
+        &format!("{}/k", kv.path),
+        &[("authorization", &kv.auth())],
         b"",
     );
     assert_eq!(get.text(), "kept");

@@ -13,16 +13,8 @@ use support::http::{basic, request};
 use support::*;
 
 fn kv_creds(server: &Server) -> (String, String, String) {
-    let url = server.api("GET", "/api/apps/shop/config", None).json()["KV_URL"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let u = url::Url::parse(&url).unwrap();
-    (
-        u.username().to_string(),
-        u.password().unwrap().to_string(),
-        u.path().to_string(),
-    )
+    let kv = server.kv_url("shop");
+    (kv.user, kv.password, kv.path)
 }
 
 fn get_status(server: &Server, user: &str, pw: &str, path: &str) -> u16 {

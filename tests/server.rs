@@ -12,20 +12,13 @@ use support::*;
 fn setup() -> (Env, Server) {
     let env = Env::new();
     let server = Server::start(&env);
-    assert_eq!(
-        server
-            .api("POST", "/api/apps", Some(json!({"name": "shop"})))
-            .status,
-        201
+    server.app_with(
+        "shop",
+        &[
+            json!({"plan": "kv:mini"}),
+            json!({"plan": "exceptions:dev"}),
+        ],
     );
-    for plan in ["kv:mini", "exceptions:dev"] {
-        let r = server.api(
-            "POST",
-            "/api/apps/shop/addons",
-            Some(json!({ "plan": plan })),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-    }
     (env, server)
 }
 

@@ -290,3 +290,69 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The credentials inside an app's `KV_URL`.
+pub struct KvUrl {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    /// The namespace's path on the server.
+    pub path: String,
+}
+
+impl KvUrl {
+    pub fn parse(url: &str) -> KvUrl {
+        let u = url::Url::parse(url).unwrap();
+        KvUrl {
+            url: url.to_string(),
+            user: u.username().to_string(),
+            password: u.password().unwrap_or("").to_string(),
+            path: u.path().to_string(),
+        }
+    }
+
+    /// The Basic authorization header value for these credentials.
+    pub fn auth(&self) -> String {
+        http::basic(&self.user, &self.password)
+    }
+}
+
+impl Server {
+    /// Creates `app` and provisions each add-on body (`{"plan": …}`) on it
+    /// through the API.
+    pub fn app_with(&self, app: &str, addons: &[serde_json::Value]) {
+        let r = self.api(
+            "POST",
+            "/api/apps",
+            Some(serde_json::json!({ "name": app })),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        for body in addons {
+            let r = self.api(
+                "POST",
+                &format!("/api/apps/{app}/addons"),
+                Some(body.clone()),
+            );
+            assert_eq!(r.status, 201, "{}", r.text());
+        }
+    }
+
+    /// The app's current `KV_URL`, taken apart.
+    pub fn kv_url(&self, app: &str) -> KvUrl {
+        let config = self
+            .api("GET", &format!("/api/apps/{app}/config"), None)
+            .json();
+        KvUrl::parse(config["KV_URL"].as_str().expect("KV_URL is set"))
+    }
+
+    /// Stores `value` under `key` in the namespace of `kv`.
+    pub fn kv_put(&self, kv: &KvUrl, key: &str, value: &[u8]) -> http::Response {
+        http::request(
+            &self.addr,
+            "PUT",
+            &format!("{}/{key}", kv.path),
+            &[("authorization", &kv.auth())],
+            value,
+        )
+    }
+}
