@@ -17,7 +17,8 @@ rustup target add wasm32-wasip2 >/dev/null
 cargo build --quiet -p addonhost
 ADDONHOST=target/debug/addonhost
 
-say "Building the example add-ons (plugins/kv, plugins/exceptions) into WASM components"
+say "Building the example add-ons into WASM components: kv and exceptions (Rust), queue (Python), flags (JavaScript)"
+echo "(the first build installs componentize-py and componentize-js into ~/.cache/addonhost)"
 run plugins:build
 
 # Resource URLs point at the server the demo starts.
@@ -28,7 +29,8 @@ if "$ADDONHOST" apps:info -a "$APP" >/dev/null 2>&1; then
   run apps:destroy -a "$APP" --confirm "$APP"
 fi
 
-say "The add-on catalog: each service is a sandboxed plugin"
+say "The add-on catalog: each service is a sandboxed plugin (compiled once, then cached)"
+run plugins
 run addons:services
 run addons:plans kv
 
@@ -39,6 +41,8 @@ say "2. Provision add-ons: the host asks each plugin, validates its answer, sets
 run addons:create kv:mini -a "$APP"
 run addons:create exceptions -a "$APP"
 run addons:create kv -a "$APP" --as cache
+run addons:create queue -a "$APP"
+run addons:create flags -a "$APP" -- --environment production
 
 say "   Starting the server in the background, so the add-ons can serve their resources"
 ADDONHOST_LOG="${ADDONHOST_LOG:-warn}" "$ADDONHOST" serve --port "${PORT:-5000}" &
@@ -62,6 +66,7 @@ run run -a "$APP" -- sh examples/consume.sh
 say "5. Change plan, rotate credentials"
 run addons:upgrade KV kv:pro -a "$APP"
 run addons:rotate KV -a "$APP"
+run addons:upgrade FLAGS flags:team -a "$APP"
 
 say "6. Deprovision: exactly that add-on's vars go"
 run addons:destroy CACHE -a "$APP" --confirm "$APP"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of addonhost, from a fresh machine: installs what it needs
-# (the wasm32-wasip2 target, Debian's chromium, playwright-core), builds the host and the plugins, then runs the
+# (the wasm32-wasip2 target, Debian's chromium, playwright-core, componentize-py and
+# componentize-js), builds the host and the plugins in all three languages, then runs the
 # formatting and lint gates, the SDK's tests and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,12 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
+step "Python and Node.js for the Python and JavaScript add-ons (plugins:build installs componentize-py and componentize-js itself)"
+if ! python3 -m venv --help >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv nodejs npm >/dev/null
+fi
+
 step "format"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
@@ -25,7 +32,7 @@ cargo fmt --all -- --check
 step "build the host"
 cargo build --workspace --bins
 
-step "build the plugins (addonhost plugins:build)"
+step "build the plugins: Rust, Python, JavaScript (addonhost plugins:build)"
 ADDONHOST_PLUGINS="plugins:tests/plugins" target/debug/addonhost plugins:build
 
 step "lint"

@@ -234,25 +234,7 @@ fn exceptions_stores_posts_with_the_api_key_and_rejects_others() {
 /// Follows the SSO link of `attachment` with a signed-in dashboard session;
 /// returns the posted form fields.
 fn sso_form(server: &Server, session: &str, attachment: &str) -> Vec<(String, String)> {
-    let page = server.get(
-        &format!("/myapps/shop/addons/{attachment}?issue_no=42"),
-        &[("cookie", session)],
-    );
-    assert_eq!(page.status, 200, "{}", page.text());
-    let html = page.text();
-    assert!(html.contains(r#"action="/addons/"#), "{html}");
-    let re_field = |chunk: &str| -> Option<(String, String)> {
-        let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
-        let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
-        let value = value
-            .replace("&quot;", "\"")
-            .replace("&amp;", "&")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&#39;", "'");
-        Some((name.to_string(), value))
-    };
-    html.split("<input").skip(1).filter_map(re_field).collect()
+    server.sso_form("shop", session, attachment)
 }
 
 fn post_login(
@@ -260,13 +242,7 @@ fn post_login(
     service: &str,
     fields: &[(String, String)],
 ) -> support::http::Response {
-    request(
-        &server.addr,
-        "POST",
-        &format!("/addons/{service}/sso/login"),
-        &[("content-type", "application/x-www-form-urlencoded")],
-        form(fields).as_bytes(),
-    )
+    server.sso_login(service, fields)
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {

@@ -120,7 +120,11 @@ fn result(name: &'static str, outcome: Result<String, String>) -> CheckResult {
 }
 
 /// Runs every check against the add-on in `dir`, provisioning with `options`.
-pub async fn check(dir: &Path, options: Vec<(String, String)>) -> Vec<CheckResult> {
+pub async fn check(
+    dir: &Path,
+    options: Vec<(String, String)>,
+    cache: Option<crate::runtime::ArtifactCache>,
+) -> Vec<CheckResult> {
     let mut out = Vec::new();
     let manifest = match Manifest::load(dir) {
         Ok(m) => {
@@ -143,7 +147,7 @@ pub async fn check(dir: &Path, options: Vec<(String, String)>) -> Vec<CheckResul
             return out;
         }
     };
-    let runtime = match Runtime::new(None) {
+    let runtime = match Runtime::new(cache) {
         Ok(r) => r,
         Err(e) => {
             out.push(result("component loads", Err(format!("{e:#}"))));

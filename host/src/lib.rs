@@ -8,6 +8,7 @@
 //! Data flows one way: `cli` → `platform` → {`store`, `runtime`}; `manifest`
 //! and `sso` are leaves.
 
+pub mod authoring;
 pub mod check;
 pub mod cli;
 pub mod manifest;

@@ -18,13 +18,45 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The plugin folders the tests use: the examples and the hostile test add-on.
+/// The plugin folders most tests use: the Rust examples and the hostile test
+/// add-on. The Python and JavaScript examples take seconds to compile in a
+/// fresh data dir, so only the tests about them load them
+/// ([`polyglot_roots`]).
 pub fn plugin_roots() -> String {
     let r = root();
-    std::env::join_paths([r.join("plugins"), r.join("tests/plugins")])
-        .unwrap()
-        .into_string()
-        .unwrap()
+    std::env::join_paths([
+        r.join("plugins/kv"),
+        r.join("plugins/exceptions"),
+        r.join("tests/plugins"),
+    ])
+    .unwrap()
+    .into_string()
+    .unwrap()
+}
+
+/// Every example add-on: Rust, Python and JavaScript.
+pub fn polyglot_roots() -> String {
+    root().join("plugins").to_str().unwrap().to_string()
+}
+
+/// Builds the Python and JavaScript examples once per test binary, through
+/// `addonhost plugins:build` (installing componentize-py/-js on first use).
+pub fn polyglot_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let r = root();
+        let out = Command::new(BIN)
+            .args(["plugins:build"])
+            .arg(r.join("plugins/queue"))
+            .arg(r.join("plugins/flags"))
+            .output()
+            .expect("running addonhost plugins:build");
+        assert!(
+            out.status.success(),
+            "plugins:build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
 }
 
 /// Builds every plugin once per test binary with `addonhost plugins:build`
@@ -318,6 +350,57 @@ impl KvUrl {
 }
 
 impl Server {
+    /// The fields of the SSO form the dashboard page of `app`'s add-on
+    /// `attachment` auto-submits (with `?issue_no=42` passed through).
+    pub fn sso_form(&self, app: &str, session: &str, attachment: &str) -> Vec<(String, String)> {
+        let page = self.get(
+            &format!("/myapps/{app}/addons/{attachment}?issue_no=42"),
+            &[("cookie", session)],
+        );
+        assert_eq!(page.status, 200, "{}", page.text());
+        let html = page.text();
+        assert!(html.contains(r#"action="/addons/"#), "{html}");
+        let field = |chunk: &str| -> Option<(String, String)> {
+            let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
+            let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
+            let value = value
+                .replace("&quot;", "\"")
+                .replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&#39;", "'");
+            Some((name.to_string(), value))
+        };
+        html.split("<input").skip(1).filter_map(field).collect()
+    }
+
+    /// Posts an SSO form to `service`'s login route.
+    pub fn sso_login(&self, service: &str, fields: &[(String, String)]) -> http::Response {
+        http::request(
+            &self.addr,
+            "POST",
+            &format!("/addons/{service}/sso/login"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            http::form(fields).as_bytes(),
+        )
+    }
+
+    /// Signs in through the dashboard and SSO into `attachment` of `app`;
+    /// answers the add-on page the login lands on.
+    pub fn sso_page(&self, app: &str, attachment: &str, service: &str) -> http::Response {
+        let session = self.sign_in();
+        let fields = self.sso_form(app, &session, attachment);
+        let login = self.sso_login(service, &fields);
+        assert_eq!(login.status, 302, "{}", login.text());
+        let cookie = login
+            .cookies()
+            .into_iter()
+            .find(|c| c.starts_with(&format!("addonhost_sso_{service}=")))
+            .expect("the add-on's session cookie");
+        let landing = login.header("location").unwrap().to_string();
+        self.get(&landing, &[("cookie", &cookie)])
+    }
+
     /// Creates `app` and provisions each add-on body (`{"plan": …}`) on it
     /// through the API.
     pub fn app_with(&self, app: &str, addons: &[serde_json::Value]) {

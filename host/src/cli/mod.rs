@@ -117,9 +117,17 @@ pub enum Command {
     /// List plugins: id, language, component hash, status.
     #[command(name = "plugins")]
     Plugins(output::JsonFlag),
-    /// Build add-on folders into components next to their manifests.
+    /// Scaffold a working add-on in Rust, Python or JavaScript.
+    #[command(name = "plugins:new")]
+    PluginsNew(plugins::New),
+    /// Build add-on folders (Rust, Python or JavaScript) into components next
+    /// to their manifests, installing the language toolchain on first use.
     #[command(name = "plugins:build")]
     PluginsBuild(plugins::Build),
+    /// Rebuild an add-on on every change to its sources; a running `serve`
+    /// hot-reloads each good build.
+    #[command(name = "plugins:dev")]
+    PluginsDev(plugins::Dev),
     /// Check an add-on folder against the contract (like Heroku's kensa).
     #[command(name = "plugins:check")]
     PluginsCheck(plugins::Check),
@@ -152,6 +160,8 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::PluginsBuild(b) => return plugins::build(&cli, b).map(|_| 0),
+        Command::PluginsNew(n) => return plugins::new(n).map(|_| 0),
+        Command::PluginsDev(d) => return plugins::dev(d).map(|_| 0),
         Command::Serve(s) => return server::serve(&cli, s).await.map(|_| 0),
         Command::AuthToken => {
             println!("{}", crate::server::token::load_or_create(&cli.data)?);
@@ -159,7 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Run(r) => return config::run(&cli.host()?, r).await,
         Command::Local(l) => return local::run(&cli.host()?, l).await,
-        Command::PluginsCheck(c) => return plugins::check(c).await,
+        Command::PluginsCheck(c) => return plugins::check(&cli, c).await,
         _ => {}
     }
     let host = cli.host()?;
@@ -185,6 +195,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plugins(j) => plugins::list(&host, j),
         Command::AddonsOpen(o) => server::open(&host, o),
         Command::PluginsBuild(_)
+        | Command::PluginsNew(_)
+        | Command::PluginsDev(_)
         | Command::Run(_)
         | Command::Local(_)
         | Command::PluginsCheck(_)

@@ -1,17 +1,13 @@
-//! `plugins` and `plugins:build`.
+//! `plugins`, `plugins:new`, `plugins:build`, `plugins:dev`, `plugins:check`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 
 use super::output::{self, JsonFlag};
 use super::Cli;
-use crate::manifest::{self, Manifest};
-use crate::Host;
-
-const WASM_TARGET: &str = "wasm32-wasip2";
+use crate::{authoring, Host};
 
 #[derive(Args, Debug)]
 pub struct Build {
@@ -65,9 +61,14 @@ pub struct Check {
 }
 
 /// Runs the conformance checks; exit code 1 when any fails.
-pub async fn check(c: &Check) -> anyhow::Result<i32> {
+pub async fn check(cli: &Cli, c: &Check) -> anyhow::Result<i32> {
     let options = super::addons::parse_options(&c.options)?;
-    let results = crate::check::check(&c.dir, options).await;
+    let results = crate::check::check(
+        &c.dir,
+        options,
+        Some(crate::runtime::ArtifactCache::new(cli.data.join("cache"))),
+    )
+    .await;
     let failed = results.iter().filter(|r| !r.passed).count();
     if c.json {
         output::json(&serde_json::json!({"passed": failed == 0, "checks": results}))?;
@@ -106,112 +107,46 @@ pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
         b.dirs.clone()
     };
     for dir in &dirs {
-        let m = Manifest::load(dir)?;
-        match crate::platform::catalog::language(dir) {
-            "rust" => build_rust(dir, &m)?,
-            other => bail!(
-                "{}: cannot build a {other} add-on (expected Cargo.toml next to {})",
-                dir.display(),
-                manifest::FILE_NAME
-            ),
-        }
+        authoring::build(dir)?;
     }
     Ok(())
 }
 
-fn ensure_wasm_target() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .context("running rustup (needed to install the wasm32-wasip2 target)")?;
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.trim() == WASM_TARGET)
-    {
-        return Ok(());
-    }
-    eprintln!("==> installing the {WASM_TARGET} target (rustup target add {WASM_TARGET})");
-    let status = Command::new("rustup")
-        .args(["target", "add", WASM_TARGET])
-        .status()?;
-    if !status.success() {
-        bail!("`rustup target add {WASM_TARGET}` failed");
-    }
+#[derive(Args, Debug)]
+pub struct New {
+    /// The add-on's id: lowercase letters, digits and dashes (`my-cache`).
+    pub name: String,
+    /// The language to write it in.
+    #[arg(long, value_parser = ["rust", "python", "js"])]
+    pub lang: String,
+    /// The folder to create it in (as DIR/NAME).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+}
+
+pub fn new(n: &New) -> anyhow::Result<()> {
+    let lang = authoring::Language::parse(&n.lang)?;
+    let dir = authoring::scaffold::new(&n.name, lang, &n.dir)?;
+    println!("Created {} ({}) in {}", n.name, lang.name(), dir.display());
+    println!("Next:");
+    println!("  addonhost plugins:build {}", dir.display());
+    println!("  addonhost plugins:check {}", dir.display());
+    println!(
+        "  addonhost plugins:dev {}    # rebuild on save; `addonhost serve` reloads it",
+        dir.display()
+    );
     Ok(())
 }
 
-fn build_rust(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
-    ensure_wasm_target()?;
-    let manifest_path = dir.join("Cargo.toml");
-    let meta = Command::new("cargo")
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--manifest-path",
-        ])
-        .arg(&manifest_path)
-        .output()
-        .context("running cargo metadata")?;
-    if !meta.status.success() {
-        bail!(
-            "{}: cargo metadata failed: {}",
-            dir.display(),
-            String::from_utf8_lossy(&meta.stderr)
-        );
-    }
-    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout)?;
-    let target_dir = PathBuf::from(
-        meta["target_directory"]
-            .as_str()
-            .context("cargo metadata has no target_directory")?,
-    );
-    let canonical = manifest_path.canonicalize()?;
-    let package = meta["packages"]
-        .as_array()
-        .and_then(|ps| {
-            ps.iter()
-                .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(canonical.as_path()))
-        })
-        .and_then(|p| p["name"].as_str())
-        .with_context(|| format!("{} is not a package", manifest_path.display()))?
-        .to_string();
+#[derive(Args, Debug)]
+pub struct Dev {
+    /// The add-on folder to watch and rebuild.
+    pub dir: PathBuf,
+    /// Stop after this many builds (the first one included).
+    #[arg(long, hide = true)]
+    pub max_builds: Option<usize>,
+}
 
-    eprintln!("==> building {} ({package}) for {WASM_TARGET}", m.id);
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--target",
-            WASM_TARGET,
-            "--manifest-path",
-        ])
-        .arg(&manifest_path)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!(
-            "{}: cargo build failed (see the output above)",
-            dir.display()
-        );
-    }
-    let artifact = target_dir
-        .join(WASM_TARGET)
-        .join("release")
-        .join(format!("{}.wasm", package.replace('-', "_")));
-    // Copy through a temporary name so a running host never reads half a file.
-    let tmp = m
-        .component
-        .with_extension(format!("wasm.{}.tmp", std::process::id()));
-    std::fs::copy(&artifact, &tmp).with_context(|| format!("copying {}", artifact.display()))?;
-    std::fs::rename(&tmp, &m.component)?;
-    let size = std::fs::metadata(&m.component)?.len();
-    eprintln!(
-        "==> {} → {} ({} KiB)",
-        m.id,
-        m.component.display(),
-        size / 1024
-    );
-    Ok(())
+pub fn dev(d: &Dev) -> anyhow::Result<()> {
+    authoring::dev::run(&d.dir, d.max_builds)
 }

@@ -87,18 +87,40 @@ pub fn language(dir: &Path) -> &'static str {
         "rust"
     } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
         "python"
-    } else if dir.join("package.json").is_file() {
+    } else if dir.join("package.json").is_file() || dir.join("index.js").is_file() {
         "js"
     } else {
         "unknown"
     }
 }
 
-fn fingerprint(m: &Manifest) -> String {
+/// What a plugin version is made of: its manifest's bytes and its
+/// component's content hash.
+///
+/// A stored fingerprint must never be newer than the code that serves: a
+/// build can replace the component while the previous one compiles, and a
+/// fingerprint read from the file after compiling would make the next reload
+/// think the new file is already loaded. So the manifest is read before it
+/// is parsed, and a loaded version's component part is the hash of the very
+/// bytes that were compiled.
+fn fingerprint(manifest_bytes: &[u8], component_hash: &str) -> String {
     let mut h = Sha256::new();
-    h.update(std::fs::read(m.dir.join(manifest::FILE_NAME)).unwrap_or_default());
-    h.update(std::fs::read(&m.component).unwrap_or_default());
+    h.update(manifest_bytes);
+    h.update(component_hash.as_bytes());
     hex::encode(h.finalize())
+}
+
+fn manifest_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join(manifest::FILE_NAME)).unwrap_or_default()
+}
+
+/// The fingerprint of the files as they are now.
+fn fingerprint_on_disk(manifest_bytes: &[u8], m: &Manifest) -> String {
+    let component = std::fs::read(&m.component).unwrap_or_default();
+    fingerprint(
+        manifest_bytes,
+        &crate::runtime::cache::content_hash(&component),
+    )
 }
 
 impl Catalog {
@@ -107,6 +129,7 @@ impl Catalog {
         let mut services = BTreeMap::new();
         let mut broken = Vec::new();
         for dir in plugin_dirs(roots) {
+            let raw = manifest_bytes(&dir);
             match Manifest::load(&dir) {
                 Ok(m) => {
                     if let Some(other) = services.get(&m.id) {
@@ -114,7 +137,11 @@ impl Catalog {
                         broken.push(duplicate(&dir, &m, other));
                         continue;
                     }
-                    services.insert(m.id.clone(), Arc::new(Service::new(m, OnceLock::new())));
+                    let print = fingerprint_on_disk(&raw, &m);
+                    services.insert(
+                        m.id.clone(),
+                        Arc::new(Service::new(m, OnceLock::new(), print)),
+                    );
                 }
                 Err(e) => broken.push(Broken {
                     dir,
@@ -133,6 +160,7 @@ impl Catalog {
         let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
         let mut broken = Vec::new();
         for dir in plugin_dirs(roots) {
+            let raw = manifest_bytes(&dir);
             let m = match Manifest::load(&dir) {
                 Ok(m) => m,
                 Err(e) => {
@@ -159,7 +187,7 @@ impl Catalog {
                 continue;
             }
             let old = self.services.get(&m.id);
-            let print = fingerprint(&m);
+            let print = fingerprint_on_disk(&raw, &m);
             if let Some(old) = old.filter(|o| o.fingerprint == print && o.newer_error.is_none()) {
                 services.insert(m.id.clone(), old.clone());
                 continue;
@@ -168,9 +196,14 @@ impl Catalog {
                 Ok(plugin) => {
                     report.loaded.push(m.id.clone());
                     let id = m.id.clone();
+                    let loaded = fingerprint(&raw, &plugin.content_hash);
                     services.insert(
                         id,
-                        Arc::new(Service::new(m, OnceLock::from(Ok(Arc::new(plugin))))),
+                        Arc::new(Service::new(
+                            m,
+                            OnceLock::from(Ok(Arc::new(plugin))),
+                            loaded,
+                        )),
                     );
                 }
                 Err(e) => {
@@ -178,7 +211,7 @@ impl Catalog {
                     report.failed.push((m.id.clone(), error.clone()));
                     let replacement = match old {
                         Some(old) => old.with_error(error),
-                        None => Service::new(m, OnceLock::from(Err(error))),
+                        None => Service::new(m, OnceLock::from(Err(error)), print),
                     };
                     services.insert(replacement.manifest.id.clone(), Arc::new(replacement));
                 }
@@ -214,9 +247,13 @@ fn duplicate(dir: &Path, m: &Manifest, other: &Service) -> Broken {
 }
 
 impl Service {
-    fn new(m: Manifest, plugin: OnceLock<Result<Arc<Plugin>, String>>) -> Service {
+    fn new(
+        m: Manifest,
+        plugin: OnceLock<Result<Arc<Plugin>, String>>,
+        fingerprint: String,
+    ) -> Service {
         Service {
-            fingerprint: fingerprint(&m),
+            fingerprint,
             manifest: Arc::new(m),
             plugin,
             loaded_at: crate::util::unix_now(),

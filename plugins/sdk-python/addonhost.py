@@ -1,0 +1,397 @@
+"""The SDK for writing addonhost add-ons in Python.
+
+`addonhost plugins:build` puts this module on the Python path when it runs
+componentize-py, so an add-on's `app.py` just does `import addonhost`.
+
+An add-on is a module (`app.py`) defining three classes named after the
+interfaces of the `addon` world, plus `IncomingHandler` if it serves HTTP:
+
+    import addonhost
+    from wit_world import exports
+
+    class Lifecycle(exports.Lifecycle):
+        def provision(self, request): ...
+        def deprovision(self, id): ...
+        def change_plan(self, id, plan): ...
+
+    class Credentials(exports.Credentials):
+        def rotate(self, id): ...
+
+    class Sso(exports.Sso):
+        def verify(self, login):
+            reason = addonhost.check_login(login)
+            return addonhost.denied(reason) if reason else addonhost.session(login.email, "/")
+
+    IncomingHandler = addonhost.http_handler(handle)   # optional
+
+Every call runs in a fresh instance: keep state in `addonhost.store`, never
+in module globals.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import string
+import sys
+import time
+from urllib.parse import parse_qsl
+
+from componentize_py_types import Err, Ok
+from wit_world.exports.lifecycle import (
+    Pending,
+    Provisioned,
+    ProvisionResult_Pending,
+    ProvisionResult_Provisioned,
+)
+from wit_world.exports.sso import Session, Verdict_Denied, Verdict_Ok
+from wit_world.imports import config, kv
+from wit_world.imports import log as _log
+
+try:  # the `addon` world
+    from wit_world.imports.types import AddonError
+except ImportError:  # `addon-http`, where wasi:http's `types` takes the name
+    from wit_world.imports.addonhost_addon_types import AddonError
+
+__all__ = [
+    "MANIFEST",
+    "MAX_AGE_SECONDS",
+    "MAX_SKEW_SECONDS",
+    "Request",
+    "Response",
+    "Rotating",
+    "check_login",
+    "config",
+    "denied",
+    "error",
+    "escape",
+    "grace_from_options",
+    "hex_id",
+    "http_handler",
+    "info",
+    "now",
+    "pending",
+    "provisioned",
+    "secret",
+    "session",
+    "store",
+    "token",
+    "warn",
+]
+
+# Oldest accepted SSO timestamp, in seconds before now.
+MAX_AGE_SECONDS = 5 * 60
+# Furthest accepted SSO timestamp, in seconds after now (clock skew).
+MAX_SKEW_SECONDS = 60
+
+
+def _load_manifest():
+    # The module is imported while componentize-py snapshots the component,
+    # when the add-on's folder is readable (it is first on the Python path):
+    # the manifest is read once then and frozen into the component.
+    for folder in sys.path:
+        path = os.path.join(folder, "addon-manifest.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    raise RuntimeError("addon-manifest.json not found next to the add-on's app.py")
+
+
+MANIFEST = _load_manifest()
+
+
+# ---- results ------------------------------------------------------------------
+
+
+def error(message):
+    """An error for the user: `raise addonhost.error("plan x is unknown")`."""
+    return Err(AddonError(message=str(message)))
+
+
+def provisioned(id, config, message=None):
+    """The resource exists: its id and config vars (manifest names)."""
+    return ProvisionResult_Provisioned(
+        Provisioned(id=id, config=list(config.items()) if isinstance(config, dict) else list(config), message=message)
+    )
+
+
+def pending(id, message=None):
+    """The resource is being made; complete it later with `config.complete`."""
+    return ProvisionResult_Pending(Pending(id=id, message=message))
+
+
+def session(user, landing):
+    """An accepted SSO login: who, and the dashboard path to land on."""
+    return Verdict_Ok(Session(user=user, landing=landing))
+
+
+def denied(reason):
+    """A refused SSO login (the browser gets a 403)."""
+    return Verdict_Denied(str(reason))
+
+
+# ---- time, secrets, logging ---------------------------------------------------
+
+
+def now():
+    """Unix seconds from the WASI wall clock."""
+    return int(time.time())
+
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def secret(length=32):
+    """A random alphanumeric secret (from WASI's secure random source)."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def hex_id(nbytes=6):
+    """A random lowercase hex id of `nbytes` bytes."""
+    return secrets.token_hex(nbytes)
+
+
+def info(message):
+    _log.log(_log.Level.INFO, str(message))
+
+
+def warn(message):
+    _log.log(_log.Level.WARN, str(message))
+
+
+# ---- SSO ----------------------------------------------------------------------
+
+
+def token(id, salt, timestamp):
+    """hex(sha1("<id>:<salt>:<timestamp>")), the platform's SSO token."""
+    return hashlib.sha1(f"{id}:{salt}:{timestamp}".encode()).hexdigest()
+
+
+def check_login(login, salt=None, at=None):
+    """Why an SSO login must be refused, or None when it is good.
+
+    Checks the freshness window (five minutes old to one minute ahead), then
+    `token` and `resource_token`, comparing in constant time."""
+    salt = MANIFEST["api"]["sso_salt"] if salt is None else salt
+    at = now() if at is None else at
+    if login.timestamp < at - MAX_AGE_SECONDS:
+        return f"timestamp is {at - login.timestamp} s old (at most {MAX_AGE_SECONDS} s accepted)"
+    if login.timestamp > at + MAX_SKEW_SECONDS:
+        return f"timestamp is {login.timestamp - at} s in the future (at most {MAX_SKEW_SECONDS} s accepted)"
+    if not hmac.compare_digest(token(login.id, salt, login.timestamp), login.token.lower()):
+        return "token does not match"
+    if not hmac.compare_digest(token(login.resource_id, salt, login.timestamp), login.resource_token.lower()):
+        return "resource_token does not match"
+    return None
+
+
+# ---- credentials --------------------------------------------------------------
+
+
+class Rotating:
+    """A secret with the one it replaced, which stays valid until
+    `previous_expires_at` so processes started before a rotation keep working
+    until they restart. Stored as a plain dict (`to_dict`/`from_dict`)."""
+
+    def __init__(self, current, previous=None, previous_expires_at=None, rotated_at=None):
+        self.current = current
+        self.previous = previous
+        self.previous_expires_at = previous_expires_at
+        self.rotated_at = rotated_at
+
+    def rotate(self, next_secret, at, grace_seconds):
+        self.previous, self.current = self.current, next_secret
+        self.previous_expires_at = at + grace_seconds
+        self.rotated_at = at
+
+    def accepts(self, candidate, at):
+        if hmac.compare_digest(self.current.encode(), candidate.encode()):
+            return True
+        if self.previous is None or self.previous_expires_at is None:
+            return False
+        return at <= self.previous_expires_at and hmac.compare_digest(self.previous.encode(), candidate.encode())
+
+    def to_dict(self):
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+
+def grace_from_options(options, default=None):
+    """The grace window asked for with `-- --grace_seconds N` (0 to 7 days),
+    or the manifest's `rotation.grace_seconds`."""
+    if default is None:
+        default = MANIFEST.get("rotation", {}).get("grace_seconds", 3600)
+    for k, v in options:
+        if k in ("grace_seconds", "grace-seconds"):
+            if v.isdigit() and 0 <= int(v) <= 7 * 86400:
+                return int(v)
+            raise error(f"--grace_seconds {v!r} must be 0 to 604800")
+    return default
+
+
+# ---- the private store ----------------------------------------------------------
+
+
+class _Store:
+    """The add-on's private key-value store, values as JSON."""
+
+    def get(self, key, default=None):
+        raw = kv.get(key)
+        if raw is None:
+            return default
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            # Corrupt state is an error, never silently replaced.
+            raise error(f"stored record {key} is unreadable: {e}")
+
+    def put(self, key, value):
+        try:
+            kv.set(key, json.dumps(value).encode())
+        except Err as e:
+            raise error(e.value)
+
+    def delete(self, key):
+        kv.delete(key)
+
+    def keys(self, prefix):
+        return kv.list_keys(prefix)
+
+    def delete_prefix(self, prefix):
+        for key in kv.list_keys(prefix):
+            kv.delete(key)
+
+
+store = _Store()
+
+
+# ---- HTTP ---------------------------------------------------------------------
+
+USER_HEADER = "x-addonhost-user"
+RESOURCE_HEADER = "x-addonhost-resource"
+MAX_BODY = 1 << 20
+
+
+def escape(s):
+    """HTML-escapes text for the add-on's pages."""
+    return (
+        str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;").replace("'", "&#39;")
+    )
+
+
+class Request:
+    """An HTTP request, read whole. `path` is relative to the add-on's base URL."""
+
+    def __init__(self, method, path, query, headers, body):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v.decode("utf-8", "replace")
+        return None
+
+    def segments(self):
+        return [s for s in self.path.split("/") if s]
+
+    def params(self):
+        return dict(parse_qsl(self.query))
+
+    def form(self):
+        return dict(parse_qsl(self.body.decode("utf-8", "replace")))
+
+    def json(self):
+        return json.loads(self.body or b"null")
+
+    def bearer(self):
+        value = self.header("authorization") or ""
+        return value[7:].strip() if value[:7].lower() == "bearer " else None
+
+    def session(self):
+        """(user, resource id) after SSO, as the host vouches for them."""
+        user, resource = self.header(USER_HEADER), self.header(RESOURCE_HEADER)
+        return (user, resource) if user and resource else None
+
+
+class Response:
+    def __init__(self, status, body=b"", content_type="text/plain; charset=utf-8", headers=None):
+        self.status = status
+        self.body = body.encode() if isinstance(body, str) else body
+        self.headers = [("content-type", content_type)] + list(headers or [])
+
+    @classmethod
+    def text(cls, status, body):
+        return cls(status, body)
+
+    @classmethod
+    def html(cls, status, body):
+        return cls(status, body, "text/html; charset=utf-8")
+
+    @classmethod
+    def json(cls, status, value):
+        return cls(status, json.dumps(value), "application/json")
+
+    @classmethod
+    def redirect(cls, location):
+        return cls(303, b"", headers=[("location", location)])
+
+
+def _method_name(m):
+    name = type(m).__name__
+    if name == "Method_Other":
+        return m.value
+    return name.removeprefix("Method_").upper()
+
+
+def http_handler(handle):
+    """Makes `handle(Request) -> Response` the component's wasi:http handler:
+    `IncomingHandler = addonhost.http_handler(handle)` in app.py."""
+    from wit_world import exports
+    from wit_world.imports import wasi_http_types as t
+    from wit_world.imports.streams import StreamError_Closed
+
+    class IncomingHandler(exports.IncomingHandler):
+        def handle(self, request, response_out):
+            path_query = request.path_with_query() or "/"
+            path, _, query = path_query.partition("?")
+            headers = request.headers().entries()
+            body = b""
+            incoming = request.consume()
+            stream = incoming.stream()
+            try:
+                while len(body) <= MAX_BODY:
+                    body += stream.blocking_read(65536)
+            except Err as e:
+                if not isinstance(e.value, StreamError_Closed):
+                    raise
+            finally:
+                stream.__exit__(None, None, None)
+            try:
+                if len(body) > MAX_BODY:
+                    resp = Response.text(413, "request body too large\n")
+                else:
+                    resp = handle(Request(_method_name(request.method()), path, query, headers, body))
+            except Exception as e:  # a bug in the add-on answers 500, not a trap
+                warn(f"http handler failed: {e!r}")
+                resp = Response.text(500, "internal error\n")
+            out = t.OutgoingResponse(t.Fields.from_list([(k, v.encode()) for k, v in resp.headers]))
+            out.set_status_code(resp.status)
+            out_body = out.body()
+            t.ResponseOutparam.set(response_out, Ok(out))
+            writer = out_body.write()
+            data = resp.body
+            for i in range(0, len(data), 4096):
+                writer.blocking_write_and_flush(data[i : i + 4096])
+            writer.__exit__(None, None, None)
+            t.OutgoingBody.finish(out_body, None)
+
+    return IncomingHandler
