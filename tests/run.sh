@@ -46,4 +46,4 @@ step "test suite"
 cargo test --workspace
 
 step "benchmark smoke run (the full run: see README, Performance)"
-target/debug/bench plugins/kv/kv.wasm 50
+target/debug/bench --quick

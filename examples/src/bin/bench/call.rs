@@ -2,12 +2,7 @@
 //! instance, (a) on bare wasmtime — `InstancePre` + fresh `Store` + call,
 //! nothing else — and (b) through addonhost's runtime path (limits, deadline
 //! with cooperative yields, stderr capture, capability dispatch, error
-//! classification). Prints median and p99 of each and the ratio b/a.
-//!
-//! ```sh
-//! target/debug/addonhost plugins:build plugins/kv
-//! cargo run --release -p addonhost-examples --bin bench -- plugins/kv/kv.wasm 2000
-//! ```
+//! classification).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -160,22 +155,19 @@ fn request(i: usize) -> ProvisionRequest {
     }
 }
 
-fn stats(mut d: Vec<Duration>) -> (Duration, Duration) {
+pub fn stats(mut d: Vec<Duration>) -> (Duration, Duration) {
     d.sort();
     (d[d.len() / 2], d[(d.len() * 99 / 100).min(d.len() - 1)])
 }
 
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+/// Medians and p99s of (a) bare wasmtime and (b) addonhost's runtime.
+pub struct CallOverhead {
+    pub bare: (Duration, Duration),
+    pub ours: (Duration, Duration),
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let path = args.next().unwrap_or_else(|| "plugins/kv/kv.wasm".into());
-    let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2000);
-    let bytes = std::fs::read(&path)?;
-
+pub async fn measure(path: &str, n: usize) -> anyhow::Result<CallOverhead> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
     // (a) bare wasmtime.
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
@@ -235,27 +227,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let (a50, a99) = stats(bare);
-    let (b50, b99) = stats(ours);
-    println!("plugin call overhead: instantiate + one kv provision, {n} calls each");
-    println!("{:<28} {:>12} {:>12}", "", "median", "p99");
-    println!(
-        "{:<28} {:>12} {:>12}",
-        "(a) bare wasmtime",
-        us(a50),
-        us(a99)
-    );
-    println!(
-        "{:<28} {:>12} {:>12}",
-        "(b) addonhost runtime",
-        us(b50),
-        us(b99)
-    );
-    println!(
-        "{:<28} {:>11.2}x {:>11.2}x",
-        "ratio b/a",
-        b50.as_secs_f64() / a50.as_secs_f64(),
-        b99.as_secs_f64() / a99.as_secs_f64()
-    );
-    Ok(())
+    Ok(CallOverhead {
+        bare: stats(bare),
+        ours: stats(ours),
+    })
 }

@@ -1,0 +1,245 @@
+//! addonhost's benchmark suite: every row measured in the same run as its
+//! baseline, printed as one table with the ratio and the target.
+//!
+//! ```sh
+//! cargo build --release -p addonhost -p addonhost-examples
+//! target/release/addonhost plugins:build      # the example add-ons
+//! target/release/bench                        # the full run (a few minutes)
+//! target/release/bench --quick                # a smoke run (seconds)
+//! ```
+//!
+//! Rows: plugin call overhead against bare wasmtime; provisioning over HTTP
+//! against bare SQLite transactions of the same shape, at 1, 8 and 32
+//! clients; cold start with the Rust, Python and JavaScript examples
+//! (compiled cache cold vs warm); hot-reload swap latency and failed requests
+//! under load; resident memory per idle plugin.
+
+mod call;
+mod platform;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use platform::Server;
+
+struct Row {
+    what: String,
+    ours: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+}
+
+fn row(
+    what: impl Into<String>,
+    ours: impl Into<String>,
+    baseline: impl Into<String>,
+    ratio: impl Into<String>,
+    target: &str,
+) -> Row {
+    Row {
+        what: what.into(),
+        ours: ours.into(),
+        baseline: baseline.into(),
+        ratio: ratio.into(),
+        target: target.to_string(),
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn ratio(ours: f64, base: f64) -> String {
+    format!("{:.2}x", ours / base)
+}
+
+/// A plugin folder holding copies of the named example add-ons.
+fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
+    let dir = root.join("plugins");
+    for name in names {
+        let src = Path::new("plugins").join(name);
+        let dst = dir.join(name);
+        std::fs::create_dir_all(&dst)?;
+        for entry in std::fs::read_dir(&src)? {
+            let path = entry?.path();
+            let file = path.file_name().unwrap().to_string_lossy().to_string();
+            if file == "addon-manifest.json" || file.ends_with(".wasm") {
+                std::fs::copy(&path, dst.join(&file))?;
+            }
+        }
+    }
+    Ok(dir)
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    for example in ["kv", "exceptions", "queue", "flags"] {
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+            Path::new("plugins")
+                .join(example)
+                .join("addon-manifest.json"),
+        )?)?;
+        let component = Path::new("plugins")
+            .join(example)
+            .join(m["component"].as_str().unwrap_or_default());
+        anyhow::ensure!(
+            component.is_file(),
+            "{} is missing: run `addonhost plugins:build` first (from the repository root)",
+            component.display()
+        );
+    }
+    let mut rows = Vec::new();
+
+    // 1. Plugin call overhead.
+    let calls = if quick { 50 } else { 3000 };
+    eprintln!("bench: call overhead ({calls} calls each)");
+    let c = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(call::measure("plugins/kv/kv.wasm", calls))?;
+    rows.push(row(
+        "call overhead, median (instantiate + kv provision)",
+        us(c.ours.0),
+        format!("{} bare wasmtime", us(c.bare.0)),
+        ratio(c.ours.0.as_secs_f64(), c.bare.0.as_secs_f64()),
+        "≤ 1.3x, ≤ 10 µs",
+    ));
+    rows.push(row(
+        "call overhead, p99",
+        us(c.ours.1),
+        format!("{} bare wasmtime", us(c.bare.1)),
+        ratio(c.ours.1.as_secs_f64(), c.bare.1.as_secs_f64()),
+        "",
+    ));
+
+    // 2. Provisioning over HTTP vs bare SQLite transactions.
+    let total = if quick { 32 } else { 640 };
+    let tmp = tempfile::tempdir()?;
+    let kv_only = plugin_copies(&tmp.path().join("p"), &["kv"])?;
+    let server = Server::start(&tmp.path().join("throughput"), kv_only.to_str().unwrap())?;
+    for clients in [1, 8, 32] {
+        eprintln!("bench: provisioning over HTTP, {clients} clients");
+        let per_client = (total / clients).max(1);
+        let ours = platform::provisioning(&server, clients, per_client)?;
+        anyhow::ensure!(ours.failed == 0, "{} provisionings failed", ours.failed);
+        let base_dir = tempfile::tempdir()?;
+        let base = platform::sqlite_baseline(base_dir.path(), clients, per_client)?;
+        rows.push(row(
+            format!("provisions/s over HTTP, {clients} clients"),
+            format!("{:.0}/s", ours.per_second),
+            format!("{:.0}/s SQLite txns", base.per_second),
+            ratio(ours.per_second, base.per_second),
+            if clients == 32 { "≥ 5,000/s" } else { "" },
+        ));
+        rows.push(row(
+            format!("  latency p50 / p99, {clients} clients"),
+            format!("{} / {}", ms(ours.p50), ms(ours.p99)),
+            format!("{} / {}", ms(base.p50), ms(base.p99)),
+            ratio(ours.p99.as_secs_f64(), base.p99.as_secs_f64()),
+            if clients == 32 { "p99 ≤ 5 ms" } else { "" },
+        ));
+    }
+    drop(server);
+
+    // 3. Cold start with all four examples (Rust, Python, JavaScript).
+    eprintln!("bench: cold start, compiled cache cold then warm");
+    let all = plugin_copies(
+        &tmp.path().join("all"),
+        &["kv", "exceptions", "queue", "flags"],
+    )?;
+    let data = tmp.path().join("cold");
+    let cold = Server::start(&data, all.to_str().unwrap())?.started_in;
+    let mut warm = Vec::new();
+    for _ in 0..if quick { 1 } else { 5 } {
+        warm.push(Server::start(&data, all.to_str().unwrap())?.started_in);
+    }
+    warm.sort();
+    let warm = warm[warm.len() / 2];
+    rows.push(row(
+        "start → first request, 4 examples, cache warm",
+        ms(warm),
+        format!("{} cache cold", ms(cold)),
+        ratio(warm.as_secs_f64(), cold.as_secs_f64()),
+        "≤ 150 ms",
+    ));
+
+    // 4. Hot reload under load.
+    let reloads = if quick { 3 } else { 20 };
+    eprintln!("bench: {reloads} hot reloads under load");
+    let reload_plugins = plugin_copies(&tmp.path().join("r"), &["kv"])?;
+    let server = Server::start(&tmp.path().join("reload"), reload_plugins.to_str().unwrap())?;
+    let (mut swaps, served, failed) =
+        platform::hot_reload(&server, &reload_plugins.join("kv"), reloads)?;
+    drop(server);
+    swaps.sort();
+    rows.push(row(
+        format!("hot reload: file change → new version serving, median of {reloads}"),
+        ms(swaps[swaps.len() / 2]),
+        format!("max {}", ms(*swaps.last().unwrap())),
+        "",
+        "≤ 50 ms",
+    ));
+    rows.push(row(
+        format!("  failed requests across {reloads} reloads"),
+        failed.to_string(),
+        format!("{served} served"),
+        "",
+        "0",
+    ));
+
+    // 5. Resident memory per idle plugin (cache warm from row 3).
+    eprintln!("bench: resident memory per idle plugin");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty)?;
+    let base_rss = Server::start(&data, empty.to_str().unwrap())?.rss_kib();
+    for (name, lang, target) in [
+        ("kv", "Rust", "≤ 2 MiB"),
+        ("queue", "Python", ""),
+        ("flags", "JavaScript", ""),
+    ] {
+        let rss = Server::start(&data, all.join(name).to_str().unwrap())?.rss_kib();
+        rows.push(row(
+            format!("RSS per idle plugin: {name} ({lang})"),
+            format!("{:.1} MiB", rss.saturating_sub(base_rss) as f64 / 1024.0),
+            format!("{:.1} MiB host alone", base_rss as f64 / 1024.0),
+            "",
+            target,
+        ));
+    }
+
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    let w = |f: &dyn Fn(&Row) -> usize| rows.iter().map(f).max().unwrap_or(0);
+    let (a, b, c, d) = (
+        w(&|r| r.what.chars().count()),
+        w(&|r| r.ours.chars().count()).max(9),
+        w(&|r| r.baseline.chars().count()).max(8),
+        w(&|r| r.ratio.chars().count()).max(5),
+    );
+    let pad = |s: &str, n: usize| format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())));
+    println!(
+        "\n{}  {}  {}  {}  target",
+        pad("", a),
+        pad("addonhost", b),
+        pad("baseline", c),
+        pad("ratio", d)
+    );
+    for r in rows {
+        println!(
+            "{}  {}  {}  {}  {}",
+            pad(&r.what, a),
+            pad(&r.ours, b),
+            pad(&r.baseline, c),
+            pad(&r.ratio, d),
+            r.target
+        );
+    }
+}
