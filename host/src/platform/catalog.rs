@@ -95,32 +95,37 @@ pub fn language(dir: &Path) -> &'static str {
 }
 
 /// What a plugin version is made of: its manifest's bytes and its
-/// component's content hash.
+/// component file's identity (size, modification time, inode), so that
+/// telling whether anything changed costs a `stat`, not reading and hashing
+/// tens of megabytes.
 ///
 /// A stored fingerprint must never be newer than the code that serves: a
-/// build can replace the component while the previous one compiles, and a
-/// fingerprint read from the file after compiling would make the next reload
-/// think the new file is already loaded. So the manifest is read before it
-/// is parsed, and a loaded version's component part is the hash of the very
-/// bytes that were compiled.
-fn fingerprint(manifest_bytes: &[u8], component_hash: &str) -> String {
+/// build can replace the component while the previous one compiles. So both
+/// parts are read *before* the component is loaded: if the file changes in
+/// between, the stored fingerprint is older than the code, and the next
+/// reload simply loads it again.
+fn fingerprint(manifest_bytes: &[u8], m: &Manifest) -> String {
+    let stamp = match std::fs::metadata(&m.component) {
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt;
+            format!(
+                "{} {} {} {}",
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ino()
+            )
+        }
+        Err(e) => format!("unreadable: {e}"),
+    };
     let mut h = Sha256::new();
     h.update(manifest_bytes);
-    h.update(component_hash.as_bytes());
+    h.update(stamp.as_bytes());
     hex::encode(h.finalize())
 }
 
 fn manifest_bytes(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join(manifest::FILE_NAME)).unwrap_or_default()
-}
-
-/// The fingerprint of the files as they are now.
-fn fingerprint_on_disk(manifest_bytes: &[u8], m: &Manifest) -> String {
-    let component = std::fs::read(&m.component).unwrap_or_default();
-    fingerprint(
-        manifest_bytes,
-        &crate::runtime::cache::content_hash(&component),
-    )
 }
 
 impl Catalog {
@@ -137,7 +142,7 @@ impl Catalog {
                         broken.push(duplicate(&dir, &m, other));
                         continue;
                     }
-                    let print = fingerprint_on_disk(&raw, &m);
+                    let print = fingerprint(&raw, &m);
                     services.insert(
                         m.id.clone(),
                         Arc::new(Service::new(m, OnceLock::new(), print)),
@@ -187,7 +192,7 @@ impl Catalog {
                 continue;
             }
             let old = self.services.get(&m.id);
-            let print = fingerprint_on_disk(&raw, &m);
+            let print = fingerprint(&raw, &m);
             if let Some(old) = old.filter(|o| o.fingerprint == print && o.newer_error.is_none()) {
                 services.insert(m.id.clone(), old.clone());
                 continue;
@@ -196,14 +201,9 @@ impl Catalog {
                 Ok(plugin) => {
                     report.loaded.push(m.id.clone());
                     let id = m.id.clone();
-                    let loaded = fingerprint(&raw, &plugin.content_hash);
                     services.insert(
                         id,
-                        Arc::new(Service::new(
-                            m,
-                            OnceLock::from(Ok(Arc::new(plugin))),
-                            loaded,
-                        )),
+                        Arc::new(Service::new(m, OnceLock::from(Ok(Arc::new(plugin))), print)),
                     );
                 }
                 Err(e) => {

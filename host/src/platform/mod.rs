@@ -189,18 +189,30 @@ impl Host {
     /// Compiles every plugin now (for `serve` and `plugins`), returning the
     /// failures.
     pub fn load_all(&self) -> Vec<(String, String)> {
-        self.catalog()
-            .services()
-            .filter_map(|s| {
-                s.plugin(&self.runtime)
-                    .err()
-                    .map(|e| (s.manifest.id.clone(), format!("{e:#}")))
-            })
-            .collect()
+        let catalog = self.catalog();
+        // One thread per plugin: loading is compiling or reading and
+        // checking a cached artifact, independent across plugins.
+        std::thread::scope(|scope| {
+            let loads: Vec<_> = catalog
+                .services()
+                .map(|s| {
+                    scope.spawn(move || {
+                        s.plugin(&self.runtime)
+                            .err()
+                            .map(|e| (s.manifest.id.clone(), format!("{e:#}")))
+                    })
+                })
+                .collect();
+            loads
+                .into_iter()
+                .filter_map(|l| l.join().unwrap_or_else(|_| None))
+                .collect()
+        })
     }
 
     /// Every plugin folder's state; loads each plugin (`load` = compile now).
     pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        self.load_all();
         let catalog = self.catalog();
         let mut rows = Vec::new();
         for s in catalog.services() {

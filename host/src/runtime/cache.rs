@@ -5,8 +5,11 @@
 //! milliseconds. Entries are keyed by the component's SHA-256 and by
 //! wasmtime's compatibility hash (engine version and settings), so a changed
 //! component or engine never reuses a stale artifact. Each file starts with
-//! the SHA-256 of its payload: a corrupt or truncated entry is detected before
-//! wasmtime ever sees it, deleted, and rebuilt.
+//! a magic number and the CRC-32 of its payload: a corrupt or truncated entry
+//! is detected before wasmtime ever sees it, deleted, and rebuilt. (CRC-32,
+//! not a cryptographic hash: it guards against damage, at memory speed, on
+//! artifacts of tens of megabytes read at every start; whoever can write the
+//! cache folder could run code through it anyway.)
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -65,14 +68,20 @@ impl ArtifactCache {
     }
 }
 
+/// The first bytes of an entry: format name and version.
+const MAGIC: &[u8; 8] = b"ahcwasm1";
+const HEADER: usize = MAGIC.len() + 4;
+
 fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
     let data = std::fs::read(path).ok()?;
-    let valid = data.len() > 32 && Sha256::digest(&data[32..]).as_slice() == &data[..32];
+    let valid = data.len() > HEADER
+        && &data[..MAGIC.len()] == MAGIC
+        && data[MAGIC.len()..HEADER] == crc32fast::hash(&data[HEADER..]).to_le_bytes();
     let component = if valid {
         // SAFETY: the payload was written by `write_entry` from
         // `Component::serialize` (its checksum proves it is intact), and
         // wasmtime itself rejects artifacts of another version or config.
-        unsafe { Component::deserialize(engine, &data[32..]) }.ok()
+        unsafe { Component::deserialize(engine, &data[HEADER..]) }.ok()
     } else {
         None
     };
@@ -87,8 +96,9 @@ fn write_entry(path: &Path, component: &Component) -> anyhow::Result<()> {
     let dir = path.parent().context("cache entry has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let payload = component.serialize().map_err(anyhow::Error::from)?;
-    let mut data = Vec::with_capacity(32 + payload.len());
-    data.extend_from_slice(&Sha256::digest(&payload));
+    let mut data = Vec::with_capacity(HEADER + payload.len());
+    data.extend_from_slice(MAGIC);
+    data.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     data.extend_from_slice(&payload);
     // Write then rename, so a reader never sees half an entry.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));

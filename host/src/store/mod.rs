@@ -10,11 +10,12 @@
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::util::unix_now;
@@ -23,9 +24,50 @@ use crate::util::unix_now;
 pub const DB_FILE: &str = "addonhost.db";
 
 /// The SQLite store of one data dir.
+///
+/// One connection, shared by readers and writers. Writes are **group
+/// committed**: the first writer to arrive opens a transaction (the batch's
+/// leader), writers arriving while it is open join it, each inside its own
+/// savepoint (so one writer's failure rolls back only its own changes), and
+/// the leader commits them all with one fsync. [`Db::write`] returns only
+/// after the commit that made its changes durable, so every writer keeps the
+/// guarantee of its own `synchronous=FULL` commit while many share the cost.
 pub struct Db {
-    conn: Mutex<Connection>,
+    state: Mutex<State>,
+    /// Signalled when a batch is committed (or fails to).
+    committed: Condvar,
+    /// Signalled when a writer has joined the open batch.
+    joined: Condvar,
+    /// Writers waiting for the lock, who may join the open batch (counted
+    /// before they block on it, so a leader knows to wait for them).
+    arriving: AtomicUsize,
     path: PathBuf,
+}
+
+struct State {
+    conn: Connection,
+    /// The open batch, if a transaction is open.
+    open: Option<u64>,
+    /// Writers in the open batch.
+    members: usize,
+    next_batch: u64,
+    /// The highest batch that has finished, and the failures of recent ones.
+    finished: u64,
+    failures: Vec<(u64, String)>,
+}
+
+/// Most writers in one batch, and the longest a leader waits for more.
+const MAX_BATCH: usize = 256;
+const MAX_GATHER: Duration = Duration::from_millis(2);
+
+/// The shared connection, for reads.
+pub struct ReadGuard<'a>(MutexGuard<'a, State>);
+
+impl std::ops::Deref for ReadGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0.conn
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,7 +165,17 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn).map_err(|e| corrupt(&format!("{e:#}")))?;
         Ok(Db {
-            conn: Mutex::new(conn),
+            state: Mutex::new(State {
+                conn,
+                open: None,
+                members: 0,
+                next_batch: 1,
+                finished: 0,
+                failures: Vec::new(),
+            }),
+            committed: Condvar::new(),
+            joined: Condvar::new(),
+            arriving: AtomicUsize::new(0),
             path,
         })
     }
@@ -132,46 +184,148 @@ impl Db {
         &self.path
     }
 
-    /// The connection, for reads.
-    pub fn read(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// How many write transactions have been committed (or failed to):
+    /// fewer than the writes when concurrent writers shared commits.
+    pub fn commits(&self) -> u64 {
+        self.lock().finished
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed if `f`
-    /// succeeds and rolled back otherwise; retried while another process
-    /// holds the write lock.
-    pub fn write<T>(
-        &self,
-        mut f: impl FnMut(&Transaction) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
-        let mut conn = self.read();
-        let mut attempt = 0u32;
-        loop {
-            let result = (|| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let value = f(&tx)?;
-                tx.commit()?;
-                Ok(value)
-            })();
-            match result {
-                Err(e) if is_busy(&e) && attempt < 50 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(5 * attempt as u64));
-                }
-                other => return other,
-            }
+    /// The connection, for reads. Reads may see the changes of a batch that
+    /// is about to commit.
+    pub fn read(&self) -> ReadGuard<'_> {
+        ReadGuard(self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` atomically and durably: its changes are committed if it
+    /// succeeds and rolled back if it fails, and the call returns after the
+    /// commit. Concurrent calls share one commit (see [`Db`]).
+    ///
+    /// On a multi-threaded tokio runtime the wait happens in
+    /// `block_in_place`, so a writer waiting for its batch's fsync does not
+    /// hold up the other tasks of the runtime.
+    pub fn write<T>(&self, f: impl FnMut(&Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .unwrap_or(false);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.write_grouped(f))
+        } else {
+            self.write_grouped(f)
         }
+    }
+
+    fn write_grouped<T>(
+        &self,
+        mut f: impl FnMut(&Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.arriving.fetch_add(1, Ordering::SeqCst);
+        let mut st = self.lock();
+        // A full batch is committed first; wait for the next one.
+        while st.open.is_some() && st.members >= MAX_BATCH {
+            st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        self.arriving.fetch_sub(1, Ordering::SeqCst);
+        let leader = st.open.is_none();
+        if leader {
+            begin_immediate(&st.conn)?;
+            st.open = Some(st.next_batch);
+            st.next_batch += 1;
+            st.members = 0;
+        }
+        let batch = st.open.expect("a batch is open");
+        st.members += 1;
+        st.conn.execute_batch("SAVEPOINT writer")?;
+        // A panic in `f` must not leave the batch open for the others: it
+        // rolls back `f`'s changes like an error, and resumes once the batch
+        // is finished.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&st.conn)));
+        let (value, panic) = match outcome {
+            Ok(v) => (v, None),
+            Err(p) => (Err(anyhow::anyhow!("a write panicked")), Some(p)),
+        };
+        if value.is_ok() {
+            st.conn.execute_batch("RELEASE writer")?;
+        } else {
+            st.conn
+                .execute_batch("ROLLBACK TO writer; RELEASE writer")?;
+        }
+        if !leader {
+            self.joined.notify_all();
+            if let Some(p) = panic {
+                drop(st);
+                std::panic::resume_unwind(p);
+            }
+            if value.is_err() {
+                // Nothing of ours is in the batch: no need to wait for it.
+                return value;
+            }
+            while st.finished < batch {
+                st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if let Some((_, e)) = st.failures.iter().find(|(b, _)| *b == batch) {
+                return Err(anyhow::anyhow!(
+                    "committing to {}: {e}",
+                    self.path.display()
+                ));
+            }
+            return value;
+        }
+        // The leader lets the writers already waiting for the lock join, then
+        // commits for everyone.
+        let started = std::time::Instant::now();
+        while self.arriving.load(Ordering::SeqCst) > 0
+            && st.members < MAX_BATCH
+            && started.elapsed() < MAX_GATHER
+        {
+            st = self
+                .joined
+                .wait_timeout(st, MAX_GATHER)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let commit = st.conn.execute_batch("COMMIT");
+        if commit.is_err() && !st.conn.is_autocommit() {
+            let _ = st.conn.execute_batch("ROLLBACK");
+        }
+        st.open = None;
+        st.members = 0;
+        st.finished = batch;
+        st.failures.retain(|(b, _)| batch - b < 1024);
+        if let Err(e) = &commit {
+            st.failures.push((batch, e.to_string()));
+        }
+        drop(st);
+        self.committed.notify_all();
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
+        commit.with_context(|| format!("committing to {}", self.path.display()))?;
+        value
     }
 }
 
-fn is_busy(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        )
-    })
+/// `BEGIN IMMEDIATE`, retried while another process holds the write lock
+/// (on top of the connection's busy timeout).
+fn begin_immediate(conn: &Connection) -> anyhow::Result<()> {
+    let mut attempt = 0u64;
+    loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && attempt < 50 =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(5 * attempt));
+            }
+            other => return other.context("starting a write transaction"),
+        }
+    }
 }
 
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -646,4 +800,62 @@ pub fn kv_keys(c: &Connection, service: &str, prefix: &str) -> rusqlite::Result<
         keys.push(k);
     }
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn concurrent_writers_share_commits_and_only_failed_ones_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let before = db.commits();
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        let r = db.write(|c| {
+                            insert_app(c, &format!("app-{t}-{i}"), "us")?;
+                            if t == 3 {
+                                anyhow::bail!("writer 3 fails after writing");
+                            }
+                            Ok(())
+                        });
+                        assert_eq!(r.is_err(), t == 3);
+                    }
+                })
+            })
+            .collect();
+        // A writer that panics mid-transaction rolls back only itself.
+        let panicker = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write(|c| -> anyhow::Result<()> {
+                    insert_app(c, "panicked", "us").unwrap();
+                    panic!("on purpose");
+                })
+            })
+        };
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(panicker.join().is_err());
+        let apps = list_apps(&db.read()).unwrap();
+        assert_eq!(apps.len(), 15 * 20);
+        assert!(apps
+            .iter()
+            .all(|a| !a.name.starts_with("app-3-") && a.name != "panicked"));
+        let commits = db.commits() - before;
+        assert!(
+            commits < 16 * 20,
+            "{commits} commits for {} writes: none were shared",
+            16 * 20
+        );
+        // A later write still works, alone.
+        db.write(|c| Ok(insert_app(c, "after", "us")?)).unwrap();
+        assert!(app_by_name(&db.read(), "after").unwrap().is_some());
+    }
 }
