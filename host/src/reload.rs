@@ -35,7 +35,11 @@ pub fn watch(host: Arc<Host>) -> anyhow::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            if event.paths.iter().any(|p| relevant(p)) {
+            // Opening and reading a file are events too, and a reload reads
+            // the manifests: only changes count, or reloads would feed
+            // themselves.
+            let changed = !matches!(event.kind, notify::EventKind::Access(_));
+            if changed && event.paths.iter().any(|p| relevant(p)) {
                 let _ = tx.send(());
             }
         }

@@ -196,16 +196,17 @@ impl Host {
             let loads: Vec<_> = catalog
                 .services()
                 .map(|s| {
-                    scope.spawn(move || {
-                        s.plugin(&self.runtime)
-                            .err()
-                            .map(|e| (s.manifest.id.clone(), format!("{e:#}")))
-                    })
+                    let load = scope
+                        .spawn(move || s.plugin(&self.runtime).err().map(|e| format!("{e:#}")));
+                    (s.manifest.id.clone(), load)
                 })
                 .collect();
             loads
                 .into_iter()
-                .filter_map(|l| l.join().unwrap_or_else(|_| None))
+                .filter_map(|(id, load)| match load.join() {
+                    Ok(error) => error.map(|e| (id, e)),
+                    Err(_) => Some((id, "loading panicked".to_string())),
+                })
                 .collect()
         })
     }

@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -158,7 +161,24 @@ impl Runtime {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.max_wasm_stack(1 << 20);
-        let engine = wt(Engine::new(&config)).context("configuring wasmtime")?;
+        // Every call instantiates afresh, so instantiation is the hot path:
+        // the pooling allocator reuses pre-reserved slots (no mmap/munmap and
+        // the cross-core TLB shootdowns they bring per call), resets small
+        // memories with memset, and copy-on-write images make data segments
+        // free. Where the address space cannot be reserved, the on-demand
+        // allocator takes over.
+        let pooled = {
+            let mut pooled = config.clone();
+            pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config()));
+            Engine::new(&pooled)
+        };
+        let engine = match pooled {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!("pooling allocator unavailable ({e}); allocating on demand");
+                wt(Engine::new(&config)).context("configuring wasmtime")?
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         // WASI is linked so that std-built components instantiate, but the
@@ -237,6 +257,31 @@ impl Runtime {
             origin,
         })
     }
+}
+
+/// Instance slots: enough for many concurrent calls of components of any of
+/// the three languages (a Python or JavaScript component holds dozens of core
+/// instances, several memories and large function tables).
+fn pool_config() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(1000)
+        .total_core_instances(10_000)
+        .total_memories(2000)
+        .total_tables(10_000)
+        .max_core_instances_per_component(200)
+        .max_memories_per_component(32)
+        .max_tables_per_component(200)
+        .max_tables_per_module(8)
+        .table_elements(200_000)
+        .max_core_instance_size(4 << 20)
+        .max_component_instance_size(4 << 20)
+        // The manifest's memory limit is enforced per call by `MemoryLimiter`.
+        .max_memory_size(4 << 30)
+        // Memset, not madvise, for the first MiB a call touched: no syscall
+        // (and no TLB flush) to recycle a small add-on's memory.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(1 << 16);
+    pool
 }
 
 /// wasmtime has its own error type; the host speaks anyhow.

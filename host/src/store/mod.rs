@@ -164,6 +164,8 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn).map_err(|e| corrupt(&format!("{e:#}")))?;
+        // Every statement the platform runs stays prepared.
+        conn.set_prepared_statement_cache_capacity(256);
         Ok(Db {
             state: Mutex::new(State {
                 conn,
@@ -238,7 +240,7 @@ impl Db {
         }
         let batch = st.open.expect("a batch is open");
         st.members += 1;
-        st.conn.execute_batch("SAVEPOINT writer")?;
+        run(&st.conn, "SAVEPOINT writer")?;
         // A panic in `f` must not leave the batch open for the others: it
         // rolls back `f`'s changes like an error, and resumes once the batch
         // is finished.
@@ -248,10 +250,10 @@ impl Db {
             Err(p) => (Err(anyhow::anyhow!("a write panicked")), Some(p)),
         };
         if value.is_ok() {
-            st.conn.execute_batch("RELEASE writer")?;
+            run(&st.conn, "RELEASE writer")?;
         } else {
-            st.conn
-                .execute_batch("ROLLBACK TO writer; RELEASE writer")?;
+            run(&st.conn, "ROLLBACK TO writer")?;
+            run(&st.conn, "RELEASE writer")?;
         }
         if !leader {
             self.joined.notify_all();
@@ -259,10 +261,8 @@ impl Db {
                 drop(st);
                 std::panic::resume_unwind(p);
             }
-            if value.is_err() {
-                // Nothing of ours is in the batch: no need to wait for it.
-                return value;
-            }
+            // On error nothing of ours is in the batch: no need to wait for it.
+            let value = value?;
             while st.finished < batch {
                 st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
             }
@@ -272,7 +272,7 @@ impl Db {
                     self.path.display()
                 ));
             }
-            return value;
+            return Ok(value);
         }
         // The leader lets the writers already waiting for the lock join, then
         // commits for everyone.
@@ -287,7 +287,7 @@ impl Db {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let commit = st.conn.execute_batch("COMMIT");
+        let commit = run(&st.conn, "COMMIT");
         if commit.is_err() && !st.conn.is_autocommit() {
             let _ = st.conn.execute_batch("ROLLBACK");
         }
@@ -308,12 +308,18 @@ impl Db {
     }
 }
 
+/// One statement without parameters, kept prepared (these run several
+/// times per write).
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// `BEGIN IMMEDIATE`, retried while another process holds the write lock
 /// (on top of the connection's busy timeout).
 fn begin_immediate(conn: &Connection) -> anyhow::Result<()> {
     let mut attempt = 0u64;
     loop {
-        match conn.execute_batch("BEGIN IMMEDIATE") {
+        match run(conn, "BEGIN IMMEDIATE") {
             Err(rusqlite::Error::SqliteFailure(f, _))
                 if matches!(
                     f.code,
@@ -352,27 +358,22 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
 // ---- apps ----------------------------------------------------------------
 
 pub fn insert_app(tx: &Connection, name: &str, region: &str) -> rusqlite::Result<i64> {
-    tx.execute(
-        "INSERT INTO apps (name, region, created_at) VALUES (?1, ?2, ?3)",
-        params![name, region, unix_now()],
-    )?;
+    tx.prepare_cached("INSERT INTO apps (name, region, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![name, region, unix_now()])?;
     Ok(tx.last_insert_rowid())
 }
 
 pub fn app_by_name(c: &Connection, name: &str) -> rusqlite::Result<Option<App>> {
-    c.query_row(
-        "SELECT id, name, region, created_at FROM apps WHERE name = ?1",
-        [name],
-        |r| {
+    c.prepare_cached("SELECT id, name, region, created_at FROM apps WHERE name = ?1")?
+        .query_row([name], |r| {
             Ok(App {
                 id: r.get(0)?,
                 name: r.get(1)?,
                 region: r.get(2)?,
                 created_at: r.get(3)?,
             })
-        },
-    )
-    .optional()
+        })
+        .optional()
 }
 
 pub fn list_apps(c: &Connection) -> rusqlite::Result<Vec<App>> {
@@ -390,15 +391,20 @@ pub fn list_apps(c: &Connection) -> rusqlite::Result<Vec<App>> {
 
 /// Deletes an app and everything hanging off it.
 pub fn delete_app(tx: &Connection, app_id: i64) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM config_vars WHERE app_id = ?1", [app_id])?;
-    tx.execute("DELETE FROM releases WHERE app_id = ?1", [app_id])?;
-    tx.execute("DELETE FROM attachments WHERE app_id = ?1", [app_id])?;
-    tx.execute(
+    tx.prepare_cached("DELETE FROM config_vars WHERE app_id = ?1")?
+        .execute([app_id])?;
+    tx.prepare_cached("DELETE FROM releases WHERE app_id = ?1")?
+        .execute([app_id])?;
+    tx.prepare_cached("DELETE FROM attachments WHERE app_id = ?1")?
+        .execute([app_id])?;
+    tx.prepare_cached(
         "DELETE FROM attachments WHERE resource_id IN (SELECT id FROM resources WHERE app_id = ?1)",
-        [app_id],
-    )?;
-    tx.execute("DELETE FROM resources WHERE app_id = ?1", [app_id])?;
-    tx.execute("DELETE FROM apps WHERE id = ?1", [app_id])?;
+    )?
+    .execute([app_id])?;
+    tx.prepare_cached("DELETE FROM resources WHERE app_id = ?1")?
+        .execute([app_id])?;
+    tx.prepare_cached("DELETE FROM apps WHERE id = ?1")?
+        .execute([app_id])?;
     Ok(())
 }
 
@@ -419,17 +425,16 @@ pub fn config_vars(c: &Connection, app_id: i64) -> rusqlite::Result<Vec<ConfigVa
 }
 
 pub fn config_var(c: &Connection, app_id: i64, name: &str) -> rusqlite::Result<Option<ConfigVar>> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT name, value, attachment_id FROM config_vars WHERE app_id = ?1 AND name = ?2",
-        params![app_id, name],
-        |r| {
-            Ok(ConfigVar {
-                name: r.get(0)?,
-                value: r.get(1)?,
-                attachment_id: r.get(2)?,
-            })
-        },
-    )
+    )?
+    .query_row(params![app_id, name], |r| {
+        Ok(ConfigVar {
+            name: r.get(0)?,
+            value: r.get(1)?,
+            attachment_id: r.get(2)?,
+        })
+    })
     .optional()
 }
 
@@ -454,27 +459,22 @@ pub fn upsert_var(
     value: &str,
     owner: Option<i64>,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO config_vars (app_id, name, value, attachment_id) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (app_id, name) DO UPDATE SET value = excluded.value, attachment_id = excluded.attachment_id",
+    tx.prepare_cached("INSERT INTO config_vars (app_id, name, value, attachment_id) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (app_id, name) DO UPDATE SET value = excluded.value, attachment_id = excluded.attachment_id")?.execute(
         params![app_id, name, value, owner],
     )?;
     Ok(())
 }
 
 pub fn delete_var(tx: &Connection, app_id: i64, name: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        "DELETE FROM config_vars WHERE app_id = ?1 AND name = ?2",
-        params![app_id, name],
-    )?;
+    tx.prepare_cached("DELETE FROM config_vars WHERE app_id = ?1 AND name = ?2")?
+        .execute(params![app_id, name])?;
     Ok(())
 }
 
 pub fn delete_vars_of_attachment(tx: &Connection, attachment_id: i64) -> rusqlite::Result<usize> {
-    tx.execute(
-        "DELETE FROM config_vars WHERE attachment_id = ?1",
-        [attachment_id],
-    )
+    tx.prepare_cached("DELETE FROM config_vars WHERE attachment_id = ?1")?
+        .execute([attachment_id])
 }
 
 // ---- releases and audit ------------------------------------------------------
@@ -487,13 +487,10 @@ pub fn insert_release(
     description: &str,
     actor: &str,
 ) -> rusqlite::Result<i64> {
-    let next: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1",
-        [app_id],
-        |r| r.get(0),
-    )?;
-    tx.execute(
-        "INSERT INTO releases (app_id, version, description, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    let next: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1")?
+        .query_row([app_id], |r| r.get(0))?;
+    tx.prepare_cached("INSERT INTO releases (app_id, version, description, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
         params![app_id, next, description, actor, unix_now()],
     )?;
     Ok(next)
@@ -522,10 +519,10 @@ pub fn audit(
     addon: Option<&str>,
     detail: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit (at, actor, action, app, addon, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![unix_now(), actor, action, app, addon, detail],
-    )?;
+    )?
+    .execute(params![unix_now(), actor, action, app, addon, detail])?;
     Ok(())
 }
 
@@ -588,8 +585,7 @@ pub fn provisioned_of_service(c: &Connection, service: &str) -> rusqlite::Result
 
 /// Records a successful rotation.
 pub fn rotation_succeeded(tx: &Connection, id: i64, at: i64) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE resources SET rotated_at = ?2, rotation_error = NULL, rotation_failures = 0, next_rotation_at = NULL WHERE id = ?1",
+    tx.prepare_cached("UPDATE resources SET rotated_at = ?2, rotation_error = NULL, rotation_failures = 0, next_rotation_at = NULL WHERE id = ?1")?.execute(
         params![id, at],
     )?;
     Ok(())
@@ -602,8 +598,7 @@ pub fn rotation_failed(
     error: &str,
     retry_at: i64,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE resources SET rotation_error = ?2, rotation_failures = rotation_failures + 1, next_rotation_at = ?3 WHERE id = ?1",
+    tx.prepare_cached("UPDATE resources SET rotation_error = ?2, rotation_failures = rotation_failures + 1, next_rotation_at = ?3 WHERE id = ?1")?.execute(
         params![id, error, retry_at],
     )?;
     Ok(())
@@ -668,11 +663,11 @@ pub struct NewResource<'a> {
 
 pub fn insert_resource(tx: &Connection, r: &NewResource) -> rusqlite::Result<i64> {
     let now = unix_now();
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'provisioning', ?6, ?6)",
-        params![r.uuid, r.name, r.service, r.plan, r.app_id, now],
-    )?;
+    )?
+    .execute(params![r.uuid, r.name, r.service, r.plan, r.app_id, now])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -684,16 +679,17 @@ pub fn update_resource(
     plan: &str,
     message: Option<&str>,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE resources SET partner_id = ?2, state = ?3, plan = ?4, message = ?5, updated_at = ?6 WHERE id = ?1",
+    tx.prepare_cached("UPDATE resources SET partner_id = ?2, state = ?3, plan = ?4, message = ?5, updated_at = ?6 WHERE id = ?1")?.execute(
         params![id, partner_id, state, plan, message, unix_now()],
     )?;
     Ok(())
 }
 
 pub fn delete_resource(tx: &Connection, id: i64) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM attachments WHERE resource_id = ?1", [id])?;
-    tx.execute("DELETE FROM resources WHERE id = ?1", [id])?;
+    tx.prepare_cached("DELETE FROM attachments WHERE resource_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM resources WHERE id = ?1")?
+        .execute([id])?;
     Ok(())
 }
 
@@ -703,15 +699,16 @@ pub fn insert_attachment(
     app_id: i64,
     name: &str,
 ) -> rusqlite::Result<i64> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO attachments (resource_id, app_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![resource_id, app_id, name, unix_now()],
-    )?;
+    )?
+    .execute(params![resource_id, app_id, name, unix_now()])?;
     Ok(tx.last_insert_rowid())
 }
 
 pub fn delete_attachment(tx: &Connection, id: i64) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM attachments WHERE id = ?1", [id])?;
+    tx.prepare_cached("DELETE FROM attachments WHERE id = ?1")?
+        .execute([id])?;
     Ok(())
 }
 
@@ -742,9 +739,8 @@ pub fn attachment_by_name(
     app_id: i64,
     name: &str,
 ) -> rusqlite::Result<Option<Attachment>> {
-    c.query_row(
-        "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
-         WHERE t.app_id = ?1 AND t.name = ?2",
+    c.prepare_cached("SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
+         WHERE t.app_id = ?1 AND t.name = ?2")?.query_row(
         params![app_id, name],
         attachment_row,
     )
@@ -772,15 +768,15 @@ pub fn kv_put(
     value: Option<&[u8]>,
 ) -> rusqlite::Result<()> {
     match value {
-        Some(v) => tx.execute(
-            "INSERT INTO plugin_kv (service, key, value) VALUES (?1, ?2, ?3)
+        Some(v) => tx
+            .prepare_cached(
+                "INSERT INTO plugin_kv (service, key, value) VALUES (?1, ?2, ?3)
              ON CONFLICT (service, key) DO UPDATE SET value = excluded.value",
-            params![service, key, v],
-        )?,
-        None => tx.execute(
-            "DELETE FROM plugin_kv WHERE service = ?1 AND key = ?2",
-            params![service, key],
-        )?,
+            )?
+            .execute(params![service, key, v])?,
+        None => tx
+            .prepare_cached("DELETE FROM plugin_kv WHERE service = ?1 AND key = ?2")?
+            .execute(params![service, key])?,
     };
     Ok(())
 }

@@ -84,4 +84,12 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE resources ADD COLUMN rotation_failures INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE resources ADD COLUMN next_rotation_at INTEGER;
     "#,
+    // 3: indexes for the lookups every provisioning, rotation and
+    // deprovisioning makes, which otherwise scan the whole table.
+    r#"
+    CREATE INDEX config_vars_attachment ON config_vars(attachment_id);
+    CREATE INDEX attachments_resource ON attachments(resource_id);
+    CREATE INDEX resources_app ON resources(app_id);
+    CREATE INDEX audit_app ON audit(app, id);
+    "#,
 ];

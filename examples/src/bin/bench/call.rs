@@ -171,6 +171,11 @@ pub async fn measure(path: &str, n: usize) -> anyhow::Result<CallOverhead> {
     // (a) bare wasmtime.
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
+    if std::env::var_os("BENCH_POOLING").is_some() {
+        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+            wasmtime::PoolingAllocationConfig::default(),
+        ));
+    }
     let engine = Engine::new(&cfg).map_err(anyhow::Error::from)?;
     let mut linker: Linker<Bare> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;

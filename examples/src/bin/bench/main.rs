@@ -5,7 +5,7 @@
 //! cargo build --release -p addonhost -p addonhost-examples
 //! target/release/addonhost plugins:build      # the example add-ons
 //! target/release/bench                        # the full run (a few minutes)
-//! target/release/bench --quick                # a smoke run (seconds)
+//! target/release/bench --quick                # a smoke run (seconds; add --extism for row 1c)
 //! ```
 //!
 //! Rows: plugin call overhead against bare wasmtime; provisioning over HTTP
@@ -15,6 +15,7 @@
 //! under load; resident memory per idle plugin.
 
 mod call;
+mod extism;
 mod platform;
 
 use std::path::{Path, PathBuf};
@@ -76,8 +77,37 @@ fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// What to run: `--quick` (a smoke run), `--extism` (row 1c in a quick
+/// run; always in a full one), `--only calls|http|start|reload|memory`.
+struct Opts {
+    quick: bool,
+    extism: bool,
+    only: Option<String>,
+}
+
+impl Opts {
+    fn wants(&self, group: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == group)
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let opts = Opts {
+        quick,
+        extism: !quick || args.iter().any(|a| a == "--extism"),
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1).cloned()),
+    };
+    if let Some(o) = &opts.only {
+        anyhow::ensure!(
+            ["calls", "http", "start", "reload", "memory"].contains(&o.as_str()),
+            "--only {o}: expected calls, http, start, reload or memory"
+        );
+    }
     for example in ["kv", "exceptions", "queue", "flags"] {
         let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
             Path::new("plugins")
@@ -93,10 +123,30 @@ fn main() -> anyhow::Result<()> {
             component.display()
         );
     }
+    let tmp = tempfile::tempdir()?;
     let mut rows = Vec::new();
+    if opts.wants("calls") {
+        calls(&opts, &mut rows)?;
+    }
+    if opts.wants("http") {
+        http(&opts, tmp.path(), &mut rows)?;
+    }
+    if opts.wants("start") {
+        start(&opts, tmp.path(), &mut rows)?;
+    }
+    if opts.wants("reload") {
+        reload(&opts, tmp.path(), &mut rows)?;
+    }
+    if opts.wants("memory") {
+        memory(tmp.path(), &mut rows)?;
+    }
+    print_table(&rows);
+    Ok(())
+}
 
+fn calls(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 1. Plugin call overhead.
-    let calls = if quick { 50 } else { 3000 };
+    let calls = if opts.quick { 50 } else { 3000 };
     eprintln!("bench: call overhead ({calls} calls each)");
     let c = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,11 +167,36 @@ fn main() -> anyhow::Result<()> {
         "",
     ));
 
+    // 1c. The same logic as an Extism plugin (its own build: wasmtime 43).
+    if !opts.extism {
+        eprintln!("bench: Extism row skipped in --quick (add --extism)");
+    } else {
+        eprintln!("bench: Extism (building examples/extism-bench on first use)");
+        let (median, p99) = extism::measure(calls)?;
+        rows.push(row(
+            "call overhead vs Extism 1.30, median",
+            us(c.ours.0),
+            format!("{} Extism", us(median)),
+            ratio(c.ours.0.as_secs_f64(), median.as_secs_f64()),
+            "< 1x (faster)",
+        ));
+        rows.push(row(
+            "call overhead vs Extism 1.30, p99",
+            us(c.ours.1),
+            format!("{} Extism", us(p99)),
+            ratio(c.ours.1.as_secs_f64(), p99.as_secs_f64()),
+            "",
+        ));
+    }
+
+    Ok(())
+}
+
+fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 2. Provisioning over HTTP vs bare SQLite transactions.
-    let total = if quick { 32 } else { 640 };
-    let tmp = tempfile::tempdir()?;
-    let kv_only = plugin_copies(&tmp.path().join("p"), &["kv"])?;
-    let server = Server::start(&tmp.path().join("throughput"), kv_only.to_str().unwrap())?;
+    let total = if opts.quick { 32 } else { 640 };
+    let kv_only = plugin_copies(&tmp.join("p"), &["kv"])?;
+    let server = Server::start(&tmp.join("throughput"), kv_only.to_str().unwrap())?;
     for clients in [1, 8, 32] {
         eprintln!("bench: provisioning over HTTP, {clients} clients");
         let per_client = (total / clients).max(1);
@@ -146,16 +221,26 @@ fn main() -> anyhow::Result<()> {
     }
     drop(server);
 
+    Ok(())
+}
+
+/// The plugin folder with all four examples and the data dir whose cache
+/// holds them compiled.
+fn all_examples(tmp: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let all = tmp.join("all/plugins");
+    if !all.exists() {
+        plugin_copies(&tmp.join("all"), &["kv", "exceptions", "queue", "flags"])?;
+    }
+    Ok((all, tmp.join("cold")))
+}
+
+fn start(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 3. Cold start with all four examples (Rust, Python, JavaScript).
     eprintln!("bench: cold start, compiled cache cold then warm");
-    let all = plugin_copies(
-        &tmp.path().join("all"),
-        &["kv", "exceptions", "queue", "flags"],
-    )?;
-    let data = tmp.path().join("cold");
+    let (all, data) = all_examples(tmp)?;
     let cold = Server::start(&data, all.to_str().unwrap())?.started_in;
     let mut warm = Vec::new();
-    for _ in 0..if quick { 1 } else { 5 } {
+    for _ in 0..if opts.quick { 1 } else { 5 } {
         warm.push(Server::start(&data, all.to_str().unwrap())?.started_in);
     }
     warm.sort();
@@ -168,11 +253,15 @@ fn main() -> anyhow::Result<()> {
         "≤ 150 ms",
     ));
 
+    Ok(())
+}
+
+fn reload(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 4. Hot reload under load.
-    let reloads = if quick { 3 } else { 20 };
+    let reloads = if opts.quick { 3 } else { 20 };
     eprintln!("bench: {reloads} hot reloads under load");
-    let reload_plugins = plugin_copies(&tmp.path().join("r"), &["kv"])?;
-    let server = Server::start(&tmp.path().join("reload"), reload_plugins.to_str().unwrap())?;
+    let reload_plugins = plugin_copies(&tmp.join("r"), &["kv"])?;
+    let server = Server::start(&tmp.join("reload"), reload_plugins.to_str().unwrap())?;
     let (mut swaps, served, failed) =
         platform::hot_reload(&server, &reload_plugins.join("kv"), reloads)?;
     drop(server);
@@ -192,9 +281,16 @@ fn main() -> anyhow::Result<()> {
         "0",
     ));
 
+    Ok(())
+}
+
+fn memory(tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let (all, data) = all_examples(tmp)?;
+    // Warm the cache (a no-op after the start rows).
+    drop(Server::start(&data, all.to_str().unwrap())?);
     // 5. Resident memory per idle plugin (cache warm from row 3).
     eprintln!("bench: resident memory per idle plugin");
-    let empty = tmp.path().join("empty");
+    let empty = tmp.join("empty");
     std::fs::create_dir_all(&empty)?;
     let base_rss = Server::start(&data, empty.to_str().unwrap())?.rss_kib();
     for (name, lang, target) in [
@@ -212,7 +308,6 @@ fn main() -> anyhow::Result<()> {
         ));
     }
 
-    print_table(&rows);
     Ok(())
 }
 
