@@ -45,5 +45,5 @@ cargo test --manifest-path plugins/Cargo.toml -p addonhost-sdk --target "$host_t
 step "test suite"
 cargo test --workspace
 
-step "benchmark smoke run (the full run: see README, Performance)"
-target/debug/bench --quick
+step "benchmark smoke run, Extism baseline included (the full run: see README, Performance)"
+target/debug/bench --quick --extism

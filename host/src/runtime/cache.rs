@@ -4,9 +4,9 @@
 //! Python or JavaScript one); deserializing a compiled artifact takes
 //! milliseconds. Entries are keyed by the component's SHA-256 and by
 //! wasmtime's compatibility hash (engine version and settings), so a changed
-//! component or engine never reuses a stale artifact. Each file starts with
-//! a magic number and the CRC-32 of its payload: a corrupt or truncated entry
-//! is detected before wasmtime ever sees it, deleted, and rebuilt. (CRC-32,
+//! component or engine never reuses a stale artifact. Each artifact has a
+//! sidecar with a format tag, its length and CRC-32: a corrupt or truncated
+//! entry is detected before wasmtime ever sees it, deleted, and rebuilt. (CRC-32,
 //! not a cryptographic hash: it guards against damage, at memory speed, on
 //! artifacts of tens of megabytes read at every start; whoever can write the
 //! cache folder could run code through it anyway.)
@@ -68,26 +68,64 @@ impl ArtifactCache {
     }
 }
 
-/// The first bytes of an entry: format name and version.
-const MAGIC: &[u8; 8] = b"ahcwasm1";
-const HEADER: usize = MAGIC.len() + 4;
+/// An entry is two files: `<key>.cwasm`, the artifact exactly as
+/// `Component::serialize` wrote it (so it can be mapped straight from disk:
+/// its code pages are shared with the page cache and only touched pages
+/// count against the process), and `<key>.sum`: a format tag, the artifact's
+/// length and its CRC-32.
+const MAGIC: &[u8; 8] = b"ahcwasm2";
+const SUM_LEN: usize = MAGIC.len() + 8 + 4;
+
+fn sum_path(path: &Path) -> PathBuf {
+    path.with_extension("sum")
+}
+
+fn sum_of(len: u64, crc: u32) -> Vec<u8> {
+    let mut sum = Vec::with_capacity(SUM_LEN);
+    sum.extend_from_slice(MAGIC);
+    sum.extend_from_slice(&len.to_le_bytes());
+    sum.extend_from_slice(&crc.to_le_bytes());
+    sum
+}
+
+/// The CRC-32 and length of a file, read in chunks (no copy of the whole
+/// artifact in memory).
+fn crc_of_file(path: &Path) -> std::io::Result<(u64, u32)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, hasher.finalize()))
+}
 
 fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
-    let data = std::fs::read(path).ok()?;
-    let valid = data.len() > HEADER
-        && &data[..MAGIC.len()] == MAGIC
-        && data[MAGIC.len()..HEADER] == crc32fast::hash(&data[HEADER..]).to_le_bytes();
+    let sum = std::fs::read(sum_path(path)).ok();
+    let artifact = crc_of_file(path).ok();
+    if sum.is_none() && artifact.is_none() {
+        return None; // not cached yet
+    }
+    let valid = matches!((&sum, artifact), (Some(sum), Some((len, crc))) if *sum == sum_of(len, crc));
     let component = if valid {
-        // SAFETY: the payload was written by `write_entry` from
+        // SAFETY: the artifact was written by `write_entry` from
         // `Component::serialize` (its checksum proves it is intact), and
         // wasmtime itself rejects artifacts of another version or config.
-        unsafe { Component::deserialize(engine, &data[HEADER..]) }.ok()
+        unsafe { Component::deserialize_file(engine, path) }.ok()
     } else {
         None
     };
     if component.is_none() {
         tracing::warn!(path = %path.display(), "discarding corrupt or foreign compiled component");
         let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(sum_path(path));
     }
     component
 }
@@ -96,14 +134,15 @@ fn write_entry(path: &Path, component: &Component) -> anyhow::Result<()> {
     let dir = path.parent().context("cache entry has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let payload = component.serialize().map_err(anyhow::Error::from)?;
-    let mut data = Vec::with_capacity(HEADER + payload.len());
-    data.extend_from_slice(MAGIC);
-    data.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    data.extend_from_slice(&payload);
-    // Write then rename, so a reader never sees half an entry.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    let sum = sum_of(payload.len() as u64, crc32fast::hash(&payload));
+    // Write then rename, artifact first: a reader never sees half an entry,
+    // and an artifact without its sum is discarded.
+    for (target, data) in [(path.to_path_buf(), &payload), (sum_path(path), &sum)] {
+        let tmp = target.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &target)
+            .with_context(|| format!("renaming to {}", target.display()))?;
+    }
     Ok(())
 }
 
