@@ -28,6 +28,8 @@ step "format"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
 (cd tests/plugins && cargo fmt --all -- --check)
+(cd examples/extism-bench && cargo fmt --all -- --check)
+(cd examples/extism-bench/plugin && cargo fmt --all -- --check)
 
 step "build the host"
 cargo build --workspace --bins

@@ -15,7 +15,7 @@ use crate::{manifest, Host};
 /// Quiet time after the last change before reloading: coalesces the events
 /// of one save (`plugins:build` renames a finished file into place, so one
 /// event is the usual case; a slow copy in place may take a second reload).
-pub const DEBOUNCE: Duration = Duration::from_millis(50);
+pub const DEBOUNCE: Duration = Duration::from_millis(25);
 
 /// Whether a changed path can affect the catalog: a manifest or a component,
 /// outside build output.

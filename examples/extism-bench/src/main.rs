@@ -50,7 +50,13 @@ fn main() -> Result<(), extism::Error> {
         .with_wasi(false)
         .with_function("kv_get", [PTR], [PTR], kv.clone(), kv_get)
         .with_function("kv_set", [PTR, PTR], [PTR], kv.clone(), kv_set)
-        .with_function("random_bytes", [PTR], [PTR], UserData::new(()), random_bytes)
+        .with_function(
+            "random_bytes",
+            [PTR],
+            [PTR],
+            UserData::new(()),
+            random_bytes,
+        )
         .with_function("now", [], [PTR], UserData::new(()), now)
         .with_function("info", [PTR], [PTR], UserData::new(()), info);
     let compiled = CompiledPlugin::new(builder)?;

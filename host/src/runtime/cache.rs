@@ -113,7 +113,8 @@ fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
     if sum.is_none() && artifact.is_none() {
         return None; // not cached yet
     }
-    let valid = matches!((&sum, artifact), (Some(sum), Some((len, crc))) if *sum == sum_of(len, crc));
+    let valid =
+        matches!((&sum, artifact), (Some(sum), Some((len, crc))) if *sum == sum_of(len, crc));
     let component = if valid {
         // SAFETY: the artifact was written by `write_entry` from
         // `Component::serialize` (its checksum proves it is intact), and

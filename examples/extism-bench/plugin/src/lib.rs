@@ -85,7 +85,10 @@ fn url(ns: &Namespace) -> String {
             "{scheme}://{}:{}@{rest}/{}",
             ns.id, ns.password.current, ns.id
         ),
-        None => format!("http://{}:{}@{}/{}", ns.id, ns.password.current, ns.base_url, ns.id),
+        None => format!(
+            "http://{}:{}@{}/{}",
+            ns.id, ns.password.current, ns.base_url, ns.id
+        ),
     }
 }
 

@@ -171,6 +171,8 @@ pub async fn measure(path: &str, n: usize) -> anyhow::Result<CallOverhead> {
     // (a) bare wasmtime.
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
+    // `BENCH_POOLING=1` gives the bare baseline the pooling allocator too
+    // (addonhost uses it), to see what remains of the difference.
     if std::env::var_os("BENCH_POOLING").is_some() {
         cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
             wasmtime::PoolingAllocationConfig::default(),

@@ -262,25 +262,31 @@ fn reload(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     eprintln!("bench: {reloads} hot reloads under load");
     let reload_plugins = plugin_copies(&tmp.join("r"), &["kv"])?;
     let server = Server::start(&tmp.join("reload"), reload_plugins.to_str().unwrap())?;
-    let (mut swaps, served, failed) =
-        platform::hot_reload(&server, &reload_plugins.join("kv"), reloads)?;
+    let mut r = platform::hot_reload(&server, &reload_plugins.join("kv"), reloads)?;
     drop(server);
-    swaps.sort();
+    r.compiled.sort();
+    r.cached.sort();
     rows.push(row(
-        format!("hot reload: file change → new version serving, median of {reloads}"),
-        ms(swaps[swaps.len() / 2]),
-        format!("max {}", ms(*swaps.last().unwrap())),
+        format!("hot reload, new version: file change → serving, median of {reloads}"),
+        ms(r.compiled[r.compiled.len() / 2]),
+        format!("max {}", ms(*r.compiled.last().unwrap())),
         "",
         "≤ 50 ms",
     ));
     rows.push(row(
-        format!("  failed requests across {reloads} reloads"),
-        failed.to_string(),
-        format!("{served} served"),
+        format!("hot reload, version already compiled, median of {reloads}"),
+        ms(r.cached[r.cached.len() / 2]),
+        format!("max {}", ms(*r.cached.last().unwrap())),
+        "",
+        "≤ 50 ms",
+    ));
+    rows.push(row(
+        format!("  failed requests across {} reloads", 2 * reloads),
+        r.failed.to_string(),
+        format!("{} served", r.served),
         "",
         "0",
     ));
-
     Ok(())
 }
 
@@ -291,7 +297,10 @@ fn distinct_copies(root: &Path, name: &str, n: u64) -> anyhow::Result<PathBuf> {
     let src = Path::new("plugins").join(name);
     let text = std::fs::read_to_string(src.join("addon-manifest.json"))?;
     let manifest: serde_json::Value = serde_json::from_str(&text)?;
-    let file = manifest["component"].as_str().unwrap_or_default().to_string();
+    let file = manifest["component"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let component = std::fs::read(src.join(&file))?;
     for i in 1..=n {
         let id = format!("{name}{i}");
