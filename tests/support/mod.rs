@@ -43,41 +43,28 @@ pub fn polyglot_roots() -> String {
 /// `addonhost plugins:build` (installing componentize-py/-js on first use).
 pub fn polyglot_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let r = root();
-        let out = Command::new(BIN)
-            .args(["plugins:build"])
-            .arg(r.join("plugins/queue"))
-            .arg(r.join("plugins/flags"))
-            .output()
-            .expect("running addonhost plugins:build");
-        assert!(
-            out.status.success(),
-            "plugins:build failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    BUILT.get_or_init(|| build(&["plugins/queue", "plugins/flags"]));
 }
 
-/// Builds every plugin once per test binary with `addonhost plugins:build`
-/// (the same command a user runs).
+/// Builds the Rust examples and the hostile test add-on once per test binary
+/// with `addonhost plugins:build` (the same command a user runs).
 pub fn plugins_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let r = root();
-        let out = Command::new(BIN)
-            .args(["plugins:build"])
-            .arg(r.join("plugins/kv"))
-            .arg(r.join("plugins/exceptions"))
-            .arg(r.join("tests/plugins/hostile"))
-            .output()
-            .expect("running addonhost plugins:build");
-        assert!(
-            out.status.success(),
-            "plugins:build failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    BUILT.get_or_init(|| build(&["plugins/kv", "plugins/exceptions", "tests/plugins/hostile"]));
+}
+
+fn build(dirs: &[&str]) {
+    let r = root();
+    let out = Command::new(BIN)
+        .arg("plugins:build")
+        .args(dirs.iter().map(|d| r.join(d)))
+        .output()
+        .expect("running addonhost plugins:build");
+    assert!(
+        out.status.success(),
+        "plugins:build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A fresh data dir and a way to run commands against it.

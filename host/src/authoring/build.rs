@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::kit::{self, Kit};
+use super::kit::{self, run, Kit};
 use crate::manifest::{self, Manifest};
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
@@ -102,16 +102,6 @@ pub fn build(dir: &Path) -> anyhow::Result<Built> {
         built.took.as_secs_f64()
     );
     Ok(built)
-}
-
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("{what}: could not start {:?}", cmd.get_program()))?;
-    if !status.success() {
-        bail!("{what} failed; see the output above");
-    }
-    Ok(())
 }
 
 fn ensure_wasm_target() -> anyhow::Result<()> {

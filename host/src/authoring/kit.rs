@@ -246,7 +246,8 @@ impl Drop for FileLock {
     }
 }
 
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+/// Runs a tool with its output going to the user; `what` names it in errors.
+pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("{what}: could not start {:?}", cmd.get_program()))?;
