@@ -54,6 +54,9 @@ struct State {
     /// The highest batch that has finished, and the failures of recent ones.
     finished: u64,
     failures: Vec<(u64, String)>,
+    /// Set when a writer's savepoint could not be released or rolled back:
+    /// the open batch must be rolled back as a whole.
+    poisoned: Option<String>,
 }
 
 /// Most writers in one batch, and the longest a leader waits for more.
@@ -174,6 +177,7 @@ impl Db {
                 next_batch: 1,
                 finished: 0,
                 failures: Vec::new(),
+                poisoned: None,
             }),
             committed: Condvar::new(),
             joined: Condvar::new(),
@@ -240,21 +244,39 @@ impl Db {
         }
         let batch = st.open.expect("a batch is open");
         st.members += 1;
-        run(&st.conn, "SAVEPOINT writer")?;
-        // A panic in `f` must not leave the batch open for the others: it
-        // rolls back `f`'s changes like an error, and resumes once the batch
-        // is finished.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&st.conn)));
-        let (value, panic) = match outcome {
-            Ok(v) => (v, None),
-            Err(p) => (Err(anyhow::anyhow!("a write panicked")), Some(p)),
+        // Nothing below returns early: the leader must always finish its
+        // batch, or every writer that joined it would wait forever.
+        let (value, panic) = match run(&st.conn, "SAVEPOINT writer") {
+            Err(e) => {
+                st.poisoned = Some(e.to_string());
+                (Err(anyhow::Error::from(e)), None)
+            }
+            Ok(()) => {
+                // A panic in `f` rolls back `f`'s changes like an error, and
+                // resumes once the batch is finished.
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&st.conn)));
+                let (value, panic) = match outcome {
+                    Ok(v) => (v, None),
+                    Err(p) => (Err(anyhow::anyhow!("a write panicked")), Some(p)),
+                };
+                let end = if value.is_ok() {
+                    run(&st.conn, "RELEASE writer")
+                } else {
+                    run(&st.conn, "ROLLBACK TO writer")
+                        .and_then(|()| run(&st.conn, "RELEASE writer"))
+                };
+                match end {
+                    // This writer's changes cannot be told apart from the
+                    // others' any more: the whole batch is rolled back.
+                    Err(e) => {
+                        st.poisoned = Some(e.to_string());
+                        (Err(anyhow::Error::from(e)), panic)
+                    }
+                    Ok(()) => (value, panic),
+                }
+            }
         };
-        if value.is_ok() {
-            run(&st.conn, "RELEASE writer")?;
-        } else {
-            run(&st.conn, "ROLLBACK TO writer")?;
-            run(&st.conn, "RELEASE writer")?;
-        }
         if !leader {
             self.joined.notify_all();
             if let Some(p) = panic {
@@ -287,7 +309,12 @@ impl Db {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let commit = run(&st.conn, "COMMIT");
+        let commit = match st.poisoned.take() {
+            None => run(&st.conn, "COMMIT").map_err(|e| e.to_string()),
+            Some(e) => Err(format!(
+                "a write in the same batch could not be undone ({e})"
+            )),
+        };
         if commit.is_err() && !st.conn.is_autocommit() {
             let _ = st.conn.execute_batch("ROLLBACK");
         }
@@ -296,14 +323,16 @@ impl Db {
         st.finished = batch;
         st.failures.retain(|(b, _)| batch - b < 1024);
         if let Err(e) = &commit {
-            st.failures.push((batch, e.to_string()));
+            st.failures.push((batch, e.clone()));
         }
         drop(st);
         self.committed.notify_all();
         if let Some(p) = panic {
             std::panic::resume_unwind(p);
         }
-        commit.with_context(|| format!("committing to {}", self.path.display()))?;
+        if let Err(e) = commit {
+            anyhow::bail!("committing to {}: {e}", self.path.display());
+        }
         value
     }
 }
