@@ -152,14 +152,9 @@ fn broken_component_keeps_the_old_version_serving_and_is_reported() {
         "the old version still counts as loaded: {kv}"
     );
     assert_eq!(
-        request(
-            &server.addr,
-            "GET",
-            &format!("{path}/k"),
-            &[("authorization", &auth)],
-            b""
-        )
-        .status,
+        server
+            .get(&format!("{path}/k"), &[("authorization", &auth)])
+            .status,
         200
     );
     let session = server.sign_in();
@@ -183,14 +178,9 @@ fn removed_plugin_goes_and_comes_back_with_its_addons_and_data() {
     std::fs::rename(&dir, &away).unwrap();
     wait_for(&server, "removal", |kv| kv.is_none());
     assert_eq!(
-        request(
-            &server.addr,
-            "GET",
-            &format!("{path}/k"),
-            &[("authorization", &auth)],
-            b""
-        )
-        .status,
+        server
+            .get(&format!("{path}/k"), &[("authorization", &auth)])
+            .status,
         404
     );
     let addons = server.api("GET", "/api/apps/shop/addons", None).json();

@@ -230,14 +230,7 @@ fn fifty_concurrent_mixed_writers_lose_nothing_and_releases_stay_gap_free() {
     for i in (0..50).filter(|i| i % 10 == 1) {
         assert!(cfg.contains_key(&format!("EXC{i}_URL")), "exc{i} missing");
     }
-    let releases = env.json(&["releases", "-a", "shop"]);
-    let mut versions: Vec<i64> = releases
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["version"].as_i64().unwrap())
-        .collect();
-    versions.sort();
+    let versions = env.release_versions("shop");
     assert_eq!(
         versions,
         (1..=52).collect::<Vec<_>>(),
@@ -311,14 +304,7 @@ fn cli_processes_and_api_clients_on_several_apps_lose_nothing() {
             };
             assert!(cfg.contains_key(&key), "{app}: {key} missing");
         }
-        let releases = env.json(&["releases", "-a", app]);
-        let mut versions: Vec<i64> = releases
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["version"].as_i64().unwrap())
-            .collect();
-        versions.sort();
+        let versions = env.release_versions(app);
         assert_eq!(
             versions,
             (1..=2 + mine.len() as i64).collect::<Vec<_>>(),

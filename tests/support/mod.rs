@@ -187,6 +187,19 @@ impl Env {
             .collect()
     }
 
+    /// The app's release versions, ascending.
+    pub fn release_versions(&self, app: &str) -> Vec<i64> {
+        let mut versions: Vec<i64> = self
+            .json(&["releases", "-a", app])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["version"].as_i64().unwrap())
+            .collect();
+        versions.sort();
+        versions
+    }
+
     /// Provisions `spec` on `app` and returns the add-on's JSON.
     pub fn create(&self, spec: &str, app: &str, extra: &[&str]) -> serde_json::Value {
         // --json goes before any `-- options`.
