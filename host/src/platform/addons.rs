@@ -138,7 +138,7 @@ impl Host {
 
     /// Add-ons of one app (owned or attached) or of all apps.
     pub fn addons(&self, app: Option<&str>) -> anyhow::Result<Vec<AddonView>> {
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         let app_id = match app {
             Some(a) => Some(self.app(&conn, a)?.id),
             None => None,
@@ -196,7 +196,7 @@ impl Host {
     }
 
     pub fn addon_info(&self, addon: &str, app: Option<&str>) -> anyhow::Result<AddonView> {
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         let r = self.resolve(&conn, addon, app)?;
         self.view(&conn, &r)
     }
@@ -243,7 +243,7 @@ impl Host {
             .transpose()
             .map_err(error::invalid)?;
         let app = {
-            let conn = self.db.read();
+            let conn = self.db.read()?;
             let app = self.app(&conn, &req.app)?;
             if !manifest
                 .api
@@ -284,42 +284,47 @@ impl Host {
 
         // Reserve the resource and its attachment name before calling out,
         // so a concurrent provision cannot take the same name.
-        let (resource_id, att_name) = self.db.write(|tx| {
-            if let Some(r) = store::resource_by_uuid(tx, &uuid)? {
-                let att = store::attachments_of_resource(tx, r.id)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("reserved add-on {} lost its attachment", r.name)
-                    })?;
-                return Ok((r.id, att.name));
+        let reserve = {
+            let (uuid, manifest, app, plan) =
+                (uuid.clone(), manifest.clone(), app.clone(), plan.clone());
+            move |tx: &Connection| {
+                if let Some(r) = store::resource_by_uuid(tx, &uuid)? {
+                    let att = store::attachments_of_resource(tx, r.id)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("reserved add-on {} lost its attachment", r.name)
+                        })?;
+                    return Ok((r.id, att.name));
+                }
+                let att_name = choose_attachment_name(tx, &manifest, app.id, as_name.as_deref())?;
+                let mut name = naming::resource_name(&manifest.id);
+                while store::resource_by_name(tx, &name)?.is_some() {
+                    name = naming::resource_name(&manifest.id);
+                }
+                let id = store::insert_resource(
+                    tx,
+                    &store::NewResource {
+                        uuid: &uuid,
+                        name: &name,
+                        service: &manifest.id,
+                        plan: &plan,
+                        app_id: app.id,
+                    },
+                )?;
+                store::insert_attachment(tx, id, app.id, &att_name)?;
+                store::audit(
+                    tx,
+                    "user",
+                    "addons:create",
+                    Some(&app.name),
+                    Some(&name),
+                    &format!("{}:{plan} as {att_name}", manifest.id),
+                )?;
+                Ok((id, att_name))
             }
-            let att_name = choose_attachment_name(tx, &manifest, app.id, as_name.as_deref())?;
-            let mut name = naming::resource_name(&manifest.id);
-            while store::resource_by_name(tx, &name)?.is_some() {
-                name = naming::resource_name(&manifest.id);
-            }
-            let id = store::insert_resource(
-                tx,
-                &store::NewResource {
-                    uuid: &uuid,
-                    name: &name,
-                    service: &manifest.id,
-                    plan: &plan,
-                    app_id: app.id,
-                },
-            )?;
-            store::insert_attachment(tx, id, app.id, &att_name)?;
-            store::audit(
-                tx,
-                "user",
-                "addons:create",
-                Some(&app.name),
-                Some(&name),
-                &format!("{}:{plan} as {att_name}", manifest.id),
-            )?;
-            Ok((id, att_name))
-        })?;
+        };
+        let (resource_id, att_name) = self.db.write(reserve).await?;
 
         let request = ProvisionRequest {
             uuid: uuid.clone(),
@@ -332,7 +337,7 @@ impl Host {
         };
         let (ctx, effects) = self.context(&manifest, Scope::Provisioning);
         let outcome = plugin.provision(ctx, request).await;
-        self.log_refusals(&effects);
+        self.log_refusals(&effects).await;
         let effects = take(&effects);
 
         let outcome = outcome
@@ -341,62 +346,68 @@ impl Host {
         let result = match outcome {
             Ok(r) => r,
             Err(e) => {
-                self.release_reservation(resource_id, &format!("provision failed: {e}"))?;
+                self.release_reservation(resource_id, format!("provision failed: {e}"))
+                    .await?;
                 return Err(e);
             }
         };
 
-        let written = self.db.write(|tx| {
-            let r = store::resource_by_id(tx, resource_id)?
-                .ok_or_else(|| anyhow::anyhow!("reserved add-on vanished"))?;
-            let att = store::attachments_of_resource(tx, r.id)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("reserved attachment vanished"))?;
-            let (pid, message, config, state) = match &result {
-                ProvisionResult::Provisioned(p) => {
-                    (&p.id, &p.message, Some(&p.config), "provisioned")
-                }
-                ProvisionResult::Pending(p) => (&p.id, &p.message, None, "provisioning"),
-            };
-            if let Some(other) = store::resource_by_partner_id(tx, &manifest.id, pid)? {
-                if other.id != r.id {
-                    return Err(error::addon(format!(
+        let complete = {
+            let (manifest, app) = (manifest.clone(), app.clone());
+            move |tx: &Connection| {
+                let r = store::resource_by_id(tx, resource_id)?
+                    .ok_or_else(|| anyhow::anyhow!("reserved add-on vanished"))?;
+                let att = store::attachments_of_resource(tx, r.id)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("reserved attachment vanished"))?;
+                let (pid, message, config, state) = match &result {
+                    ProvisionResult::Provisioned(p) => {
+                        (&p.id, &p.message, Some(&p.config), "provisioned")
+                    }
+                    ProvisionResult::Pending(p) => (&p.id, &p.message, None, "provisioning"),
+                };
+                if let Some(other) = store::resource_by_partner_id(tx, &manifest.id, pid)? {
+                    if other.id != r.id {
+                        return Err(error::addon(format!(
                         "add-on {} returned id {pid:?}, which already names {}: nothing was stored",
                         manifest.id, other.name
                     )));
+                    }
                 }
-            }
-            apply_effects(tx, &manifest, &effects)?;
-            let mut set = Vec::new();
-            if let Some(config) = config {
-                set = write_config(tx, &manifest, &r, &att, config)?;
-                store::insert_release(
+                apply_effects(tx, &manifest, &effects)?;
+                let mut set = Vec::new();
+                if let Some(config) = config {
+                    set = write_config(tx, &manifest, &r, &att, config)?;
+                    store::insert_release(
+                        tx,
+                        app.id,
+                        &format!("Attach {} ({})", att.name, r.name),
+                        "user",
+                    )?;
+                }
+                store::update_resource(tx, r.id, Some(pid), state, &r.plan, message.as_deref())?;
+                store::audit(
                     tx,
-                    app.id,
-                    &format!("Attach {} ({})", att.name, r.name),
                     "user",
+                    "addons:create",
+                    Some(&app.name),
+                    Some(&r.name),
+                    state,
                 )?;
+                Ok((set, message.clone()))
             }
-            store::update_resource(tx, r.id, Some(pid), state, &r.plan, message.as_deref())?;
-            store::audit(
-                tx,
-                "user",
-                "addons:create",
-                Some(&app.name),
-                Some(&r.name),
-                state,
-            )?;
-            Ok((set, message.clone()))
-        });
+        };
+        let written = self.db.write(complete).await;
         let (config, message) = match written {
             Ok(w) => w,
             Err(e) => {
-                self.release_reservation(resource_id, &format!("provision failed: {e}"))?;
+                self.release_reservation(resource_id, format!("provision failed: {e}"))
+                    .await?;
                 return Err(e);
             }
         };
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         let r = store::resource_by_id(&conn, resource_id)?
             .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
         Ok(AddonCreated {
@@ -426,24 +437,26 @@ impl Host {
     }
 
     /// Forgets a reservation whose provisioning failed: nothing of it stays.
-    fn release_reservation(&self, resource_id: i64, why: &str) -> anyhow::Result<()> {
-        self.db.write(|tx| {
-            if let Some(r) = store::resource_by_id(tx, resource_id)? {
-                for att in store::attachments_of_resource(tx, r.id)? {
-                    store::delete_vars_of_attachment(tx, att.id)?;
+    async fn release_reservation(&self, resource_id: i64, why: String) -> anyhow::Result<()> {
+        self.db
+            .write(move |tx| {
+                if let Some(r) = store::resource_by_id(tx, resource_id)? {
+                    for att in store::attachments_of_resource(tx, r.id)? {
+                        store::delete_vars_of_attachment(tx, att.id)?;
+                    }
+                    store::delete_resource(tx, r.id)?;
+                    store::audit(
+                        tx,
+                        "user",
+                        "addons:create",
+                        Some(&r.app),
+                        Some(&r.name),
+                        &why,
+                    )?;
                 }
-                store::delete_resource(tx, r.id)?;
-                store::audit(
-                    tx,
-                    "user",
-                    "addons:create",
-                    Some(&r.app),
-                    Some(&r.name),
-                    why,
-                )?;
-            }
-            Ok(())
-        })
+                Ok(())
+            })
+            .await
     }
 
     /// Changes an add-on's plan (`addons:upgrade`/`downgrade`).
@@ -454,7 +467,7 @@ impl Host {
         app: Option<&str>,
     ) -> anyhow::Result<AddonChanged> {
         let r = {
-            let conn = self.db.read();
+            let conn = self.db.read()?;
             self.resolve(&conn, addon, app)?
         };
         let spec = if spec.contains(':') {
@@ -485,7 +498,7 @@ impl Host {
             },
         );
         let outcome = plugin.change_plan(ctx, &pid, &plan).await;
-        self.log_refusals(&effects);
+        self.log_refusals(&effects).await;
         let effects = take(&effects);
         let config = outcome.map_err(|e| error::addon(e.to_string()))?;
         if let Some(c) = &config {
@@ -501,16 +514,17 @@ impl Host {
         self.apply_change(
             &manifest,
             &r,
-            &effects,
+            effects,
             Change {
-                config: config.as_deref(),
-                plan: Some(&plan),
-                description: &description,
+                config,
+                plan: Some(plan),
+                description,
                 action: "addons:upgrade",
-                actor: "user",
+                actor: "user".into(),
                 rotation: false,
             },
         )
+        .await
     }
 
     /// Rotates an add-on's credentials (`addons:rotate`).
@@ -520,7 +534,7 @@ impl Host {
         app: Option<&str>,
     ) -> anyhow::Result<AddonChanged> {
         let r = {
-            let conn = self.db.read();
+            let conn = self.db.read()?;
             self.resolve(&conn, addon, app)?
         };
         self.rotate_resource(&r, "user").await
@@ -543,7 +557,7 @@ impl Host {
             },
         );
         let outcome = plugin.rotate(ctx, &pid).await;
-        self.log_refusals(&effects);
+        self.log_refusals(&effects).await;
         let effects = take(&effects);
         let config = outcome.map_err(|e| error::addon(e.to_string()))?;
         validate::addon_config(&manifest, &config).map_err(|e| {
@@ -560,21 +574,39 @@ impl Host {
         self.apply_change(
             &manifest,
             &r,
-            &effects,
+            effects,
             Change {
-                config: Some(&config),
+                config: Some(config),
                 plan: None,
-                description: &description,
+                description,
                 action: "addons:rotate",
-                actor,
+                actor: actor.into(),
                 rotation: true,
             },
         )
+        .await
+    }
+
+    /// Moves a resource to `state`, keeping everything else.
+    async fn set_state(&self, r: &Resource, state: &str) -> anyhow::Result<()> {
+        let (id, pid, plan, message, state) = (
+            r.id,
+            r.partner_id.clone(),
+            r.plan.clone(),
+            r.message.clone(),
+            state.to_string(),
+        );
+        self.db
+            .write(move |tx| {
+                store::update_resource(tx, id, pid.as_deref(), &state, &plan, message.as_deref())?;
+                Ok(())
+            })
+            .await
     }
 
     /// The name a resource is known by on its app (`KV`), for messages.
     fn attachment_label(&self, r: &Resource) -> anyhow::Result<String> {
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         Ok(store::attachments_of_resource(&conn, r.id)?
             .first()
             .map(|a| a.name.clone())
@@ -583,12 +615,12 @@ impl Host {
 
     /// Writes a plan change or rotation: new config (replacing the old),
     /// effects, a release on each app it is attached to.
-    fn apply_change(
+    async fn apply_change(
         &self,
-        manifest: &Manifest,
+        manifest: &Arc<Manifest>,
         r: &Resource,
-        effects: &super::Effects,
-        change: Change<'_>,
+        effects: super::Effects,
+        change: Change,
     ) -> anyhow::Result<AddonChanged> {
         let Change {
             config,
@@ -598,44 +630,55 @@ impl Host {
             actor,
             rotation,
         } = change;
-        let (changed, release) = self.db.write(|tx| {
-            let current = store::resource_by_id(tx, r.id)?
-                .filter(|c| c.state == "provisioned")
-                .ok_or_else(|| {
-                    error::conflict(format!(
-                        "add-on {} changed state meanwhile; try again",
-                        r.name
-                    ))
-                })?;
-            apply_effects(tx, manifest, effects)?;
-            let mut changed = Vec::new();
-            let mut release = None;
-            for att in store::attachments_of_resource(tx, r.id)? {
-                if let Some(config) = config {
-                    changed.extend(
-                        write_config(tx, manifest, &current, &att, config)?
-                            .into_iter()
-                            .map(|(n, _)| n),
-                    );
+        let write = {
+            let (manifest, r) = (manifest.clone(), r.clone());
+            move |tx: &Connection| {
+                let current = store::resource_by_id(tx, r.id)?
+                    .filter(|c| c.state == "provisioned")
+                    .ok_or_else(|| {
+                        error::conflict(format!(
+                            "add-on {} changed state meanwhile; try again",
+                            r.name
+                        ))
+                    })?;
+                apply_effects(tx, &manifest, &effects)?;
+                let mut changed = Vec::new();
+                let mut release = None;
+                for att in store::attachments_of_resource(tx, r.id)? {
+                    if let Some(config) = &config {
+                        changed.extend(
+                            write_config(tx, &manifest, &current, &att, config)?
+                                .into_iter()
+                                .map(|(n, _)| n),
+                        );
+                    }
+                    release = Some(store::insert_release(tx, att.app_id, &description, &actor)?);
                 }
-                release = Some(store::insert_release(tx, att.app_id, description, actor)?);
+                if rotation {
+                    store::rotation_succeeded(tx, r.id, crate::util::unix_now())?;
+                }
+                let plan = plan.as_deref().unwrap_or(&current.plan);
+                store::update_resource(
+                    tx,
+                    r.id,
+                    current.partner_id.as_deref(),
+                    "provisioned",
+                    plan,
+                    current.message.as_deref(),
+                )?;
+                store::audit(
+                    tx,
+                    &actor,
+                    action,
+                    Some(&r.app),
+                    Some(&r.name),
+                    &description,
+                )?;
+                Ok((changed, release))
             }
-            if rotation {
-                store::rotation_succeeded(tx, r.id, crate::util::unix_now())?;
-            }
-            let plan = plan.unwrap_or(&current.plan);
-            store::update_resource(
-                tx,
-                r.id,
-                current.partner_id.as_deref(),
-                "provisioned",
-                plan,
-                current.message.as_deref(),
-            )?;
-            store::audit(tx, actor, action, Some(&r.app), Some(&r.name), description)?;
-            Ok((changed, release))
-        })?;
-        let conn = self.db.read();
+        };
+        let (changed, release) = self.db.write(write).await?;
+        let conn = self.db.read()?;
         let r = store::resource_by_id(&conn, r.id)?
             .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
         Ok(AddonChanged {
@@ -654,7 +697,7 @@ impl Host {
         confirm: Option<&str>,
     ) -> anyhow::Result<AddonChanged> {
         let r = {
-            let conn = self.db.read();
+            let conn = self.db.read()?;
             self.resolve(&conn, addon, app)?
         };
         if confirm != Some(r.app.as_str()) {
@@ -667,17 +710,7 @@ impl Host {
         let effects = match &r.partner_id {
             Some(pid) if r.state != "failed" => {
                 let previous = r.state.clone();
-                self.db.write(|tx| {
-                    store::update_resource(
-                        tx,
-                        r.id,
-                        Some(pid),
-                        "deprovisioning",
-                        &r.plan,
-                        r.message.as_deref(),
-                    )?;
-                    Ok(())
-                })?;
+                self.set_state(&r, "deprovisioning").await?;
                 let (ctx, effects) = self.context(
                     &manifest,
                     Scope::Resource {
@@ -685,63 +718,57 @@ impl Host {
                     },
                 );
                 let outcome = plugin.deprovision(ctx, pid).await;
-                self.log_refusals(&effects);
+                self.log_refusals(&effects).await;
                 if let Err(e) = outcome {
-                    self.db.write(|tx| {
-                        store::update_resource(
-                            tx,
-                            r.id,
-                            Some(pid),
-                            &previous,
-                            &r.plan,
-                            r.message.as_deref(),
-                        )?;
-                        Ok(())
-                    })?;
+                    self.set_state(&r, &previous).await?;
                     return Err(error::addon(format!("{e}; the add-on was not removed")));
                 }
                 take(&effects)
             }
             _ => Default::default(),
         };
-        let (changed, release) = self.db.write(|tx| {
-            apply_effects(tx, &manifest, &effects)?;
-            let mut changed = Vec::new();
-            let mut release = None;
-            for att in store::attachments_of_resource(tx, r.id)? {
-                changed.extend(
-                    store::vars_of_attachment(tx, att.id)?
-                        .into_iter()
-                        .map(|v| v.name),
-                );
-                store::delete_vars_of_attachment(tx, att.id)?;
-                store::delete_attachment(tx, att.id)?;
-                release = Some(store::insert_release(
+        let detach = {
+            let (manifest, r) = (manifest.clone(), r.clone());
+            move |tx: &Connection| {
+                apply_effects(tx, &manifest, &effects)?;
+                let mut changed = Vec::new();
+                let mut release = None;
+                for att in store::attachments_of_resource(tx, r.id)? {
+                    changed.extend(
+                        store::vars_of_attachment(tx, att.id)?
+                            .into_iter()
+                            .map(|v| v.name),
+                    );
+                    store::delete_vars_of_attachment(tx, att.id)?;
+                    store::delete_attachment(tx, att.id)?;
+                    release = Some(store::insert_release(
+                        tx,
+                        att.app_id,
+                        &format!("Detach {} ({})", att.name, r.name),
+                        "user",
+                    )?);
+                }
+                store::update_resource(
                     tx,
-                    att.app_id,
-                    &format!("Detach {} ({})", att.name, r.name),
+                    r.id,
+                    r.partner_id.as_deref(),
+                    "deprovisioned",
+                    &r.plan,
+                    r.message.as_deref(),
+                )?;
+                store::audit(
+                    tx,
                     "user",
-                )?);
+                    "addons:destroy",
+                    Some(&r.app),
+                    Some(&r.name),
+                    "deprovisioned",
+                )?;
+                Ok((changed, release))
             }
-            store::update_resource(
-                tx,
-                r.id,
-                r.partner_id.as_deref(),
-                "deprovisioned",
-                &r.plan,
-                r.message.as_deref(),
-            )?;
-            store::audit(
-                tx,
-                "user",
-                "addons:destroy",
-                Some(&r.app),
-                Some(&r.name),
-                "deprovisioned",
-            )?;
-            Ok((changed, release))
-        })?;
-        let conn = self.db.read();
+        };
+        let (changed, release) = self.db.write(detach).await?;
+        let conn = self.db.read()?;
         let r = store::resource_by_id(&conn, r.id)?
             .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
         Ok(AddonChanged {
@@ -753,12 +780,12 @@ impl Host {
 }
 
 /// What a plan change or rotation writes.
-struct Change<'a> {
-    config: Option<&'a [(String, String)]>,
-    plan: Option<&'a str>,
-    description: &'a str,
-    action: &'a str,
-    actor: &'a str,
+struct Change {
+    config: Option<Vec<(String, String)>>,
+    plan: Option<String>,
+    description: String,
+    action: &'static str,
+    actor: String,
     /// Record a successful rotation.
     rotation: bool,
 }
@@ -801,35 +828,35 @@ fn choose_attachment_name(
     app_id: i64,
     as_name: Option<&str>,
 ) -> anyhow::Result<String> {
-    let taken_attachments = store::attachment_names(c, app_id)?;
-    let vars: BTreeMap<String, Option<i64>> = store::config_vars(c, app_id)?
-        .into_iter()
-        .map(|v| (v.name, v.attachment_id))
-        .collect();
     let prefix = &m.api.config_vars_prefix;
-    let clash = |name: &str| -> Option<String> {
-        if taken_attachments.iter().any(|t| t == name) {
-            return Some(format!(
+    // Point lookups: an app may carry hundreds of attachments and vars.
+    let clash = |name: &str| -> anyhow::Result<Option<String>> {
+        if store::attachment_by_name(c, app_id, name)?.is_some() {
+            return Ok(Some(format!(
                 "attachment name {name} is already used on this app"
-            ));
+            )));
         }
-        m.api.config_vars.iter().find_map(|v| {
+        for v in &m.api.config_vars {
             let app_var = naming::app_var(v, prefix, name);
-            vars.get(&app_var).map(|owner| match owner {
-                None => format!("{app_var} is already set on the app by the user"),
-                Some(_) => format!("{app_var} is already set on the app by another add-on"),
-            })
-        })
+            if let Some(var) = store::config_var(c, app_id, &app_var)? {
+                let by = match var.attachment_id {
+                    None => "the user",
+                    Some(_) => "another add-on",
+                };
+                return Ok(Some(format!("{app_var} is already set on the app by {by}")));
+            }
+        }
+        Ok(None)
     };
     if let Some(name) = as_name {
-        return match clash(name) {
+        return match clash(name)? {
             None => Ok(name.to_string()),
             Some(why) => Err(error::conflict(format!(
                 "cannot attach as {name}: {why}; choose another name with --as"
             ))),
         };
     }
-    let Some(why) = clash(prefix) else {
+    let Some(why) = clash(prefix)? else {
         return Ok(prefix.clone());
     };
     if !m.api.requires.iter().any(|r| r == "many_per_app") {
@@ -838,11 +865,16 @@ fn choose_attachment_name(
             m.id
         )));
     }
-    naming::COLORS
-        .iter()
-        .map(|color| format!("{prefix}_{color}"))
-        .find(|name| clash(name).is_none())
-        .ok_or_else(|| error::conflict(format!("no free attachment name for {}; use --as", m.id)))
+    for color in naming::COLORS {
+        let name = format!("{prefix}_{color}");
+        if clash(&name)?.is_none() {
+            return Ok(name);
+        }
+    }
+    Err(error::conflict(format!(
+        "no free attachment name for {}; use --as",
+        m.id
+    )))
 }
 
 /// Replaces the vars `att` owns with `config` (manifest names, renamed for

@@ -45,26 +45,28 @@ impl Host {
                 REGIONS.join(", ")
             )));
         }
-        self.db.write(|tx| {
+        let (owned_name, region) = (name.to_string(), region.to_string());
+        self.db.write_blocking(move |tx| {
+            let name = owned_name.as_str();
             if store::app_by_name(tx, name)?.is_some() {
                 return Err(error::conflict(format!("app {name} already exists")));
             }
-            let id = store::insert_app(tx, name, region)?;
+            let id = store::insert_app(tx, name, &region)?;
             store::insert_release(tx, id, "Initial release", "user")?;
-            store::audit(tx, "user", "apps:create", Some(name), None, region)?;
+            store::audit(tx, "user", "apps:create", Some(name), None, &region)?;
             Ok(())
         })?;
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         self.app(&conn, name)
     }
 
     pub fn apps(&self) -> anyhow::Result<Vec<App>> {
-        store::list_apps(&self.db.read()).context("listing apps")
+        store::list_apps(&*self.db.read()?).context("listing apps")
     }
 
     pub fn app_info(&self, name: &str) -> anyhow::Result<AppInfo> {
         let (app, config_vars, release) = {
-            let conn = self.db.read();
+            let conn = self.db.read()?;
             let app = self.app(&conn, name)?;
             let vars = store::config_vars(&conn, app.id)?.len();
             let release = store::releases(&conn, app.id)?
@@ -87,7 +89,7 @@ impl Host {
     /// add-on) in place.
     pub async fn destroy_app(&self, name: &str, confirm: Option<&str>) -> anyhow::Result<()> {
         {
-            let conn = self.db.read();
+            let conn = self.db.read()?;
             self.app(&conn, name)?;
         }
         if confirm != Some(name) {
@@ -110,11 +112,14 @@ impl Host {
                     )
                 })?;
         }
-        self.db.write(|tx| {
-            let app = self.app(tx, name)?;
-            store::delete_app(tx, app.id)?;
-            store::audit(tx, "user", "apps:destroy", Some(name), None, "destroyed")?;
-            Ok(())
-        })
+        let name = name.to_string();
+        self.db
+            .write(move |tx| {
+                let app = super::app_named(tx, &name)?;
+                store::delete_app(tx, app.id)?;
+                store::audit(tx, "user", "apps:destroy", Some(&name), None, "destroyed")?;
+                Ok(())
+            })
+            .await
     }
 }

@@ -38,7 +38,7 @@ fn check_user_var(name: &str) -> anyhow::Result<()> {
 impl Host {
     /// Every var of the app with its owner.
     pub fn config(&self, app: &str) -> anyhow::Result<Vec<ConfigVarView>> {
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         let app = self.app(&conn, app)?;
         let owners = owner_names(&conn, app.id)?;
         Ok(store::config_vars(&conn, app.id)?
@@ -57,7 +57,7 @@ impl Host {
 
     /// One var's value.
     pub fn config_get(&self, app: &str, name: &str) -> anyhow::Result<Option<String>> {
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         let app = self.app(&conn, app)?;
         Ok(store::config_var(&conn, app.id, name)?.map(|v| v.value))
     }
@@ -76,14 +76,16 @@ impl Host {
         for (name, _) in pairs {
             check_user_var(name)?;
         }
-        self.db.write(|tx| {
-            let app_row = self.app(tx, app)?;
+        let (app, pairs) = (app.to_string(), pairs.to_vec());
+        self.db.write_blocking(move |tx| {
+            let app = app.as_str();
+            let app_row = super::app_named(tx, app)?;
             let owners = owner_names(tx, app_row.id)?;
-            for (name, _) in pairs {
+            for (name, _) in &pairs {
                 refuse_addon_var(tx, app_row.id, name, force, &owners)?;
             }
             let mut taken = Vec::new();
-            for (name, value) in pairs {
+            for (name, value) in &pairs {
                 if let Some(prev) = store::config_var(tx, app_row.id, name)? {
                     if let Some(att) = prev.attachment_id {
                         taken.push(format!(
@@ -126,10 +128,12 @@ impl Host {
         if names.is_empty() {
             return Err(error::invalid("nothing to unset: give var names"));
         }
-        self.db.write(|tx| {
-            let app_row = self.app(tx, app)?;
+        let (app, names) = (app.to_string(), names.to_vec());
+        self.db.write_blocking(move |tx| {
+            let app = app.as_str();
+            let app_row = super::app_named(tx, app)?;
             let owners = owner_names(tx, app_row.id)?;
-            for name in names {
+            for name in &names {
                 if store::config_var(tx, app_row.id, name)?.is_none() {
                     return Err(error::not_found(format!(
                         "config var {name} is not set on app {app}"
@@ -137,7 +141,7 @@ impl Host {
                 }
                 refuse_addon_var(tx, app_row.id, name, force, &owners)?;
             }
-            for name in names {
+            for name in &names {
                 store::delete_var(tx, app_row.id, name)?;
             }
             let version = store::insert_release(
@@ -160,7 +164,7 @@ impl Host {
 
     /// Releases, newest first.
     pub fn releases(&self, app: &str) -> anyhow::Result<Vec<Release>> {
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         let app = self.app(&conn, app)?;
         Ok(store::releases(&conn, app.id)?)
     }

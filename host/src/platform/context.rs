@@ -46,6 +46,16 @@ pub struct Effects {
     pub refusals: Vec<(String, String)>,
 }
 
+impl Effects {
+    /// Nothing to write (refusals are logged separately).
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_empty()
+            && self.updates.is_empty()
+            && self.completions.is_empty()
+            && self.failures.is_empty()
+    }
+}
+
 /// A partner-initiated change of one resource's vars (manifest names).
 #[derive(Debug)]
 pub struct Update {
@@ -91,6 +101,15 @@ impl CallContext {
         &self.manifest.id
     }
 
+    /// A read connection; a store failure is logged and told to the plugin
+    /// as an error string (the WIT interface speaks strings).
+    fn conn(&self) -> Result<store::ReadGuard<'_>, String> {
+        self.db.read().map_err(|e| {
+            tracing::error!(addon = %self.service(), "store unavailable: {e:#}");
+            format!("store error: {e:#}")
+        })
+    }
+
     fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
         self.effects.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -111,7 +130,7 @@ impl CallContext {
             }
             _ => {}
         }
-        let conn = self.db.read();
+        let conn = self.conn()?;
         match store::resource_by_partner_id(&conn, self.service(), partner_id) {
             Ok(Some(r)) if r.state != "deprovisioned" => Ok(r),
             Ok(_) => Err(format!(
@@ -126,7 +145,9 @@ impl CallContext {
     /// buffered updates.
     fn own_vars(&self, r: &store::Resource) -> BTreeMap<String, String> {
         let mut vars = BTreeMap::new();
-        let conn = self.db.read();
+        let Ok(conn) = self.conn() else {
+            return vars;
+        };
         let prefix = &self.manifest.api.config_vars_prefix;
         if let Ok(atts) = store::attachments_of_resource(&conn, r.id) {
             // The first attachment (the one made at provisioning) is the
@@ -197,7 +218,7 @@ impl Capabilities for CallContext {
         }
         // Ownership: each var must be this resource's own on every app it is
         // attached to, or not set at all.
-        let conn = self.db.read();
+        let conn = self.conn()?;
         let atts = store::attachments_of_resource(&conn, r.id).map_err(|e| e.to_string())?;
         for att in &atts {
             for (name, _) in &changes {
@@ -232,7 +253,7 @@ impl Capabilities for CallContext {
         if matches!(self.scope, Scope::Provisioning) {
             return Err("complete is for a later call; return the config from provision".into());
         }
-        let conn = self.db.read();
+        let conn = self.conn()?;
         let r = store::resource_by_partner_id(&conn, self.service(), id)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no resource {id} of add-on {}", self.service()))?;
@@ -250,7 +271,7 @@ impl Capabilities for CallContext {
     }
 
     fn fail(&mut self, id: &str, message: &str) -> Result<(), String> {
-        let conn = self.db.read();
+        let conn = self.conn()?;
         let r = store::resource_by_partner_id(&conn, self.service(), id)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no resource {id} of add-on {}", self.service()))?;
@@ -269,9 +290,8 @@ impl Capabilities for CallContext {
         if let Some(v) = self.effects().kv.get(key) {
             return v.clone();
         }
-        store::kv_get(&self.db.read(), self.service(), key)
-            .ok()
-            .flatten()
+        let conn = self.conn().ok()?;
+        store::kv_get(&conn, self.service(), key).ok().flatten()
     }
 
     fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Result<(), String> {
@@ -293,11 +313,12 @@ impl Capabilities for CallContext {
     }
 
     fn kv_list_keys(&mut self, prefix: &str) -> Vec<String> {
-        let mut keys: std::collections::BTreeSet<String> =
-            store::kv_keys(&self.db.read(), self.service(), prefix)
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+        let mut keys: std::collections::BTreeSet<String> = match self.conn() {
+            Ok(conn) => store::kv_keys(&conn, self.service(), prefix).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+        .into_iter()
+        .collect();
         for (k, v) in self.effects().kv.iter() {
             if k.starts_with(prefix) {
                 match v {

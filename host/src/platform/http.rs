@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::context::Scope;
-use super::{apply_effects, error, take, Host};
+use super::{error, take, Host};
 
 /// Headers the host sets after SSO; any arriving from outside are removed.
 pub const USER_HEADER: &str = "x-addonhost-user";
@@ -50,10 +50,9 @@ impl Host {
         }
         let (ctx, effects) = self.context(&manifest, Scope::Service);
         let outcome = plugin.handle_http(ctx, request).await;
-        self.log_refusals(&effects);
+        self.log_refusals(&effects).await;
         let response = outcome.map_err(|e| error::addon(e.to_string()))?;
-        let effects = take(&effects);
-        self.db.write(|tx| apply_effects(tx, &manifest, &effects))?;
+        self.commit_effects(&manifest, take(&effects)).await?;
         Ok(response)
     }
 }

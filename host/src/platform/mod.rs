@@ -279,13 +279,13 @@ impl Host {
     }
 
     /// Writes the refusals a call collected, whatever became of the call.
-    fn log_refusals(&self, effects: &Mutex<Effects>) {
+    async fn log_refusals(&self, effects: &Mutex<Effects>) {
         let refusals =
             std::mem::take(&mut effects.lock().unwrap_or_else(|p| p.into_inner()).refusals);
         if refusals.is_empty() {
             return;
         }
-        let r = self.db.write(|tx| {
+        let r = self.db.write(move |tx| {
             for (addon, what) in &refusals {
                 store::audit(
                     tx,
@@ -298,22 +298,34 @@ impl Host {
             }
             Ok(())
         });
-        if let Err(e) = r {
+        if let Err(e) = r.await {
             tracing::error!("cannot write refusals to the audit trail: {e:#}");
         }
     }
 
     fn app(&self, conn: &Connection, name: &str) -> anyhow::Result<store::App> {
-        store::app_by_name(conn, name)?.ok_or_else(|| {
-            error::not_found(format!(
-                "app {name:?} not found; list apps with `addonhost apps` or create it with `addonhost apps:create {name}`"
-            ))
-        })
+        app_named(conn, name)
+    }
+
+    /// Writes what a call buffered (KV, partner config updates, completions),
+    /// if anything: a call that changed nothing costs no commit.
+    async fn commit_effects(
+        &self,
+        manifest: &Arc<Manifest>,
+        effects: Effects,
+    ) -> anyhow::Result<()> {
+        if effects.is_empty() {
+            return Ok(());
+        }
+        let manifest = manifest.clone();
+        self.db
+            .write(move |tx| apply_effects(tx, &manifest, &effects))
+            .await
     }
 
     /// The audit trail, newest first.
     pub fn audit(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<store::AuditEntry>> {
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         if let Some(a) = app {
             self.app(&conn, a)?;
         }
@@ -444,6 +456,15 @@ fn apply_effects(tx: &Connection, m: &Manifest, effects: &Effects) -> anyhow::Re
         )?;
     }
     Ok(())
+}
+
+/// The app `name`, or an error that says how to find or make it.
+fn app_named(conn: &Connection, name: &str) -> anyhow::Result<store::App> {
+    store::app_by_name(conn, name)?.ok_or_else(|| {
+        error::not_found(format!(
+            "app {name:?} not found; list apps with `addonhost apps` or create it with `addonhost apps:create {name}`"
+        ))
+    })
 }
 
 fn take(effects: &Mutex<Effects>) -> Effects {

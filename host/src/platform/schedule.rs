@@ -43,8 +43,14 @@ impl Host {
             if every.is_none() {
                 continue;
             }
-            let resources = store::provisioned_of_service(&self.db.read(), &service.manifest.id)
-                .unwrap_or_default();
+            let resources = match self.db.read() {
+                Ok(conn) => store::provisioned_of_service(&conn, &service.manifest.id),
+                Err(e) => {
+                    tracing::error!("scheduled rotations skipped: {e:#}");
+                    return (0, 0);
+                }
+            };
+            let resources = resources.unwrap_or_default();
             due.extend(
                 resources
                     .into_iter()
@@ -60,7 +66,9 @@ impl Host {
                     let message = format!("{e:#}");
                     tracing::warn!(addon = %r.name, "scheduled rotation failed: {message}");
                     let retry_at = unix_now() + backoff(r.rotation_failures);
-                    let recorded = self.db.write(|tx| {
+                    let failure = (r.clone(), message.clone());
+                    let recorded = self.db.write(move |tx| {
+                        let (r, message) = failure;
                         store::rotation_failed(tx, r.id, &message, retry_at)?;
                         store::audit(
                             tx,
@@ -72,7 +80,7 @@ impl Host {
                         )?;
                         Ok(())
                     });
-                    if let Err(e) = recorded {
+                    if let Err(e) = recorded.await {
                         tracing::error!(addon = %r.name, "cannot record the failed rotation: {e:#}");
                     }
                 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::context::Scope;
-use super::{apply_effects, error, take, Host};
+use super::{error, take, Host};
 use crate::runtime::{Login, Verdict};
 use crate::sso;
 use crate::store;
@@ -74,7 +74,7 @@ impl Host {
         params: &[(String, String)],
         timestamp: i64,
     ) -> anyhow::Result<SsoForm> {
-        let conn = self.db.read();
+        let conn = self.db.read()?;
         let r = self.resolve(&conn, addon, Some(app))?;
         let pid = r
             .partner_id
@@ -116,7 +116,7 @@ impl Host {
     pub async fn sso_verify(&self, service: &str, login: Login) -> anyhow::Result<Verdict> {
         let (manifest, plugin) = self.plugin(service)?;
         let known = {
-            let conn = self.db.read();
+            let conn = self.db.read()?;
             store::resource_by_partner_id(&conn, service, &login.id)?.is_some()
         };
         if !known {
@@ -132,11 +132,10 @@ impl Host {
             },
         );
         let verdict = plugin.verify(ctx, login).await;
-        self.log_refusals(&effects);
+        self.log_refusals(&effects).await;
         let verdict = verdict.map_err(|e| error::addon(e.to_string()))?;
         // Like any call, a verify may have written its KV (a last-login note).
-        let effects = take(&effects);
-        self.db.write(|tx| apply_effects(tx, &manifest, &effects))?;
+        self.commit_effects(&manifest, take(&effects)).await?;
         Ok(verdict)
     }
 }

@@ -161,6 +161,10 @@ impl Runtime {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.max_wasm_stack(1 << 20);
+        // No add-on call runs concurrently inside its store (the component
+        // model's async ABI): without the bookkeeping for it, a store is
+        // cheaper to create and to drop.
+        config.concurrency_support(false);
         // Every call instantiates afresh, so instantiation is the hot path:
         // the pooling allocator reuses pre-reserved slots (no mmap/munmap and
         // the cross-core TLB shootdowns they bring per call), resets small
@@ -279,7 +283,7 @@ fn pool_config() -> PoolingAllocationConfig {
         .max_memory_size(4 << 30)
         // Memset, not madvise, for the first MiB a call touched: no syscall
         // (and no TLB flush) to recycle a small add-on's memory.
-        .linear_memory_keep_resident(1 << 20)
+        .linear_memory_keep_resident(4 << 20)
         .table_keep_resident(1 << 16);
     pool
 }

@@ -9,9 +9,12 @@
 
 mod schema;
 
+use std::any::Any;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -25,54 +28,96 @@ pub const DB_FILE: &str = "addonhost.db";
 
 /// The SQLite store of one data dir.
 ///
-/// One connection, shared by readers and writers. Writes are **group
-/// committed**: the first writer to arrive opens a transaction (the batch's
-/// leader), writers arriving while it is open join it, each inside its own
-/// savepoint (so one writer's failure rolls back only its own changes), and
-/// the leader commits them all with one fsync. [`Db::write`] returns only
-/// after the commit that made its changes durable, so every writer keeps the
-/// guarantee of its own `synchronous=FULL` commit while many share the cost.
+/// Writes go to one **writer thread** that owns the write connection and
+/// **group commits**: it takes every write queued while the previous commit
+/// was in flight, runs each inside its own savepoint (so one writer's failure
+/// rolls back only its own changes) and commits them all at once; a sync
+/// thread then makes every batch committed meanwhile durable with one
+/// fsync (see [`sync_batches`]).
+/// [`Db::write`] resolves only after the commit that made its changes
+/// durable, so every writer keeps the guarantee of its own
+/// `synchronous=FULL` commit while many share the cost, and no async task
+/// ever blocks a runtime thread on the disk.
+///
+/// Reads use a pool of separate connections, each read a snapshot (WAL), so
+/// they never wait for a commit.
 pub struct Db {
-    state: Mutex<State>,
-    /// Signalled when a batch is committed (or fails to).
-    committed: Condvar,
-    /// Signalled when a writer has joined the open batch.
-    joined: Condvar,
-    /// Writers waiting for the lock, who may join the open batch (counted
-    /// before they block on it, so a leader knows to wait for them).
-    arriving: AtomicUsize,
+    jobs: mpsc::Sender<Msg>,
+    writer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+    commits: Arc<AtomicU64>,
     path: PathBuf,
 }
 
-struct State {
-    conn: Connection,
-    /// The open batch, if a transaction is open.
-    open: Option<u64>,
-    /// Writers in the open batch.
-    members: usize,
-    next_batch: u64,
-    /// The highest batch that has finished, and the failures of recent ones.
-    finished: u64,
-    failures: Vec<(u64, String)>,
-    /// Set when a writer's savepoint could not be released or rolled back:
-    /// the open batch must be rolled back as a whole.
-    poisoned: Option<String>,
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 256;
+/// Read connections kept open while idle.
+const IDLE_READERS: usize = 8;
+/// How much of the database file a read connection maps.
+const READ_MMAP: i64 = 1 << 30;
+/// Commits between two checkpoints (copying the WAL back into the database
+/// file), which run on a thread of their own so the writer never waits for
+/// them.
+const CHECKPOINT_EVERY: u64 = 64;
+
+/// A queued write: run against the write connection inside its savepoint
+/// (or told why it cannot run), it answers whether it succeeded and how to
+/// report once the batch's commit is known.
+type Job = Box<dyn FnOnce(Result<&Connection, String>) -> Ran + Send>;
+
+struct Ran {
+    ok: bool,
+    report: Report,
 }
 
-/// Most writers in one batch, and the longest a leader waits for more.
-const MAX_BATCH: usize = 256;
-const MAX_GATHER: Duration = Duration::from_millis(2);
+/// Tells a writer how its batch ended: committed and durable, or why not.
+type Report = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
 
-/// The shared connection, for reads.
-pub struct ReadGuard<'a>(MutexGuard<'a, State>);
+/// What a write came to, as handed back to the task that asked for it.
+enum Outcome<T> {
+    Done(anyhow::Result<T>),
+    /// The write panicked: resumed in the caller, after its savepoint was
+    /// rolled back.
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl<T> Outcome<T> {
+    fn into_result(self) -> anyhow::Result<T> {
+        match self {
+            Outcome::Done(r) => r,
+            Outcome::Panicked(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
+/// A read connection, inside a read transaction (one consistent snapshot for
+/// all its statements); back to the pool when dropped.
+pub struct ReadGuard<'a> {
+    db: &'a Db,
+    conn: Option<Connection>,
+    /// Not held across an `.await`: a snapshot is for one step of work.
+    _not_send: PhantomData<*const ()>,
+}
 
 impl std::ops::Deref for ReadGuard<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        &self.0.conn
+        self.conn.as_ref().expect("a read connection")
     }
 }
 
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if !conn.is_autocommit() && run(&conn, "COMMIT").is_err() {
+            return; // a connection in an unknown state is closed, not reused
+        }
+        let mut idle = self.db.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
 #[derive(Debug, Clone, Serialize)]
 pub struct App {
     #[serde(skip)]
@@ -153,35 +198,52 @@ impl Db {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let path = data_dir.join(DB_FILE);
-        let corrupt = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!(
-                "data dir {}: {} is not a usable addonhost database ({e}); restore it from a backup or point --data at another directory",
-                data_dir.display(),
-                DB_FILE
-            )
+        let mut conn = connect(&path).map_err(|e| corrupt(data_dir, &e))?;
+        migrate(&mut conn).map_err(|e| corrupt(data_dir, &format!("{e:#}")))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // The writer's commits only write the WAL; the sync thread makes
+        // them durable (see `sync_batches`).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let (jobs, queue) = mpsc::channel();
+        let syncs = {
+            let wal = PathBuf::from(format!("{}-wal", path.display()));
+            let (send, committed) = mpsc::channel::<Vec<Report>>();
+            let writer = jobs.clone();
+            let thread = std::thread::Builder::new()
+                .name("addonhost-db-sync".into())
+                .spawn(move || sync_batches(&wal, committed, writer))
+                .context("starting the store's sync thread")?;
+            Syncs { send, thread }
         };
-        let mut conn = Connection::open(&path).map_err(|e| corrupt(&e))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| corrupt(&e))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn).map_err(|e| corrupt(&format!("{e:#}")))?;
-        // Every statement the platform runs stays prepared.
-        conn.set_prepared_statement_cache_capacity(256);
+        let checkpoints = {
+            let checkpointer = connect(&path)?;
+            let (wake, woken) = mpsc::sync_channel::<()>(1);
+            let thread = std::thread::Builder::new()
+                .name("addonhost-db-checkpoint".into())
+                .spawn(move || {
+                    while woken.recv().is_ok() {
+                        if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                        {
+                            tracing::warn!("checkpointing the store: {e}");
+                        }
+                    }
+                })
+                .context("starting the store's checkpoint thread")?;
+            Checkpoints { wake, thread }
+        };
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let commits = commits.clone();
+            std::thread::Builder::new()
+                .name("addonhost-db-writer".into())
+                .spawn(move || write_batches(conn, queue, &commits, checkpoints, syncs))
+                .context("starting the store's writer thread")?
+        };
         Ok(Db {
-            state: Mutex::new(State {
-                conn,
-                open: None,
-                members: 0,
-                next_batch: 1,
-                finished: 0,
-                failures: Vec::new(),
-                poisoned: None,
-            }),
-            committed: Condvar::new(),
-            joined: Condvar::new(),
-            arriving: AtomicUsize::new(0),
+            jobs,
+            writer: Some(writer),
+            readers: Mutex::new(Vec::new()),
+            commits,
             path,
         })
     }
@@ -193,147 +255,324 @@ impl Db {
     /// How many write transactions have been committed (or failed to):
     /// fewer than the writes when concurrent writers shared commits.
     pub fn commits(&self) -> u64 {
-        self.lock().finished
+        self.commits.load(Ordering::SeqCst)
     }
 
-    /// The connection, for reads. Reads may see the changes of a batch that
-    /// is about to commit.
-    pub fn read(&self) -> ReadGuard<'_> {
-        ReadGuard(self.lock())
+    /// A connection for reads, seeing everything committed before the call.
+    pub fn read(&self) -> anyhow::Result<ReadGuard<'_>> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = connect(&self.path)
+                    .with_context(|| format!("opening {} for reading", self.path.display()))?;
+                // Pages of the database file are read in place, not copied.
+                c.pragma_update(None, "mmap_size", READ_MMAP)?;
+                c
+            }
+        };
+        run(&conn, "BEGIN").with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(ReadGuard {
+            db: self,
+            conn: Some(conn),
+            _not_send: PhantomData,
+        })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` atomically and durably on the writer thread: its changes
+    /// are committed if it succeeds and rolled back if it fails (or panics:
+    /// the panic resumes here), and the future resolves after the commit.
+    /// Concurrent writes share one commit (see [`Db`]).
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, move |o| {
+            let _ = tx.send(o);
+        })?;
+        rx.await.map_err(|_| self.writer_gone())?.into_result()
     }
 
-    /// Runs `f` atomically and durably: its changes are committed if it
-    /// succeeds and rolled back if it fails, and the call returns after the
-    /// commit. Concurrent calls share one commit (see [`Db`]).
-    ///
-    /// On a multi-threaded tokio runtime the wait happens in
-    /// `block_in_place`, so a writer waiting for its batch's fsync does not
-    /// hold up the other tasks of the runtime.
-    pub fn write<T>(&self, f: impl FnMut(&Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    /// [`Db::write`] for code outside async tasks (the CLI, tests). On a
+    /// multi-threaded tokio runtime the wait happens in `block_in_place`.
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(f, move |o| {
+            let _ = tx.send(o);
+        })?;
         let multi_thread = tokio::runtime::Handle::try_current()
             .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
             .unwrap_or(false);
-        if multi_thread {
-            tokio::task::block_in_place(|| self.write_grouped(f))
+        let outcome = if multi_thread {
+            tokio::task::block_in_place(|| rx.recv())
         } else {
-            self.write_grouped(f)
-        }
+            rx.recv()
+        };
+        outcome.map_err(|_| self.writer_gone())?.into_result()
     }
 
-    fn write_grouped<T>(
+    fn writer_gone(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the writer of {} stopped; restart addonhost",
+            self.path.display()
+        )
+    }
+
+    fn submit<T: Send + 'static>(
         &self,
-        mut f: impl FnMut(&Connection) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
-        self.arriving.fetch_add(1, Ordering::SeqCst);
-        let mut st = self.lock();
-        // A full batch is committed first; wait for the next one.
-        while st.open.is_some() && st.members >= MAX_BATCH {
-            st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
+        f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        reply: impl FnOnce(Outcome<T>) + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let path = self.path.clone();
+        let job: Job = Box::new(move |conn| {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(why) => {
+                    let report = Box::new(move |_| {
+                        reply(Outcome::Done(Err(anyhow::anyhow!(
+                            "writing to {}: {why}",
+                            path.display()
+                        ))))
+                    });
+                    return Ran { ok: false, report };
+                }
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)));
+            let ok = matches!(outcome, Ok(Ok(_)));
+            let report = Box::new(move |commit: Result<(), Arc<str>>| {
+                reply(match outcome {
+                    Err(panic) => Outcome::Panicked(panic),
+                    Ok(Err(e)) => Outcome::Done(Err(e)),
+                    Ok(Ok(v)) => Outcome::Done(
+                        commit
+                            .map(|()| v)
+                            .map_err(|e| anyhow::anyhow!("committing to {}: {e}", path.display())),
+                    ),
+                })
+            });
+            Ran { ok, report }
+        });
+        self.jobs
+            .send(Msg::Write(job))
+            .map_err(|_| self.writer_gone())
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // The writer finishes what is queued, then closes its connection.
+        let _ = self.jobs.send(Msg::Stop);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
-        self.arriving.fetch_sub(1, Ordering::SeqCst);
-        let leader = st.open.is_none();
-        if leader {
-            begin_immediate(&st.conn)?;
-            st.open = Some(st.next_batch);
-            st.next_batch += 1;
-            st.members = 0;
+    }
+}
+
+fn corrupt(data_dir: &Path, e: &dyn std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(
+        "data dir {}: {} is not a usable addonhost database ({e}); restore it from a backup or point --data at another directory",
+        data_dir.display(),
+        DB_FILE
+    )
+}
+
+/// A connection with addonhost's settings.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Every statement the platform runs stays prepared.
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+/// What the writer thread is told.
+enum Msg {
+    Write(Job),
+    /// The sync thread made this many committed batches durable.
+    Synced(usize),
+    /// The `Db` is dropped: finish what is queued and stop.
+    Stop,
+}
+
+/// The sync thread, handed every committed batch by the writer.
+struct Syncs {
+    send: mpsc::Sender<Vec<Report>>,
+    thread: JoinHandle<()>,
+}
+
+/// The sync thread: makes committed batches durable, then tells their
+/// writers (and the writer thread, which commits its next batch then).
+///
+/// The writer commits with `synchronous=NORMAL`, which writes the WAL but
+/// does not wait for the disk; this thread `fdatasync`s the WAL for every
+/// batch committed meanwhile and only then reports them. So a write still
+/// resolves only once it is on disk, but the write lock is never held
+/// across a sync. A commit is visible to readers a moment before it is
+/// durable; if the machine fails in that window, SQLite's recovery keeps a
+/// prefix of the WAL, so that commit and all later ones are lost together,
+/// and none of their writers was told they succeeded.
+fn sync_batches(wal: &Path, committed: mpsc::Receiver<Vec<Report>>, writer: mpsc::Sender<Msg>) {
+    while let Ok(first) = committed.recv() {
+        let mut batches = vec![first];
+        while let Ok(more) = committed.try_recv() {
+            batches.push(more);
         }
-        let batch = st.open.expect("a batch is open");
-        st.members += 1;
-        // Nothing below returns early: the leader must always finish its
-        // batch, or every writer that joined it would wait forever.
-        let (value, panic) = match run(&st.conn, "SAVEPOINT writer") {
-            Err(e) => {
-                st.poisoned = Some(e.to_string());
-                (Err(anyhow::Error::from(e)), None)
-            }
-            Ok(()) => {
-                // A panic in `f` rolls back `f`'s changes like an error, and
-                // resumes once the batch is finished.
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&st.conn)));
-                let (value, panic) = match outcome {
-                    Ok(v) => (v, None),
-                    Err(p) => (Err(anyhow::anyhow!("a write panicked")), Some(p)),
-                };
-                let end = if value.is_ok() {
-                    run(&st.conn, "RELEASE writer")
-                } else {
-                    run(&st.conn, "ROLLBACK TO writer")
-                        .and_then(|()| run(&st.conn, "RELEASE writer"))
-                };
-                match end {
-                    // This writer's changes cannot be told apart from the
-                    // others' any more: the whole batch is rolled back.
-                    Err(e) => {
-                        st.poisoned = Some(e.to_string());
-                        (Err(anyhow::Error::from(e)), panic)
+        // Opened each time: SQLite may recreate the file between syncs.
+        let synced = std::fs::File::open(wal)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| Arc::<str>::from(format!("syncing {}: {e}", wal.display())));
+        let n = batches.len();
+        for report in batches.into_iter().flatten() {
+            report(synced.clone());
+        }
+        let _ = writer.send(Msg::Synced(n));
+    }
+}
+
+/// The checkpoint thread, woken by the writer.
+struct Checkpoints {
+    wake: mpsc::SyncSender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// The open transaction of the writer thread.
+#[derive(Default)]
+struct Batch {
+    reports: Vec<Report>,
+    /// Set when a savepoint could not be released or undone: the writers'
+    /// changes cannot be told apart any more, so the batch is rolled back
+    /// as a whole.
+    poisoned: Option<String>,
+}
+
+/// The writer thread, until the `Db` is dropped.
+///
+/// Writes run as they arrive, each in its own savepoint of the open
+/// transaction. The transaction is committed as soon as no write is waiting
+/// and the disk is free (no sync in progress): while a sync runs, arriving
+/// writes join the open transaction, so the busier the store the larger
+/// the batches, and an idle store commits every write at once.
+fn write_batches(
+    conn: Connection,
+    queue: mpsc::Receiver<Msg>,
+    commits: &AtomicU64,
+    checkpoints: Checkpoints,
+    syncs: Syncs,
+) {
+    let mut open: Option<Batch> = None;
+    // Committed batches handed to the sync thread and not yet durable.
+    let mut syncing = 0usize;
+    loop {
+        let msg = match queue.try_recv() {
+            Ok(msg) => msg,
+            Err(mpsc::TryRecvError::Disconnected) => Msg::Stop,
+            Err(mpsc::TryRecvError::Empty) => {
+                if syncing == 0 {
+                    if let Some(batch) = open.take() {
+                        syncing += commit(&conn, batch, commits, &checkpoints, &syncs);
+                        continue;
                     }
-                    Ok(()) => (value, panic),
+                }
+                queue.recv().unwrap_or(Msg::Stop)
+            }
+        };
+        match msg {
+            Msg::Write(job) => {
+                if open.is_none() {
+                    if let Err(e) = begin_immediate(&conn) {
+                        let why = format!("{e:#}");
+                        (job(Err(why.clone())).report)(Err(why.into()));
+                        continue;
+                    }
+                    open = Some(Batch::default());
+                }
+                let batch = open.as_mut().expect("a transaction is open");
+                run_in_savepoint(&conn, job, batch);
+                if batch.reports.len() >= MAX_BATCH {
+                    let full = open.take().expect("a transaction is open");
+                    syncing += commit(&conn, full, commits, &checkpoints, &syncs);
                 }
             }
-        };
-        if !leader {
-            self.joined.notify_all();
-            if let Some(p) = panic {
-                drop(st);
-                std::panic::resume_unwind(p);
+            Msg::Synced(n) => syncing = syncing.saturating_sub(n),
+            Msg::Stop => {
+                if let Some(batch) = open.take() {
+                    commit(&conn, batch, commits, &checkpoints, &syncs);
+                }
+                break;
             }
-            // On error nothing of ours is in the batch: no need to wait for it.
-            let value = value?;
-            while st.finished < batch {
-                st = self.committed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+    drop(syncs.send);
+    let _ = syncs.thread.join();
+    drop(checkpoints.wake);
+    let _ = checkpoints.thread.join();
+}
+
+fn run_in_savepoint(conn: &Connection, job: Job, batch: &mut Batch) {
+    if let Err(e) = run(conn, "SAVEPOINT writer") {
+        batch.reports.push(job(Err(e.to_string())).report);
+        batch.poisoned = Some(e.to_string());
+        return;
+    }
+    let ran = job(Ok(conn));
+    let end = if ran.ok {
+        run(conn, "RELEASE writer")
+    } else {
+        run(conn, "ROLLBACK TO writer").and_then(|()| run(conn, "RELEASE writer"))
+    };
+    if let Err(e) = end {
+        batch.poisoned = Some(e.to_string());
+    }
+    batch.reports.push(ran.report);
+}
+
+/// Commits the open transaction and hands its writers to the sync thread
+/// (or tells them why it failed); the number of batches handed over.
+fn commit(
+    conn: &Connection,
+    batch: Batch,
+    commits: &AtomicU64,
+    checkpoints: &Checkpoints,
+    syncs: &Syncs,
+) -> usize {
+    let outcome = match batch.poisoned {
+        None => run(conn, "COMMIT").map_err(|e| e.to_string()),
+        Some(e) => Err(format!(
+            "a write in the same batch could not be undone ({e})"
+        )),
+    };
+    if outcome.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let done = commits.fetch_add(1, Ordering::SeqCst) + 1;
+    if done.is_multiple_of(CHECKPOINT_EVERY) {
+        // Already awake: this round is covered by the one in progress.
+        let _ = checkpoints.wake.try_send(());
+    }
+    match outcome {
+        Ok(()) => match syncs.send.send(batch.reports) {
+            Ok(()) => 1,
+            Err(mpsc::SendError(reports)) => {
+                for report in reports {
+                    report(Err("the store's sync thread stopped".into()));
+                }
+                0
             }
-            if let Some((_, e)) = st.failures.iter().find(|(b, _)| *b == batch) {
-                return Err(anyhow::anyhow!(
-                    "committing to {}: {e}",
-                    self.path.display()
-                ));
+        },
+        Err(e) => {
+            let e = Arc::<str>::from(e);
+            for report in batch.reports {
+                report(Err(e.clone()));
             }
-            return Ok(value);
+            0
         }
-        // The leader lets the writers already waiting for the lock join, then
-        // commits for everyone.
-        let started = std::time::Instant::now();
-        while self.arriving.load(Ordering::SeqCst) > 0
-            && st.members < MAX_BATCH
-            && started.elapsed() < MAX_GATHER
-        {
-            st = self
-                .joined
-                .wait_timeout(st, MAX_GATHER)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        let commit = match st.poisoned.take() {
-            None => run(&st.conn, "COMMIT").map_err(|e| e.to_string()),
-            Some(e) => Err(format!(
-                "a write in the same batch could not be undone ({e})"
-            )),
-        };
-        if commit.is_err() && !st.conn.is_autocommit() {
-            let _ = st.conn.execute_batch("ROLLBACK");
-        }
-        st.open = None;
-        st.members = 0;
-        st.finished = batch;
-        st.failures.retain(|(b, _)| batch - b < 1024);
-        if let Err(e) = &commit {
-            st.failures.push((batch, e.clone()));
-        }
-        drop(st);
-        self.committed.notify_all();
-        if let Some(p) = panic {
-            std::panic::resume_unwind(p);
-        }
-        if let Err(e) = commit {
-            anyhow::bail!("committing to {}: {e}", self.path.display());
-        }
-        value
     }
 }
 
@@ -516,13 +755,14 @@ pub fn insert_release(
     description: &str,
     actor: &str,
 ) -> rusqlite::Result<i64> {
-    let next: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1")?
-        .query_row([app_id], |r| r.get(0))?;
-    tx.prepare_cached("INSERT INTO releases (app_id, version, description, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
-        params![app_id, next, description, actor, unix_now()],
-    )?;
-    Ok(next)
+    tx.prepare_cached(
+        "INSERT INTO releases (app_id, version, description, actor, created_at)
+         SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4 FROM releases WHERE app_id = ?1
+         RETURNING version",
+    )?
+    .query_row(params![app_id, description, actor, unix_now()], |r| {
+        r.get(0)
+    })
 }
 
 pub fn releases(c: &Connection, app_id: i64) -> rusqlite::Result<Vec<Release>> {
@@ -638,11 +878,10 @@ fn resource_where(
     clause: &str,
     p: impl rusqlite::Params,
 ) -> rusqlite::Result<Option<Resource>> {
-    c.query_row(
-        &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE {clause}"),
-        p,
-        resource_row,
-    )
+    c.prepare_cached(&format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE {clause}"
+    ))?
+    .query_row(p, resource_row)
     .optional()
 }
 
@@ -776,12 +1015,6 @@ pub fn attachment_by_name(
     .optional()
 }
 
-pub fn attachment_names(c: &Connection, app_id: i64) -> rusqlite::Result<Vec<String>> {
-    let mut st = c.prepare_cached("SELECT name FROM attachments WHERE app_id = ?1")?;
-    let rows = st.query_map([app_id], |r| r.get(0))?;
-    rows.collect()
-}
-
 // ---- plugin KV -------------------------------------------------------------
 
 pub fn kv_get(c: &Connection, service: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
@@ -842,7 +1075,7 @@ mod tests {
                 let db = db.clone();
                 std::thread::spawn(move || {
                     for i in 0..20 {
-                        let r = db.write(|c| {
+                        let r = db.write_blocking(move |c| {
                             insert_app(c, &format!("app-{t}-{i}"), "us")?;
                             if t == 3 {
                                 anyhow::bail!("writer 3 fails after writing");
@@ -858,7 +1091,7 @@ mod tests {
         let panicker = {
             let db = db.clone();
             std::thread::spawn(move || {
-                db.write(|c| -> anyhow::Result<()> {
+                db.write_blocking(|c| -> anyhow::Result<()> {
                     insert_app(c, "panicked", "us").unwrap();
                     panic!("on purpose");
                 })
@@ -868,7 +1101,7 @@ mod tests {
             t.join().unwrap();
         }
         assert!(panicker.join().is_err());
-        let apps = list_apps(&db.read()).unwrap();
+        let apps = list_apps(&db.read().unwrap()).unwrap();
         assert_eq!(apps.len(), 15 * 20);
         assert!(apps
             .iter()
@@ -880,7 +1113,72 @@ mod tests {
             16 * 20
         );
         // A later write still works, alone.
-        db.write(|c| Ok(insert_app(c, "after", "us")?)).unwrap();
-        assert!(app_by_name(&db.read(), "after").unwrap().is_some());
+        db.write_blocking(|c| Ok(insert_app(c, "after", "us")?))
+            .unwrap();
+        assert!(app_by_name(&db.read().unwrap(), "after").unwrap().is_some());
+    }
+
+    #[test]
+    fn reads_do_not_wait_for_an_open_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        db.write_blocking(|c| Ok(insert_app(c, "before", "us")?))
+            .unwrap();
+        let (started, wait) = mpsc::channel();
+        let slow = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write_blocking(move |c| {
+                    insert_app(c, "slow", "us")?;
+                    started.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(500));
+                    Ok(())
+                })
+            })
+        };
+        wait.recv().unwrap();
+        // The write lock is held for another ~500 ms; a read answers now,
+        // from the last committed state.
+        let t = std::time::Instant::now();
+        let apps = list_apps(&db.read().unwrap()).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["before"]
+        );
+        slow.join().unwrap().unwrap();
+        assert!(app_by_name(&db.read().unwrap(), "slow").unwrap().is_some());
+    }
+
+    #[test]
+    fn an_answered_write_is_committed_for_every_connection_and_drop_finishes_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            db.write(|c| Ok(insert_app(c, "async", "us")?))
+                .await
+                .unwrap();
+        });
+        // Another connection (another process, say) sees it at once.
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        assert!(app_by_name(&other, "async").unwrap().is_some());
+        // Writes queued without waiting for them are all stored by drop.
+        for i in 0..50 {
+            db.submit(
+                move |c| Ok(insert_app(c, &format!("queued-{i}"), "us")?),
+                |_| {},
+            )
+            .unwrap();
+        }
+        drop(db);
+        let apps = list_apps(&other).unwrap();
+        assert_eq!(apps.len(), 51);
     }
 }

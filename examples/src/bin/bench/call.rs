@@ -171,6 +171,8 @@ pub async fn measure(path: &str, n: usize) -> anyhow::Result<CallOverhead> {
     // (a) bare wasmtime.
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
+    // As addonhost configures it: no component-model async bookkeeping.
+    cfg.concurrency_support(false);
     // `BENCH_POOLING=1` gives the bare baseline the pooling allocator too
     // (addonhost uses it), to see what remains of the difference.
     if std::env::var_os("BENCH_POOLING").is_some() {

@@ -59,6 +59,20 @@ fn ratio(ours: f64, base: f64) -> String {
     format!("{:.2}x", ours / base)
 }
 
+/// The number after `flag`, if the flag is given.
+fn number_after(args: &[String], flag: &str) -> anyhow::Result<Option<usize>> {
+    let Some(i) = args.iter().position(|a| a == flag) else {
+        return Ok(None);
+    };
+    let value = args
+        .get(i + 1)
+        .ok_or_else(|| anyhow::anyhow!("{flag} needs a number"))?;
+    match value.parse() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => anyhow::bail!("{flag} {value}: expected a positive number"),
+    }
+}
+
 /// A plugin folder holding copies of the named example add-ons.
 fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
     let dir = root.join("plugins");
@@ -78,11 +92,15 @@ fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
 }
 
 /// What to run: `--quick` (a smoke run), `--extism` (row 1c in a quick
-/// run; always in a full one), `--only calls|http|start|reload|memory`.
+/// run; always in a full one), `--only calls|http|start|reload|memory`;
+/// for profiling the server, `--clients N` (one concurrency instead of 1, 8
+/// and 32) and `--provisions N` (per concurrency).
 struct Opts {
     quick: bool,
     extism: bool,
     only: Option<String>,
+    clients: Option<usize>,
+    provisions: Option<usize>,
 }
 
 impl Opts {
@@ -101,6 +119,8 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .position(|a| a == "--only")
             .and_then(|i| args.get(i + 1).cloned()),
+        clients: number_after(&args, "--clients")?,
+        provisions: number_after(&args, "--provisions")?,
     };
     if let Some(o) = &opts.only {
         anyhow::ensure!(
@@ -194,10 +214,14 @@ fn calls(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
 fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 2. Provisioning over HTTP vs bare SQLite transactions.
-    let total = if opts.quick { 32 } else { 640 };
+    let total = opts.provisions.unwrap_or(if opts.quick { 32 } else { 640 });
     let kv_only = plugin_copies(&tmp.join("p"), &["kv"])?;
     let server = Server::start(&tmp.join("throughput"), kv_only.to_str().unwrap())?;
-    for clients in [1, 8, 32] {
+    let concurrency = match opts.clients {
+        Some(n) => vec![n],
+        None => vec![1, 8, 32],
+    };
+    for clients in concurrency {
         eprintln!("bench: provisioning over HTTP, {clients} clients");
         let per_client = (total / clients).max(1);
         let ours = platform::provisioning(&server, clients, per_client)?;
