@@ -229,3 +229,83 @@ fn second_start_is_a_cache_hit_and_corrupt_entries_are_rebuilt() {
     assert_eq!(origin(), "cache-hit");
     assert_eq!(env.json(&["plugins"])[0]["status"], "loaded");
 }
+
+/// `component` with a custom section appended: the same code, another
+/// content hash (so a new version to compile).
+fn variant(component: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"addonhost-test";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section
+    let mut len = payload.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn a_new_version_serves_from_the_quick_tier_then_from_its_optimized_build() {
+    let env = kv_env();
+    let (server, auth, path, _) = setup(&env);
+    let component = plugin_dir(&env).join("kv.wasm");
+    let before = server.api("GET", "/api/plugins", None).json()[0]["component_hash"].clone();
+    let bytes = variant(&std::fs::read(&component).unwrap(), "v2");
+    let tmp = component.with_extension("wasm.tmp");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &component).unwrap();
+
+    // Every origin the new version is listed with, in order, while the old
+    // one's data keeps being served.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut provisioned_on_quick = false;
+    while seen.last().map(String::as_str) != Some("compiled") {
+        assert!(Instant::now() < deadline, "never optimized: {seen:?}");
+        let row = server.api("GET", "/api/plugins", None).json()[0].clone();
+        if row["component_hash"] != before {
+            let origin = row["origin"].as_str().unwrap_or("none").to_string();
+            if seen.last() != Some(&origin) {
+                seen.push(origin.clone());
+            }
+            if origin == "quick" && !provisioned_on_quick {
+                // Quick-tier code provisions like the optimized one.
+                let r = server.api(
+                    "POST",
+                    "/api/apps/shop/addons",
+                    Some(json!({"plan": "kv:mini", "as": "QUICK"})),
+                );
+                assert_eq!(r.status, 201, "{}", r.text());
+                provisioned_on_quick = true;
+            }
+        }
+        let get = request(
+            &server.addr,
+            "GET",
+            &format!("{path}/k"),
+            &[("authorization", &auth)],
+            b"",
+        );
+        assert_eq!((get.status, get.text().as_str()), (200, "kept"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(seen, ["quick", "compiled"], "origins of the new version");
+    assert!(provisioned_on_quick);
+    assert!(server.api("GET", "/api/apps/shop/config", None).json()["QUICK_URL"].is_string());
+
+    // The optimized build went to the cache: a restart compiles nothing.
+    server.stop();
+    let server = Server::start(&env);
+    let row = server.api("GET", "/api/plugins", None).json()[0].clone();
+    assert_eq!(row["origin"], "cache-hit");
+    assert_ne!(row["component_hash"], before);
+}

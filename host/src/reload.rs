@@ -1,6 +1,9 @@
 //! Hot reload for a running server: watch the plugin folders, and when a
 //! plugin's manifest or component changes, rebuild the catalog in the
-//! background and swap it in (see [`Host::reload`]). Calls already running
+//! background and swap it in (see [`Host::reload`]). A component compiled
+//! for the first time is served at once from the quick tier (Winch), then
+//! swapped for its optimized build (Cranelift) when that is ready
+//! ([`Host::optimize`]). Calls already running
 //! finish on the version they started with; a broken change keeps the
 //! previous version serving.
 
@@ -15,7 +18,7 @@ use crate::{manifest, Host};
 /// Quiet time after the last change before reloading: coalesces the events
 /// of one save (`plugins:build` renames a finished file into place, so one
 /// event is the usual case; a slow copy in place may take a second reload).
-pub const DEBOUNCE: Duration = Duration::from_millis(25);
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Whether a changed path can affect the catalog: a manifest or a component,
 /// outside build output.
@@ -53,16 +56,24 @@ pub fn watch(host: Arc<Host>) -> anyhow::Result<notify::RecommendedWatcher> {
         while rx.recv().await.is_some() {
             // Debounce: wait until the folder has been quiet for a moment.
             while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-            let host = host.clone();
-            let report = tokio::task::spawn_blocking(move || host.reload()).await;
+            let reloading = host.clone();
+            let report = tokio::task::spawn_blocking(move || reloading.reload()).await;
             match report {
-                Ok(r) if !r.is_empty() => eprintln!(
-                    "reload: loaded {:?}, removed {:?}, failed {:?}",
-                    r.loaded,
-                    r.removed,
-                    r.failed.iter().map(|(id, _)| id).collect::<Vec<_>>()
-                ),
-                Ok(_) => {}
+                Ok(r) => {
+                    if !r.is_empty() {
+                        eprintln!(
+                            "reload: loaded {:?}, removed {:?}, failed {:?}",
+                            r.loaded,
+                            r.removed,
+                            r.failed.iter().map(|(id, _)| id).collect::<Vec<_>>()
+                        );
+                    }
+                    if !r.quick.is_empty() {
+                        // Serving already; the optimized code follows.
+                        let host = host.clone();
+                        tokio::task::spawn_blocking(move || host.optimize(&r.quick));
+                    }
+                }
                 Err(e) => tracing::error!("reload panicked: {e}"),
             }
         }

@@ -51,6 +51,10 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     /// (service or folder, error): the previous version, if any, keeps serving.
     pub failed: Vec<(String, String)>,
+    /// Loaded from the quick tier: to be replaced by their optimized
+    /// version ([`crate::Host::optimize`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quick: Vec<String>,
 }
 
 impl ReloadReport {
@@ -159,8 +163,15 @@ impl Catalog {
 
     /// A new catalog for the folders as they are now, reusing `self`'s
     /// services that did not change. Changed and new plugins are compiled
-    /// here; one that fails keeps its previous version (if any).
-    pub fn reload(&self, roots: &[PathBuf], runtime: &Runtime) -> (Catalog, ReloadReport) {
+    /// here; one that fails keeps its previous version (if any). With
+    /// `quick`, a component not yet in the artifact cache is compiled by the
+    /// quick tier (listed in the report's `quick`).
+    pub fn reload(
+        &self,
+        roots: &[PathBuf],
+        runtime: &Runtime,
+        quick: bool,
+    ) -> (Catalog, ReloadReport) {
         let mut report = ReloadReport::default();
         let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
         let mut broken = Vec::new();
@@ -194,10 +205,30 @@ impl Catalog {
             let old = self.services.get(&m.id);
             let print = fingerprint(&raw, &m);
             if let Some(old) = old.filter(|o| o.fingerprint == print && o.newer_error.is_none()) {
+                if old.origin() == Some(Origin::Quick) {
+                    // Its optimized version may have been swapped into the
+                    // catalog this reload started from: ask again (a cache
+                    // hit by then).
+                    report.quick.push(m.id.clone());
+                }
                 services.insert(m.id.clone(), old.clone());
                 continue;
             }
-            match load(runtime, &m) {
+            let quickly = if quick && !runtime.is_compiled(&raw_component(&m)) {
+                // A component the quick tier cannot compile is compiled
+                // the usual way.
+                runtime.load_quick(&m.id, &m.component, m.limits).ok()
+            } else {
+                None
+            };
+            let loaded = match quickly {
+                Some(plugin) => {
+                    report.quick.push(m.id.clone());
+                    Ok(plugin)
+                }
+                None => load(runtime, &m),
+            };
+            match loaded {
                 Ok(plugin) => {
                     report.loaded.push(m.id.clone());
                     let id = m.id.clone();
@@ -224,6 +255,28 @@ impl Catalog {
             .cloned()
             .collect();
         (Catalog { services, broken }, report)
+    }
+
+    /// This catalog with service `id`'s plugin replaced by `plugin`, if `id`
+    /// is still the version `like` (same manifest and component).
+    pub fn with_plugin(&self, like: &Service, plugin: Plugin) -> Option<Catalog> {
+        let current = self.services.get(&like.manifest.id)?;
+        if current.fingerprint != like.fingerprint {
+            return None;
+        }
+        let mut services = self.services.clone();
+        let replaced = Service {
+            manifest: current.manifest.clone(),
+            plugin: OnceLock::from(Ok(Arc::new(plugin))),
+            fingerprint: current.fingerprint.clone(),
+            loaded_at: current.loaded_at,
+            newer_error: current.newer_error.clone(),
+        };
+        services.insert(like.manifest.id.clone(), Arc::new(replaced));
+        Some(Catalog {
+            services,
+            broken: self.broken.clone(),
+        })
     }
 
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
@@ -292,6 +345,16 @@ impl Service {
             _ => None,
         }
     }
+}
+
+/// The component's bytes, empty if unreadable (then loading reports why).
+fn raw_component(m: &Manifest) -> Vec<u8> {
+    std::fs::read(&m.component).unwrap_or_default()
+}
+
+/// Compiles (or loads from the cache) the optimized version of `service`.
+pub fn load_optimized(runtime: &Runtime, service: &Service) -> anyhow::Result<Plugin> {
+    load(runtime, &service.manifest)
 }
 
 fn load(runtime: &Runtime, m: &Manifest) -> anyhow::Result<Plugin> {

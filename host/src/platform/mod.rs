@@ -123,7 +123,9 @@ impl Host {
     /// a plugin that fails to load keeps its previous version serving.
     /// Resources, config vars and the plugins' KV are not touched.
     pub fn reload(&self) -> ReloadReport {
-        let (next, report) = self.catalog().reload(&self.opts.plugin_dirs, &self.runtime);
+        let (next, report) = self
+            .catalog()
+            .reload(&self.opts.plugin_dirs, &self.runtime, true);
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         for id in &report.loaded {
             tracing::info!(addon = %id, "plugin loaded");
@@ -135,6 +137,34 @@ impl Host {
             tracing::error!(addon = %id, "plugin not reloaded, the previous version (if any) keeps serving: {e}");
         }
         report
+    }
+
+    /// Replaces the quick-tier plugins a reload listed with their optimized
+    /// version (compiled now, and cached), each swapped in as soon as it is
+    /// ready — unless a newer version arrived meanwhile. Calls already
+    /// running finish on the quick version.
+    pub fn optimize(&self, ids: &[String]) {
+        for id in ids {
+            let Some(service) = self.catalog().get(id).cloned() else {
+                continue;
+            };
+            if service.origin() != Some(crate::runtime::Origin::Quick) {
+                continue;
+            }
+            let plugin = match catalog::load_optimized(&self.runtime, &service) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The quick version keeps serving; it behaves the same.
+                    tracing::error!(addon = %id, "optimized compile failed: {e:#}");
+                    continue;
+                }
+            };
+            let mut current = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(next) = current.with_plugin(&service, plugin) {
+                *current = Arc::new(next);
+                tracing::info!(addon = %id, "plugin optimized");
+            }
+        }
     }
 
     pub fn runtime(&self) -> &Runtime {

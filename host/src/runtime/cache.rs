@@ -27,6 +27,9 @@ pub enum Origin {
     Compiled,
     /// Loaded from the cache without compiling.
     CacheHit,
+    /// Compiled by the quick tier (Winch) for a hot reload; the optimized
+    /// version replaces it when Cranelift is done.
+    Quick,
 }
 
 /// A directory of compiled artifacts.
@@ -49,6 +52,12 @@ impl ArtifactCache {
 
     /// The compiled component for `bytes` (whose SHA-256 is `content_hash`),
     /// from the cache or compiled now and stored.
+    /// Whether an entry for `content_hash` compiled by `engine` is stored.
+    pub fn contains(&self, engine: &Engine, content_hash: &str) -> bool {
+        let path = self.entry(engine, content_hash);
+        path.is_file() && sum_path(&path).is_file()
+    }
+
     pub fn load(
         &self,
         engine: &Engine,

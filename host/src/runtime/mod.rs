@@ -22,7 +22,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -130,7 +130,20 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     cache: Option<ArtifactCache>,
+    /// The quick tier (Winch), made on first use.
+    quick: OnceLock<Result<Tier, String>>,
+    /// Engines the epoch ticker advances.
+    ticking: Arc<Mutex<Vec<wasmtime::EngineWeak>>>,
     ticker_stop: Arc<AtomicBool>,
+}
+
+/// A second engine that compiles with Winch, wasmtime's baseline compiler:
+/// several times faster to compile than Cranelift, slower to run. Hot reload
+/// serves a new version from it at once while Cranelift compiles the
+/// version that replaces it (see [`Runtime::load_quick`]).
+struct Tier {
+    engine: Engine,
+    linker: Linker<CallState>,
 }
 
 impl Drop for Runtime {
@@ -157,14 +170,7 @@ pub struct Plugin {
 impl Runtime {
     /// A runtime whose compiled components are cached in `cache` (if any).
     pub fn new(cache: Option<ArtifactCache>) -> anyhow::Result<Runtime> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        config.max_wasm_stack(1 << 20);
-        // No add-on call runs concurrently inside its store (the component
-        // model's async ABI): without the bookkeeping for it, a store is
-        // cheaper to create and to drop.
-        config.concurrency_support(false);
+        let config = base_config();
         // Every call instantiates afresh, so instantiation is the hot path:
         // the pooling allocator reuses pre-reserved slots (no mmap/munmap and
         // the cross-core TLB shootdowns they bring per call), resets small
@@ -183,33 +189,21 @@ impl Runtime {
                 wt(Engine::new(&config)).context("configuring wasmtime")?
             }
         };
-
-        let mut linker = Linker::new(&engine);
-        // WASI is linked so that std-built components instantiate, but the
-        // context built per call grants nothing (see `new_store`).
-        wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
-        // wasi:http types, so add-ons can serve HTTP; outbound requests are
-        // denied by `DenyOutbound`.
-        wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
-            &mut linker,
-        ))
-        .context("linking wasi:http")?;
-        wt(Addon::add_to_linker::<CallState, HasSelf<CallState>>(
-            &mut linker,
-            |s| s,
-        ))
-        .context("linking the addon world's imports")?;
+        let linker = linker_for(&engine)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        let ticking = Arc::new(Mutex::new(vec![engine.weak()]));
+        let (engines, stop) = (ticking.clone(), ticker_stop.clone());
         std::thread::Builder::new()
             .name("addonhost-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let engines = engines.lock().unwrap_or_else(|p| p.into_inner());
+                    for weak in engines.iter() {
+                        if let Some(engine) = weak.upgrade() {
+                            engine.increment_epoch();
+                        }
                     }
                 }
             })
@@ -219,8 +213,53 @@ impl Runtime {
             engine,
             linker,
             cache,
+            quick: OnceLock::new(),
+            ticking,
             ticker_stop,
         })
+    }
+
+    /// Whether the component in `bytes` is in the artifact cache, compiled
+    /// for the main engine (so loading it takes no compilation).
+    pub fn is_compiled(&self, bytes: &[u8]) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|c| c.contains(&self.engine, &cache::content_hash(bytes)))
+    }
+
+    /// Loads the component at `path` compiled by the quick tier (Winch),
+    /// not cached: a stand-in until [`Runtime::load`] has compiled it
+    /// properly. Its calls behave the same, only run slower.
+    pub fn load_quick(&self, id: &str, path: &Path, limits: Limits) -> anyhow::Result<Plugin> {
+        let tier = self
+            .quick
+            .get_or_init(|| {
+                let mut config = base_config();
+                config.strategy(wasmtime::Strategy::Winch);
+                let engine = wt(Engine::new(&config))
+                    .map_err(|e| format!("configuring the quick tier: {e:#}"))?;
+                let linker = linker_for(&engine).map_err(|e| format!("{e:#}"))?;
+                self.ticking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(engine.weak());
+                Ok(Tier { engine, linker })
+            })
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("add-on {id}: cannot read component {}", path.display()))?;
+        let component = wt(Component::new(&tier.engine, &bytes))
+            .with_context(|| format!("add-on {id}: quick compile of {}", path.display()))?;
+        plugin_of(
+            id,
+            &tier.engine,
+            &tier.linker,
+            &component,
+            limits,
+            cache::content_hash(&bytes),
+            Origin::Quick,
+        )
     }
 
     pub fn engine(&self) -> &Engine {
@@ -246,21 +285,78 @@ impl Runtime {
             Some(cache) => cache.load(&self.engine, bytes, &content_hash)?,
             None => (wt(Component::new(&self.engine, bytes))?, Origin::Compiled),
         };
-        let pre = wt(self.linker.instantiate_pre(&component))
-            .context("the component imports something the host does not provide")?;
-        let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).ok();
-        let pre = wt(AddonPre::new(pre))
-            .context("the component does not implement the addonhost:addon/addon world")?;
-        Ok(Plugin {
-            id: id.to_string(),
-            pre,
-            proxy,
+        plugin_of(
+            id,
+            &self.engine,
+            &self.linker,
+            &component,
             limits,
-            engine: self.engine.clone(),
             content_hash,
             origin,
-        })
+        )
     }
+}
+
+/// The settings both tiers share.
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    config.max_wasm_stack(1 << 20);
+    // No add-on call runs concurrently inside its store (the component
+    // model's async ABI): without the bookkeeping for it, a store is
+    // cheaper to create and to drop.
+    config.concurrency_support(false);
+    config
+}
+
+/// What a plugin may import: WASI (granting nothing), wasi:http types and
+/// the `addon` world's imports.
+fn linker_for(engine: &Engine) -> anyhow::Result<Linker<CallState>> {
+    let mut linker = Linker::new(engine);
+    // WASI is linked so that std-built components instantiate, but the
+    // context built per call grants nothing (see `new_store`).
+    wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
+    // wasi:http types, so add-ons can serve HTTP; outbound requests are
+    // denied by `DenyOutbound`.
+    wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
+        &mut linker,
+    ))
+    .context("linking wasi:http")?;
+    wt(Addon::add_to_linker::<CallState, HasSelf<CallState>>(
+        &mut linker,
+        |s| s,
+    ))
+    .context("linking the addon world's imports")?;
+
+    Ok(linker)
+}
+
+/// A compiled component, type-checked against the `addon` world and
+/// pre-instantiated.
+fn plugin_of(
+    id: &str,
+    engine: &Engine,
+    linker: &Linker<CallState>,
+    component: &Component,
+    limits: Limits,
+    content_hash: String,
+    origin: Origin,
+) -> anyhow::Result<Plugin> {
+    let pre = wt(linker.instantiate_pre(component))
+        .context("the component imports something the host does not provide")?;
+    let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).ok();
+    let pre = wt(AddonPre::new(pre))
+        .context("the component does not implement the addonhost:addon/addon world")?;
+    Ok(Plugin {
+        id: id.to_string(),
+        pre,
+        proxy,
+        limits,
+        engine: engine.clone(),
+        content_hash,
+        origin,
+    })
 }
 
 /// Instance slots: enough for many concurrent calls of components of any of

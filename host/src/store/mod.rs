@@ -53,8 +53,6 @@ pub struct Db {
 const MAX_BATCH: usize = 256;
 /// Read connections kept open while idle.
 const IDLE_READERS: usize = 8;
-/// How much of the database file a read connection maps.
-const READ_MMAP: i64 = 1 << 30;
 /// Commits between two checkpoints (copying the WAL back into the database
 /// file), which run on a thread of their own so the writer never waits for
 /// them.
@@ -263,13 +261,8 @@ impl Db {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => {
-                let c = connect(&self.path)
-                    .with_context(|| format!("opening {} for reading", self.path.display()))?;
-                // Pages of the database file are read in place, not copied.
-                c.pragma_update(None, "mmap_size", READ_MMAP)?;
-                c
-            }
+            None => connect(&self.path)
+                .with_context(|| format!("opening {} for reading", self.path.display()))?,
         };
         run(&conn, "BEGIN").with_context(|| format!("reading {}", self.path.display()))?;
         Ok(ReadGuard {

@@ -511,6 +511,26 @@ pub fn hot_reload(server: &Server, plugin_dir: &Path, reloads: u64) -> anyhow::R
         } else {
             cached.push(t.elapsed());
         }
+        // A new version serves from the quick tier first; the next change
+        // comes once its optimized build has replaced it (as saves in
+        // development do, seconds apart), so each swap is timed alone.
+        let settled = Instant::now();
+        loop {
+            let (_, body) = api.get("/api/plugins", &[("authorization", &auth)])?;
+            let list: serde_json::Value = serde_json::from_slice(&body)?;
+            let quick = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["id"] == "kv" && p["origin"] == "quick");
+            if !quick {
+                break;
+            }
+            if settled.elapsed() > Duration::from_secs(30) {
+                bail!("reload {step}: the optimized build did not arrive within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     stop.store(true, Ordering::Relaxed);
     reader.join().expect("reader thread");
