@@ -324,7 +324,9 @@ impl Host {
                 Ok((id, att_name))
             }
         };
-        let (resource_id, att_name) = self.db.write(reserve).await?;
+        // Not waited onto disk: the plugin call has no effect outside the
+        // store until the completion below, whose sync covers this too.
+        let (resource_id, att_name) = self.db.write_visible(reserve).await?;
 
         let request = ProvisionRequest {
             uuid: uuid.clone(),

@@ -66,6 +66,9 @@ type Job = Box<dyn FnOnce(Result<&Connection, String>) -> Ran + Send>;
 struct Ran {
     ok: bool,
     report: Report,
+    /// Reported once on disk ([`Db::write`]) or once committed
+    /// ([`Db::write_visible`]).
+    durable: bool,
 }
 
 /// Tells a writer how its batch ended: committed and durable, or why not.
@@ -281,7 +284,25 @@ impl Db {
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, move |o| {
+        self.submit(f, true, move |o| {
+            let _ = tx.send(o);
+        })?;
+        rx.await.map_err(|_| self.writer_gone())?.into_result()
+    }
+
+    /// Like [`Db::write`], but resolves as soon as the change is committed
+    /// and visible to every connection, before it is on disk. For a change
+    /// whose loss in a machine failure costs nothing because a durable write
+    /// that follows it carries the meaning (the WAL keeps a prefix: that
+    /// later write being durable makes this one durable too) — such as
+    /// reserving a name before a plugin call whose effects are only written
+    /// afterwards.
+    pub async fn write_visible<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, false, move |o| {
             let _ = tx.send(o);
         })?;
         rx.await.map_err(|_| self.writer_gone())?.into_result()
@@ -294,7 +315,7 @@ impl Db {
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(f, move |o| {
+        self.submit(f, true, move |o| {
             let _ = tx.send(o);
         })?;
         let multi_thread = tokio::runtime::Handle::try_current()
@@ -318,6 +339,7 @@ impl Db {
     fn submit<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        durable: bool,
         reply: impl FnOnce(Outcome<T>) + Send + 'static,
     ) -> anyhow::Result<()> {
         let path = self.path.clone();
@@ -331,7 +353,11 @@ impl Db {
                             path.display()
                         ))))
                     });
-                    return Ran { ok: false, report };
+                    return Ran {
+                        ok: false,
+                        report,
+                        durable,
+                    };
                 }
             };
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)));
@@ -347,7 +373,11 @@ impl Db {
                     ),
                 })
             });
-            Ran { ok, report }
+            Ran {
+                ok,
+                report,
+                durable,
+            }
         });
         self.jobs
             .send(Msg::Write(job))
@@ -439,6 +469,8 @@ struct Checkpoints {
 #[derive(Default)]
 struct Batch {
     reports: Vec<Report>,
+    /// Writers told as soon as the batch is committed.
+    visible: Vec<Report>,
     /// Set when a savepoint could not be released or undone: the writers'
     /// changes cannot be told apart any more, so the batch is rolled back
     /// as a whole.
@@ -488,7 +520,7 @@ fn write_batches(
                 }
                 let batch = open.as_mut().expect("a transaction is open");
                 run_in_savepoint(&conn, job, batch);
-                if batch.reports.len() >= MAX_BATCH {
+                if batch.reports.len() + batch.visible.len() >= MAX_BATCH {
                     let full = open.take().expect("a transaction is open");
                     syncing += commit(&conn, full, commits, &checkpoints, &syncs);
                 }
@@ -510,7 +542,7 @@ fn write_batches(
 
 fn run_in_savepoint(conn: &Connection, job: Job, batch: &mut Batch) {
     if let Err(e) = run(conn, "SAVEPOINT writer") {
-        batch.reports.push(job(Err(e.to_string())).report);
+        batch.visible.push(job(Err(e.to_string())).report);
         batch.poisoned = Some(e.to_string());
         return;
     }
@@ -523,7 +555,11 @@ fn run_in_savepoint(conn: &Connection, job: Job, batch: &mut Batch) {
     if let Err(e) = end {
         batch.poisoned = Some(e.to_string());
     }
-    batch.reports.push(ran.report);
+    if ran.durable {
+        batch.reports.push(ran.report);
+    } else {
+        batch.visible.push(ran.report);
+    }
 }
 
 /// Commits the open transaction and hands its writers to the sync thread
@@ -549,7 +585,12 @@ fn commit(
         // Already awake: this round is covered by the one in progress.
         let _ = checkpoints.wake.try_send(());
     }
+    let committed = outcome.clone().map_err(Arc::<str>::from);
+    for report in batch.visible {
+        report(committed.clone());
+    }
     match outcome {
+        Ok(()) if batch.reports.is_empty() => 0,
         Ok(()) => match syncs.send.send(batch.reports) {
             Ok(()) => 1,
             Err(mpsc::SendError(reports)) => {
@@ -1162,16 +1203,24 @@ mod tests {
         // Another connection (another process, say) sees it at once.
         let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
         assert!(app_by_name(&other, "async").unwrap().is_some());
+        // So it does a write answered before its sync.
+        rt.block_on(async {
+            db.write_visible(|c| Ok(insert_app(c, "visible", "us")?))
+                .await
+                .unwrap();
+        });
+        assert!(app_by_name(&other, "visible").unwrap().is_some());
         // Writes queued without waiting for them are all stored by drop.
         for i in 0..50 {
             db.submit(
                 move |c| Ok(insert_app(c, &format!("queued-{i}"), "us")?),
+                true,
                 |_| {},
             )
             .unwrap();
         }
         drop(db);
         let apps = list_apps(&other).unwrap();
-        assert_eq!(apps.len(), 51);
+        assert_eq!(apps.len(), 52);
     }
 }
