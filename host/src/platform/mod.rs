@@ -74,7 +74,7 @@ pub struct PluginStatus {
     /// First 16 hex digits of the component's SHA-256, once loaded.
     pub component_hash: Option<String>,
     pub loaded_at: Option<i64>,
-    /// `compiled` or `cache-hit`, once loaded.
+    /// `compiled`, `cache-hit` or `quick` (see [`crate::runtime::Origin`]), once loaded.
     pub origin: Option<crate::runtime::Origin>,
     /// `loaded`, `error`, `invalid manifest`.
     pub status: String,
