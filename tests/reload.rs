@@ -309,3 +309,59 @@ fn a_new_version_serves_from_the_quick_tier_then_from_its_optimized_build() {
     assert_eq!(row["origin"], "cache-hit");
     assert_ne!(row["component_hash"], before);
 }
+
+/// Replaces `name`'s component with a new version and waits until the
+/// server lists it as served from the quick tier.
+fn new_version_on_quick_tier(env: &Env, server: &Server, name: &str) {
+    let dir = std::path::Path::new(&env.plugins).join(name);
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("addon-manifest.json")).unwrap())
+            .unwrap();
+    let component = dir.join(manifest["component"].as_str().unwrap());
+    let bytes = variant(&std::fs::read(&component).unwrap(), "quick");
+    let tmp = component.with_extension("wasm.tmp");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &component).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = server.api("GET", "/api/plugins", None).json();
+        let row = list.as_array().unwrap().iter().find(|p| p["id"] == name);
+        if row.is_some_and(|r| r["origin"] == "quick") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never on the quick tier: {list}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn quick_tier_code_is_held_to_the_same_deadline_and_memory_cap() {
+    let env = Env::with_plugin_copies(&["hostile"], |_, _| {});
+    let server = Server::start(&env);
+    assert_eq!(
+        server
+            .api("POST", "/api/apps", Some(json!({"name": "victim"})))
+            .status,
+        201
+    );
+    for (attack, expect) in [
+        ("loop", "timed out after 1000 ms"),
+        ("memory", "memory limit of 32 MiB"),
+    ] {
+        new_version_on_quick_tier(&env, &server, "hostile");
+        let started = Instant::now();
+        let r = server.api(
+            "POST",
+            "/api/apps/victim/addons",
+            Some(json!({"plan": "hostile:test", "options": {"attack": attack}})),
+        );
+        assert!(r.status >= 400, "{attack}: {} {}", r.status, r.text());
+        assert!(r.text().contains(expect), "{attack}: {}", r.text());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    // Nothing of the failed provisions was stored.
+    assert_eq!(
+        server.api("GET", "/api/apps/victim/config", None).json(),
+        json!({})
+    );
+}
