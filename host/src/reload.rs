@@ -15,9 +15,10 @@ use notify::{RecursiveMode, Watcher};
 
 use crate::{manifest, Host};
 
-/// Quiet time after the last change before reloading: coalesces the events
-/// of one save (`plugins:build` renames a finished file into place, so one
-/// event is the usual case; a slow copy in place may take a second reload).
+/// Quiet time after the last change before reloading, for files written in
+/// place: coalesces the events of one save (a slow copy may still take a
+/// second reload). A file renamed into place (as `plugins:build` and most
+/// editors and build tools do) is complete and reloads at once.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Whether a changed path can affect the catalog: a manifest or a component,
@@ -35,7 +36,8 @@ fn relevant(path: &Path) -> bool {
 
 /// Watches the host's plugin folders until the returned watcher is dropped.
 pub fn watch(host: Arc<Host>) -> anyhow::Result<notify::RecommendedWatcher> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Each relevant change, and whether it was a file renamed into place.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
             // Opening and reading a file are events too, and a reload reads
@@ -43,7 +45,12 @@ pub fn watch(host: Arc<Host>) -> anyhow::Result<notify::RecommendedWatcher> {
             // themselves.
             let changed = !matches!(event.kind, notify::EventKind::Access(_));
             if changed && event.paths.iter().any(|p| relevant(p)) {
-                let _ = tx.send(());
+                use notify::event::{ModifyKind, RenameMode};
+                let renamed = matches!(
+                    event.kind,
+                    notify::EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                );
+                let _ = tx.send(renamed);
             }
         }
     })?;
@@ -53,9 +60,17 @@ pub fn watch(host: Arc<Host>) -> anyhow::Result<notify::RecommendedWatcher> {
         }
     }
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: wait until the folder has been quiet for a moment.
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+        while let Some(renamed) = rx.recv().await {
+            // Take every change already queued; unless all were renames
+            // into place, wait until the folder has been quiet for a moment.
+            let mut complete = renamed;
+            loop {
+                let wait = if complete { Duration::ZERO } else { DEBOUNCE };
+                match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(Some(renamed)) => complete &= renamed,
+                    _ => break,
+                }
+            }
             let reloading = host.clone();
             let report = tokio::task::spawn_blocking(move || reloading.reload()).await;
             match report {
