@@ -217,7 +217,13 @@ impl Catalog {
             let quickly = if quick && !runtime.is_compiled(&raw_component(&m)) {
                 // A component the quick tier cannot compile is compiled
                 // the usual way.
-                runtime.load_quick(&m.id, &m.component, m.limits).ok()
+                match runtime.load_quick(&m.id, &m.component, m.limits) {
+                    Ok(plugin) => Some(plugin),
+                    Err(e) => {
+                        tracing::info!(addon = %m.id, "quick tier skipped: {e:#}");
+                        None
+                    }
+                }
             } else {
                 None
             };
