@@ -49,6 +49,18 @@ fn wait_for(server: &Server, what: &str, ok: impl Fn(Option<&Value>) -> bool) {
     }
 }
 
+/// The key `setup` wrote still reads back through the kv add-on's route.
+fn assert_kept(server: &Server, auth: &str, path: &str) {
+    let get = request(
+        &server.addr,
+        "GET",
+        &format!("{path}/k"),
+        &[("authorization", auth)],
+        b"",
+    );
+    assert_eq!((get.status, get.text().as_str()), (200, "kept"));
+}
+
 fn setup(env: &Env) -> (Server, String, String, String) {
     let server = Server::start(env);
     server.app_with("shop", &[json!({"plan": "kv:mini"})]);
@@ -193,14 +205,7 @@ fn removed_plugin_goes_and_comes_back_with_its_addons_and_data() {
     wait_for(&server, "return", |kv| {
         kv.is_some_and(|p| p["status"] == "loaded")
     });
-    let get = request(
-        &server.addr,
-        "GET",
-        &format!("{path}/k"),
-        &[("authorization", &auth)],
-        b"",
-    );
-    assert_eq!((get.status, get.text().as_str()), (200, "kept"));
+    assert_kept(&server, &auth, &path);
 }
 
 #[test]
@@ -288,14 +293,7 @@ fn a_new_version_serves_from_the_quick_tier_then_from_its_optimized_build() {
                 provisioned_on_quick = true;
             }
         }
-        let get = request(
-            &server.addr,
-            "GET",
-            &format!("{path}/k"),
-            &[("authorization", &auth)],
-            b"",
-        );
-        assert_eq!((get.status, get.text().as_str()), (200, "kept"));
+        assert_kept(&server, &auth, &path);
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(seen, ["quick", "compiled"], "origins of the new version");

@@ -214,16 +214,16 @@ impl Catalog {
                 services.insert(m.id.clone(), old.clone());
                 continue;
             }
-            let quickly = if quick && !runtime.is_compiled(&raw_component(&m)) {
+            let quickly = if quick {
                 // A component the quick tier cannot compile is compiled
                 // the usual way.
-                match runtime.load_quick(&m.id, &m.component, m.limits) {
-                    Ok(plugin) => Some(plugin),
-                    Err(e) => {
-                        tracing::info!(addon = %m.id, "quick tier skipped: {e:#}");
-                        None
-                    }
-                }
+                let quick = std::fs::read(&m.component)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|bytes| runtime.load_quick(&m.id, &bytes, m.limits));
+                quick.unwrap_or_else(|e| {
+                    tracing::info!(addon = %m.id, "quick tier skipped: {e:#}");
+                    None
+                })
             } else {
                 None
             };
@@ -351,11 +351,6 @@ impl Service {
             _ => None,
         }
     }
-}
-
-/// The component's bytes, empty if unreadable (then loading reports why).
-fn raw_component(m: &Manifest) -> Vec<u8> {
-    std::fs::read(&m.component).unwrap_or_default()
 }
 
 /// Compiles (or loads from the cache) the optimized version of `service`.

@@ -219,18 +219,20 @@ impl Runtime {
         })
     }
 
-    /// Whether the component in `bytes` is in the artifact cache, compiled
-    /// for the main engine (so loading it takes no compilation).
-    pub fn is_compiled(&self, bytes: &[u8]) -> bool {
-        self.cache
-            .as_ref()
-            .is_some_and(|c| c.contains(&self.engine, &cache::content_hash(bytes)))
-    }
-
-    /// Loads the component at `path` compiled by the quick tier (Winch),
-    /// not cached: a stand-in until [`Runtime::load`] has compiled it
-    /// properly. Its calls behave the same, only run slower.
-    pub fn load_quick(&self, id: &str, path: &Path, limits: Limits) -> anyhow::Result<Plugin> {
+    /// The component in `bytes` compiled by the quick tier (Winch), not
+    /// cached: a stand-in until [`Runtime::load`] has compiled it properly.
+    /// Its calls behave the same, only run slower. `None` when the artifact
+    /// cache already holds it (then [`Runtime::load`] takes no compiling).
+    pub fn load_quick(
+        &self,
+        id: &str,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> anyhow::Result<Option<Plugin>> {
+        let content_hash = cache::content_hash(bytes);
+        if (self.cache.as_ref()).is_some_and(|c| c.contains(&self.engine, &content_hash)) {
+            return Ok(None);
+        }
         let tier = self
             .quick
             .get_or_init(|| {
@@ -247,19 +249,18 @@ impl Runtime {
             })
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("add-on {id}: cannot read component {}", path.display()))?;
-        let component = wt(Component::new(&tier.engine, &bytes))
-            .with_context(|| format!("add-on {id}: quick compile of {}", path.display()))?;
+        let component = wt(Component::new(&tier.engine, bytes))
+            .with_context(|| format!("add-on {id}: quick compile"))?;
         plugin_of(
             id,
             &tier.engine,
             &tier.linker,
             &component,
             limits,
-            cache::content_hash(&bytes),
+            content_hash,
             Origin::Quick,
         )
+        .map(Some)
     }
 
     pub fn engine(&self) -> &Engine {

@@ -283,11 +283,7 @@ impl Db {
         &self,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, true, move |o| {
-            let _ = tx.send(o);
-        })?;
-        rx.await.map_err(|_| self.writer_gone())?.into_result()
+        self.write_answered(f, true).await
     }
 
     /// Like [`Db::write`], but resolves as soon as the change is committed
@@ -301,8 +297,18 @@ impl Db {
         &self,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
+        self.write_answered(f, false).await
+    }
+
+    /// A write whose future resolves once it is on disk (`durable`) or once
+    /// committed.
+    async fn write_answered<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        durable: bool,
+    ) -> anyhow::Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, false, move |o| {
+        self.submit(f, durable, move |o| {
             let _ = tx.send(o);
         })?;
         rx.await.map_err(|_| self.writer_gone())?.into_result()
