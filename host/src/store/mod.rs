@@ -57,6 +57,17 @@ const IDLE_READERS: usize = 8;
 /// file), which run on a thread of their own so the writer never waits for
 /// them.
 const CHECKPOINT_EVERY: u64 = 64;
+/// Commits between two attempts to start the WAL over from its beginning.
+///
+/// SQLite rewinds the WAL only when a write transaction starts with every
+/// frame already copied back and no reader inside it. Under sustained load
+/// the checkpoint thread never quite catches up with the writer, so the WAL
+/// would grow for as long as the load lasts (past 1 GB in a minute of
+/// provisioning), and each commit would append to fresh file blocks (block
+/// allocation, zeroed pages) instead of rewriting pages already cached.
+/// So every this many commits the writer itself, between two transactions,
+/// checkpoints the little the thread has left; the next commit then rewinds.
+const REWIND_EVERY: u64 = 256;
 
 /// A queued write: run against the write connection inside its savepoint
 /// (or told why it cannot run), it answers whether it succeeded and how to
@@ -219,6 +230,7 @@ impl Db {
         let checkpoints = {
             let checkpointer = connect(&path)?;
             let (wake, woken) = mpsc::sync_channel::<()>(1);
+            let writer = jobs.clone();
             let thread = std::thread::Builder::new()
                 .name("addonhost-db-checkpoint".into())
                 .spawn(move || {
@@ -227,6 +239,7 @@ impl Db {
                         {
                             tracing::warn!("checkpointing the store: {e}");
                         }
+                        let _ = writer.send(Msg::Checkpointed);
                     }
                 })
                 .context("starting the store's checkpoint thread")?;
@@ -416,6 +429,13 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The writer runs every write in a savepoint, whose undo journal SQLite
+    // otherwise spills into a temporary file past 64 KiB: a provisioning
+    // touches more pages than that.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Database pages are read through a shared mapping instead of a `pread`
+    // into each connection's own cache.
+    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
     // Every statement the platform runs stays prepared.
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
@@ -426,6 +446,8 @@ enum Msg {
     Write(Job),
     /// The sync thread made this many committed batches durable.
     Synced(usize),
+    /// The checkpoint thread copied the WAL back as far as it could.
+    Checkpointed,
     /// The `Db` is dropped: finish what is queued and stop.
     Stop,
 }
@@ -500,6 +522,7 @@ fn write_batches(
     let mut open: Option<Batch> = None;
     // Committed batches handed to the sync thread and not yet durable.
     let mut syncing = 0usize;
+    let mut rewind = Rewind::default();
     loop {
         let msg = match queue.try_recv() {
             Ok(msg) => msg,
@@ -508,6 +531,7 @@ fn write_batches(
                 if syncing == 0 {
                     if let Some(batch) = open.take() {
                         syncing += commit(&conn, batch, commits, &checkpoints, &syncs);
+                        rewind.after_commit(&conn);
                         continue;
                     }
                 }
@@ -529,9 +553,11 @@ fn write_batches(
                 if batch.reports.len() + batch.visible.len() >= MAX_BATCH {
                     let full = open.take().expect("a transaction is open");
                     syncing += commit(&conn, full, commits, &checkpoints, &syncs);
+                    rewind.after_commit(&conn);
                 }
             }
             Msg::Synced(n) => syncing = syncing.saturating_sub(n),
+            Msg::Checkpointed => rewind.checkpointed = true,
             Msg::Stop => {
                 if let Some(batch) = open.take() {
                     commit(&conn, batch, commits, &checkpoints, &syncs);
@@ -544,6 +570,46 @@ fn write_batches(
     let _ = syncs.thread.join();
     drop(checkpoints.wake);
     let _ = checkpoints.thread.join();
+}
+
+/// When the writer next checkpoints so that the WAL starts over (see
+/// [`REWIND_EVERY`]).
+#[derive(Default)]
+struct Rewind {
+    commits: u64,
+    /// The checkpoint thread finished a round since the writer last tried:
+    /// only the commits made during that round are left to copy, so the
+    /// writer's own checkpoint is short.
+    checkpointed: bool,
+}
+
+impl Rewind {
+    /// Called between transactions: once due, and right after a round of
+    /// the checkpoint thread, copies back what that round left (a reader
+    /// still inside the WAL only puts it off to the next round).
+    fn after_commit(&mut self, conn: &Connection) {
+        self.commits += 1;
+        if self.commits < REWIND_EVERY || !std::mem::take(&mut self.checkpointed) {
+            return;
+        }
+        let done = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map(|(busy, frames, copied)| busy == 0 && frames == copied);
+        match done {
+            Ok(true) => self.commits = 0,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!("checkpointing the store: {e}");
+                self.commits = 0;
+            }
+        }
+    }
 }
 
 fn run_in_savepoint(conn: &Connection, job: Job, batch: &mut Batch) {
@@ -1228,5 +1294,71 @@ mod tests {
         drop(db);
         let apps = list_apps(&other).unwrap();
         assert_eq!(apps.len(), 52);
+    }
+
+    #[test]
+    fn the_wal_starts_over_under_sustained_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path()).unwrap());
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Writers that never let the writer thread idle, and a reader that
+        // keeps taking snapshots: the checkpoint thread alone never catches
+        // up with such a load.
+        let mut threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (db, stop) = (db.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let key = format!(
+                            "{:016x}",
+                            (t * 1_000_003 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                        );
+                        db.write_blocking(move |c| Ok(kv_put(c, "kv", &key, Some(&[7u8; 1500]))?))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.push({
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    list_apps(&db.read().unwrap()).unwrap();
+                }
+            })
+        });
+        let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let before = db.commits();
+        let commits = || db.commits() - before;
+        let t = std::time::Instant::now();
+        let mut at_two_rounds = 0;
+        let mut largest = 0;
+        while commits() < 6 * REWIND_EVERY && t.elapsed() < Duration::from_secs(120) {
+            if commits() >= 2 * REWIND_EVERY && at_two_rounds == 0 {
+                at_two_rounds = wal_size();
+            }
+            largest = largest.max(wal_size());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            commits() >= 6 * REWIND_EVERY,
+            "only {} commits in 120 s",
+            commits()
+        );
+        // Three times the commits, the same room: the WAL started over
+        // instead of growing with every commit.
+        assert!(
+            largest < at_two_rounds * 2,
+            "the WAL grew from {at_two_rounds} bytes after {} commits to {largest} after {}",
+            2 * REWIND_EVERY,
+            commits()
+        );
     }
 }
