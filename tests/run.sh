@@ -33,6 +33,7 @@ cargo fmt --all -- --check
 (cd tests/plugins && cargo fmt --all -- --check)
 (cd examples/extism-bench && cargo fmt --all -- --check)
 (cd examples/extism-bench/plugin && cargo fmt --all -- --check)
+(cd examples/minimal-addon && cargo fmt --all -- --check)
 
 step "build the host, its tests and benchmarks"
 # All targets at once: the dev-dependencies change a few features (regex-syntax), so

@@ -49,7 +49,11 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 
 /// The per-call state of one plugin instance.
 pub struct CallState {
-    wasi: WasiCtx,
+    /// Built on the plugin's first WASI call: many calls make none, and a
+    /// context costs the seeding of its random number generators.
+    wasi: Option<WasiCtx>,
+    /// Where the plugin's stderr goes (kept to explain panics).
+    stderr: MemoryOutputPipe,
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_hooks: http::DenyOutbound,
     table: ResourceTable,
@@ -59,8 +63,14 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let stderr = &self.stderr;
+        // No preopens, env, args or network: the builder's defaults deny
+        // them all; only stderr is kept.
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| WasiCtx::builder().stderr(stderr.clone()).build());
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -411,11 +421,9 @@ impl Plugin {
 
     fn new_store(&self, caps: Box<dyn Capabilities>) -> (Store<CallState>, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        // No preopens, env, args or network: the builder's defaults deny them
-        // all; we only keep stderr to explain panics.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let state = CallState {
-            wasi,
+            wasi: None,
+            stderr: stderr.clone(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks: http::DenyOutbound,
             table: ResourceTable::new(),

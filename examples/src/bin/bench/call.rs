@@ -1,8 +1,8 @@
-//! Plugin call overhead: one `provision` of the kv example add-on in a fresh
-//! instance, (a) on bare wasmtime — `InstancePre` + fresh `Store` + call,
-//! nothing else — and (b) through addonhost's runtime path (limits, deadline
-//! with cooperative yields, stderr capture, capability dispatch, error
-//! classification).
+//! Plugin call overhead: one `provision` in a fresh instance, of the minimal
+//! add-on (no host round trip) and of the kv example, (a) on bare wasmtime —
+//! `InstancePre` + fresh `Store` + call, nothing else — and (b) through
+//! addonhost's runtime path (limits, deadline with cooperative yields, stderr
+//! capture, capability dispatch, error classification).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -158,6 +158,31 @@ fn request(i: usize) -> ProvisionRequest {
 pub fn stats(mut d: Vec<Duration>) -> (Duration, Duration) {
     d.sort();
     (d[d.len() / 2], d[(d.len() * 99 / 100).min(d.len() - 1)])
+}
+
+/// Builds `examples/minimal-addon` (the smallest Rust add-on: a provision
+/// with no host round trip) into the example add-ons' build cache and
+/// returns its component.
+pub fn minimal_addon() -> anyhow::Result<String> {
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+            "plugins/target",
+            "--manifest-path",
+            "examples/minimal-addon/Cargo.toml",
+        ])
+        .status()
+        .map_err(|e| anyhow::anyhow!("building examples/minimal-addon: cannot start cargo: {e}"))?;
+    anyhow::ensure!(
+        status.success(),
+        "building examples/minimal-addon failed ({status})"
+    );
+    Ok("plugins/target/wasm32-wasip2/release/minimal_addon.wasm".to_string())
 }
 
 /// Medians and p99s of (a) bare wasmtime and (b) addonhost's runtime.
