@@ -174,60 +174,51 @@ fn calls(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 1a. A trivial provision: the cost of a call by itself.
     let minimal = call::minimal_addon()?;
     let m = rt.block_on(call::measure(&minimal, calls))?;
-    rows.push(row(
-        "call overhead, median (instantiate + trivial provision)",
-        us(m.ours.0),
-        format!("{} bare wasmtime", us(m.bare.0)),
-        ratio(m.ours.0.as_secs_f64(), m.bare.0.as_secs_f64()),
-        "≤ 1.3x, ≤ 10 µs",
-    ));
-    rows.push(row(
-        "call overhead, p99",
-        us(m.ours.1),
-        format!("{} bare wasmtime", us(m.bare.1)),
-        ratio(m.ours.1.as_secs_f64(), m.bare.1.as_secs_f64()),
-        "",
-    ));
+    call_rows(rows, "trivial provision", &m, "≤ 1.3x, ≤ 10 µs");
     // 1b. A real one: the kv example's provision (JSON, random, KV round trips).
     let c = rt.block_on(call::measure("plugins/kv/kv.wasm", calls))?;
-    rows.push(row(
-        "call overhead, median (instantiate + kv provision)",
-        us(c.ours.0),
-        format!("{} bare wasmtime", us(c.bare.0)),
-        ratio(c.ours.0.as_secs_f64(), c.bare.0.as_secs_f64()),
-        "≤ 1.3x",
-    ));
-    rows.push(row(
-        "call overhead, p99",
-        us(c.ours.1),
-        format!("{} bare wasmtime", us(c.bare.1)),
-        ratio(c.ours.1.as_secs_f64(), c.bare.1.as_secs_f64()),
-        "",
-    ));
+    call_rows(rows, "kv provision", &c, "≤ 1.3x");
 
     // 1c. The same logic as an Extism plugin (its own build: wasmtime 43).
     if !opts.extism {
         eprintln!("bench: Extism row skipped in --quick (add --extism)");
     } else {
         eprintln!("bench: Extism (building examples/extism-bench on first use)");
-        let (median, p99) = extism::measure(calls)?;
-        rows.push(row(
-            "call overhead vs Extism 1.30, median",
-            us(c.ours.0),
-            format!("{} Extism", us(median)),
-            ratio(c.ours.0.as_secs_f64(), median.as_secs_f64()),
-            "< 1x (faster)",
-        ));
-        rows.push(row(
-            "call overhead vs Extism 1.30, p99",
-            us(c.ours.1),
-            format!("{} Extism", us(p99)),
-            ratio(c.ours.1.as_secs_f64(), p99.as_secs_f64()),
-            "",
-        ));
+        let extism = extism::measure(calls)?;
+        let vs = |what: &str, ours: Duration, theirs: Duration, target: &str| {
+            row(
+                format!("call overhead vs Extism 1.30, {what}"),
+                us(ours),
+                format!("{} Extism", us(theirs)),
+                ratio(ours.as_secs_f64(), theirs.as_secs_f64()),
+                target,
+            )
+        };
+        rows.push(vs("median", c.ours.0, extism.0, "< 1x (faster)"));
+        rows.push(vs("p99", c.ours.1, extism.1, ""));
     }
 
     Ok(())
+}
+
+/// The median and p99 rows of one call-overhead measurement.
+fn call_rows(rows: &mut Vec<Row>, what: &str, c: &call::CallOverhead, target: &str) {
+    let pair = |label: String, ours: Duration, bare: Duration, target: &str| {
+        row(
+            label,
+            us(ours),
+            format!("{} bare wasmtime", us(bare)),
+            ratio(ours.as_secs_f64(), bare.as_secs_f64()),
+            target,
+        )
+    };
+    rows.push(pair(
+        format!("call overhead, median (instantiate + {what})"),
+        c.ours.0,
+        c.bare.0,
+        target,
+    ));
+    rows.push(pair("call overhead, p99".into(), c.ours.1, c.bare.1, ""));
 }
 
 fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
