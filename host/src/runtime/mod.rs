@@ -388,8 +388,8 @@ fn pool_config() -> PoolingAllocationConfig {
         .max_component_instance_size(4 << 20)
         // The manifest's memory limit is enforced per call by `MemoryLimiter`.
         .max_memory_size(4 << 30)
-        // Memset, not madvise, for the first MiB a call touched: no syscall
-        // (and no TLB flush) to recycle a small add-on's memory.
+        // Reset in place, not madvise, up to 4 MiB of what a call touched:
+        // no syscall (and no TLB flush) to recycle a small add-on's memory.
         .linear_memory_keep_resident(4 << 20)
         .table_keep_resident(1 << 16)
         // Where the kernel can tell (Linux 6.7+), reset only the pages the
