@@ -22,6 +22,8 @@ fn kv_provisions_changes_plan_rotates_and_deprovisions() {
     let name = created["addon"]["name"].as_str().unwrap().to_string();
     assert_eq!(created["addon"]["plan"], "mini");
     assert_eq!(created["addon"]["state"], "provisioned");
+    // The answer describes the add-on exactly as the store now holds it.
+    assert_eq!(created["addon"], env.json(&["addons:info", &name]));
     let url = var(&env.config("shop"), "KV_URL").to_string();
     let parsed = url::Url::parse(&url).unwrap();
     assert_eq!(parsed.scheme(), "http");
@@ -68,7 +70,13 @@ fn kv_provisions_changes_plan_rotates_and_deprovisions() {
 fn exceptions_plan_change_replaces_its_config() {
     let env = Env::new();
     env.ok(&["apps:create", "shop"]);
-    env.create("exceptions", "shop", &[]);
+    let created = env.create("exceptions", "shop", &[]);
+    assert_eq!(
+        created["addon"],
+        env.json(&["addons:info", "EXCEPTIONS", "-a", "shop"]),
+        "the answer lists every var it set, as the store does"
+    );
+    assert_eq!(created["addon"]["config_vars"].as_array().unwrap().len(), 2);
     let cfg = env.config("shop");
     assert_eq!(var(&cfg, "EXCEPTIONS_RETENTION_DAYS"), "7");
     let url = var(&cfg, "EXCEPTIONS_URL").to_string();

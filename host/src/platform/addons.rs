@@ -98,7 +98,12 @@ impl Host {
                     .map(|v| v.name),
             );
         }
-        Ok(AddonView {
+        Ok(self.view_of(r, &atts, config_vars))
+    }
+
+    /// The view of `r`, given its attachments and the names of their vars.
+    fn view_of(&self, r: &Resource, atts: &[Attachment], config_vars: Vec<String>) -> AddonView {
+        AddonView {
             name: r.name.clone(),
             service: r.service.clone(),
             plan: r.plan.clone(),
@@ -114,7 +119,7 @@ impl Host {
             config_vars,
             created_at: r.created_at,
             rotation: self.rotation_view(r),
-        })
+        }
     }
 
     fn rotation_view(&self, r: &Resource) -> RotationView {
@@ -324,9 +329,11 @@ impl Host {
                 Ok((id, att_name))
             }
         };
-        // Not waited onto disk: the plugin call has no effect outside the
-        // store until the completion below, whose sync covers this too.
-        let (resource_id, att_name) = self.db.write_visible(reserve).await?;
+        // Not waited for, not even its commit: later writes see it at once
+        // (one writer), and the plugin call has no effect in the store until
+        // the completion below, which checks the reservation is still there
+        // and whose sync covers it too.
+        let (resource_id, att_name) = self.db.write_staged(reserve).await?;
 
         let request = ProvisionRequest {
             uuid: uuid.clone(),
@@ -397,11 +404,20 @@ impl Host {
                     Some(&r.name),
                     state,
                 )?;
-                Ok((set, message.clone()))
+                // The resource as just written, for the answer: no read
+                // after the commit.
+                let r = Resource {
+                    partner_id: Some(pid.clone()),
+                    state: state.to_string(),
+                    message: message.clone(),
+                    updated_at: crate::util::unix_now(),
+                    ..r
+                };
+                Ok((r, att, set, message.clone()))
             }
         };
         let written = self.db.write(complete).await;
-        let (config, message) = match written {
+        let (r, att, config, message) = match written {
             Ok(w) => w,
             Err(e) => {
                 self.release_reservation(resource_id, format!("provision failed: {e}"))
@@ -409,11 +425,11 @@ impl Host {
                 return Err(e);
             }
         };
-        let conn = self.db.read()?;
-        let r = store::resource_by_id(&conn, resource_id)?
-            .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
+        // The attachment is new (or left by a call that never answered,
+        // which wrote no vars): the vars just set are all it owns.
+        let var_names = config.iter().map(|(name, _)| name.clone()).collect();
         Ok(AddonCreated {
-            addon: self.view(&conn, &r)?,
+            addon: self.view_of(&r, std::slice::from_ref(&att), var_names),
             config,
             message,
             existing: false,

@@ -248,6 +248,10 @@ impl Runtime {
             .get_or_init(|| {
                 let mut config = base_config();
                 config.strategy(wasmtime::Strategy::Winch);
+                // Winch compiles the functions; the trampolines between host
+                // and wasm (hundreds in a component built with std) are still
+                // Cranelift's, and unoptimized they compile ~10% faster.
+                config.cranelift_opt_level(wasmtime::OptLevel::None);
                 let engine = wt(Engine::new(&config))
                     .map_err(|e| format!("configuring the quick tier: {e:#}"))?;
                 let linker = linker_for(&engine).map_err(|e| format!("{e:#}"))?;

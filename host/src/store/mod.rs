@@ -77,9 +77,17 @@ type Job = Box<dyn FnOnce(Result<&Connection, String>) -> Ran + Send>;
 struct Ran {
     ok: bool,
     report: Report,
-    /// Reported once on disk ([`Db::write`]) or once committed
-    /// ([`Db::write_visible`]).
-    durable: bool,
+    answer: Answer,
+}
+
+/// When a write's future resolves.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Once its batch is committed and on disk ([`Db::write`]).
+    OnDisk,
+    /// As soon as it has run in the writer's open transaction
+    /// ([`Db::write_staged`]).
+    Staged,
 }
 
 /// Tells a writer how its batch ended: committed and durable, or why not.
@@ -296,32 +304,34 @@ impl Db {
         &self,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        self.write_answered(f, true).await
+        self.write_answered(f, Answer::OnDisk).await
     }
 
-    /// Like [`Db::write`], but resolves as soon as the change is committed
-    /// and visible to every connection, before it is on disk. For a change
-    /// whose loss in a machine failure costs nothing because a durable write
-    /// that follows it carries the meaning (the WAL keeps a prefix: that
-    /// later write being durable makes this one durable too) — such as
-    /// reserving a name before a plugin call whose effects are only written
-    /// afterwards.
-    pub async fn write_visible<T: Send + 'static>(
+    /// Like [`Db::write`], but resolves as soon as `f` has run in the
+    /// writer's open transaction, before that transaction is committed:
+    /// every later write through this `Db` sees its changes, other
+    /// connections see them once the transaction commits (moments later),
+    /// and if that commit fails they are gone. For a reservation that only
+    /// later writes through this `Db` rely on, each checking it is still
+    /// there — such as the name an add-on gets before its plugin is called,
+    /// whose durable completion write follows (and whose loss in a crash is
+    /// the same as a crash during the call). It saves the caller waiting for
+    /// a commit, which under load means waiting for the sync before it.
+    pub async fn write_staged<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        self.write_answered(f, false).await
+        self.write_answered(f, Answer::Staged).await
     }
 
-    /// A write whose future resolves once it is on disk (`durable`) or once
-    /// committed.
+    /// A write whose future resolves as `answer` says.
     async fn write_answered<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
-        durable: bool,
+        answer: Answer,
     ) -> anyhow::Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, durable, move |o| {
+        self.submit(f, answer, move |o| {
             let _ = tx.send(o);
         })?;
         rx.await.map_err(|_| self.writer_gone())?.into_result()
@@ -334,7 +344,7 @@ impl Db {
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(f, true, move |o| {
+        self.submit(f, Answer::OnDisk, move |o| {
             let _ = tx.send(o);
         })?;
         let multi_thread = tokio::runtime::Handle::try_current()
@@ -358,7 +368,7 @@ impl Db {
     fn submit<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
-        durable: bool,
+        answer: Answer,
         reply: impl FnOnce(Outcome<T>) + Send + 'static,
     ) -> anyhow::Result<()> {
         let path = self.path.clone();
@@ -375,7 +385,7 @@ impl Db {
                     return Ran {
                         ok: false,
                         report,
-                        durable,
+                        answer,
                     };
                 }
             };
@@ -392,11 +402,7 @@ impl Db {
                     ),
                 })
             });
-            Ran {
-                ok,
-                report,
-                durable,
-            }
+            Ran { ok, report, answer }
         });
         self.jobs
             .send(Msg::Write(job))
@@ -496,9 +502,10 @@ struct Checkpoints {
 /// The open transaction of the writer thread.
 #[derive(Default)]
 struct Batch {
+    /// Writers told once the batch is on disk.
     reports: Vec<Report>,
-    /// Writers told as soon as the batch is committed.
-    visible: Vec<Report>,
+    /// Writes run in it, including those already answered.
+    writes: usize,
     /// Set when a savepoint could not be released or undone: the writers'
     /// changes cannot be told apart any more, so the batch is rolled back
     /// as a whole.
@@ -550,7 +557,7 @@ fn write_batches(
                 }
                 let batch = open.as_mut().expect("a transaction is open");
                 run_in_savepoint(&conn, job, batch);
-                if batch.reports.len() + batch.visible.len() >= MAX_BATCH {
+                if batch.writes >= MAX_BATCH {
                     let full = open.take().expect("a transaction is open");
                     syncing += commit(&conn, full, commits, &checkpoints, &syncs);
                     rewind.after_commit(&conn);
@@ -613,8 +620,10 @@ impl Rewind {
 }
 
 fn run_in_savepoint(conn: &Connection, job: Job, batch: &mut Batch) {
+    batch.writes += 1;
     if let Err(e) = run(conn, "SAVEPOINT writer") {
-        batch.visible.push(job(Err(e.to_string())).report);
+        // The job reports this error whatever the commit's outcome.
+        (job(Err(e.to_string())).report)(Ok(()));
         batch.poisoned = Some(e.to_string());
         return;
     }
@@ -627,11 +636,18 @@ fn run_in_savepoint(conn: &Connection, job: Job, batch: &mut Batch) {
     if let Err(e) = end {
         batch.poisoned = Some(e.to_string());
     }
-    if ran.durable {
-        batch.reports.push(ran.report);
-    } else {
-        batch.visible.push(ran.report);
+    match ran.answer {
+        Answer::OnDisk => batch.reports.push(ran.report),
+        Answer::Staged => (ran.report)(match &batch.poisoned {
+            None => Ok(()),
+            Some(e) => Err(poisoned(e).into()),
+        }),
     }
+}
+
+/// Why a poisoned batch was not committed.
+fn poisoned(e: &str) -> String {
+    format!("a write in the same batch could not be undone ({e})")
 }
 
 /// Commits the open transaction and hands its writers to the sync thread
@@ -645,9 +661,7 @@ fn commit(
 ) -> usize {
     let outcome = match batch.poisoned {
         None => run(conn, "COMMIT").map_err(|e| e.to_string()),
-        Some(e) => Err(format!(
-            "a write in the same batch could not be undone ({e})"
-        )),
+        Some(e) => Err(poisoned(&e)),
     };
     if outcome.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
@@ -656,10 +670,6 @@ fn commit(
     if done.is_multiple_of(CHECKPOINT_EVERY) {
         // Already awake: this round is covered by the one in progress.
         let _ = checkpoints.wake.try_send(());
-    }
-    let committed = outcome.clone().map_err(Arc::<str>::from);
-    for report in batch.visible {
-        report(committed.clone());
     }
     match outcome {
         Ok(()) if batch.reports.is_empty() => 0,
@@ -1275,18 +1285,24 @@ mod tests {
         // Another connection (another process, say) sees it at once.
         let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
         assert!(app_by_name(&other, "async").unwrap().is_some());
-        // So it does a write answered before its sync.
+        // A staged write is answered before its commit; the next write
+        // sees it, and so does everyone once that one is answered.
         rt.block_on(async {
-            db.write_visible(|c| Ok(insert_app(c, "visible", "us")?))
+            db.write_staged(|c| Ok(insert_app(c, "staged", "us")?))
                 .await
                 .unwrap();
+            let seen = db
+                .write(|c| Ok(app_by_name(c, "staged")?.is_some()))
+                .await
+                .unwrap();
+            assert!(seen, "a later write sees a staged one");
         });
-        assert!(app_by_name(&other, "visible").unwrap().is_some());
+        assert!(app_by_name(&other, "staged").unwrap().is_some());
         // Writes queued without waiting for them are all stored by drop.
         for i in 0..50 {
             db.submit(
                 move |c| Ok(insert_app(c, &format!("queued-{i}"), "us")?),
-                true,
+                Answer::OnDisk,
                 |_| {},
             )
             .unwrap();
