@@ -413,11 +413,11 @@ impl Host {
                     updated_at: crate::util::unix_now(),
                     ..r
                 };
-                Ok((r, att, set, message.clone()))
+                Ok((r, att, set))
             }
         };
         let written = self.db.write(complete).await;
-        let (r, att, config, message) = match written {
+        let (r, att, config) = match written {
             Ok(w) => w,
             Err(e) => {
                 self.release_reservation(resource_id, format!("provision failed: {e}"))
@@ -430,8 +430,8 @@ impl Host {
         let var_names = config.iter().map(|(name, _)| name.clone()).collect();
         Ok(AddonCreated {
             addon: self.view_of(&r, std::slice::from_ref(&att), var_names),
+            message: r.message.clone(),
             config,
-            message,
             existing: false,
         })
     }

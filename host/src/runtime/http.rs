@@ -61,7 +61,7 @@ impl Plugin {
             plugin: self.id.clone(),
             message: "this add-on does not serve HTTP".into(),
         })?;
-        let (mut store, stderr) = self.new_store(caps);
+        let mut store = self.new_store(caps);
         let deadline = Duration::from_millis(self.limits.timeout_ms) + EPOCH_TICK * 4;
         let (sender, receiver) = tokio::sync::oneshot::channel::<
             Result<hyper::Response<HyperOutgoingBody>, ErrorCode>,
@@ -95,6 +95,7 @@ impl Plugin {
         })
         .await;
         let hit_memory = store.data().limiter.hit;
+        let stderr = store.data().stderr.clone();
         // Dropping the store drops the response sender if the guest never
         // used it, so the collector ends.
         drop(store);

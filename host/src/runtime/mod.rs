@@ -423,11 +423,10 @@ impl Plugin {
         self.proxy.is_some()
     }
 
-    fn new_store(&self, caps: Box<dyn Capabilities>) -> (Store<CallState>, MemoryOutputPipe) {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    fn new_store(&self, caps: Box<dyn Capabilities>) -> Store<CallState> {
         let state = CallState {
             wasi: None,
-            stderr: stderr.clone(),
+            stderr: MemoryOutputPipe::new(STDERR_CAPACITY),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks: http::DenyOutbound,
             table: ResourceTable::new(),
@@ -450,7 +449,7 @@ impl Plugin {
                 UpdateDeadline::Yield(1)
             })
         });
-        (store, stderr)
+        store
     }
 
     /// Runs one export in a fresh instance under the plugin's limits.
@@ -464,7 +463,7 @@ impl Plugin {
         F: for<'a> FnOnce(&'a Addon, &'a mut Store<CallState>) -> CallFuture<'a, R> + Send,
         R: Send,
     {
-        let (mut store, stderr) = self.new_store(caps);
+        let mut store = self.new_store(caps);
         let deadline = Duration::from_millis(self.limits.timeout_ms);
         let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, async {
             let addon = self.pre.instantiate_async(&mut store).await?;
@@ -472,7 +471,7 @@ impl Plugin {
         })
         .await;
         let hit_memory = store.data().limiter.hit;
-        self.classify(call, outcome, hit_memory, &stderr)
+        self.classify(call, outcome, hit_memory, &store.data().stderr)
     }
 
     /// Maps a call's outcome (`Err(_)` from the outer timer) to a [`CallError`]
