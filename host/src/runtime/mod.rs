@@ -16,17 +16,18 @@
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
+mod exports;
 pub mod http;
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{
+    Component, ComponentNamedList, HasSelf, Lift, Linker, Lower, ResourceTable,
+};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
     Trap, UpdateDeadline,
@@ -41,6 +42,7 @@ pub use http::MAX_RESPONSE_BYTES;
 
 use crate::manifest::Limits;
 use bindings::{Addon, AddonPre};
+use exports::{Export, Exports};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -167,6 +169,7 @@ impl Drop for Runtime {
 pub struct Plugin {
     id: String,
     pre: AddonPre<CallState>,
+    exports: Exports,
     /// Set when the component also exports `wasi:http/incoming-handler`.
     proxy: Option<wasmtime_wasi_http::p2::bindings::ProxyPre<CallState>>,
     limits: Limits,
@@ -363,9 +366,11 @@ fn plugin_of(
     let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).ok();
     let pre = wt(AddonPre::new(pre))
         .context("the component does not implement the addonhost:addon/addon world")?;
+    let exports = Exports::find(component)?;
     Ok(Plugin {
         id: id.to_string(),
         pre,
+        exports,
         proxy,
         limits,
         engine: engine.clone(),
@@ -406,8 +411,6 @@ fn pool_config() -> PoolingAllocationConfig {
 fn wt<T>(r: wasmtime::Result<T>) -> anyhow::Result<T> {
     r.map_err(anyhow::Error::from)
 }
-
-type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 impl Plugin {
     pub fn id(&self) -> &str {
@@ -453,21 +456,26 @@ impl Plugin {
     }
 
     /// Runs one export in a fresh instance under the plugin's limits.
-    async fn run<R, F>(
+    async fn run<P, R>(
         &self,
         call: &'static str,
         caps: Box<dyn Capabilities>,
-        f: F,
+        export: &Export<P, R>,
+        params: P,
     ) -> Result<R, CallError>
     where
-        F: for<'a> FnOnce(&'a Addon, &'a mut Store<CallState>) -> CallFuture<'a, R> + Send,
-        R: Send,
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
         let mut store = self.new_store(caps);
         let deadline = Duration::from_millis(self.limits.timeout_ms);
         let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, async {
-            let addon = self.pre.instantiate_async(&mut store).await?;
-            f(&addon, &mut store).await
+            let instance = self
+                .pre
+                .instance_pre()
+                .instantiate_async(&mut store)
+                .await?;
+            export.call(&mut store, &instance, params).await
         })
         .await;
         let hit_memory = store.data().limiter.hit;
@@ -525,14 +533,8 @@ impl Plugin {
         caps: Box<dyn Capabilities>,
         request: ProvisionRequest,
     ) -> Result<ProvisionResult, CallError> {
-        let r = self
-            .run("provision", caps, move |a, s| {
-                Box::pin(async move {
-                    a.addonhost_addon_lifecycle()
-                        .call_provision(s, &request)
-                        .await
-                })
-            })
+        let (r,) = self
+            .run("provision", caps, &self.exports.provision, (request,))
             .await?;
         r.map_err(|e| self.addon_error(e))
     }
@@ -544,12 +546,8 @@ impl Plugin {
         id: &str,
     ) -> Result<(), CallError> {
         let id = id.to_string();
-        let r = self
-            .run("deprovision", caps, move |a, s| {
-                Box::pin(
-                    async move { a.addonhost_addon_lifecycle().call_deprovision(s, &id).await },
-                )
-            })
+        let (r,) = self
+            .run("deprovision", caps, &self.exports.deprovision, (id,))
             .await?;
         r.map_err(|e| self.addon_error(e))
     }
@@ -562,14 +560,8 @@ impl Plugin {
         plan: &str,
     ) -> Result<Option<Vec<(String, String)>>, CallError> {
         let (id, plan) = (id.to_string(), plan.to_string());
-        let r = self
-            .run("change-plan", caps, move |a, s| {
-                Box::pin(async move {
-                    a.addonhost_addon_lifecycle()
-                        .call_change_plan(s, &id, &plan)
-                        .await
-                })
-            })
+        let (r,) = self
+            .run("change-plan", caps, &self.exports.change_plan, (id, plan))
             .await?;
         r.map_err(|e| self.addon_error(e))
     }
@@ -581,10 +573,8 @@ impl Plugin {
         id: &str,
     ) -> Result<Vec<(String, String)>, CallError> {
         let id = id.to_string();
-        let r = self
-            .run("rotate", caps, move |a, s| {
-                Box::pin(async move { a.addonhost_addon_credentials().call_rotate(s, &id).await })
-            })
+        let (r,) = self
+            .run("rotate", caps, &self.exports.rotate, (id,))
             .await?;
         r.map_err(|e| self.addon_error(e))
     }
@@ -595,10 +585,10 @@ impl Plugin {
         caps: Box<dyn Capabilities>,
         login: Login,
     ) -> Result<Verdict, CallError> {
-        self.run("sso-verify", caps, move |a, s| {
-            Box::pin(async move { a.addonhost_addon_sso().call_verify(s, &login).await })
-        })
-        .await
+        let (verdict,) = self
+            .run("sso-verify", caps, &self.exports.verify, (login,))
+            .await?;
+        Ok(verdict)
     }
 }
 

@@ -224,6 +224,12 @@ impl Db {
         // The writer's commits only write the WAL; the sync thread makes
         // them durable (see `sync_batches`).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The writer keeps the pages it touched cached across its
+        // transactions (SQLite drops them only when another process wrote
+        // in between): up to 64 MiB instead of SQLite's 2 MiB, past which
+        // writes kept re-reading index pages from the WAL (a third of the
+        // store's reads under provisioning load).
+        conn.pragma_update(None, "cache_size", -65536i64)?;
         let (jobs, queue) = mpsc::channel();
         let syncs = {
             let wal = PathBuf::from(format!("{}-wal", path.display()));
