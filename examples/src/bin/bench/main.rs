@@ -223,7 +223,9 @@ fn call_rows(rows: &mut Vec<Row>, what: &str, c: &call::CallOverhead, target: &s
 
 fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 2. Provisioning over HTTP vs bare SQLite transactions.
-    let total = opts.provisions.unwrap_or(if opts.quick { 32 } else { 3200 });
+    let total = opts
+        .provisions
+        .unwrap_or(if opts.quick { 32 } else { 3200 });
     let kv_only = plugin_copies(&tmp.join("p"), &["kv"])?;
     let server = Server::start(&tmp.join("throughput"), kv_only.to_str().unwrap())?;
     let concurrency = match opts.clients {
