@@ -201,3 +201,140 @@ fn cli_reports_plugin_failure_and_exits_nonzero() {
     );
     assert_eq!(env.json(&["addons", "-a", "victim"]), serde_json::json!([]));
 }
+
+/// The runtime's capabilities over one shared in-memory KV, so that calls
+/// on the same plugin see each other's writes.
+#[derive(Clone, Default)]
+struct SharedKv(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>);
+
+impl addonhost::runtime::Capabilities for SharedKv {
+    fn config_get(&mut self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+    fn config_list(&mut self, _: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn config_update(
+        &mut self,
+        _: &str,
+        _: Vec<(String, Option<String>)>,
+        _: &str,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn complete(
+        &mut self,
+        _: &str,
+        _: Vec<(String, String)>,
+        _: Option<String>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn fail(&mut self, _: &str, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn kv_get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Result<(), String> {
+        self.0.lock().unwrap().insert(key.to_string(), value);
+        Ok(())
+    }
+    fn kv_delete(&mut self, key: &str) {
+        self.0.lock().unwrap().remove(key);
+    }
+    fn kv_list_keys(&mut self, prefix: &str) -> Vec<String> {
+        let kv = self.0.lock().unwrap();
+        kv.keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+    fn log(&mut self, _: addonhost::runtime::Level, _: &str) {}
+}
+
+#[tokio::test]
+async fn every_export_answers_alike_on_its_first_and_later_calls() {
+    // A plugin's first call of an export type-checks it; later calls, each
+    // in a new instance, use it unchecked: their answers must not differ.
+    use addonhost::runtime::{Login, ProvisionRequest, ProvisionResult, Verdict};
+    plugins_built();
+    let rt = addonhost::runtime::Runtime::new(None).unwrap();
+    let kv = std::fs::read(root().join("plugins/kv/kv.wasm")).unwrap();
+    let plugin = rt
+        .load_bytes("kv", &kv, addonhost::manifest::Limits::default())
+        .unwrap();
+    let caps = SharedKv::default();
+    let caps = || Box::new(caps.clone());
+    let request = ProvisionRequest {
+        uuid: "0d9f8a5e-6c1b-4f5e-9d3a-2b7c4e1f0a68".into(),
+        app: "shop".into(),
+        name: "KV".into(),
+        plan: "mini".into(),
+        region: "us".into(),
+        options: Vec::new(),
+        base_url: "http://127.0.0.1:5000/addons/kv".into(),
+    };
+
+    // Provision twice with one uuid: the retry answers the same namespace.
+    let first = plugin.provision(caps(), request.clone()).await.unwrap();
+    let again = plugin.provision(caps(), request).await.unwrap();
+    let (ProvisionResult::Provisioned(first), ProvisionResult::Provisioned(again)) = (first, again)
+    else {
+        panic!("kv provisions at once");
+    };
+    assert_eq!((&first.id, &first.config), (&again.id, &again.config));
+    assert!(first.config[0].1.contains(&first.id), "{:?}", first.config);
+
+    // Rotation: a new password each time, in a URL of the same shape.
+    let r1 = plugin.rotate(caps(), &first.id).await.unwrap();
+    let r2 = plugin.rotate(caps(), &first.id).await.unwrap();
+    assert_ne!(r1, r2);
+    assert_eq!(r1[0].0, r2[0].0);
+
+    // Plan change, and an unknown id refused alike both times.
+    for _ in 0..2 {
+        assert_eq!(
+            plugin.change_plan(caps(), &first.id, "pro").await.unwrap(),
+            None
+        );
+        let e = plugin
+            .change_plan(caps(), "kv-nope", "pro")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("kv-nope"), "{e}");
+    }
+
+    // SSO: a valid login lets in, a forged one is denied, every time.
+    let salt = "Hn4Wz8cQ2rTb6YmK1vXs9LdF3gPa7JeU"; // plugins/kv/addon-manifest.json
+    let now = addonhost::util::unix_now();
+    let uuid = "0d9f8a5e-6c1b-4f5e-9d3a-2b7c4e1f0a68";
+    let login = |token: String| Login {
+        id: first.id.clone(),
+        token,
+        resource_id: uuid.into(),
+        resource_token: addonhost::sso::token(uuid, salt, now),
+        timestamp: now,
+        email: "dev@example.com".into(),
+        app: "shop".into(),
+        context_app: "shop".into(),
+        nav_data: String::new(),
+        params: Vec::new(),
+    };
+    for _ in 0..2 {
+        let ok = plugin
+            .verify(caps(), login(addonhost::sso::token(&first.id, salt, now)))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&ok, Verdict::Ok(s) if s.landing == format!("/dashboard/{}", first.id)),
+            "{ok:?}"
+        );
+        let forged = plugin.verify(caps(), login("0".repeat(40))).await.unwrap();
+        assert!(matches!(forged, Verdict::Denied(_)), "{forged:?}");
+    }
+
+    // Deprovision, then the namespace is gone: a second one is refused.
+    plugin.deprovision(caps(), &first.id).await.unwrap();
+    assert!(plugin.deprovision(caps(), &first.id).await.is_err());
+}
