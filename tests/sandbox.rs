@@ -202,57 +202,6 @@ fn cli_reports_plugin_failure_and_exits_nonzero() {
     assert_eq!(env.json(&["addons", "-a", "victim"]), serde_json::json!([]));
 }
 
-/// The runtime's capabilities over one shared in-memory KV, so that calls
-/// on the same plugin see each other's writes.
-#[derive(Clone, Default)]
-struct SharedKv(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>);
-
-impl addonhost::runtime::Capabilities for SharedKv {
-    fn config_get(&mut self, _: &str, _: &str) -> Option<String> {
-        None
-    }
-    fn config_list(&mut self, _: &str) -> Vec<(String, String)> {
-        Vec::new()
-    }
-    fn config_update(
-        &mut self,
-        _: &str,
-        _: Vec<(String, Option<String>)>,
-        _: &str,
-    ) -> Result<(), String> {
-        Ok(())
-    }
-    fn complete(
-        &mut self,
-        _: &str,
-        _: Vec<(String, String)>,
-        _: Option<String>,
-    ) -> Result<(), String> {
-        Ok(())
-    }
-    fn fail(&mut self, _: &str, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    fn kv_get(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.0.lock().unwrap().get(key).cloned()
-    }
-    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Result<(), String> {
-        self.0.lock().unwrap().insert(key.to_string(), value);
-        Ok(())
-    }
-    fn kv_delete(&mut self, key: &str) {
-        self.0.lock().unwrap().remove(key);
-    }
-    fn kv_list_keys(&mut self, prefix: &str) -> Vec<String> {
-        let kv = self.0.lock().unwrap();
-        kv.keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect()
-    }
-    fn log(&mut self, _: addonhost::runtime::Level, _: &str) {}
-}
-
 #[tokio::test]
 async fn every_export_answers_alike_on_its_first_and_later_calls() {
     // A plugin's first call of an export type-checks it; later calls, each
@@ -264,7 +213,7 @@ async fn every_export_answers_alike_on_its_first_and_later_calls() {
     let plugin = rt
         .load_bytes("kv", &kv, addonhost::manifest::Limits::default())
         .unwrap();
-    let caps = SharedKv::default();
+    let caps = addonhost::runtime::capabilities::InMemory::default();
     let caps = || Box::new(caps.clone());
     let request = ProvisionRequest {
         uuid: "0d9f8a5e-6c1b-4f5e-9d3a-2b7c4e1f0a68".into(),

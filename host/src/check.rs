@@ -4,17 +4,14 @@
 //! manifest, provision (and its idempotency), plan change, rotation, SSO
 //! (valid, wrong, stale, future), deprovision.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::manifest::Manifest;
 use crate::platform::validate;
-use crate::runtime::{
-    Capabilities, Level, Login, ProvisionRequest, ProvisionResult, Runtime, Verdict,
-};
+use crate::runtime::capabilities::InMemory;
+use crate::runtime::{Login, ProvisionRequest, ProvisionResult, Runtime, Verdict};
 
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -22,86 +19,6 @@ pub struct CheckResult {
     pub name: &'static str,
     pub passed: bool,
     pub detail: String,
-}
-
-/// The KV and the per-resource config an add-on sees during the check.
-#[derive(Default)]
-struct Memory {
-    kv: HashMap<String, Vec<u8>>,
-    config: HashMap<String, Vec<(String, String)>>,
-}
-
-#[derive(Clone, Default)]
-struct MemCaps(Arc<Mutex<Memory>>);
-
-impl MemCaps {
-    fn mem(&self) -> std::sync::MutexGuard<'_, Memory> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Capabilities for MemCaps {
-    fn config_get(&mut self, id: &str, name: &str) -> Option<String> {
-        self.mem()
-            .config
-            .get(id)?
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    }
-    fn config_list(&mut self, id: &str) -> Vec<(String, String)> {
-        self.mem().config.get(id).cloned().unwrap_or_default()
-    }
-    fn config_update(
-        &mut self,
-        id: &str,
-        changes: Vec<(String, Option<String>)>,
-        _: &str,
-    ) -> Result<(), String> {
-        let mut m = self.mem();
-        let vars = m.config.entry(id.to_string()).or_default();
-        for (name, value) in changes {
-            vars.retain(|(n, _)| *n != name);
-            if let Some(v) = value {
-                vars.push((name, v));
-            }
-        }
-        Ok(())
-    }
-    fn complete(
-        &mut self,
-        id: &str,
-        config: Vec<(String, String)>,
-        _: Option<String>,
-    ) -> Result<(), String> {
-        self.mem().config.insert(id.to_string(), config);
-        Ok(())
-    }
-    fn fail(&mut self, _: &str, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    fn kv_get(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.mem().kv.get(key).cloned()
-    }
-    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Result<(), String> {
-        self.mem().kv.insert(key.to_string(), value);
-        Ok(())
-    }
-    fn kv_delete(&mut self, key: &str) {
-        self.mem().kv.remove(key);
-    }
-    fn kv_list_keys(&mut self, prefix: &str) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .mem()
-            .kv
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        keys.sort();
-        keys
-    }
-    fn log(&mut self, _: Level, _: &str) {}
 }
 
 fn result(name: &'static str, outcome: Result<String, String>) -> CheckResult {
@@ -170,7 +87,7 @@ pub async fn check(
             return out;
         }
     };
-    let caps = MemCaps::default();
+    let caps = InMemory::default();
     let uuid = uuid::Uuid::new_v4().to_string();
     let request = ProvisionRequest {
         uuid: uuid.clone(),
@@ -211,7 +128,7 @@ pub async fn check(
             return out;
         }
     };
-    caps.mem().config.insert(id.clone(), config.clone());
+    caps.set_config(&id, config.clone());
 
     let again = plugin
         .provision(Box::new(caps.clone()), request.clone())
