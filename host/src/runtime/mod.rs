@@ -168,6 +168,8 @@ impl Drop for Runtime {
 /// pre-instantiated.
 pub struct Plugin {
     id: String,
+    /// Checked at load to implement the `addon` world; each call
+    /// instantiates its `InstancePre` and calls through `exports`.
     pre: AddonPre<CallState>,
     exports: Exports,
     /// Set when the component also exports `wasi:http/incoming-handler`.
