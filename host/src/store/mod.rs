@@ -8,6 +8,7 @@
 //! a user.
 
 mod schema;
+mod wal_gather;
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -218,7 +219,11 @@ impl Db {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = connect(&path).map_err(|e| corrupt(data_dir, &e))?;
+        // The writer's WAL appends go through a VFS that writes each
+        // commit's frames at once (see `wal_gather`).
+        wal_gather::register().map_err(|e| anyhow::anyhow!("setting up SQLite: {e}"))?;
+        let mut conn =
+            connect_with(&path, Some(wal_gather::NAME)).map_err(|e| corrupt(data_dir, &e))?;
         migrate(&mut conn).map_err(|e| corrupt(data_dir, &format!("{e:#}")))?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // The writer's commits only write the WAL; the sync thread makes
@@ -436,7 +441,17 @@ fn corrupt(data_dir: &Path, e: &dyn std::fmt::Display) -> anyhow::Error {
 
 /// A connection with addonhost's settings.
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    connect_with(path, None)
+}
+
+/// [`connect`] through a VFS other than SQLite's default.
+fn connect_with(path: &Path, vfs: Option<&std::ffi::CStr>) -> rusqlite::Result<Connection> {
+    let conn = match vfs {
+        None => Connection::open(path)?,
+        Some(vfs) => {
+            Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs)?
+        }
+    };
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -236,7 +236,12 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         eprintln!("bench: provisioning over HTTP, {clients} clients");
         let per_client = (total / clients).max(1);
         let ours = platform::provisioning(&server, clients, per_client)?;
-        anyhow::ensure!(ours.failed == 0, "{} provisionings failed", ours.failed);
+        anyhow::ensure!(
+            ours.failed == 0,
+            "{} provisionings failed, the first with {}",
+            ours.failed,
+            ours.first_failure.as_deref().unwrap_or("?")
+        );
         let base_dir = tempfile::tempdir()?;
         let base = platform::sqlite_baseline(base_dir.path(), clients, per_client)?;
         rows.push(row(

@@ -186,9 +186,16 @@ pub struct Load {
     pub p50: Duration,
     pub p99: Duration,
     pub failed: usize,
+    /// The first failed request's status and body.
+    pub first_failure: Option<String>,
 }
 
-fn load_of(mut latencies: Vec<Duration>, took: Duration, failed: usize) -> Load {
+fn load_of(
+    mut latencies: Vec<Duration>,
+    took: Duration,
+    failed: usize,
+    first_failure: Option<String>,
+) -> Load {
     latencies.sort();
     let n = latencies.len().max(1);
     Load {
@@ -199,6 +206,7 @@ fn load_of(mut latencies: Vec<Duration>, took: Duration, failed: usize) -> Load 
             .copied()
             .unwrap_or_default(),
         failed,
+        first_failure,
     }
 }
 
@@ -232,39 +240,46 @@ pub fn provisioning(server: &Server, clients: usize, per_client: usize) -> anyho
             let addr = server.addr.clone();
             let auth = auth.clone();
             let app = format!("b{run}-{c}");
-            std::thread::spawn(move || -> anyhow::Result<(Vec<Duration>, usize)> {
-                let mut conn = Conn::connect(&addr)?;
-                let mut lat = Vec::with_capacity(per_client);
-                let mut failed = 0;
-                for i in 0..per_client {
-                    let body = format!(r#"{{"plan": "kv:mini", "as": "K{i}"}}"#);
-                    let t = Instant::now();
-                    let (status, _) = conn.request(
-                        "POST",
-                        &format!("/api/apps/{app}/addons"),
-                        &[
-                            ("authorization", &auth),
-                            ("content-type", "application/json"),
-                        ],
-                        body.as_bytes(),
-                    )?;
-                    lat.push(t.elapsed());
-                    if status != 201 {
-                        failed += 1;
+            std::thread::spawn(
+                move || -> anyhow::Result<(Vec<Duration>, usize, Option<String>)> {
+                    let mut conn = Conn::connect(&addr)?;
+                    let mut lat = Vec::with_capacity(per_client);
+                    let mut failed = 0;
+                    let mut first_failure = None;
+                    for i in 0..per_client {
+                        let body = format!(r#"{{"plan": "kv:mini", "as": "K{i}"}}"#);
+                        let t = Instant::now();
+                        let (status, text) = conn.request(
+                            "POST",
+                            &format!("/api/apps/{app}/addons"),
+                            &[
+                                ("authorization", &auth),
+                                ("content-type", "application/json"),
+                            ],
+                            body.as_bytes(),
+                        )?;
+                        lat.push(t.elapsed());
+                        if status != 201 {
+                            failed += 1;
+                            first_failure.get_or_insert_with(|| {
+                                format!("{status} {}", String::from_utf8_lossy(&text))
+                            });
+                        }
                     }
-                }
-                Ok((lat, failed))
-            })
+                    Ok((lat, failed, first_failure))
+                },
+            )
         })
         .collect();
     let mut all = Vec::new();
-    let mut failed = 0;
+    let (mut failed, mut first_failure) = (0, None);
     for t in threads {
-        let (lat, f) = t.join().expect("client thread")?;
+        let (lat, f, first) = t.join().expect("client thread")?;
         all.extend(lat);
         failed += f;
+        first_failure = first_failure.or(first);
     }
-    Ok(load_of(all, started.elapsed(), failed))
+    Ok(load_of(all, started.elapsed(), failed, first_failure))
 }
 
 fn rand_u64() -> u64 {
@@ -371,7 +386,7 @@ pub fn sqlite_baseline(dir: &Path, clients: usize, per_client: usize) -> anyhow:
     for t in threads {
         all.extend(t.join().expect("baseline thread")?);
     }
-    Ok(load_of(all, started.elapsed(), 0))
+    Ok(load_of(all, started.elapsed(), 0, None))
 }
 
 /// A copy of `component` made different by a trailing custom section, so it
