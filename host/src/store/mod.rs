@@ -7,6 +7,7 @@
 //! `busy_timeout` plus a retry loop keeps "database is locked" from reaching
 //! a user.
 
+mod page_cache;
 mod schema;
 mod wal_gather;
 
@@ -219,9 +220,9 @@ impl Db {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let path = data_dir.join(DB_FILE);
+        prepare_sqlite().map_err(|e| anyhow::anyhow!("setting up SQLite: {e}"))?;
         // The writer's WAL appends go through a VFS that writes each
         // commit's frames at once (see `wal_gather`).
-        wal_gather::register().map_err(|e| anyhow::anyhow!("setting up SQLite: {e}"))?;
         let mut conn =
             connect_with(&path, Some(wal_gather::NAME)).map_err(|e| corrupt(data_dir, &e))?;
         migrate(&mut conn).map_err(|e| corrupt(data_dir, &format!("{e:#}")))?;
@@ -233,7 +234,8 @@ impl Db {
         // transactions (SQLite drops them only when another process wrote
         // in between): up to 64 MiB instead of SQLite's 2 MiB, past which
         // writes kept re-reading index pages from the WAL (a third of the
-        // store's reads under provisioning load).
+        // store's reads under provisioning load). A cache this size is cheap
+        // to end a transaction with only thanks to `page_cache`.
         conn.pragma_update(None, "cache_size", -65536i64)?;
         let (jobs, queue) = mpsc::channel();
         let syncs = {
@@ -439,6 +441,14 @@ fn corrupt(data_dir: &Path, e: &dyn std::fmt::Display) -> anyhow::Error {
     )
 }
 
+/// Sets up SQLite for the store, once per process and before it opens its
+/// first connection: the page cache (see `page_cache`; left as SQLite's
+/// default if SQLite was initialized before) and the WAL VFS.
+fn prepare_sqlite() -> Result<(), String> {
+    page_cache::install();
+    wal_gather::register()
+}
+
 /// A connection with addonhost's settings.
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     connect_with(path, None)
@@ -446,6 +456,12 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
 
 /// [`connect`] through a VFS other than SQLite's default.
 fn connect_with(path: &Path, vfs: Option<&std::ffi::CStr>) -> rusqlite::Result<Connection> {
+    prepare_sqlite().map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+            Some(format!("setting up SQLite: {e}")),
+        )
+    })?;
     let conn = match vfs {
         None => Connection::open(path)?,
         Some(vfs) => {
