@@ -454,14 +454,9 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     connect_with(path, None)
 }
 
-/// [`connect`] through a VFS other than SQLite's default.
+/// [`connect`] through a VFS other than SQLite's default (every connection
+/// is opened by or after [`Db::open`], which prepares SQLite first).
 fn connect_with(path: &Path, vfs: Option<&std::ffi::CStr>) -> rusqlite::Result<Connection> {
-    prepare_sqlite().map_err(|e| {
-        rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
-            Some(format!("setting up SQLite: {e}")),
-        )
-    })?;
     let conn = match vfs {
         None => Connection::open(path)?,
         Some(vfs) => {

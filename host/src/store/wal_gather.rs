@@ -317,6 +317,18 @@ mod tests {
         conn
     }
 
+    /// The database and its WAL as the files are now, with the writer still
+    /// open (what a crash would leave), opened afresh: SQLite recovers the
+    /// WAL, checking every frame's checksum.
+    fn crash_copy(dir: &Path) -> (tempfile::TempDir, Connection) {
+        let copy = tempfile::tempdir().unwrap();
+        for name in ["t.db", "t.db-wal"] {
+            std::fs::copy(dir.join(name), copy.path().join(name)).unwrap();
+        }
+        let recovered = Connection::open(copy.path().join("t.db")).unwrap();
+        (copy, recovered)
+    }
+
     /// Rows and a digest of their contents, as another connection (SQLite's
     /// default VFS) sees them.
     fn seen(conn: &Connection) -> (i64, i64) {
@@ -380,11 +392,7 @@ mod tests {
         );
         let expected = seen(&w);
 
-        let copy = tempfile::tempdir().unwrap();
-        for name in ["t.db", "t.db-wal"] {
-            std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
-        }
-        let recovered = Connection::open(copy.path().join("t.db")).unwrap();
+        let (_copy, recovered) = crash_copy(dir.path());
         let check: String = recovered
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
@@ -418,11 +426,7 @@ mod tests {
         let reader = Connection::open(&path).unwrap();
         assert_eq!(seen(&reader), seen(&w));
         assert_eq!(seen(&reader).0, 2);
-        let copy = tempfile::tempdir().unwrap();
-        for name in ["t.db", "t.db-wal"] {
-            std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
-        }
-        let recovered = Connection::open(copy.path().join("t.db")).unwrap();
+        let (_copy, recovered) = crash_copy(dir.path());
         assert_eq!(seen(&recovered), seen(&w));
     }
 }
