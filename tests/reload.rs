@@ -238,23 +238,14 @@ fn second_start_is_a_cache_hit_and_corrupt_entries_are_rebuilt() {
 /// `component` with a custom section appended: the same code, another
 /// content hash (so a new version to compile).
 fn variant(component: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"addonhost-test";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
+    use wasm_encoder::{Encode, Section};
+    let section = wasm_encoder::CustomSection {
+        name: "addonhost-test".into(),
+        data: tag.as_bytes().into(),
+    };
     let mut out = component.to_vec();
-    out.push(0); // custom section
-    let mut len = payload.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
+    out.push(section.id());
+    section.encode(&mut out);
     out
 }
 

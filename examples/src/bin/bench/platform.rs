@@ -392,29 +392,15 @@ pub fn sqlite_baseline(dir: &Path, clients: usize, per_client: usize) -> anyhow:
 /// A copy of `component` made different by a trailing custom section, so it
 /// hashes (and compiles) as a new version.
 pub fn variant(component: &[u8], n: u64) -> Vec<u8> {
-    let name = b"addonhost-bench";
-    let payload = n.to_le_bytes();
-    let mut section = Vec::new();
-    leb(&mut section, name.len() as u64);
-    section.extend_from_slice(name);
-    section.extend_from_slice(&payload);
+    use wasm_encoder::{Encode, Section};
+    let section = wasm_encoder::CustomSection {
+        name: "addonhost-bench".into(),
+        data: n.to_le_bytes().to_vec().into(),
+    };
     let mut out = component.to_vec();
-    out.push(0); // custom section id
-    leb(&mut out, section.len() as u64);
-    out.extend_from_slice(&section);
+    out.push(section.id());
+    section.encode(&mut out);
     out
-}
-
-fn leb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// What [`hot_reload`] measured: file renamed → `/api/plugins` shows the new
