@@ -347,6 +347,30 @@ fn config_shell_and_get_print_values() {
 }
 
 #[test]
+fn an_add_on_is_provisioned_only_in_the_regions_it_offers() {
+    let env = Env::with_plugin_copies(&["kv"], |_, m| {
+        m["api"]["regions"] = serde_json::json!(["us"])
+    });
+    env.ok(&["apps:create", "shop", "--region", "eu"]);
+    env.ok(&["apps:create", "cafe", "--region", "us"]);
+    let (code, err) = env.fails(&["addons:create", "kv", "-a", "shop"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("add-on kv is not offered in region eu (regions: us)"),
+        "{err}"
+    );
+    assert!(env
+        .json(&["addons", "-a", "shop"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        env.create("kv", "cafe", &[])["addon"]["state"],
+        "provisioned"
+    );
+}
+
+#[test]
 fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let env = Env::new();
     env.ok(&["apps:create", "shop"]);
@@ -354,6 +378,11 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let before = snapshot(&env, "shop");
     let cases: &[(&[&str], i32, &str)] = &[
         (&["config", "-a", "nope"], 3, "app \"nope\" not found"),
+        (
+            &["addons:create", "kv", "-a", "nope"],
+            3,
+            "app \"nope\" not found",
+        ),
         (
             &["addons:create", "redis", "-a", "shop"],
             3,

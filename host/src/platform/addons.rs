@@ -87,6 +87,15 @@ pub struct AddonChanged {
     pub release: Option<i64>,
 }
 
+/// What the reservation step of `addons:create` found.
+enum Reservation {
+    /// The uuid already names this add-on: nothing to provision.
+    Existing(Resource),
+    /// Reserved (or reserved earlier by a call that never answered): the
+    /// app, the resource id and the attachment name.
+    Reserved(store::App, i64, String),
+}
+
 impl Host {
     fn view(&self, c: &Connection, r: &Resource) -> anyhow::Result<AddonView> {
         let atts = store::attachments_of_resource(c, r.id)?;
@@ -247,60 +256,72 @@ impl Host {
             .map(naming::attachment_name)
             .transpose()
             .map_err(error::invalid)?;
-        let app = {
-            let conn = self.db.read()?;
-            let app = self.app(&conn, &req.app)?;
-            if !manifest
-                .api
-                .regions
-                .iter()
-                .any(|r| r == "*" || *r == app.region)
-            {
-                return Err(error::invalid(format!(
-                    "add-on {} is not offered in region {} (regions: {})",
-                    manifest.id,
-                    app.region,
-                    manifest.api.regions.join(", ")
-                )));
-            }
-            // Idempotency: the same uuid answers the same resource.
-            if let Some(r) = store::resource_by_uuid(&conn, &uuid)? {
-                if r.service != manifest.id || r.app_id != app.id {
-                    return Err(error::conflict(format!(
-                        "uuid {uuid} already names add-on {} ({}) on app {}",
-                        r.name, r.service, r.app
+        // Whether the plugin is loaded decides only once we know this is not
+        // a retry of an add-on already provisioned (which needs no plugin).
+        let (plugin, plugin_error) = match self.plugin(&manifest.id) {
+            Ok((_, p)) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        };
+
+        // The app, the idempotency check and the reservation of the
+        // resource and its attachment name, in one step of the writer
+        // before calling out: a concurrent provision cannot take the same
+        // name, and no read transaction of its own is needed (a read after
+        // another connection's commit starts from a cold cache; the
+        // writer's is warm).
+        let reserve = {
+            let (uuid, manifest, plan) = (uuid.clone(), manifest.clone(), plan.clone());
+            let app_name = req.app.clone();
+            move |tx: &Connection| -> anyhow::Result<Reservation> {
+                let app = super::app_named(tx, &app_name)?;
+                if !manifest
+                    .api
+                    .regions
+                    .iter()
+                    .any(|r| r == "*" || *r == app.region)
+                {
+                    return Err(error::invalid(format!(
+                        "add-on {} is not offered in region {} (regions: {})",
+                        manifest.id,
+                        app.region,
+                        manifest.api.regions.join(", ")
                     )));
                 }
-                match r.state.as_str() {
-                    "provisioned" | "failed" => return self.existing(&conn, &r),
-                    "provisioning" if r.partner_id.is_some() => return self.existing(&conn, &r),
-                    "provisioning" => {} // never answered (crash): ask the plugin again
-                    other => {
-                        return Err(error::conflict(format!(
-                            "add-on {} for uuid {uuid} is {other}",
-                            r.name
-                        )))
-                    }
-                }
-            }
-            app
-        };
-        let (_, plugin) = self.plugin(&manifest.id)?;
-
-        // Reserve the resource and its attachment name before calling out,
-        // so a concurrent provision cannot take the same name.
-        let reserve = {
-            let (uuid, manifest, app, plan) =
-                (uuid.clone(), manifest.clone(), app.clone(), plan.clone());
-            move |tx: &Connection| {
+                // Idempotency: the same uuid answers the same resource.
                 if let Some(r) = store::resource_by_uuid(tx, &uuid)? {
+                    if r.service != manifest.id || r.app_id != app.id {
+                        return Err(error::conflict(format!(
+                            "uuid {uuid} already names add-on {} ({}) on app {}",
+                            r.name, r.service, r.app
+                        )));
+                    }
+                    match r.state.as_str() {
+                        "provisioned" | "failed" => return Ok(Reservation::Existing(r)),
+                        "provisioning" if r.partner_id.is_some() => {
+                            return Ok(Reservation::Existing(r))
+                        }
+                        // Never answered (crash): ask the plugin again.
+                        "provisioning" => {}
+                        other => {
+                            return Err(error::conflict(format!(
+                                "add-on {} for uuid {uuid} is {other}",
+                                r.name
+                            )))
+                        }
+                    }
+                    if let Some(e) = plugin_error {
+                        return Err(e);
+                    }
                     let att = store::attachments_of_resource(tx, r.id)?
                         .into_iter()
                         .next()
                         .ok_or_else(|| {
                             anyhow::anyhow!("reserved add-on {} lost its attachment", r.name)
                         })?;
-                    return Ok((r.id, att.name));
+                    return Ok(Reservation::Reserved(app, r.id, att.name));
+                }
+                if let Some(e) = plugin_error {
+                    return Err(e);
                 }
                 let att_name = choose_attachment_name(tx, &manifest, app.id, as_name.as_deref())?;
                 let mut name = naming::resource_name(&manifest.id);
@@ -326,14 +347,26 @@ impl Host {
                     Some(&name),
                     &format!("{}:{plan} as {att_name}", manifest.id),
                 )?;
-                Ok((id, att_name))
+                Ok(Reservation::Reserved(app, id, att_name))
             }
         };
         // Not waited for, not even its commit: later writes see it at once
         // (one writer), and the plugin call has no effect in the store until
         // the completion below, which checks the reservation is still there
         // and whose sync covers it too.
-        let (resource_id, att_name) = self.db.write_staged(reserve).await?;
+        let (app, resource_id, att_name) = match self.db.write_staged(reserve).await? {
+            Reservation::Reserved(app, id, att_name) => (app, id, att_name),
+            Reservation::Existing(r) => {
+                // What the writer saw may not be committed yet: answer only
+                // once it is durable, from a snapshot that has it.
+                self.db.write(|_| Ok(())).await?;
+                let conn = self.db.read()?;
+                let r = store::resource_by_id(&conn, r.id)?
+                    .ok_or_else(|| error::conflict(format!("add-on {} went away", r.name)))?;
+                return self.existing(&conn, &r);
+            }
+        };
+        let plugin = plugin.expect("the reservation fails without a plugin");
 
         let request = ProvisionRequest {
             uuid: uuid.clone(),

@@ -756,7 +756,20 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     if current > known {
         bail!("schema version {current} was written by a newer addonhost (this one knows {known})");
     }
-    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
+    if current == known {
+        return Ok(());
+    }
+    // A migration may rebuild a table others refer to, which foreign keys
+    // forbid mid-way; they are off while it runs (the setting has no effect
+    // inside a transaction) and checked as a whole before it commits.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let migrated = run_migrations(conn, current as usize);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrated
+}
+
+fn run_migrations(conn: &mut Connection, from: usize) -> anyhow::Result<()> {
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(from) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Another process may have migrated while we waited for the lock.
         let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -765,6 +778,15 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
         }
         tx.execute_batch(sql)
             .with_context(|| format!("applying migration {}", i + 1))?;
+        let dangling: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(table) = dangling {
+            bail!(
+                "migration {} would leave a row of {table} referring to nothing",
+                i + 1
+            );
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -897,20 +919,38 @@ pub fn delete_vars_of_attachment(tx: &Connection, attachment_id: i64) -> rusqlit
 
 /// Appends the app's next release; numbers are gap-free because this runs
 /// inside the writer's transaction.
+/// The statements every provisioning runs, named so a test can check
+/// none builds a temporary b-tree (an `IN` list, an `INSERT … SELECT` from
+/// the table it inserts into, `RETURNING`): SQLite builds and frees one on
+/// every run.
+const INSERT_RESOURCE: &str =
+    "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, 'provisioning', ?6, ?6)";
+const UPDATE_RESOURCE: &str = "UPDATE resources SET partner_id = ?2, state = ?3, plan = ?4, \
+     message = ?5, updated_at = ?6 WHERE id = ?1";
+const NEXT_RELEASE: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1";
+const INSERT_RELEASE: &str = "INSERT INTO releases (app_id, version, description, actor, \
+     created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+
 pub fn insert_release(
     tx: &Connection,
     app_id: i64,
     description: &str,
     actor: &str,
 ) -> rusqlite::Result<i64> {
-    tx.prepare_cached(
-        "INSERT INTO releases (app_id, version, description, actor, created_at)
-         SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4 FROM releases WHERE app_id = ?1
-         RETURNING version",
-    )?
-    .query_row(params![app_id, description, actor, unix_now()], |r| {
-        r.get(0)
-    })
+    // Two statements rather than one `INSERT … SELECT … RETURNING`, which
+    // SQLite runs through two temporary b-trees (see `INSERT_RESOURCE`).
+    let version: i64 = tx
+        .prepare_cached(NEXT_RELEASE)?
+        .query_row([app_id], |r| r.get(0))?;
+    tx.prepare_cached(INSERT_RELEASE)?.execute(params![
+        app_id,
+        version,
+        description,
+        actor,
+        unix_now()
+    ])?;
+    Ok(version)
 }
 
 pub fn releases(c: &Connection, app_id: i64) -> rusqlite::Result<Vec<Release>> {
@@ -1079,11 +1119,8 @@ pub struct NewResource<'a> {
 
 pub fn insert_resource(tx: &Connection, r: &NewResource) -> rusqlite::Result<i64> {
     let now = unix_now();
-    tx.prepare_cached(
-        "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'provisioning', ?6, ?6)",
-    )?
-    .execute(params![r.uuid, r.name, r.service, r.plan, r.app_id, now])?;
+    tx.prepare_cached(INSERT_RESOURCE)?
+        .execute(params![r.uuid, r.name, r.service, r.plan, r.app_id, now])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -1095,9 +1132,14 @@ pub fn update_resource(
     plan: &str,
     message: Option<&str>,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE resources SET partner_id = ?2, state = ?3, plan = ?4, message = ?5, updated_at = ?6 WHERE id = ?1")?.execute(
-        params![id, partner_id, state, plan, message, unix_now()],
-    )?;
+    tx.prepare_cached(UPDATE_RESOURCE)?.execute(params![
+        id,
+        partner_id,
+        state,
+        plan,
+        message,
+        unix_now()
+    ])?;
     Ok(())
 }
 
@@ -1212,6 +1254,100 @@ pub fn kv_keys(c: &Connection, service: &str, prefix: &str) -> rusqlite::Result<
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// A store written by an earlier version, at schema version 3.
+    fn store_at_version_3(dir: &Path) {
+        let c = Connection::open(dir.join(DB_FILE)).unwrap();
+        for sql in &schema::MIGRATIONS[..3] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.execute_batch(
+            "PRAGMA user_version = 3;
+             INSERT INTO apps (id, name, region, created_at) VALUES (1, 'old-app', 'us', 1);
+             INSERT INTO resources (id, uuid, name, service, plan, app_id, partner_id, state,
+                                    created_at, updated_at, rotated_at, rotation_failures)
+                 VALUES (7, 'u-7', 'kv-old-7', 'kv', 'mini', 1, 'kv-1', 'provisioned', 1, 2, 3, 1);
+             INSERT INTO attachments (id, resource_id, app_id, name, created_at)
+                 VALUES (9, 7, 1, 'KV', 1);
+             INSERT INTO config_vars (app_id, name, value, attachment_id)
+                 VALUES (1, 'KV_URL', 'http://x', 9);",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn migrating_an_old_store_keeps_its_add_ons_and_their_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        store_at_version_3(dir.path());
+        let db = Db::open(dir.path()).unwrap();
+        let c = db.read().unwrap();
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema::MIGRATIONS.len() as i64);
+        let r = resource_by_uuid(&c, "u-7").unwrap().expect("the resource");
+        assert_eq!(
+            (
+                r.id,
+                r.name.as_str(),
+                r.state.as_str(),
+                r.partner_id.as_deref()
+            ),
+            (7, "kv-old-7", "provisioned", Some("kv-1"))
+        );
+        assert_eq!(attachments_of_resource(&c, 7).unwrap()[0].name, "KV");
+        drop(c);
+        // The checks and foreign keys hold after the rebuild.
+        let bad_state = db.write_blocking(|c| {
+            c.execute(
+                "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at)
+                 VALUES ('u-8', 'kv-8', 'kv', 'mini', 1, 'lost', 0, 0)",
+                [],
+            )?;
+            Ok(())
+        });
+        assert!(format!("{:#}", bad_state.unwrap_err()).contains("CHECK"));
+        let dangling = db.write_blocking(|c| {
+            c.execute(
+                "INSERT INTO attachments (resource_id, app_id, name, created_at) VALUES (99, 1, 'X', 0)",
+                [],
+            )?;
+            Ok(())
+        });
+        assert!(format!("{:#}", dangling.unwrap_err()).contains("FOREIGN KEY"));
+        // Deleting a resource an attachment still refers to is refused too.
+        let orphaning = db.write_blocking(|c| {
+            c.execute("DELETE FROM resources WHERE id = 7", [])?;
+            Ok(())
+        });
+        assert!(format!("{:#}", orphaning.unwrap_err()).contains("FOREIGN KEY"));
+    }
+
+    #[test]
+    fn writing_a_resource_builds_no_temporary_btree() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let c = db.read().unwrap();
+        for sql in [
+            INSERT_RESOURCE,
+            UPDATE_RESOURCE,
+            NEXT_RELEASE,
+            INSERT_RELEASE,
+        ] {
+            let mut st = c.prepare(&format!("EXPLAIN {sql}")).unwrap();
+            let nulls = vec![rusqlite::types::Null; st.parameter_count()];
+            let ops: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(1))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(!ops.is_empty(), "no program for {sql}");
+            assert!(
+                !ops.iter().any(|op| op == "OpenEphemeral"),
+                "{sql} builds a temporary b-tree"
+            );
+        }
+    }
 
     #[test]
     fn concurrent_writers_share_commits_and_only_failed_ones_roll_back() {

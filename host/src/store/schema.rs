@@ -92,4 +92,42 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX resources_app ON resources(app_id);
     CREATE INDEX audit_app ON audit(app, id);
     "#,
+    // 4: `resources.state` checked by plain comparisons. SQLite evaluates a
+    // CHECK of `state IN (five values)` by building a temporary b-tree of
+    // the five on every insert and update of a resource. A CHECK cannot be
+    // altered in place, so the table is rebuilt (SQLite's documented
+    // procedure: the runner turns foreign keys off around it and checks
+    // them before committing).
+    r#"
+    CREATE TABLE resources_new (
+        id          INTEGER PRIMARY KEY,
+        uuid        TEXT NOT NULL UNIQUE,
+        name        TEXT NOT NULL UNIQUE,
+        service     TEXT NOT NULL,
+        plan        TEXT NOT NULL,
+        app_id      INTEGER NOT NULL REFERENCES apps(id),
+        partner_id  TEXT,
+        state       TEXT NOT NULL CHECK (state = 'provisioning' OR state = 'provisioned'
+                      OR state = 'deprovisioning' OR state = 'deprovisioned' OR state = 'failed'),
+        message     TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        rotated_at  INTEGER,
+        rotation_error TEXT,
+        rotation_failures INTEGER NOT NULL DEFAULT 0,
+        next_rotation_at INTEGER
+    );
+    INSERT INTO resources_new (id, uuid, name, service, plan, app_id, partner_id, state,
+                               message, created_at, updated_at, rotated_at, rotation_error,
+                               rotation_failures, next_rotation_at)
+        SELECT id, uuid, name, service, plan, app_id, partner_id, state,
+               message, created_at, updated_at, rotated_at, rotation_error,
+               rotation_failures, next_rotation_at
+        FROM resources;
+    DROP TABLE resources;
+    ALTER TABLE resources_new RENAME TO resources;
+    CREATE UNIQUE INDEX resources_partner ON resources(service, partner_id)
+        WHERE partner_id IS NOT NULL;
+    CREATE INDEX resources_app ON resources(app_id);
+    "#,
 ];
