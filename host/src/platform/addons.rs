@@ -91,9 +91,12 @@ pub struct AddonChanged {
 enum Reservation {
     /// The uuid already names this add-on: nothing to provision.
     Existing(Resource),
-    /// Reserved (or reserved earlier by a call that never answered): the
-    /// app, the resource id and the attachment name.
-    Reserved(store::App, i64, String),
+    /// Reserved (or reserved earlier by a call that never answered).
+    Reserved {
+        app: store::App,
+        resource_id: i64,
+        attachment: String,
+    },
 }
 
 impl Host {
@@ -318,7 +321,11 @@ impl Host {
                         .ok_or_else(|| {
                             anyhow::anyhow!("reserved add-on {} lost its attachment", r.name)
                         })?;
-                    return Ok(Reservation::Reserved(app, r.id, att.name));
+                    return Ok(Reservation::Reserved {
+                        app,
+                        resource_id: r.id,
+                        attachment: att.name,
+                    });
                 }
                 if let Some(e) = plugin_error {
                     return Err(e);
@@ -347,7 +354,11 @@ impl Host {
                     Some(&name),
                     &format!("{}:{plan} as {att_name}", manifest.id),
                 )?;
-                Ok(Reservation::Reserved(app, id, att_name))
+                Ok(Reservation::Reserved {
+                    app,
+                    resource_id: id,
+                    attachment: att_name,
+                })
             }
         };
         // Not waited for, not even its commit: later writes see it at once
@@ -355,7 +366,11 @@ impl Host {
         // the completion below, which checks the reservation is still there
         // and whose sync covers it too.
         let (app, resource_id, att_name) = match self.db.write_staged(reserve).await? {
-            Reservation::Reserved(app, id, att_name) => (app, id, att_name),
+            Reservation::Reserved {
+                app,
+                resource_id,
+                attachment,
+            } => (app, resource_id, attachment),
             Reservation::Existing(r) => {
                 // What the writer saw may not be committed yet: answer only
                 // once it is durable, from a snapshot that has it.
