@@ -562,6 +562,12 @@ fn write_batches(
     // Committed batches handed to the sync thread and not yet durable.
     let mut syncing = 0usize;
     let mut rewind = Rewind::default();
+    // Set here, after `Db::open` set `wal_autocheckpoint` (which replaces
+    // the hook), and read on this thread, where the connection commits.
+    conn.wal_hook(Some(|_, frames| {
+        WAL_FRAMES.set(frames);
+        Ok(())
+    }));
     loop {
         let msg = match queue.try_recv() {
             Ok(msg) => msg,
@@ -611,6 +617,12 @@ fn write_batches(
     let _ = checkpoints.thread.join();
 }
 
+thread_local! {
+    /// Frames in the WAL after the writer thread's last commit, as SQLite's
+    /// WAL hook reports them (the writer's connection commits on its thread).
+    static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
 /// When the writer next checkpoints so that the WAL starts over (see
 /// [`REWIND_EVERY`]).
 #[derive(Default)]
@@ -620,6 +632,10 @@ struct Rewind {
     /// only the commits made during that round are left to copy, so the
     /// writer's own checkpoint is short.
     checkpointed: bool,
+    /// The WAL's frames when the writer's checkpoint copied them all: the
+    /// next commit should start the WAL over, which a reader that began
+    /// before the checkpoint and is still reading prevents.
+    copied_all_of: Option<i32>,
 }
 
 impl Rewind {
@@ -628,6 +644,14 @@ impl Rewind {
     /// still inside the WAL only puts it off to the next round).
     fn after_commit(&mut self, conn: &Connection) {
         self.commits += 1;
+        if let Some(frames) = self.copied_all_of.take() {
+            if WAL_FRAMES.get() < frames {
+                self.commits = 0; // started over
+                return;
+            }
+            // A reader kept the WAL from starting over: try again after
+            // the checkpoint thread's next round.
+        }
         if self.commits < REWIND_EVERY || !std::mem::take(&mut self.checkpointed) {
             return;
         }
@@ -639,10 +663,10 @@ impl Rewind {
                     r.get::<_, i64>(2)?,
                 ))
             })
-            .map(|(busy, frames, copied)| busy == 0 && frames == copied);
+            .map(|(busy, frames, copied)| (busy == 0 && frames == copied).then_some(frames));
         match done {
-            Ok(true) => self.commits = 0,
-            Ok(false) => {}
+            Ok(Some(frames)) => self.copied_all_of = Some(frames as i32),
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!("checkpointing the store: {e}");
                 self.commits = 0;
