@@ -68,7 +68,9 @@ const CHECKPOINT_EVERY: u64 = 64;
 /// provisioning), and each commit would append to fresh file blocks (block
 /// allocation, zeroed pages) instead of rewriting pages already cached.
 /// So every this many commits the writer itself, between two transactions,
-/// checkpoints the little the thread has left; the next commit then rewinds.
+/// checkpoints the little the thread has left; the next commit then rewinds
+/// (or, if a reader still in the WAL kept it from doing so, the writer tries
+/// again after the thread's next round).
 const REWIND_EVERY: u64 = 256;
 
 /// A queued write: run against the write connection inside its savepoint
