@@ -790,8 +790,11 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     // inside a transaction) and checked as a whole before it commits.
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     let migrated = run_migrations(conn, current as usize);
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    migrated
+    // The migration's own error, if any, is the one worth reporting.
+    let restored = conn
+        .pragma_update(None, "foreign_keys", "ON")
+        .context("turning foreign keys back on after migrating");
+    migrated.and(restored)
 }
 
 fn run_migrations(conn: &mut Connection, from: usize) -> anyhow::Result<()> {
@@ -1347,6 +1350,49 @@ mod tests {
             Ok(())
         });
         assert!(format!("{:#}", orphaning.unwrap_err()).contains("FOREIGN KEY"));
+    }
+
+    #[test]
+    fn a_store_with_a_dangling_reference_is_not_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        store_at_version_3(dir.path());
+        // A store damaged by hand: an attachment of a resource that is gone.
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        c.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        c.execute(
+            "INSERT INTO attachments (id, resource_id, app_id, name, created_at) VALUES (10, 404, 1, 'GONE', 1)",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let err = format!("{:#}", Db::open(dir.path()).err().expect("refused"));
+        assert!(
+            err.contains("migration 4 would leave a row of attachments referring to nothing"),
+            "{err}"
+        );
+        // Nothing was changed: still version 3, every row where it was.
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let counts: (i64, i64, i64) = c
+            .query_row(
+                "SELECT (SELECT count(*) FROM resources), (SELECT count(*) FROM attachments),
+                        (SELECT count(*) FROM config_vars)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, (1, 2, 1));
+        let check: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'resources'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(check.contains("state IN"), "the table was rebuilt: {check}");
     }
 
     #[test]
