@@ -227,7 +227,7 @@ impl Db {
         // commit's frames at once (see `wal_gather`).
         let mut conn =
             connect_with(&path, Some(wal_gather::NAME)).map_err(|e| corrupt(data_dir, &e))?;
-        migrate(&mut conn).map_err(|e| corrupt(data_dir, &format!("{e:#}")))?;
+        migrate(&mut conn, data_dir)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // The writer's commits only write the WAL; the sync thread makes
         // them durable (see `sync_batches`).
@@ -776,11 +776,19 @@ fn begin_immediate(conn: &Connection) -> anyhow::Result<()> {
     }
 }
 
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+/// Brings the schema up to date. Its errors say which of the three it is:
+/// a file that is no addonhost database, a store from a newer addonhost, or
+/// a migration refused (the store then stays at the last version reached).
+fn migrate(conn: &mut Connection, data_dir: &Path) -> anyhow::Result<()> {
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| corrupt(data_dir, &e))?;
     let known = schema::MIGRATIONS.len() as i64;
     if current > known {
-        bail!("schema version {current} was written by a newer addonhost (this one knows {known})");
+        bail!(
+            "data dir {}: {DB_FILE} has schema version {current}, written by a newer addonhost (this one knows up to {known}); run that addonhost, or point --data at another directory",
+            data_dir.display()
+        );
     }
     if current == known {
         return Ok(());
@@ -794,7 +802,16 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let restored = conn
         .pragma_update(None, "foreign_keys", "ON")
         .context("turning foreign keys back on after migrating");
-    migrated.and(restored)
+    migrated.and(restored).map_err(|e| {
+        let reached: Option<i64> = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .ok();
+        anyhow::anyhow!(
+            "data dir {}: cannot upgrade {DB_FILE} to schema version {known}: {e:#}; it is left at version {}",
+            data_dir.display(),
+            reached.map_or("(unknown)".to_string(), |v| v.to_string())
+        )
+    })
 }
 
 fn run_migrations(conn: &mut Connection, from: usize) -> anyhow::Result<()> {
@@ -1367,7 +1384,7 @@ mod tests {
         drop(c);
         let err = format!("{:#}", Db::open(dir.path()).err().expect("refused"));
         assert!(
-            err.contains("migration 4 would leave a row of attachments referring to nothing"),
+            err.contains("cannot upgrade addonhost.db to schema version 4: migration 4 would leave a row of attachments referring to nothing; it is left at version 3"),
             "{err}"
         );
         // Nothing was changed: still version 3, every row where it was.
@@ -1393,6 +1410,26 @@ mod tests {
             )
             .unwrap();
         assert!(check.contains("state IN"), "the table was rebuilt: {check}");
+    }
+
+    #[test]
+    fn a_store_from_a_newer_addonhost_is_refused_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Db::open(dir.path()).unwrap());
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = format!("{:#}", Db::open(dir.path()).err().expect("refused"));
+        assert!(
+            err.contains("schema version 99, written by a newer addonhost"),
+            "{err}"
+        );
+        assert!(!err.contains("restore it from a backup"), "{err}");
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 99);
     }
 
     #[test]
