@@ -796,8 +796,10 @@ fn migrate(conn: &mut Connection, data_dir: &Path) -> anyhow::Result<()> {
     // A migration may rebuild a table others refer to, which foreign keys
     // forbid mid-way; they are off while it runs (the setting has no effect
     // inside a transaction) and checked as a whole before it commits.
-    conn.pragma_update(None, "foreign_keys", "OFF")?;
-    let migrated = run_migrations(conn, current as usize);
+    let migrated = conn
+        .pragma_update(None, "foreign_keys", "OFF")
+        .context("turning foreign keys off to migrate")
+        .and_then(|()| run_migrations(conn, current as usize));
     // The migration's own error, if any, is the one worth reporting.
     let restored = conn
         .pragma_update(None, "foreign_keys", "ON")
