@@ -1631,7 +1631,7 @@ mod tests {
         let t = std::time::Instant::now();
         let mut at_two_rounds = 0;
         let mut largest = 0;
-        while commits() < 6 * REWIND_EVERY && t.elapsed() < Duration::from_secs(120) {
+        while commits() < 12 * REWIND_EVERY && t.elapsed() < Duration::from_secs(120) {
             if commits() >= 2 * REWIND_EVERY && at_two_rounds == 0 {
                 at_two_rounds = wal_size();
             }
@@ -1643,14 +1643,17 @@ mod tests {
             t.join().unwrap();
         }
         assert!(
-            commits() >= 6 * REWIND_EVERY,
+            commits() >= 12 * REWIND_EVERY,
             "only {} commits in 120 s",
             commits()
         );
-        // Three times the commits, the same room: the WAL started over
-        // instead of growing with every commit.
+        // Six times the commits, about the same room: the WAL started over
+        // instead of growing with every commit (which would take six times
+        // the room). An interval between rewinds may run a round or two
+        // longer than the first (a reader that kept one from happening), so
+        // the bound leaves room for that.
         assert!(
-            largest < at_two_rounds * 2,
+            largest < at_two_rounds * 3,
             "the WAL grew from {at_two_rounds} bytes after {} commits to {largest} after {}",
             2 * REWIND_EVERY,
             commits()
