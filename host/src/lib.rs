@@ -14,6 +14,7 @@ pub mod cli;
 pub mod manifest;
 pub mod platform;
 pub mod reload;
+pub mod reserved;
 pub mod runtime;
 pub mod server;
 pub mod sso;

@@ -16,8 +16,10 @@ pub const FILE_NAME: &str = "addon-manifest.json";
 
 /// Default wall-clock deadline of one plugin call.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
-/// Default memory cap of one plugin instance.
+/// Default memory cap of one plugin call (all its memories together).
 pub const DEFAULT_MEMORY_MB: u64 = 64;
+/// Default number of calls of one add-on running at once.
+pub const DEFAULT_CONCURRENCY: u64 = 64;
 
 /// A validated manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +65,8 @@ pub struct Plan {
 pub struct Limits {
     pub memory_mb: u64,
     pub timeout_ms: u64,
+    /// Calls of the add-on that may run at once; more are refused as busy.
+    pub concurrency: u64,
 }
 
 impl Default for Limits {
@@ -70,6 +74,7 @@ impl Default for Limits {
         Limits {
             memory_mb: DEFAULT_MEMORY_MB,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -191,6 +196,12 @@ impl Manifest {
             }
             if config_vars[..i].contains(var) {
                 return Err(err(&field, format!("{var:?} is listed twice")));
+            }
+            if let Some(why) = crate::reserved::reason(var) {
+                return Err(err(
+                    &field,
+                    format!("{why}; choose another config_vars_prefix"),
+                ));
             }
         }
         let requires = string_array(api, "requires", "api.requires")?.unwrap_or_default();
@@ -362,6 +373,8 @@ fn parse_limits(root: &Map<String, Value>) -> Result<Limits, (String, String)> {
             .unwrap_or(DEFAULT_MEMORY_MB),
         timeout_ms: bounded_u64(obj, "timeout_ms", "limits.timeout_ms", 1..=600_000)?
             .unwrap_or(DEFAULT_TIMEOUT_MS),
+        concurrency: bounded_u64(obj, "concurrency", "limits.concurrency", 1..=10_000)?
+            .unwrap_or(DEFAULT_CONCURRENCY),
     })
 }
 
@@ -453,7 +466,8 @@ mod tests {
             m.limits,
             Limits {
                 memory_mb: 32,
-                timeout_ms: 1000
+                timeout_ms: 1000,
+                concurrency: 64
             }
         );
         assert_eq!(m.rotation.every_seconds, Some(60));
@@ -484,8 +498,24 @@ mod tests {
             m.limits,
             Limits {
                 memory_mb: 64,
-                timeout_ms: 5000
+                timeout_ms: 5000,
+                concurrency: 64
             }
+        );
+    }
+
+    #[test]
+    fn rejects_config_vars_that_take_over_processes() {
+        let e = with(|v| {
+            v["api"]["config_vars_prefix"] = "LD".into();
+            v["api"]["config_vars"] = serde_json::json!(["LD_PRELOAD"]);
+        })
+        .unwrap_err();
+        assert_eq!(e.0, "api.config_vars[0]");
+        assert!(
+            e.1.contains("LD_PRELOAD") && e.1.contains("reserved"),
+            "{}",
+            e.1
         );
     }
 

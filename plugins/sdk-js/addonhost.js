@@ -186,11 +186,25 @@ export const store = {
   delete(key) {
     kv.delete(key);
   },
+  // Every key starting with `prefix`, in order (listKeys answers at most
+  // 1,000 at a time: the rest is paged with listKeysAfter).
   keys(prefix) {
-    return kv.listKeys(prefix);
+    const keys = kv.listKeys(prefix);
+    while (keys.length > 0 && keys.length % 1000 === 0) {
+      const page = kv.listKeysAfter(prefix, keys[keys.length - 1], 1000);
+      if (page.length === 0) break;
+      keys.push(...page);
+    }
+    return keys;
+  },
+  // How many keys start with `prefix`.
+  count(prefix) {
+    return Number(kv.countKeys(prefix));
   },
   deletePrefix(prefix) {
-    for (const key of kv.listKeys(prefix)) kv.delete(key);
+    for (let keys = kv.listKeys(prefix); keys.length > 0; keys = kv.listKeys(prefix)) {
+      for (const key of keys) kv.delete(key);
+    }
   },
 };
 

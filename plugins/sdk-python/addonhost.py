@@ -259,11 +259,27 @@ class _Store:
         kv.delete(key)
 
     def keys(self, prefix):
-        return kv.list_keys(prefix)
+        """Every key starting with prefix, in order (list_keys answers at
+        most 1,000 at a time: the rest is paged with list_keys_after)."""
+        keys = kv.list_keys(prefix)
+        while keys and len(keys) % 1000 == 0:
+            page = kv.list_keys_after(prefix, keys[-1], 1000)
+            if not page:
+                break
+            keys.extend(page)
+        return keys
+
+    def count(self, prefix):
+        """How many keys start with prefix."""
+        return kv.count_keys(prefix)
 
     def delete_prefix(self, prefix):
-        for key in kv.list_keys(prefix):
-            kv.delete(key)
+        while True:
+            keys = kv.list_keys(prefix)
+            if not keys:
+                break
+            for key in keys:
+                kv.delete(key)
 
 
 store = _Store()

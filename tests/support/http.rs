@@ -54,11 +54,19 @@ pub fn request(
     body: &[u8],
 ) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect to the server");
+    // A `host` among `headers` replaces the default (the address itself).
+    let host = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map_or(addr, |(_, v)| *v);
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    for (k, v) in headers {
+    for (k, v) in headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+    {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");

@@ -47,6 +47,51 @@ pub struct Cli {
     /// [default: http://127.0.0.1:5000, or the address `serve` binds].
     #[arg(long, global = true, env = "ADDONHOST_URL")]
     pub url: Option<String>,
+    /// Most memory (MiB) a manifest's limits.memory_mb may ask.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_MEMORY_MB",
+        default_value_t = 256,
+        help_heading = "Operator limits"
+    )]
+    pub max_memory_mb: u64,
+    /// Longest deadline (ms) a manifest's limits.timeout_ms may ask.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_TIMEOUT_MS",
+        default_value_t = 30_000,
+        help_heading = "Operator limits"
+    )]
+    pub max_timeout_ms: u64,
+    /// Most calls at once a manifest's limits.concurrency may ask.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_CONCURRENCY",
+        default_value_t = 256,
+        help_heading = "Operator limits"
+    )]
+    pub max_concurrency: u64,
+    /// Each add-on's KV storage quota in MiB (keys plus values).
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_KV_MB",
+        default_value_t = 1024,
+        help_heading = "Operator limits"
+    )]
+    pub max_kv_mb: u64,
+    /// Each add-on's KV storage quota in keys.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_KV_KEYS",
+        default_value_t = 1_000_000,
+        help_heading = "Operator limits"
+    )]
+    pub max_kv_keys: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -131,6 +176,10 @@ pub enum Command {
     /// Check an add-on folder against the contract (like Heroku's kensa).
     #[command(name = "plugins:check")]
     PluginsCheck(plugins::Check),
+    /// Confirm that an add-on folder may serve its id in this data dir
+    /// (after the folder moved).
+    #[command(name = "plugins:trust")]
+    PluginsTrust(plugins::Trust),
     /// Print the SSO URL of an add-on's dashboard.
     #[command(name = "addons:open")]
     AddonsOpen(server::Open),
@@ -143,11 +192,18 @@ pub enum Command {
 }
 
 impl Cli {
-    fn options(&self) -> HostOptions {
+    pub(crate) fn options(&self) -> HostOptions {
         let mut opts = HostOptions::new(&self.data, std::env::split_paths(&self.plugins).collect());
         if let Some(url) = &self.url {
             opts.public_url = url.clone();
         }
+        opts.policy = crate::platform::Policy {
+            max_memory_mb: self.max_memory_mb,
+            max_timeout_ms: self.max_timeout_ms,
+            max_concurrency: self.max_concurrency,
+            kv_quota_bytes: self.max_kv_mb.saturating_mul(1 << 20),
+            kv_quota_keys: self.max_kv_keys,
+        };
         opts
     }
 
@@ -194,6 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(a) => config::audit(&host, a),
         Command::Plugins(j) => plugins::list(&host, j),
         Command::AddonsOpen(o) => server::open(&host, o),
+        Command::PluginsTrust(t) => plugins::trust(&host, t),
         Command::PluginsBuild(_)
         | Command::PluginsNew(_)
         | Command::PluginsDev(_)

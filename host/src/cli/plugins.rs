@@ -28,6 +28,7 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
             "Language",
             "Component",
             "Loaded",
+            "Storage",
             "Status",
         ],
         rows.iter()
@@ -38,6 +39,16 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
                     r.language.to_string(),
                     r.component_hash.clone().unwrap_or_else(|| "-".into()),
                     r.loaded_at.map(output::when).unwrap_or_else(|| "-".into()),
+                    r.storage
+                        .map(|s| {
+                            format!(
+                                "{} keys, {} of {}",
+                                s.keys,
+                                output::bytes(s.bytes),
+                                output::bytes(s.quota_bytes)
+                            )
+                        })
+                        .unwrap_or_else(|| "-".into()),
                     match &r.error {
                         Some(e) => format!("{}: {e}", r.status),
                         None => r.status.clone(),
@@ -45,6 +56,23 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
                 ]
             })
             .collect(),
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct Trust {
+    /// The add-on folder to bind to its id in this data dir.
+    pub dir: PathBuf,
+}
+
+/// `plugins:trust DIR`: the operator confirms that the add-on in DIR may
+/// serve its id (and with it that id's resources, vars and KV).
+pub fn trust(host: &Host, t: &Trust) -> anyhow::Result<()> {
+    let id = host.trust(&t.dir)?;
+    println!(
+        "{} may now serve add-on {id} in this data dir",
+        t.dir.display()
     );
     Ok(())
 }
@@ -93,7 +121,7 @@ pub async fn check(cli: &Cli, c: &Check) -> anyhow::Result<i32> {
 pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
     let dirs = if b.dirs.is_empty() {
         let roots: Vec<PathBuf> = std::env::split_paths(&cli.plugins).collect();
-        let catalog = crate::platform::Catalog::discover(&roots);
+        let catalog = crate::platform::Catalog::discover(&roots, &cli.options().policy);
         let mut dirs: Vec<PathBuf> = catalog.services().map(|s| s.manifest.dir.clone()).collect();
         dirs.extend(catalog.broken.iter().map(|b| b.dir.clone()));
         if dirs.is_empty() {

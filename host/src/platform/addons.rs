@@ -398,7 +398,7 @@ impl Host {
         let effects = take(&effects);
 
         let outcome = outcome
-            .map_err(|e| error::addon(e.to_string()))
+            .map_err(error::call)
             .and_then(|r| check_provision(&manifest, r));
         let result = match outcome {
             Ok(r) => r,
@@ -409,6 +409,7 @@ impl Host {
             }
         };
 
+        let policy = self.opts.policy;
         let complete = {
             let (manifest, app) = (manifest.clone(), app.clone());
             move |tx: &Connection| {
@@ -432,7 +433,7 @@ impl Host {
                     )));
                     }
                 }
-                apply_effects(tx, &manifest, &effects)?;
+                apply_effects(tx, &manifest, &policy, &effects)?;
                 let mut set = Vec::new();
                 if let Some(config) = config {
                     set = write_config(tx, &manifest, &r, &att, config)?;
@@ -566,7 +567,7 @@ impl Host {
         let outcome = plugin.change_plan(ctx, &pid, &plan).await;
         self.log_refusals(&effects).await;
         let effects = take(&effects);
-        let config = outcome.map_err(|e| error::addon(e.to_string()))?;
+        let config = outcome.map_err(error::call)?;
         if let Some(c) = &config {
             validate::addon_config(&manifest, c).map_err(|e| {
                 error::addon(format!(
@@ -625,7 +626,7 @@ impl Host {
         let outcome = plugin.rotate(ctx, &pid).await;
         self.log_refusals(&effects).await;
         let effects = take(&effects);
-        let config = outcome.map_err(|e| error::addon(e.to_string()))?;
+        let config = outcome.map_err(error::call)?;
         validate::addon_config(&manifest, &config).map_err(|e| {
             error::addon(format!(
                 "add-on {} answered invalid config: {e}; nothing changed",
@@ -696,6 +697,7 @@ impl Host {
             actor,
             rotation,
         } = change;
+        let policy = self.opts.policy;
         let write = {
             let (manifest, r) = (manifest.clone(), r.clone());
             move |tx: &Connection| {
@@ -707,7 +709,7 @@ impl Host {
                             r.name
                         ))
                     })?;
-                apply_effects(tx, &manifest, &effects)?;
+                apply_effects(tx, &manifest, &policy, &effects)?;
                 let mut changed = Vec::new();
                 let mut release = None;
                 for att in store::attachments_of_resource(tx, r.id)? {
@@ -787,16 +789,26 @@ impl Host {
                 self.log_refusals(&effects).await;
                 if let Err(e) = outcome {
                     self.set_state(&r, &previous).await?;
-                    return Err(error::addon(format!("{e}; the add-on was not removed")));
+                    let busy = e.is_busy();
+                    let e = error::UserError {
+                        kind: if busy {
+                            error::Kind::Busy
+                        } else {
+                            error::Kind::Addon
+                        },
+                        message: format!("{e}; the add-on was not removed"),
+                    };
+                    return Err(e.into());
                 }
                 take(&effects)
             }
             _ => Default::default(),
         };
+        let policy = self.opts.policy;
         let detach = {
             let (manifest, r) = (manifest.clone(), r.clone());
             move |tx: &Connection| {
-                apply_effects(tx, &manifest, &effects)?;
+                apply_effects(tx, &manifest, &policy, &effects)?;
                 let mut changed = Vec::new();
                 let mut release = None;
                 for att in store::attachments_of_resource(tx, r.id)? {
@@ -895,6 +907,15 @@ fn choose_attachment_name(
     as_name: Option<&str>,
 ) -> anyhow::Result<String> {
     let prefix = &m.api.config_vars_prefix;
+    if let Some(name) = as_name {
+        for v in &m.api.config_vars {
+            if let Some(why) = crate::reserved::reason(&naming::app_var(v, prefix, name)) {
+                return Err(error::invalid(format!(
+                    "cannot attach as {name}: {why}; choose another name with --as"
+                )));
+            }
+        }
+    }
     // Point lookups: an app may carry hundreds of attachments and vars.
     let clash = |name: &str| -> anyhow::Result<Option<String>> {
         if store::attachment_by_name(c, app_id, name)?.is_some() {
@@ -967,6 +988,19 @@ pub(super) fn write_config(
         }
     }
     for (name, value) in wanted {
+        if let Some(why) = crate::reserved::reason(&name) {
+            // Manifests and attachment names cannot lead here; a name that
+            // became reserved since is refused all the same.
+            store::audit(
+                tx,
+                &format!("addon:{}", m.id),
+                "refused",
+                Some(&att.app),
+                Some(&r.name),
+                &why,
+            )?;
+            continue;
+        }
         match store::config_var(tx, att.app_id, &name)? {
             Some(cur) if cur.attachment_id != Some(att.id) => {
                 let owner = if cur.attachment_id.is_none() {

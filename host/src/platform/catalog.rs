@@ -16,6 +16,7 @@ use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::Policy;
 use crate::manifest::{self, Manifest};
 use crate::runtime::{Origin, Plugin, Runtime};
 
@@ -132,30 +133,74 @@ fn manifest_bytes(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join(manifest::FILE_NAME)).unwrap_or_default()
 }
 
+/// An add-on's id is its folder's name: so no folder can take another
+/// add-on's id (and with it that add-on's resources, vars and KV) by
+/// sorting before it.
+pub fn check_folder(m: &Manifest) -> Result<(), String> {
+    let folder = m.dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if folder != m.id {
+        return Err(format!(
+            "its id {:?} does not match its folder's name {folder:?}: an add-on's folder is named after its id; rename one of them",
+            m.id
+        ));
+    }
+    Ok(())
+}
+
+/// The plugin folders under `roots` with their manifests, each read,
+/// validated and checked against the folder rule and the operator's
+/// ceilings. An id claimed by two folders is refused for both.
+fn scan(roots: &[PathBuf], policy: &Policy) -> Vec<(PathBuf, Vec<u8>, Result<Manifest, String>)> {
+    let mut found: Vec<_> = plugin_dirs(roots)
+        .into_iter()
+        .map(|dir| {
+            let raw = manifest_bytes(&dir);
+            let m = Manifest::load(&dir)
+                .map_err(|e| e.to_string())
+                .and_then(|m| {
+                    check_folder(&m)
+                        .and_then(|()| policy.check(&m))
+                        .map_err(|e| format!("{}: {e}", dir.join(manifest::FILE_NAME).display()))?;
+                    Ok(m)
+                });
+            (dir, raw, m)
+        })
+        .collect();
+    let mut claims: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (dir, _, m) in &found {
+        if let Ok(m) = m {
+            claims.entry(m.id.clone()).or_default().push(dir.clone());
+        }
+    }
+    for (_, _, m) in &mut found {
+        let Ok(manifest) = m else { continue };
+        let dirs = &claims[&manifest.id];
+        if dirs.len() > 1 {
+            *m = Err(format!(
+                "add-on id {:?} is claimed by several folders ({}); none of them is served until all but one are removed",
+                manifest.id,
+                dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    found
+}
+
 impl Catalog {
     /// Scans `roots` for plugin folders; compiles nothing.
-    pub fn discover(roots: &[PathBuf]) -> Catalog {
+    pub fn discover(roots: &[PathBuf], policy: &Policy) -> Catalog {
         let mut services = BTreeMap::new();
         let mut broken = Vec::new();
-        for dir in plugin_dirs(roots) {
-            let raw = manifest_bytes(&dir);
-            match Manifest::load(&dir) {
+        for (dir, raw, m) in scan(roots, policy) {
+            match m {
                 Ok(m) => {
-                    if let Some(other) = services.get(&m.id) {
-                        let other: &Arc<Service> = other;
-                        broken.push(duplicate(&dir, &m, other));
-                        continue;
-                    }
                     let print = fingerprint(&raw, &m);
                     services.insert(
                         m.id.clone(),
                         Arc::new(Service::new(m, OnceLock::new(), print)),
                     );
                 }
-                Err(e) => broken.push(Broken {
-                    dir,
-                    error: e.to_string(),
-                }),
+                Err(error) => broken.push(Broken { dir, error }),
             }
         }
         Catalog { services, broken }
@@ -171,37 +216,27 @@ impl Catalog {
         roots: &[PathBuf],
         runtime: &Runtime,
         quick: bool,
+        policy: &Policy,
     ) -> (Catalog, ReloadReport) {
         let mut report = ReloadReport::default();
         let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
         let mut broken = Vec::new();
-        for dir in plugin_dirs(roots) {
-            let raw = manifest_bytes(&dir);
-            let m = match Manifest::load(&dir) {
+        for (dir, raw, m) in scan(roots, policy) {
+            let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    // Keep serving the version of this folder we had.
+                    // Keep serving the version of this folder we had, unless
+                    // another folder claims its id (then neither serves).
                     let kept = self.services.values().find(|s| s.manifest.dir == dir);
-                    if let Some(old) = kept {
-                        services.insert(
-                            old.manifest.id.clone(),
-                            Arc::new(old.with_error(e.to_string())),
-                        );
+                    if let Some(old) = kept.filter(|_| !e.contains("claimed by several folders")) {
+                        services
+                            .insert(old.manifest.id.clone(), Arc::new(old.with_error(e.clone())));
                     }
-                    report
-                        .failed
-                        .push((dir.display().to_string(), e.to_string()));
-                    broken.push(Broken {
-                        dir,
-                        error: e.to_string(),
-                    });
+                    report.failed.push((dir.display().to_string(), e.clone()));
+                    broken.push(Broken { dir, error: e });
                     continue;
                 }
             };
-            if let Some(other) = services.get(&m.id) {
-                broken.push(duplicate(&dir, &m, other));
-                continue;
-            }
             let old = self.services.get(&m.id);
             let print = fingerprint(&raw, &m);
             if let Some(old) = old.filter(|o| o.fingerprint == print && o.newer_error.is_none()) {
@@ -291,17 +326,6 @@ impl Catalog {
 
     pub fn get(&self, id: &str) -> Option<&Arc<Service>> {
         self.services.get(id)
-    }
-}
-
-fn duplicate(dir: &Path, m: &Manifest, other: &Service) -> Broken {
-    Broken {
-        dir: dir.to_path_buf(),
-        error: format!(
-            "add-on id {:?} is already used by {}",
-            m.id,
-            other.manifest.dir.display()
-        ),
     }
 }
 

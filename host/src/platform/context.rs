@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::manifest::Manifest;
-use crate::runtime::{Capabilities, Level};
+use crate::runtime::capabilities::Budgeted;
+use crate::runtime::{BudgetExceeded, Capabilities, Level};
 use crate::store::{self, Db};
 
 use super::naming;
@@ -20,6 +21,17 @@ use super::validate;
 /// Largest KV key and value a plugin may store.
 pub const MAX_KV_KEY: usize = 1024;
 pub const MAX_KV_VALUE: usize = 1 << 20;
+
+/// Bytes one call may write through the host (KV keys and values, config
+/// var names and values), all buffered until the call ends.
+pub const MAX_CALL_WRITE_BYTES: usize = 8 << 20;
+/// KV operations (reads included) one call may make.
+pub const MAX_CALL_KV_OPS: usize = 100_000;
+/// Refused writes of one call kept for the audit trail; past it one entry
+/// says how many more there were.
+pub const MAX_CALL_REFUSALS: usize = 100;
+/// Longest refusal kept.
+const MAX_REFUSAL_BYTES: usize = 500;
 
 /// Which resources this call may touch.
 #[derive(Debug, Clone)]
@@ -78,6 +90,15 @@ pub struct CallContext {
     manifest: Arc<Manifest>,
     scope: Scope,
     effects: Arc<Mutex<Effects>>,
+    spent: Spent,
+}
+
+/// What a call has used of its budgets.
+#[derive(Default)]
+struct Spent {
+    written: usize,
+    kv_ops: usize,
+    refusals: usize,
 }
 
 impl CallContext {
@@ -93,6 +114,7 @@ impl CallContext {
             manifest,
             scope,
             effects: effects.clone(),
+            spent: Spent::default(),
         };
         (Box::new(ctx), effects)
     }
@@ -175,26 +197,69 @@ impl CallContext {
         vars
     }
 
-    fn refuse(&self, what: String) -> String {
-        tracing::warn!(addon = %self.service(), "refused: {what}");
-        self.effects()
-            .refusals
-            .push((self.service().to_string(), what.clone()));
+    /// Records a refused write for the audit trail (the first
+    /// [`MAX_CALL_REFUSALS`], then a count) and answers it to the plugin.
+    fn refuse(&mut self, what: String) -> String {
+        self.spent.refusals += 1;
+        let n = self.spent.refusals;
+        if n <= MAX_CALL_REFUSALS {
+            tracing::warn!(addon = %self.service(), "refused: {what}");
+            let kept = crate::util::truncate(&what, MAX_REFUSAL_BYTES).to_string();
+            self.effects()
+                .refusals
+                .push((self.service().to_string(), kept));
+        } else {
+            let more = format!(
+                "…and {} more refusals in this call (only the first {MAX_CALL_REFUSALS} are recorded)",
+                n - MAX_CALL_REFUSALS
+            );
+            let service = self.service().to_string();
+            let mut effects = self.effects();
+            match effects.refusals.get_mut(MAX_CALL_REFUSALS) {
+                Some(last) => last.1 = more,
+                None => effects.refusals.push((service, more)),
+            }
+        }
         what
+    }
+
+    /// Counts one KV operation against the call's budget.
+    fn kv_op(&mut self) -> Budgeted<()> {
+        self.spent.kv_ops += 1;
+        if self.spent.kv_ops > MAX_CALL_KV_OPS {
+            return Err(BudgetExceeded(format!(
+                "more than {MAX_CALL_KV_OPS} kv operations in one call"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` written through the host against the call's budget.
+    fn write(&mut self, bytes: usize) -> Budgeted<()> {
+        self.spent.written += bytes;
+        if self.spent.written > MAX_CALL_WRITE_BYTES {
+            return Err(BudgetExceeded(format!(
+                "more than {} MiB written through the host in one call (kv values and keys, config vars)",
+                MAX_CALL_WRITE_BYTES >> 20
+            )));
+        }
+        Ok(())
     }
 }
 
 impl Capabilities for CallContext {
-    fn config_get(&mut self, id: &str, name: &str) -> Option<String> {
-        let r = self.resource_in_scope(id).ok()?;
-        self.own_vars(&r).remove(name)
+    fn config_get(&mut self, id: &str, name: &str) -> Budgeted<Option<String>> {
+        Ok(match self.resource_in_scope(id) {
+            Ok(r) => self.own_vars(&r).remove(name),
+            Err(_) => None,
+        })
     }
 
-    fn config_list(&mut self, id: &str) -> Vec<(String, String)> {
-        match self.resource_in_scope(id) {
+    fn config_list(&mut self, id: &str) -> Budgeted<Vec<(String, String)>> {
+        Ok(match self.resource_in_scope(id) {
             Ok(r) => self.own_vars(&r).into_iter().collect(),
             Err(_) => Vec::new(),
-        }
+        })
     }
 
     fn config_update(
@@ -202,8 +267,155 @@ impl Capabilities for CallContext {
         id: &str,
         changes: Vec<(String, Option<String>)>,
         reason: &str,
+    ) -> Budgeted<Result<(), String>> {
+        let size: usize = changes
+            .iter()
+            .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len))
+            .sum();
+        self.write(size + reason.len().min(200))?;
+        Ok(self.update_vars(id, changes, reason))
+    }
+
+    fn complete(
+        &mut self,
+        id: &str,
+        config: Vec<(String, String)>,
+        message: Option<String>,
+    ) -> Budgeted<Result<(), String>> {
+        let size: usize = config.iter().map(|(n, v)| n.len() + v.len()).sum();
+        self.write(size + message.as_ref().map_or(0, String::len))?;
+        Ok(self.complete_pending(id, config, message))
+    }
+
+    fn fail(&mut self, id: &str, message: &str) -> Budgeted<Result<(), String>> {
+        self.write(message.len().min(1000))?;
+        Ok(self.fail_pending(id, message))
+    }
+
+    fn kv_get(&mut self, key: &str) -> Budgeted<Option<Vec<u8>>> {
+        self.kv_op()?;
+        if let Some(v) = self.effects().kv.get(key) {
+            return Ok(v.clone());
+        }
+        let Ok(conn) = self.conn() else {
+            return Ok(None);
+        };
+        Ok(store::kv_get(&conn, self.service(), key).ok().flatten())
+    }
+
+    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Budgeted<Result<(), String>> {
+        self.kv_op()?;
+        if key.is_empty() || key.len() > MAX_KV_KEY {
+            return Ok(Err(format!("kv key must be 1 to {MAX_KV_KEY} bytes")));
+        }
+        if value.len() > MAX_KV_VALUE {
+            return Ok(Err(format!(
+                "kv value of {} bytes for {key} exceeds the cap of {MAX_KV_VALUE} bytes",
+                value.len()
+            )));
+        }
+        self.write(key.len() + value.len())?;
+        self.effects().kv.insert(key.to_string(), Some(value));
+        Ok(Ok(()))
+    }
+
+    fn kv_delete(&mut self, key: &str) -> Budgeted<()> {
+        self.kv_op()?;
+        self.write(key.len())?;
+        self.effects().kv.insert(key.to_string(), None);
+        Ok(())
+    }
+
+    fn kv_list_keys(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Budgeted<Vec<String>> {
+        self.kv_op()?;
+        // The store's keys in order, with this call's own writes laid over
+        // them: a page may need more of the store than `limit` when the
+        // call deleted some of them.
+        let buffered: BTreeMap<String, bool> = self
+            .effects()
+            .kv
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .map(|(k, v)| (k.clone(), v.is_some()))
+            .collect();
+        let mut keys = std::collections::BTreeSet::new();
+        let mut cursor = after.map(str::to_string);
+        if let Ok(conn) = self.conn() {
+            loop {
+                let page = store::kv_keys(&conn, self.service(), prefix, cursor.as_deref(), limit)
+                    .unwrap_or_default();
+                let full = page.len() == limit;
+                cursor = page.last().cloned();
+                keys.extend(page.into_iter().filter(|k| buffered.get(k) != Some(&false)));
+                if !full || keys.len() >= limit {
+                    break;
+                }
+            }
+        }
+        keys.extend(
+            buffered
+                .iter()
+                .filter(|(_, set)| **set)
+                .map(|(k, _)| k.clone()),
+        );
+        Ok(keys.into_iter().take(limit).collect())
+    }
+
+    fn kv_count_keys(&mut self, prefix: &str) -> Budgeted<u64> {
+        self.kv_op()?;
+        let Ok(conn) = self.conn() else {
+            return Ok(0);
+        };
+        let stored = store::kv_count(&conn, self.service(), prefix).unwrap_or(0);
+        // This call's own writes: a new key counts, a deleted one does not.
+        let mut count = stored as i64;
+        for (key, value) in self
+            .effects()
+            .kv
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+        {
+            let exists = store::kv_get(&conn, self.service(), key)
+                .ok()
+                .flatten()
+                .is_some();
+            match (exists, value.is_some()) {
+                (false, true) => count += 1,
+                (true, false) => count -= 1,
+                _ => {}
+            }
+        }
+        Ok(count.max(0) as u64)
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        let addon = self.service();
+        match level {
+            Level::Debug => tracing::debug!(addon, "{message}"),
+            Level::Info => tracing::info!(addon, "{message}"),
+            Level::Warn => tracing::warn!(addon, "{message}"),
+            Level::Error => tracing::error!(addon, "{message}"),
+        }
+    }
+}
+
+impl CallContext {
+    /// `config.update`: ownership checks, then buffered.
+    fn update_vars(
+        &mut self,
+        id: &str,
+        changes: Vec<(String, Option<String>)>,
+        reason: &str,
     ) -> Result<(), String> {
-        let r = self.resource_in_scope(id).map_err(|e| self.refuse(e))?;
+        let r = match self.resource_in_scope(id) {
+            Ok(r) => r,
+            Err(e) => return Err(self.refuse(e)),
+        };
         if r.state != "provisioned" {
             return Err(self.refuse(format!("resource {id} is {}, not provisioned", r.state)));
         }
@@ -211,31 +423,41 @@ impl Capabilities for CallContext {
             return Ok(());
         }
         for (name, value) in &changes {
-            validate::var_allowed(&self.manifest, name).map_err(|e| self.refuse(e))?;
+            if let Err(e) = validate::var_allowed(&self.manifest, name) {
+                return Err(self.refuse(e));
+            }
             if let Some(v) = value {
-                validate::value_ok(name, v).map_err(|e| self.refuse(e))?;
+                if let Err(e) = validate::value_ok(name, v) {
+                    return Err(self.refuse(e));
+                }
             }
         }
         // Ownership: each var must be this resource's own on every app it is
         // attached to, or not set at all.
-        let conn = self.conn()?;
-        let atts = store::attachments_of_resource(&conn, r.id).map_err(|e| e.to_string())?;
-        for att in &atts {
-            for (name, _) in &changes {
-                let app_name =
-                    naming::app_var(name, &self.manifest.api.config_vars_prefix, &att.name);
-                if let Ok(Some(var)) = store::config_var(&conn, att.app_id, &app_name) {
-                    if var.attachment_id != Some(att.id) {
-                        drop(conn);
-                        return Err(self.refuse(format!(
-                            "{app_name} on app {} is not owned by {id}: write refused",
-                            att.app
-                        )));
+        let refused = {
+            let conn = self.conn()?;
+            let atts = store::attachments_of_resource(&conn, r.id).map_err(|e| e.to_string())?;
+            let mut refused = None;
+            'atts: for att in &atts {
+                for (name, _) in &changes {
+                    let app_name =
+                        naming::app_var(name, &self.manifest.api.config_vars_prefix, &att.name);
+                    if let Ok(Some(var)) = store::config_var(&conn, att.app_id, &app_name) {
+                        if var.attachment_id != Some(att.id) {
+                            refused = Some(format!(
+                                "{app_name} on app {} is not owned by {id}: write refused",
+                                att.app
+                            ));
+                            break 'atts;
+                        }
                     }
                 }
             }
+            refused
+        };
+        if let Some(why) = refused {
+            return Err(self.refuse(why));
         }
-        drop(conn);
         self.effects().updates.push(Update {
             partner_id: id.to_string(),
             changes,
@@ -244,7 +466,7 @@ impl Capabilities for CallContext {
         Ok(())
     }
 
-    fn complete(
+    fn complete_pending(
         &mut self,
         id: &str,
         config: Vec<(String, String)>,
@@ -253,11 +475,7 @@ impl Capabilities for CallContext {
         if matches!(self.scope, Scope::Provisioning) {
             return Err("complete is for a later call; return the config from provision".into());
         }
-        let conn = self.conn()?;
-        let r = store::resource_by_partner_id(&conn, self.service(), id)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no resource {id} of add-on {}", self.service()))?;
-        drop(conn);
+        let r = self.pending_in_scope(id)?;
         if r.state != "provisioning" {
             return Err(format!("resource {id} is {}, not provisioning", r.state));
         }
@@ -270,12 +488,8 @@ impl Capabilities for CallContext {
         Ok(())
     }
 
-    fn fail(&mut self, id: &str, message: &str) -> Result<(), String> {
-        let conn = self.conn()?;
-        let r = store::resource_by_partner_id(&conn, self.service(), id)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no resource {id} of add-on {}", self.service()))?;
-        drop(conn);
+    fn fail_pending(&mut self, id: &str, message: &str) -> Result<(), String> {
+        let r = self.pending_in_scope(id)?;
         if r.state != "provisioning" {
             return Err(format!("resource {id} is {}, not provisioning", r.state));
         }
@@ -286,57 +500,18 @@ impl Capabilities for CallContext {
         Ok(())
     }
 
-    fn kv_get(&mut self, key: &str) -> Option<Vec<u8>> {
-        if let Some(v) = self.effects().kv.get(key) {
-            return v.clone();
-        }
-        let conn = self.conn().ok()?;
-        store::kv_get(&conn, self.service(), key).ok().flatten()
-    }
-
-    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Result<(), String> {
-        if key.is_empty() || key.len() > MAX_KV_KEY {
-            return Err(format!("kv key must be 1 to {MAX_KV_KEY} bytes"));
-        }
-        if value.len() > MAX_KV_VALUE {
-            return Err(format!(
-                "kv value of {} bytes for {key} exceeds the cap of {MAX_KV_VALUE} bytes",
-                value.len()
-            ));
-        }
-        self.effects().kv.insert(key.to_string(), Some(value));
-        Ok(())
-    }
-
-    fn kv_delete(&mut self, key: &str) {
-        self.effects().kv.insert(key.to_string(), None);
-    }
-
-    fn kv_list_keys(&mut self, prefix: &str) -> Vec<String> {
-        let mut keys: std::collections::BTreeSet<String> = match self.conn() {
-            Ok(conn) => store::kv_keys(&conn, self.service(), prefix).unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-        .into_iter()
-        .collect();
-        for (k, v) in self.effects().kv.iter() {
-            if k.starts_with(prefix) {
-                match v {
-                    Some(_) => keys.insert(k.clone()),
-                    None => keys.remove(k),
-                };
+    /// The resource a `complete` or `fail` names, if this call may touch it.
+    fn pending_in_scope(&self, id: &str) -> Result<store::Resource, String> {
+        if let Scope::Resource { partner_id: own } = &self.scope {
+            if own != id {
+                return Err(format!(
+                    "this call is about resource {own}; resource {id} is out of reach"
+                ));
             }
         }
-        keys.into_iter().collect()
-    }
-
-    fn log(&mut self, level: Level, message: &str) {
-        let addon = self.service();
-        match level {
-            Level::Debug => tracing::debug!(addon, "{message}"),
-            Level::Info => tracing::info!(addon, "{message}"),
-            Level::Warn => tracing::warn!(addon, "{message}"),
-            Level::Error => tracing::error!(addon, "{message}"),
-        }
+        let conn = self.conn()?;
+        store::resource_by_partner_id(&conn, self.service(), id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no resource {id} of add-on {}", self.service()))
     }
 }

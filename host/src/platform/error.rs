@@ -13,6 +13,9 @@ pub enum Kind {
     Invalid,
     /// The add-on failed or answered something invalid.
     Addon,
+    /// The add-on (or the host) is running as many calls as it may: nothing
+    /// was done, and the same request may simply be retried.
+    Busy,
 }
 
 /// A user-facing error: what happened, to what, and what to do next.
@@ -51,6 +54,16 @@ pub fn addon(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Addon,
         message: message.into(),
+    }
+    .into()
+}
+
+/// A failed plugin call as the user's error: `Busy` when it was refused
+/// before starting, `Addon` otherwise.
+pub fn call(e: crate::runtime::CallError) -> anyhow::Error {
+    UserError {
+        kind: if e.is_busy() { Kind::Busy } else { Kind::Addon },
+        message: e.to_string(),
     }
     .into()
 }

@@ -51,7 +51,7 @@ impl Host {
         let (ctx, effects) = self.context(&manifest, Scope::Service);
         let outcome = plugin.handle_http(ctx, request).await;
         self.log_refusals(&effects).await;
-        let response = outcome.map_err(|e| error::addon(e.to_string()))?;
+        let response = outcome.map_err(error::call)?;
         self.commit_effects(&manifest, take(&effects)).await?;
         Ok(response)
     }

@@ -43,6 +43,8 @@ pub struct HostOptions {
     /// The URL the server is reached at; add-ons build their resource URLs
     /// on `<public_url>/addons/<service>`.
     pub public_url: String,
+    /// What the operator allows add-ons.
+    pub policy: Policy,
 }
 
 impl HostOptions {
@@ -51,6 +53,73 @@ impl HostOptions {
             data_dir: data_dir.into(),
             plugin_dirs,
             public_url: "http://127.0.0.1:5000".into(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// What the operator allows every add-on, whatever its manifest asks: the
+/// ceilings on a manifest's `limits`, and each add-on's storage quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Most `limits.memory_mb` a manifest may ask.
+    pub max_memory_mb: u64,
+    /// Most `limits.timeout_ms` a manifest may ask.
+    pub max_timeout_ms: u64,
+    /// Most `limits.concurrency` a manifest may ask.
+    pub max_concurrency: u64,
+    /// Bytes (keys plus values) each add-on may keep in its KV.
+    pub kv_quota_bytes: u64,
+    /// Keys each add-on may keep in its KV.
+    pub kv_quota_keys: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_memory_mb: 256,
+            max_timeout_ms: 30_000,
+            max_concurrency: 256,
+            kv_quota_bytes: 1 << 30,
+            kv_quota_keys: 1_000_000,
+        }
+    }
+}
+
+impl Policy {
+    /// Whether `m`'s limits are within the ceilings; the error names the
+    /// limit, the ceiling and the option that raises it.
+    pub fn check(&self, m: &Manifest) -> Result<(), String> {
+        let over = |field: &str, asked: u64, max: u64, option: &str| {
+            (asked > max).then(|| {
+                format!("limits.{field} {asked} is over the operator's ceiling of {max} (raise it with {option})")
+            })
+        };
+        let l = m.limits;
+        match over(
+            "memory_mb",
+            l.memory_mb,
+            self.max_memory_mb,
+            "--max-memory-mb",
+        )
+        .or_else(|| {
+            over(
+                "timeout_ms",
+                l.timeout_ms,
+                self.max_timeout_ms,
+                "--max-timeout-ms",
+            )
+        })
+        .or_else(|| {
+            over(
+                "concurrency",
+                l.concurrency,
+                self.max_concurrency,
+                "--max-concurrency",
+            )
+        }) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }
@@ -62,6 +131,8 @@ pub struct Host {
     /// Swapped whole on reload; calls in flight keep the version they took.
     catalog: RwLock<Arc<Catalog>>,
     opts: HostOptions,
+    /// (add-on id, folder) pairs found trusted in the store by this process.
+    trusted: Mutex<std::collections::HashSet<(String, PathBuf)>>,
 }
 
 /// A plugin as `addonhost plugins` and `GET /api/plugins` list it.
@@ -80,6 +151,20 @@ pub struct PluginStatus {
     pub status: String,
     /// Why it is not loaded, or why a newer version was refused.
     pub error: Option<String>,
+    /// What it keeps in its KV, against its quota.
+    pub storage: Option<StorageView>,
+    /// Its limits as the manifest sets them (`None` when it has no valid
+    /// manifest).
+    pub limits: Option<crate::manifest::Limits>,
+}
+
+/// An add-on's KV storage against its quota.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StorageView {
+    pub keys: u64,
+    pub bytes: u64,
+    pub quota_keys: u64,
+    pub quota_bytes: u64,
 }
 
 /// A service as the catalog lists it.
@@ -97,12 +182,13 @@ impl Host {
     pub fn open(opts: HostOptions) -> anyhow::Result<Host> {
         let db = Arc::new(Db::open(&opts.data_dir)?);
         let runtime = Runtime::new(Some(ArtifactCache::new(opts.data_dir.join("cache"))))?;
-        let catalog = Catalog::discover(&opts.plugin_dirs);
+        let catalog = Catalog::discover(&opts.plugin_dirs, &opts.policy);
         Ok(Host {
             db,
             runtime,
             catalog: RwLock::new(Arc::new(catalog)),
             opts,
+            trusted: Mutex::new(Default::default()),
         })
     }
 
@@ -123,9 +209,12 @@ impl Host {
     /// a plugin that fails to load keeps its previous version serving.
     /// Resources, config vars and the plugins' KV are not touched.
     pub fn reload(&self) -> ReloadReport {
-        let (next, report) = self
-            .catalog()
-            .reload(&self.opts.plugin_dirs, &self.runtime, true);
+        let (next, report) = self.catalog().reload(
+            &self.opts.plugin_dirs,
+            &self.runtime,
+            true,
+            &self.opts.policy,
+        );
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         for id in &report.loaded {
             tracing::info!(addon = %id, "plugin loaded");
@@ -207,13 +296,93 @@ impl Host {
         })
     }
 
-    /// The compiled plugin of a service.
+    /// The compiled plugin of a service, once its folder is the one the
+    /// store knows for it (see [`Host::trust`]).
     pub fn plugin(&self, service: &str) -> anyhow::Result<(Arc<Manifest>, Arc<Plugin>)> {
         let s = self.service(service)?;
+        self.check_trusted(&s.manifest)?;
         let plugin = s
             .plugin(&self.runtime)
             .map_err(|e| error::addon(format!("{e:#}")))?;
         Ok((s.manifest.clone(), plugin))
+    }
+
+    /// An add-on id is bound to the folder that first served it in this
+    /// store: its KV, resources and vars are that add-on's. Another folder
+    /// claiming the id (a copy elsewhere, a plugin path changed) is refused
+    /// until the operator confirms it with [`Host::trust`].
+    fn check_trusted(&self, m: &Manifest) -> anyhow::Result<()> {
+        let key = (m.id.clone(), m.dir.clone());
+        if self
+            .trusted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        let dir = m
+            .dir
+            .canonicalize()
+            .unwrap_or_else(|_| m.dir.clone())
+            .display()
+            .to_string();
+        let known = {
+            let conn = self.db.read()?;
+            store::plugin_dirs(&conn, &m.id)?
+        };
+        if known.is_empty() {
+            let (id, d) = (m.id.clone(), dir.clone());
+            self.db.write_blocking(move |tx| {
+                // Another process may have bound it meanwhile.
+                if store::plugin_dirs(tx, &id)?.is_empty() {
+                    store::trust_plugin_dir(tx, &id, &d)?;
+                }
+                Ok(())
+            })?;
+            return self.check_trusted(m);
+        }
+        if !known.contains(&dir) {
+            return Err(error::conflict(format!(
+                "add-on {} has been served from {} in this data dir; {dir} now claims its id, with its resources, config vars and private KV. \
+                 If that is the same add-on, moved, confirm it with `addonhost plugins:trust {dir}`",
+                m.id,
+                known.join(", ")
+            )));
+        }
+        self.trusted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+        Ok(())
+    }
+
+    /// Binds the add-on in `dir` to its id in this store (`plugins:trust`),
+    /// beside any folder already bound to it.
+    pub fn trust(&self, dir: &std::path::Path) -> anyhow::Result<String> {
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("cannot open plugin folder {}", dir.display()))?;
+        let m = Manifest::load(&dir).map_err(|e| error::invalid(e.to_string()))?;
+        catalog::check_folder(&m).map_err(error::invalid)?;
+        let (id, d) = (m.id.clone(), dir.display().to_string());
+        self.db.write_blocking(move |tx| {
+            store::trust_plugin_dir(tx, &id, &d)?;
+            store::audit(tx, "user", "plugins:trust", None, Some(&id), &d)?;
+            Ok(())
+        })?;
+        Ok(m.id)
+    }
+
+    /// What add-on `id` keeps in its KV, against its quota.
+    pub fn storage(&self, id: &str) -> anyhow::Result<StorageView> {
+        let (keys, bytes) = store::kv_usage(&*self.db.read()?, id)?;
+        Ok(StorageView {
+            keys,
+            bytes,
+            quota_keys: self.opts.policy.kv_quota_keys,
+            quota_bytes: self.opts.policy.kv_quota_bytes,
+        })
     }
 
     /// Compiles every plugin now (for `serve` and `plugins`), returning the
@@ -267,6 +436,8 @@ impl Host {
                 origin: s.origin(),
                 status,
                 error,
+                storage: self.storage(&m.id).ok(),
+                limits: Some(m.limits),
             });
         }
         for b in &catalog.broken {
@@ -287,6 +458,8 @@ impl Host {
                 origin: None,
                 status: "invalid manifest".into(),
                 error: Some(b.error.clone()),
+                storage: None,
+                limits: None,
             });
         }
         rows
@@ -348,8 +521,9 @@ impl Host {
             return Ok(());
         }
         let manifest = manifest.clone();
+        let policy = self.opts.policy;
         self.db
-            .write(move |tx| apply_effects(tx, &manifest, &effects))
+            .write(move |tx| apply_effects(tx, &manifest, &policy, &effects))
             .await
     }
 
@@ -364,11 +538,31 @@ impl Host {
 }
 
 /// Applies a call's buffered effects inside the caller's transaction:
-/// the add-on's KV writes, and any partner-initiated config updates,
-/// completions and failures (each with the ownership checks and releases).
-fn apply_effects(tx: &Connection, m: &Manifest, effects: &Effects) -> anyhow::Result<()> {
-    for (key, value) in &effects.kv {
-        store::kv_put(tx, &m.id, key, value.as_deref())?;
+/// the add-on's KV writes (within its storage quota), and any
+/// partner-initiated config updates, completions and failures (each with the
+/// ownership checks and releases).
+fn apply_effects(
+    tx: &Connection,
+    m: &Manifest,
+    policy: &Policy,
+    effects: &Effects,
+) -> anyhow::Result<()> {
+    if !effects.kv.is_empty() {
+        let before = store::kv_usage(tx, &m.id)?;
+        for (key, value) in &effects.kv {
+            store::kv_put(tx, &m.id, key, value.as_deref())?;
+        }
+        let after = store::kv_usage(tx, &m.id)?;
+        // A call that frees space is always applied, even over a quota
+        // lowered since.
+        let grew = after.0 > before.0 || after.1 > before.1;
+        if grew && (after.0 > policy.kv_quota_keys || after.1 > policy.kv_quota_bytes) {
+            return Err(error::addon(format!(
+                "add-on {}: its storage quota is full ({} of {} keys, {} of {} bytes with this call's writes); \
+                 nothing of the call was kept. It must delete data, or the operator raise the quota (--max-kv-mb, --max-kv-keys)",
+                m.id, after.0, policy.kv_quota_keys, after.1, policy.kv_quota_bytes
+            )));
+        }
     }
     let actor = format!("addon:{}", m.id);
     for Update {
@@ -384,6 +578,10 @@ fn apply_effects(tx: &Connection, m: &Manifest, effects: &Effects) -> anyhow::Re
             let mut changed = Vec::new();
             for (name, value) in changes {
                 let app_name = naming::app_var(name, &m.api.config_vars_prefix, &att.name);
+                if let Some(why) = crate::reserved::reason(&app_name) {
+                    store::audit(tx, &actor, "refused", Some(&att.app), Some(&r.name), &why)?;
+                    continue;
+                }
                 let current = store::config_var(tx, att.app_id, &app_name)?;
                 if let Some(cur) = &current {
                     if cur.attachment_id != Some(att.id) {
@@ -471,6 +669,11 @@ fn apply_effects(tx: &Connection, m: &Manifest, effects: &Effects) -> anyhow::Re
         let Some(r) = store::resource_by_partner_id(tx, &m.id, pid)? else {
             continue;
         };
+        // Completed (or failed) by another call meanwhile: an answered
+        // provisioning is never undone.
+        if r.state != "provisioning" {
+            continue;
+        }
         for att in store::attachments_of_resource(tx, r.id)? {
             store::delete_vars_of_attachment(tx, att.id)?;
             store::delete_attachment(tx, att.id)?;

@@ -133,7 +133,7 @@ impl Host {
         );
         let verdict = plugin.verify(ctx, login).await;
         self.log_refusals(&effects).await;
-        let verdict = verdict.map_err(|e| error::addon(e.to_string()))?;
+        let verdict = verdict.map_err(error::call)?;
         // Like any call, a verify may have written its KV (a last-login note).
         self.commit_effects(&manifest, take(&effects)).await?;
         Ok(verdict)

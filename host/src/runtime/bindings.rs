@@ -4,6 +4,9 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "addon",
     exports: { default: async },
+    // A host function may trap its caller: a call that runs out of a budget
+    // stops there (see `limits::BudgetExceeded`).
+    imports: { default: trappable },
 });
 
 pub use self::addonhost::addon::log::Level;

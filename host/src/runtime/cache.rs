@@ -142,14 +142,15 @@ fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
 
 fn write_entry(path: &Path, component: &Component) -> anyhow::Result<()> {
     let dir = path.parent().context("cache entry has no folder")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::util::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     let payload = component.serialize().map_err(anyhow::Error::from)?;
     let sum = sum_of(payload.len() as u64, crc32fast::hash(&payload));
     // Write then rename, artifact first: a reader never sees half an entry,
     // and an artifact without its sum is discarded.
     for (target, data) in [(path.to_path_buf(), &payload), (sum_path(path), &sum)] {
         let tmp = target.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+        crate::util::write_private(&tmp, data)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &target)
             .with_context(|| format!("renaming to {}", target.display()))?;
     }

@@ -5,51 +5,69 @@
 //! may see (its own resource's vars, its own KV). The generated WIT host
 //! traits below only forward to it, so a plugin can reach nothing else.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::bindings::addonhost::addon::{config, kv, log, types};
 use super::bindings::Level;
+use super::limits::BudgetExceeded;
 use super::CallState;
 
+/// The answer of a capability, or the budget whose end stops the call.
+pub type Budgeted<T> = Result<T, BudgetExceeded>;
+
+/// Most keys one `list-keys` or `list-keys-after` answers.
+pub const MAX_LIST_KEYS: usize = 1000;
+
 /// The host side of the `config`, `kv` and `log` imports for one call.
+/// Every function may end the call instead of answering, when the call has
+/// spent a budget (its `Err`): the guest traps there.
 pub trait Capabilities: Send {
     /// One of the resource's own vars, by manifest name.
-    fn config_get(&mut self, id: &str, name: &str) -> Option<String>;
+    fn config_get(&mut self, id: &str, name: &str) -> Budgeted<Option<String>>;
     /// All of the resource's own vars, by manifest name.
-    fn config_list(&mut self, id: &str) -> Vec<(String, String)>;
+    fn config_list(&mut self, id: &str) -> Budgeted<Vec<(String, String)>>;
     /// Sets (`Some`) or removes (`None`) own vars, all or none.
     fn config_update(
         &mut self,
         id: &str,
         changes: Vec<(String, Option<String>)>,
         reason: &str,
-    ) -> Result<(), String>;
+    ) -> Budgeted<Result<(), String>>;
     /// Completes a pending provisioning.
     fn complete(
         &mut self,
         id: &str,
         config: Vec<(String, String)>,
         message: Option<String>,
-    ) -> Result<(), String>;
+    ) -> Budgeted<Result<(), String>>;
     /// Fails a pending provisioning.
-    fn fail(&mut self, id: &str, message: &str) -> Result<(), String>;
-    fn kv_get(&mut self, key: &str) -> Option<Vec<u8>>;
-    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Result<(), String>;
-    fn kv_delete(&mut self, key: &str);
-    fn kv_list_keys(&mut self, prefix: &str) -> Vec<String>;
+    fn fail(&mut self, id: &str, message: &str) -> Budgeted<Result<(), String>>;
+    fn kv_get(&mut self, key: &str) -> Budgeted<Option<Vec<u8>>>;
+    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Budgeted<Result<(), String>>;
+    fn kv_delete(&mut self, key: &str) -> Budgeted<()>;
+    /// Up to `limit` (at most [`MAX_LIST_KEYS`]) keys starting with
+    /// `prefix` that sort after `after` (all, when `None`), in order.
+    fn kv_list_keys(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Budgeted<Vec<String>>;
+    /// How many keys start with `prefix`.
+    fn kv_count_keys(&mut self, prefix: &str) -> Budgeted<u64>;
     fn log(&mut self, level: Level, message: &str);
 }
 
 impl types::Host for CallState {}
 
 impl config::Host for CallState {
-    fn get(&mut self, id: String, name: String) -> Option<String> {
-        self.caps.config_get(&id, &name)
+    fn get(&mut self, id: String, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.caps.config_get(&id, &name)?)
     }
 
-    fn list(&mut self, id: String) -> Vec<(String, String)> {
-        self.caps.config_list(&id)
+    fn list(&mut self, id: String) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.caps.config_list(&id)?)
     }
 
     fn update(
@@ -57,8 +75,8 @@ impl config::Host for CallState {
         id: String,
         changes: Vec<(String, Option<String>)>,
         reason: String,
-    ) -> Result<(), String> {
-        self.caps.config_update(&id, changes, &reason)
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.caps.config_update(&id, changes, &reason)?)
     }
 
     fn complete(
@@ -66,45 +84,62 @@ impl config::Host for CallState {
         id: String,
         config: Vec<(String, String)>,
         message: Option<String>,
-    ) -> Result<(), String> {
-        self.caps.complete(&id, config, message)
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.caps.complete(&id, config, message)?)
     }
 
-    fn fail(&mut self, id: String, message: String) -> Result<(), String> {
-        self.caps.fail(&id, &message)
+    fn fail(&mut self, id: String, message: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.caps.fail(&id, &message)?)
     }
 }
 
 impl kv::Host for CallState {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.caps.kv_get(&key)
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.caps.kv_get(&key)?)
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        self.caps.kv_set(&key, value)
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.caps.kv_set(&key, value)?)
     }
 
-    fn delete(&mut self, key: String) {
-        self.caps.kv_delete(&key)
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        Ok(self.caps.kv_delete(&key)?)
     }
 
-    fn list_keys(&mut self, prefix: String) -> Vec<String> {
-        self.caps.kv_list_keys(&prefix)
+    fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self.caps.kv_list_keys(&prefix, None, MAX_LIST_KEYS)?)
+    }
+
+    fn list_keys_after(
+        &mut self,
+        prefix: String,
+        after: String,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<String>> {
+        let limit = (limit as usize).min(MAX_LIST_KEYS);
+        Ok(self.caps.kv_list_keys(&prefix, Some(&after), limit)?)
+    }
+
+    fn count_keys(&mut self, prefix: String) -> wasmtime::Result<u64> {
+        Ok(self.caps.kv_count_keys(&prefix)?)
     }
 }
 
 impl log::Host for CallState {
-    fn log(&mut self, level: Level, message: String) {
-        // A plugin cannot flood the log with one giant line.
-        let message = crate::util::truncate(&message, 4096);
-        self.caps.log(level, message);
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        // A plugin cannot flood the log: lines are cut, and a call's log
+        // text is capped (then one marker line says so).
+        if let Some(line) = self.log.admit(&message) {
+            self.caps.log(level, &line);
+        }
+        Ok(())
     }
 }
 
 /// What [`InMemory`] holds.
 #[derive(Default)]
 struct Memory {
-    kv: HashMap<String, Vec<u8>>,
+    kv: BTreeMap<String, Vec<u8>>,
     config: HashMap<String, Vec<(String, String)>>,
 }
 
@@ -129,23 +164,23 @@ impl InMemory {
 }
 
 impl Capabilities for InMemory {
-    fn config_get(&mut self, id: &str, name: &str) -> Option<String> {
-        self.mem()
+    fn config_get(&mut self, id: &str, name: &str) -> Budgeted<Option<String>> {
+        Ok(self
+            .mem()
             .config
-            .get(id)?
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+            .get(id)
+            .and_then(|vars| vars.iter().find(|(n, _)| n == name))
+            .map(|(_, v)| v.clone()))
     }
-    fn config_list(&mut self, id: &str) -> Vec<(String, String)> {
-        self.mem().config.get(id).cloned().unwrap_or_default()
+    fn config_list(&mut self, id: &str) -> Budgeted<Vec<(String, String)>> {
+        Ok(self.mem().config.get(id).cloned().unwrap_or_default())
     }
     fn config_update(
         &mut self,
         id: &str,
         changes: Vec<(String, Option<String>)>,
         _: &str,
-    ) -> Result<(), String> {
+    ) -> Budgeted<Result<(), String>> {
         let mut m = self.mem();
         let vars = m.config.entry(id.to_string()).or_default();
         for (name, value) in changes {
@@ -154,40 +189,58 @@ impl Capabilities for InMemory {
                 vars.push((name, v));
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
     fn complete(
         &mut self,
         id: &str,
         config: Vec<(String, String)>,
         _: Option<String>,
-    ) -> Result<(), String> {
+    ) -> Budgeted<Result<(), String>> {
         self.mem().config.insert(id.to_string(), config);
-        Ok(())
+        Ok(Ok(()))
     }
-    fn fail(&mut self, _: &str, _: &str) -> Result<(), String> {
-        Ok(())
+    fn fail(&mut self, _: &str, _: &str) -> Budgeted<Result<(), String>> {
+        Ok(Ok(()))
     }
-    fn kv_get(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.mem().kv.get(key).cloned()
+    fn kv_get(&mut self, key: &str) -> Budgeted<Option<Vec<u8>>> {
+        Ok(self.mem().kv.get(key).cloned())
     }
-    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Result<(), String> {
+    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Budgeted<Result<(), String>> {
         self.mem().kv.insert(key.to_string(), value);
+        Ok(Ok(()))
+    }
+    fn kv_delete(&mut self, key: &str) -> Budgeted<()> {
+        self.mem().kv.remove(key);
         Ok(())
     }
-    fn kv_delete(&mut self, key: &str) {
-        self.mem().kv.remove(key);
+    fn kv_list_keys(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Budgeted<Vec<String>> {
+        Ok(self
+            .mem()
+            .kv
+            .range::<str, _>((
+                after.map_or(std::ops::Bound::Included(prefix), std::ops::Bound::Excluded),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(k, _)| k)
+            .skip_while(|k| !k.starts_with(prefix) && k.as_str() < prefix)
+            .take_while(|k| k.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
     }
-    fn kv_list_keys(&mut self, prefix: &str) -> Vec<String> {
-        let mut keys: Vec<String> = self
+    fn kv_count_keys(&mut self, prefix: &str) -> Budgeted<u64> {
+        Ok(self
             .mem()
             .kv
             .keys()
             .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        keys.sort();
-        keys
+            .count() as u64)
     }
     fn log(&mut self, _: Level, _: &str) {}
 }

@@ -61,6 +61,7 @@ impl Plugin {
             plugin: self.id.clone(),
             message: "this add-on does not serve HTTP".into(),
         })?;
+        let _slot = self.slot("http")?;
         let mut store = self.new_store(caps);
         let deadline = Duration::from_millis(self.limits.timeout_ms) + EPOCH_TICK * 4;
         let (sender, receiver) = tokio::sync::oneshot::channel::<

@@ -3,12 +3,13 @@
 //! Each plugin is compiled once (or loaded from the artifact cache) and
 //! pre-instantiated; every call then gets a fresh `Store` — so nothing leaks
 //! from one call to the next — with a wall-clock deadline (epoch
-//! interruption, plus a timer for time spent blocked in WASI) and a memory
-//! cap. WASI is linked with no capabilities at all: no preopened directories,
-//! no environment, no arguments, no sockets, stdio going nowhere (stderr is
-//! kept, bounded, to explain traps). A trap, a timeout or a limit hit comes
-//! back as a [`CallError`] naming the plugin, the call and the reason; it
-//! never takes the host down.
+//! interruption, plus a timer for time spent blocked in WASI), a memory cap
+//! and the host-side bounds of [`limits`]. WASI is linked with no
+//! capabilities at all: no preopened directories, no environment, no
+//! arguments, no sockets, stdio going nowhere (the tail of stderr is kept to
+//! explain traps). A trap, a timeout or a limit hit comes back as a
+//! [`CallError`] naming the plugin, the call and the reason; it never takes
+//! the host down.
 //!
 //! The runtime knows nothing of SQL, apps or HTTP: what a plugin may import
 //! is the [`Capabilities`] the caller passes in with each call.
@@ -16,8 +17,11 @@
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
+mod error;
 mod exports;
 pub mod http;
+pub mod limits;
+mod stderr;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,48 +33,57 @@ use wasmtime::component::{
     Component, ComponentNamedList, HasSelf, Lift, Linker, Lower, ResourceTable,
 };
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use bindings::{AddonError, Level, Login, ProvisionRequest, ProvisionResult, Session, Verdict};
 pub use cache::{ArtifactCache, Origin};
 pub use capabilities::Capabilities;
+pub use error::CallError;
 pub use http::MAX_RESPONSE_BYTES;
+pub use limits::{BudgetExceeded, Slots};
 
 use crate::manifest::Limits;
 use bindings::{Addon, AddonPre};
 use exports::{Export, Exports};
+use limits::{LogBudget, MemoryLimiter, MAX_RESOURCES};
+use stderr::TailPipe;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
-/// Bytes of a plugin's stderr kept to explain a trap.
-const STDERR_CAPACITY: usize = 16 * 1024;
 
 /// The per-call state of one plugin instance.
 pub struct CallState {
     /// Built on the plugin's first WASI call: many calls make none, and a
     /// context costs the seeding of its random number generators.
     wasi: Option<WasiCtx>,
-    /// Where the plugin's stderr goes (kept to explain panics).
-    stderr: MemoryOutputPipe,
+    /// The tail of the plugin's stderr (kept to explain panics).
+    stderr: TailPipe,
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_hooks: http::DenyOutbound,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    log: LogBudget,
     caps: Box<dyn Capabilities>,
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         let stderr = &self.stderr;
-        // No preopens, env, args or network: the builder's defaults deny
-        // them all; only stderr is kept.
-        let ctx = self
-            .wasi
-            .get_or_insert_with(|| WasiCtx::builder().stderr(stderr.clone()).build());
+        // No preopens, env, args or network; only stderr is kept. Sockets
+        // are refused outright (not only their addresses), so a plugin
+        // cannot hold host descriptors; set here rather than trusted to the
+        // builder's defaults.
+        let ctx = self.wasi.get_or_insert_with(|| {
+            WasiCtx::builder()
+                .stderr(stderr.clone())
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build()
+        });
         WasiCtxView {
             ctx,
             table: &mut self.table,
@@ -78,70 +91,13 @@ impl WasiView for CallState {
     }
 }
 
-/// Caps each linear memory and remembers whether the cap was hit, so the
-/// resulting trap can be reported as what it is.
-struct MemoryLimiter {
-    max_bytes: usize,
-    hit: bool,
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
-    }
-}
-
-/// Why a plugin call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    #[error(
-        "add-on {plugin}: {call} timed out after {timeout_ms} ms (the plugin's limits.timeout_ms)"
-    )]
-    Timeout {
-        plugin: String,
-        call: &'static str,
-        timeout_ms: u64,
-    },
-    #[error("add-on {plugin}: {call} exceeded its memory limit of {memory_mb} MiB")]
-    MemoryLimit {
-        plugin: String,
-        call: &'static str,
-        memory_mb: u64,
-    },
-    #[error("add-on {plugin}: {call} crashed: {reason}")]
-    Trap {
-        plugin: String,
-        call: &'static str,
-        reason: String,
-    },
-    /// The plugin answered with an error meant for the user.
-    #[error("add-on {plugin}: {message}")]
-    Addon { plugin: String, message: String },
-}
-
 /// The wasmtime engine and the linker shared by every plugin.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     cache: Option<ArtifactCache>,
+    /// Calls running, per add-on and in all.
+    slots: Arc<Slots>,
     /// The quick tier (Winch), made on first use.
     quick: OnceLock<Result<Tier, String>>,
     /// Engines the epoch ticker advances.
@@ -176,6 +132,7 @@ pub struct Plugin {
     proxy: Option<wasmtime_wasi_http::p2::bindings::ProxyPre<CallState>>,
     limits: Limits,
     engine: Engine,
+    slots: Arc<Slots>,
     /// Hex SHA-256 of the component.
     pub content_hash: String,
     /// Whether this load compiled or hit the artifact cache.
@@ -228,6 +185,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            slots: Arc::new(Slots::default()),
             quick: OnceLock::new(),
             ticking,
             ticker_stop,
@@ -272,8 +230,7 @@ impl Runtime {
             .with_context(|| format!("add-on {id}: quick compile"))?;
         plugin_of(
             id,
-            &tier.engine,
-            &tier.linker,
+            (&tier.engine, &tier.linker, &self.slots),
             &component,
             limits,
             content_hash,
@@ -307,13 +264,17 @@ impl Runtime {
         };
         plugin_of(
             id,
-            &self.engine,
-            &self.linker,
+            (&self.engine, &self.linker, &self.slots),
             &component,
             limits,
             content_hash,
             origin,
         )
+    }
+
+    /// Calls of add-on `id` running now, in this process.
+    pub fn in_flight(&self, id: &str) -> usize {
+        self.slots.in_flight(id)
     }
 }
 
@@ -356,8 +317,7 @@ fn linker_for(engine: &Engine) -> anyhow::Result<Linker<CallState>> {
 /// pre-instantiated.
 fn plugin_of(
     id: &str,
-    engine: &Engine,
-    linker: &Linker<CallState>,
+    (engine, linker, slots): (&Engine, &Linker<CallState>, &Arc<Slots>),
     component: &Component,
     limits: Limits,
     content_hash: String,
@@ -376,6 +336,7 @@ fn plugin_of(
         proxy,
         limits,
         engine: engine.clone(),
+        slots: slots.clone(),
         content_hash,
         origin,
     })
@@ -391,7 +352,9 @@ fn pool_config() -> PoolingAllocationConfig {
         .total_memories(2000)
         .total_tables(10_000)
         .max_core_instances_per_component(200)
-        .max_memories_per_component(32)
+        // A call's memories share one cap (`MemoryLimiter`); more than a few
+        // per component is no add-on's need.
+        .max_memories_per_component(16)
         .max_tables_per_component(200)
         .max_tables_per_module(8)
         .table_elements(200_000)
@@ -428,21 +391,34 @@ impl Plugin {
         self.proxy.is_some()
     }
 
+    /// A slot for one more call of this plugin, or why there is none.
+    fn slot(&self, call: &'static str) -> Result<limits::Slot, CallError> {
+        let limit = self.limits.concurrency as usize;
+        self.slots
+            .try_acquire(&self.id, limit)
+            .map_err(|full| CallError::Busy {
+                plugin: self.id.clone(),
+                call,
+                full,
+            })
+    }
+
     fn new_store(&self, caps: Box<dyn Capabilities>) -> Store<CallState> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let state = CallState {
             wasi: None,
-            stderr: MemoryOutputPipe::new(STDERR_CAPACITY),
+            stderr: TailPipe::default(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks: http::DenyOutbound,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                max_bytes: (self.limits.memory_mb as usize) << 20,
-                hit: false,
-            },
+            table,
+            limiter: MemoryLimiter::new((self.limits.memory_mb as usize) << 20),
+            log: LogBudget::default(),
             caps,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.set_max_component_handles(MAX_RESOURCES);
         // Every epoch tick the guest yields to the executor, so a busy plugin
         // never holds a server thread; past the deadline it is interrupted.
         let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
@@ -469,6 +445,7 @@ impl Plugin {
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
+        let _slot = self.slot(call)?;
         let mut store = self.new_store(caps);
         let deadline = Duration::from_millis(self.limits.timeout_ms);
         let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, async {
@@ -491,7 +468,7 @@ impl Plugin {
         call: &'static str,
         outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
         hit_memory: bool,
-        stderr: &MemoryOutputPipe,
+        stderr: &TailPipe,
     ) -> Result<R, CallError> {
         let timeout = || CallError::Timeout {
             plugin: self.id.clone(),
@@ -510,12 +487,29 @@ impl Plugin {
                         memory_mb: self.limits.memory_mb,
                     });
                 }
+                match error::limit_of(&e) {
+                    Some(error::Limit::Budget(what)) => {
+                        return Err(CallError::Budget {
+                            plugin: self.id.clone(),
+                            call,
+                            what,
+                        })
+                    }
+                    Some(error::Limit::Pool) => {
+                        return Err(CallError::Busy {
+                            plugin: self.id.clone(),
+                            call,
+                            full: limits::Full::Host(limits::MAX_CALLS_IN_FLIGHT),
+                        })
+                    }
+                    None => {}
+                }
                 match e.downcast_ref::<Trap>() {
                     Some(Trap::Interrupt) => Err(timeout()),
                     trap => Err(CallError::Trap {
                         plugin: self.id.clone(),
                         call,
-                        reason: explain(trap, &e, stderr),
+                        reason: error::explain(trap, &e, &stderr.contents()),
                     }),
                 }
             }
@@ -591,30 +585,5 @@ impl Plugin {
             .run("sso-verify", caps, &self.exports.verify, (login,))
             .await?;
         Ok(verdict)
-    }
-}
-
-/// A readable reason for a trap: the trap kind, plus the plugin's own last
-/// words on stderr (a Rust panic message, a Python traceback).
-fn explain(trap: Option<&Trap>, e: &wasmtime::Error, stderr: &MemoryOutputPipe) -> String {
-    let what = match trap {
-        Some(Trap::StackOverflow) => "stack overflow (unbounded recursion?)".to_string(),
-        Some(Trap::UnreachableCodeReached) => {
-            "wasm trap: unreachable executed (a panic or abort)".to_string()
-        }
-        Some(Trap::MemoryOutOfBounds) => {
-            "wasm trap: out-of-bounds memory access (the plugin's shadow stack overflowed, or a memory bug)".to_string()
-        }
-        Some(t) => t.to_string(),
-        None => format!("{e:#}"),
-    };
-    let out = stderr.contents();
-    let text = String::from_utf8_lossy(&out);
-    let last: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = last[last.len().saturating_sub(3)..].join(" / ");
-    if tail.is_empty() {
-        what
-    } else {
-        format!("{what}; stderr: {}", crate::util::truncate(&tail, 600))
     }
 }

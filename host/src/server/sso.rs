@@ -176,10 +176,15 @@ pub async fn addon_route(server: &Arc<Server>, req: Req, service: &str) -> Resp 
         Err(e) => {
             let status = match Resp::status_of(&e) {
                 404 => 404,
+                503 => 503,
                 _ if format!("{e}").contains("timed out") => 504,
                 _ => 502,
             };
-            Resp::text(status, &format!("{e:#}\n"))
+            let r = Resp::text(status, &format!("{e:#}\n"));
+            if status == 503 {
+                return r.header("retry-after", "1");
+            }
+            r
         }
     }
 }

@@ -130,12 +130,18 @@ impl Resp {
             Some(Kind::Conflict) => 409,
             Some(Kind::Invalid) => 400,
             Some(Kind::Addon) => 422,
+            Some(Kind::Busy) => 503,
             None => 500,
         }
     }
 
     pub fn error(e: &anyhow::Error) -> Resp {
-        Resp::json_error(Resp::status_of(e), &format!("{e:#}"))
+        let status = Resp::status_of(e);
+        let r = Resp::json_error(status, &format!("{e:#}"));
+        if status == 503 {
+            return r.header("retry-after", "1");
+        }
+        r
     }
 
     pub fn redirect(status: u16, location: &str) -> Resp {

@@ -130,4 +130,23 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE partner_id IS NOT NULL;
     CREATE INDEX resources_app ON resources(app_id);
     "#,
+    // 5: each add-on's storage use, kept in step with its KV by every write,
+    // so its quota is checked without counting the whole KV; and the
+    // folders each add-on id is bound to (another folder claiming a known id
+    // is refused until the operator trusts it).
+    r#"
+    CREATE TABLE plugin_dirs (
+        service     TEXT NOT NULL,
+        dir         TEXT NOT NULL,
+        trusted_at  INTEGER NOT NULL,
+        PRIMARY KEY (service, dir)
+    ) WITHOUT ROWID;
+    CREATE TABLE plugin_kv_usage (
+        service     TEXT PRIMARY KEY,
+        keys        INTEGER NOT NULL,
+        bytes       INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO plugin_kv_usage (service, keys, bytes)
+        SELECT service, COUNT(*), SUM(length(key) + length(value)) FROM plugin_kv GROUP BY service;
+    "#,
 ];

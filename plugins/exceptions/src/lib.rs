@@ -200,7 +200,7 @@ impl Handler for Exceptions {
                 let body = String::from_utf8_lossy(&req.body).into_owned();
                 let payload = serde_json::from_str::<serde_json::Value>(&body)
                     .unwrap_or(serde_json::Value::String(body));
-                let seq = addonhost_sdk::host::kv::list_keys(&format!("exc/{}/", p.id)).len();
+                let seq = addonhost_sdk::host::kv::count_keys(&format!("exc/{}/", p.id));
                 let record = serde_json::json!({
                     "seq": seq + 1,
                     "at": addonhost_sdk::now(),

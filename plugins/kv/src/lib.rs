@@ -144,7 +144,7 @@ impl Lifecycle for Kv {
             AddonError::new(format!("unknown plan {plan:?}; kv offers mini and pro"))
         })?;
         let mut ns = load(&id)?;
-        let used = addonhost_sdk::host::kv::list_keys(&format!("data/{id}/")).len() as u64;
+        let used = addonhost_sdk::host::kv::count_keys(&format!("data/{id}/"));
         if used > limit {
             return Err(AddonError::new(format!(
                 "namespace {id} holds {used} keys; plan {plan} allows {limit}: delete keys first"
@@ -228,7 +228,7 @@ fn data(req: &Request, ns: &Namespace, key: &str) -> Response {
         },
         "PUT" | "POST" => {
             let exists = addonhost_sdk::host::kv::get(&k).is_some();
-            let used = addonhost_sdk::host::kv::list_keys(&format!("data/{}/", ns.id)).len() as u64;
+            let used = addonhost_sdk::host::kv::count_keys(&format!("data/{}/", ns.id));
             if !exists && used >= key_limit(&ns.plan).unwrap_or(0) {
                 return Response::text(
                     507,

@@ -96,10 +96,31 @@ pub mod store {
         kv::set(key, &bytes).map_err(AddonError::new)
     }
 
-    /// Deletes every key starting with `prefix`.
+    /// Deletes every key starting with `prefix`, a page of keys at a time
+    /// (`list-keys` answers at most 1,000).
     pub fn delete_prefix(prefix: &str) {
-        for key in kv::list_keys(prefix) {
-            kv::delete(&key);
+        loop {
+            let keys = kv::list_keys(prefix);
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                kv::delete(&key);
+            }
         }
+    }
+
+    /// Every key starting with `prefix`, in order, paging through
+    /// `list-keys-after` (each page is one kv operation of the call's budget).
+    pub fn keys(prefix: &str) -> Vec<String> {
+        let mut all = kv::list_keys(prefix);
+        while all.len() % 1000 == 0 && !all.is_empty() {
+            let page = kv::list_keys_after(prefix, all.last().unwrap(), 1000);
+            if page.is_empty() {
+                break;
+            }
+            all.extend(page);
+        }
+        all
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use addonhost::manifest::Limits;
 use addonhost::runtime::bindings::addonhost::addon::{config, kv, log, types};
 use addonhost::runtime::bindings::{Addon, AddonPre, Level, ProvisionRequest};
+use addonhost::runtime::capabilities::Budgeted;
 use addonhost::runtime::{Capabilities, Runtime};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -45,100 +46,126 @@ impl WasiView for Bare {
 
 impl types::Host for Bare {}
 impl config::Host for Bare {
-    fn get(&mut self, _: String, _: String) -> Option<String> {
-        None
+    fn get(&mut self, _: String, _: String) -> wasmtime::Result<Option<String>> {
+        Ok(None)
     }
-    fn list(&mut self, _: String) -> Vec<(String, String)> {
-        Vec::new()
+    fn list(&mut self, _: String) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
     }
     fn update(
         &mut self,
         _: String,
         _: Vec<(String, Option<String>)>,
         _: String,
-    ) -> Result<(), String> {
-        Ok(())
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(Ok(()))
     }
     fn complete(
         &mut self,
         _: String,
         _: Vec<(String, String)>,
         _: Option<String>,
-    ) -> Result<(), String> {
-        Ok(())
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(Ok(()))
     }
-    fn fail(&mut self, _: String, _: String) -> Result<(), String> {
-        Ok(())
+    fn fail(&mut self, _: String, _: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(Ok(()))
     }
 }
 impl kv::Host for Bare {
-    fn get(&mut self, k: String) -> Option<Vec<u8>> {
-        self.kv.get(&k).cloned()
+    fn get(&mut self, k: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.kv.get(&k).cloned())
     }
-    fn set(&mut self, k: String, v: Vec<u8>) -> Result<(), String> {
+    fn set(&mut self, k: String, v: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         self.kv.insert(k, v);
+        Ok(Ok(()))
+    }
+    fn delete(&mut self, k: String) -> wasmtime::Result<()> {
+        self.kv.remove(&k);
         Ok(())
     }
-    fn delete(&mut self, k: String) {
-        self.kv.remove(&k);
-    }
-    fn list_keys(&mut self, p: String) -> Vec<String> {
-        self.kv
+    fn list_keys(&mut self, p: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self
+            .kv
             .keys()
             .filter(|k| k.starts_with(&p))
             .cloned()
-            .collect()
+            .collect())
+    }
+    fn list_keys_after(&mut self, p: String, a: String, n: u32) -> wasmtime::Result<Vec<String>> {
+        let mut keys: Vec<String> = self
+            .kv
+            .keys()
+            .filter(|k| k.starts_with(&p) && **k > a)
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.truncate(n as usize);
+        Ok(keys)
+    }
+    fn count_keys(&mut self, p: String) -> wasmtime::Result<u64> {
+        Ok(self.kv.keys().filter(|k| k.starts_with(&p)).count() as u64)
     }
 }
 impl log::Host for Bare {
-    fn log(&mut self, _: Level, _: String) {}
+    fn log(&mut self, _: Level, _: String) -> wasmtime::Result<()> {
+        Ok(())
+    }
 }
 
 /// The same in-memory capabilities, through addonhost's trait.
 #[derive(Default)]
 struct MemCaps(HashMap<String, Vec<u8>>);
 impl Capabilities for MemCaps {
-    fn config_get(&mut self, _: &str, _: &str) -> Option<String> {
-        None
+    fn config_get(&mut self, _: &str, _: &str) -> Budgeted<Option<String>> {
+        Ok(None)
     }
-    fn config_list(&mut self, _: &str) -> Vec<(String, String)> {
-        Vec::new()
+    fn config_list(&mut self, _: &str) -> Budgeted<Vec<(String, String)>> {
+        Ok(Vec::new())
     }
     fn config_update(
         &mut self,
         _: &str,
         _: Vec<(String, Option<String>)>,
         _: &str,
-    ) -> Result<(), String> {
-        Ok(())
+    ) -> Budgeted<Result<(), String>> {
+        Ok(Ok(()))
     }
     fn complete(
         &mut self,
         _: &str,
         _: Vec<(String, String)>,
         _: Option<String>,
-    ) -> Result<(), String> {
-        Ok(())
+    ) -> Budgeted<Result<(), String>> {
+        Ok(Ok(()))
     }
-    fn fail(&mut self, _: &str, _: &str) -> Result<(), String> {
-        Ok(())
+    fn fail(&mut self, _: &str, _: &str) -> Budgeted<Result<(), String>> {
+        Ok(Ok(()))
     }
-    fn kv_get(&mut self, k: &str) -> Option<Vec<u8>> {
-        self.0.get(k).cloned()
+    fn kv_get(&mut self, k: &str) -> Budgeted<Option<Vec<u8>>> {
+        Ok(self.0.get(k).cloned())
     }
-    fn kv_set(&mut self, k: &str, v: Vec<u8>) -> Result<(), String> {
+    fn kv_set(&mut self, k: &str, v: Vec<u8>) -> Budgeted<Result<(), String>> {
         self.0.insert(k.into(), v);
+        Ok(Ok(()))
+    }
+    fn kv_delete(&mut self, k: &str) -> Budgeted<()> {
+        self.0.remove(k);
         Ok(())
     }
-    fn kv_delete(&mut self, k: &str) {
-        self.0.remove(k);
-    }
-    fn kv_list_keys(&mut self, p: &str) -> Vec<String> {
-        self.0
+    fn kv_list_keys(&mut self, p: &str, a: Option<&str>, n: usize) -> Budgeted<Vec<String>> {
+        let mut keys: Vec<String> = self
+            .0
             .keys()
-            .filter(|k| k.starts_with(p))
+            .filter(|k| k.starts_with(p) && a.is_none_or(|a| k.as_str() > a))
             .cloned()
-            .collect()
+            .collect();
+        keys.sort();
+        keys.truncate(n);
+        Ok(keys)
+    }
+    fn kv_count_keys(&mut self, p: &str) -> Budgeted<u64> {
+        Ok(self.0.keys().filter(|k| k.starts_with(p)).count() as u64)
     }
     fn log(&mut self, _: Level, _: &str) {}
 }

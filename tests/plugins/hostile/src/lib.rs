@@ -1,11 +1,17 @@
 //! A test-only add-on that attacks its host. `addons:create hostile -- --attack X`
-//! picks the attack run inside `provision`; `rotate` probes the config
-//! capability with the names and ids given at provisioning (`--read`,
-//! `--foreign`, `--write`) and reports what it saw in `HOSTILE_SEEN`.
+//! picks the attack run inside `provision` (`--count N` and `--size BYTES`
+//! size the floods); `rotate` probes the config capability with the names and
+//! ids given at provisioning (`--read`, `--foreign`, `--write`) and reports
+//! what it saw in `HOSTILE_SEEN`. Its HTTP routes attack from the other side:
+//! a page whose script goes after the dashboard (`/attack`), a route that
+//! holds its instance until the deadline (`/sleep`), one that echoes what the
+//! host forwarded (`/headers`) and one that lies about its framing
+//! (`/desync`).
 
 use std::collections::BTreeMap;
 
-use addonhost_sdk::host::config;
+use addonhost_sdk::host::{config, kv};
+use addonhost_sdk::http::{Handler, Request, Response};
 use addonhost_sdk::{
     store, AddonError, Config, Credentials, Lifecycle, Login, ProvisionRequest, ProvisionResult,
     Provisioned, Sso, Verdict,
@@ -28,6 +34,13 @@ struct Probe {
     /// How `sso.verify` misbehaves (`--sso hang|yes`).
     #[serde(default)]
     sso: Option<String>,
+}
+
+/// A numeric option (`--count 100`), or `default`.
+fn number(req: &ProvisionRequest, key: &str, default: u64) -> u64 {
+    option(req, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn option<'a>(req: &'a ProvisionRequest, key: &str) -> Option<&'a str> {
@@ -150,6 +163,79 @@ impl Lifecycle for Hostile {
                 let seen = probe_ambient();
                 cfg.push(("HOSTILE_SEEN".into(), serde_json::to_string(&seen).unwrap()));
             }
+            // Host-side budgets: what the host buffers on the call's behalf.
+            "kv-flood" => {
+                let (count, size) = (number(&req, "count", 3000), number(&req, "size", 1 << 20));
+                let value = vec![7u8; size as usize];
+                let mut stored = 0;
+                for i in 0..count {
+                    if kv::set(&format!("flood/{}/{i}", &req.uuid[..8]), &value).is_ok() {
+                        stored += 1;
+                    }
+                }
+                cfg.push(("HOSTILE_SEEN".into(), format!("stored {stored} values")));
+            }
+            "log-flood" => {
+                let line = "x".repeat(number(&req, "size", 4000) as usize);
+                for _ in 0..number(&req, "count", 200_000) {
+                    addonhost_sdk::host::log::log(addonhost_sdk::host::Level::Error, &line);
+                }
+            }
+            "refusal-flood" => {
+                for i in 0..number(&req, "count", 200_000) {
+                    let _ = config::update(
+                        &format!("no-such-resource-{i}"),
+                        &[("HOSTILE_URL".into(), Some("x".repeat(1000)))],
+                        &"r".repeat(1000),
+                    );
+                }
+            }
+            "kv-ops" => {
+                for i in 0..number(&req, "count", 10_000_000) {
+                    std::hint::black_box(kv::get(&format!("k{}", i % 1000)));
+                }
+            }
+            "list-keys" => {
+                let keys = kv::list_keys("");
+                cfg.push(("HOSTILE_SEEN".into(), format!("listed {} keys", keys.len())));
+            }
+            "sockets" => {
+                use addonhost_sdk::wasip2::sockets::{network::IpAddressFamily, tcp_create_socket};
+                let mut held = Vec::new();
+                let mut last = String::from("none");
+                for _ in 0..number(&req, "count", 100_000) {
+                    match tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+                        Ok(s) => held.push(s),
+                        Err(e) => {
+                            last = format!("{e:?}");
+                            break;
+                        }
+                    }
+                }
+                cfg.push((
+                    "HOSTILE_SEEN".into(),
+                    format!("created {} sockets; then {last}", held.len()),
+                ));
+            }
+            "resources" => {
+                use addonhost_sdk::wasip2::http::types::Fields;
+                let mut held = Vec::new();
+                for _ in 0..number(&req, "count", 2_000_000) {
+                    held.push(Fields::new());
+                }
+                cfg.push((
+                    "HOSTILE_SEEN".into(),
+                    format!("held {} resources", held.len()),
+                ));
+            }
+            "stderr-flood" => {
+                use std::io::Write;
+                let mut err = std::io::stderr();
+                for i in 0..20_000 {
+                    let _ = writeln!(err, "chatter line {i} that fills the host's stderr buffer");
+                }
+                panic!("the last words after a lot of chatter");
+            }
             other => return Err(AddonError::new(format!("unknown attack {other:?}"))),
         }
         let probe = Probe {
@@ -241,4 +327,79 @@ impl Sso for Hostile {
     }
 }
 
+/// The page a browser signed in to the dashboard may open: its script tries to
+/// read platform pages and to make state-changing requests, and writes what
+/// happened into `#result` (which stays "not run" where scripts cannot run).
+const ATTACK_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>hostile</title></head>
+<body><pre id="result">not run</pre>
+<script>
+(async () => {
+  const out = {};
+  const platform = new URLSearchParams(location.search).get('platform') || location.origin;
+  const app = new URLSearchParams(location.search).get('app') || 'shop';
+  const attempt = async (name, f) => {
+    try { out[name] = await f(); } catch (e) { out[name] = 'blocked: ' + e; }
+  };
+  await attempt('same-origin app page', async () => {
+    const r = await fetch('/apps/' + app, {credentials: 'include'});
+    return r.status + ' ' + (await r.text()).slice(0, 4000);
+  });
+  await attempt('platform app page', async () => {
+    const r = await fetch(platform + '/apps/' + app, {credentials: 'include'});
+    return r.status + ' ' + (await r.text()).slice(0, 4000);
+  });
+  await attempt('platform api', async () => {
+    const r = await fetch(platform + '/api/apps/' + app + '/config', {credentials: 'include'});
+    return r.status + ' ' + (await r.text()).slice(0, 4000);
+  });
+  await attempt('rotate', async () => {
+    const r = await fetch(platform + '/apps/' + app + '/addons/KV/rotate',
+      {method: 'POST', credentials: 'include', mode: 'no-cors',
+       headers: {'content-type': 'application/x-www-form-urlencoded'}, body: ''});
+    return 'sent (' + r.type + ')';
+  });
+  await attempt('cookie', async () => document.cookie);
+  await attempt('headers seen by the add-on', async () => {
+    const own = location.pathname.startsWith('/addons/hostile/') ? '/addons/hostile' : '';
+    return (await (await fetch(own + '/headers', {credentials: 'include'})).text()).slice(0, 4000);
+  });
+  document.getElementById('result').textContent = JSON.stringify(out);
+})();
+</script></body></html>"#;
+
+impl Handler for Hostile {
+    fn handle(req: Request) -> Response {
+        match req.segments().as_slice() {
+            // The SSO landing (`--sso yes`) is the attack page too.
+            ["attack"] | ["dashboard", ..] => Response::html(200, ATTACK_PAGE),
+            ["sleep"] => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+            ["headers"] => {
+                let headers: BTreeMap<String, String> = req
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(v).into()))
+                    .collect();
+                let seen = serde_json::to_vec(&headers).unwrap();
+                // Kept, so a test can read what the host forwarded even when
+                // the response goes elsewhere.
+                let _ = kv::set("seen/headers", &seen);
+                Response::new(200, "application/json", seen)
+            }
+            // Framing the host must not trust: a body larger than the
+            // declared length, and hop-by-hop headers.
+            ["desync"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
+                .with_header("content-length", "0")
+                .with_header("connection", "close, x-smuggled")
+                .with_header("transfer-encoding", "chunked")
+                .with_header("keep-alive", "timeout=999")
+                .with_header("upgrade", "h2c")
+                .with_header("trailer", "x-late"),
+            _ => Response::text(404, "no such hostile route\n"),
+        }
+    }
+}
+
 addonhost_sdk::export_addon!(Hostile);
+addonhost_sdk::export_http!(Hostile);
