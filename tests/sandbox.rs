@@ -51,7 +51,7 @@ async fn attack_fails(env: &Env, host: &Host, what: &str, expect: &[&str]) -> St
         .create_addon(kv("bystander"))
         .await
         .expect("next call succeeds");
-    assert_eq!(ok.addon.state, "provisioned");
+    assert_eq!(ok.addon.state.as_str(), "provisioned");
     msg
 }
 

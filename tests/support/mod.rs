@@ -12,8 +12,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_addonhost");
 
 /// The repository root.
 pub fn root() -> PathBuf {
+    // The tests belong to host/addonhost-cli.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }

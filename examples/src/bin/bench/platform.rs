@@ -298,7 +298,7 @@ fn rand_u64() -> u64 {
 /// the plugin call, the rules or HTTP.
 pub fn sqlite_baseline(dir: &Path, clients: usize, per_client: usize) -> anyhow::Result<Load> {
     // addonhost's migrations make the schema.
-    drop(addonhost::store::Db::open(dir)?);
+    drop(addonhost::store::Store::open_sqlite(dir)?);
     let path = dir.join("addonhost.db");
     let open = || -> anyhow::Result<rusqlite::Connection> {
         let c = rusqlite::Connection::open(&path)?;

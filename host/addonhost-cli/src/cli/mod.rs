@@ -1,0 +1,265 @@
+//! The `addonhost` command line: Heroku CLI habits (`apps:create`,
+//! `addons:create kv:mini -a app`, `config:set K=V`), one file per topic,
+//! each a thin layer over [`addonhost::Host`].
+
+mod addons;
+mod apps;
+mod config;
+mod local;
+mod output;
+mod plugins;
+mod server;
+mod signal;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use addonhost::{Host, HostOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "addonhost",
+    version,
+    about = "Heroku's add-on platform as one host: apps, config vars, releases, and add-ons that run as sandboxed WASM plugins",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Data dir (SQLite store and compiled-plugin cache).
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_DATA",
+        default_value = ".addonhost"
+    )]
+    pub data: PathBuf,
+    /// Plugin folders to search, separated by ':' (each holds add-on folders
+    /// with an addon-manifest.json).
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_PLUGINS",
+        default_value = "plugins"
+    )]
+    pub plugins: String,
+    /// The URL the server is reached at; add-ons build resource URLs on it
+    /// [default: http://127.0.0.1:5000, or the address `serve` binds].
+    #[arg(long, global = true, env = "ADDONHOST_URL")]
+    pub url: Option<String>,
+    /// Most memory (MiB) a manifest's limits.memory_mb may ask.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_MEMORY_MB",
+        default_value_t = 256,
+        help_heading = "Operator limits"
+    )]
+    pub max_memory_mb: u64,
+    /// Longest deadline (ms) a manifest's limits.timeout_ms may ask.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_TIMEOUT_MS",
+        default_value_t = 30_000,
+        help_heading = "Operator limits"
+    )]
+    pub max_timeout_ms: u64,
+    /// Most calls at once a manifest's limits.concurrency may ask.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_CONCURRENCY",
+        default_value_t = 256,
+        help_heading = "Operator limits"
+    )]
+    pub max_concurrency: u64,
+    /// Each add-on's KV storage quota in MiB (keys plus values).
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_KV_MB",
+        default_value_t = 1024,
+        help_heading = "Operator limits"
+    )]
+    pub max_kv_mb: u64,
+    /// Each add-on's KV storage quota in keys.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_MAX_KV_KEYS",
+        default_value_t = 1_000_000,
+        help_heading = "Operator limits"
+    )]
+    pub max_kv_keys: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List apps.
+    #[command(name = "apps")]
+    Apps(output::JsonFlag),
+    /// Create an app.
+    #[command(name = "apps:create")]
+    AppsCreate(apps::Create),
+    /// Show an app: add-ons, config var count, current release.
+    #[command(name = "apps:info")]
+    AppsInfo(apps::Info),
+    /// Destroy an app, deprovisioning its add-ons.
+    #[command(name = "apps:destroy")]
+    AppsDestroy(apps::Destroy),
+    /// List the add-on services in the catalog.
+    #[command(name = "addons:services")]
+    AddonsServices(output::JsonFlag),
+    /// List the plans of a service.
+    #[command(name = "addons:plans")]
+    AddonsPlans(addons::Plans),
+    /// Provision an add-on and attach it to an app.
+    #[command(name = "addons:create")]
+    AddonsCreate(addons::Create),
+    /// List add-ons (of one app with -a).
+    #[command(name = "addons")]
+    Addons(addons::List),
+    /// Show one add-on.
+    #[command(name = "addons:info")]
+    AddonsInfo(addons::Info),
+    /// Change an add-on's plan.
+    #[command(name = "addons:upgrade", alias = "addons:downgrade")]
+    AddonsUpgrade(addons::Upgrade),
+    /// Rotate an add-on's credentials.
+    #[command(name = "addons:rotate")]
+    AddonsRotate(addons::Rotate),
+    /// Deprovision an add-on and remove its config vars.
+    #[command(name = "addons:destroy", alias = "addons:remove")]
+    AddonsDestroy(addons::Destroy),
+    /// Show an app's config vars.
+    #[command(name = "config")]
+    Config(config::Show),
+    /// Print one config var's value.
+    #[command(name = "config:get")]
+    ConfigGet(config::Get),
+    /// Set config vars (NAME=value …) in one release.
+    #[command(name = "config:set")]
+    ConfigSet(config::Set),
+    /// Remove config vars in one release.
+    #[command(name = "config:unset")]
+    ConfigUnset(config::Unset),
+    /// List an app's releases, newest first.
+    #[command(name = "releases")]
+    Releases(config::Releases),
+    /// Run a command with the app's config vars in its environment.
+    #[command(name = "run")]
+    Run(config::Run),
+    /// Run the Procfile's processes with the app's config vars; restart them
+    /// on every new release.
+    #[command(name = "local")]
+    Local(local::Local),
+    /// Show the audit trail (who changed what, refused add-on writes).
+    #[command(name = "audit")]
+    Audit(config::Audit),
+    /// List plugins: id, language, component hash, status.
+    #[command(name = "plugins")]
+    Plugins(output::JsonFlag),
+    /// Scaffold a working add-on in Rust, Python or JavaScript.
+    #[command(name = "plugins:new")]
+    PluginsNew(plugins::New),
+    /// Build add-on folders (Rust, Python or JavaScript) into components next
+    /// to their manifests, installing the language toolchain on first use.
+    #[command(name = "plugins:build")]
+    PluginsBuild(plugins::Build),
+    /// Rebuild an add-on on every change to its sources; a running `serve`
+    /// hot-reloads each good build.
+    #[command(name = "plugins:dev")]
+    PluginsDev(plugins::Dev),
+    /// Check an add-on folder against the contract (like Heroku's kensa).
+    #[command(name = "plugins:check")]
+    PluginsCheck(plugins::Check),
+    /// Confirm that an add-on folder may serve its id in this data dir
+    /// (after the folder moved).
+    #[command(name = "plugins:trust")]
+    PluginsTrust(plugins::Trust),
+    /// Print the SSO URL of an add-on's dashboard.
+    #[command(name = "addons:open")]
+    AddonsOpen(server::Open),
+    /// Run the server: JSON API, dashboard, SSO and the add-ons' HTTP routes.
+    #[command(name = "serve")]
+    Serve(server::Serve),
+    /// Print the API bearer token (created on first use).
+    #[command(name = "auth:token")]
+    AuthToken,
+}
+
+impl Cli {
+    pub(crate) fn options(&self) -> HostOptions {
+        let mut opts = HostOptions::new(&self.data, std::env::split_paths(&self.plugins).collect());
+        if let Some(url) = &self.url {
+            opts.public_url = url.clone();
+        }
+        opts.policy = addonhost::platform::Policy {
+            max_memory_mb: self.max_memory_mb,
+            max_timeout_ms: self.max_timeout_ms,
+            max_concurrency: self.max_concurrency,
+            kv_quota_bytes: self.max_kv_mb.saturating_mul(1 << 20),
+            kv_quota_keys: self.max_kv_keys,
+        };
+        opts
+    }
+
+    fn host(&self) -> anyhow::Result<Host> {
+        Host::open(self.options())
+    }
+}
+
+/// Runs the parsed command; the `Ok` value is the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::PluginsBuild(b) => return plugins::build(&cli, b).map(|_| 0),
+        Command::PluginsNew(n) => return plugins::new(n).map(|_| 0),
+        Command::PluginsDev(d) => return plugins::dev(d).map(|_| 0),
+        Command::Serve(s) => return server::serve(&cli, s).await.map(|_| 0),
+        Command::AuthToken => {
+            println!("{}", addonhost_server::token::load_or_create(&cli.data)?);
+            return Ok(0);
+        }
+        Command::Run(r) => return config::run(&cli.host()?, r).await,
+        Command::Local(l) => return local::run(&cli.host()?, l).await,
+        Command::PluginsCheck(c) => return plugins::check(&cli, c).await,
+        _ => {}
+    }
+    let host = cli.host()?;
+    match &cli.command {
+        Command::Apps(j) => apps::list(&host, j),
+        Command::AppsCreate(c) => apps::create(&host, c),
+        Command::AppsInfo(i) => apps::info(&host, i),
+        Command::AppsDestroy(d) => apps::destroy(&host, d).await,
+        Command::AddonsServices(j) => addons::services(&host, j),
+        Command::AddonsPlans(p) => addons::plans(&host, p),
+        Command::AddonsCreate(c) => addons::create(&host, c).await,
+        Command::Addons(l) => addons::list(&host, l),
+        Command::AddonsInfo(i) => addons::info(&host, i),
+        Command::AddonsUpgrade(u) => addons::upgrade(&host, u).await,
+        Command::AddonsRotate(r) => addons::rotate(&host, r).await,
+        Command::AddonsDestroy(d) => addons::destroy(&host, d).await,
+        Command::Config(s) => config::show(&host, s),
+        Command::ConfigGet(g) => config::get(&host, g),
+        Command::ConfigSet(s) => config::set(&host, s),
+        Command::ConfigUnset(u) => config::unset(&host, u),
+        Command::Releases(r) => config::releases(&host, r),
+        Command::Audit(a) => config::audit(&host, a),
+        Command::Plugins(j) => plugins::list(&host, j),
+        Command::AddonsOpen(o) => server::open(&host, o),
+        Command::PluginsTrust(t) => plugins::trust(&host, t),
+        Command::PluginsBuild(_)
+        | Command::PluginsNew(_)
+        | Command::PluginsDev(_)
+        | Command::Run(_)
+        | Command::Local(_)
+        | Command::PluginsCheck(_)
+        | Command::Serve(_)
+        | Command::AuthToken => {
+            unreachable!("handled above")
+        }
+    }?;
+    Ok(0)
+}

@@ -1,0 +1,183 @@
+//! `plugins`, `plugins:new`, `plugins:build`, `plugins:dev`, `plugins:check`.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+
+use super::output::{self, JsonFlag};
+use super::Cli;
+use crate::authoring;
+use addonhost::Host;
+
+#[derive(Args, Debug)]
+pub struct Build {
+    /// Add-on folders (with addon-manifest.json); every discovered plugin
+    /// folder when none are given.
+    pub dirs: Vec<PathBuf>,
+}
+
+pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
+    let rows = host.plugin_statuses();
+    if j.json {
+        return output::json(&rows);
+    }
+    output::table(
+        &[
+            "Plugin",
+            "Name",
+            "Language",
+            "Component",
+            "Loaded",
+            "Storage",
+            "Status",
+        ],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.name.clone(),
+                    r.language.to_string(),
+                    r.component_hash.clone().unwrap_or_else(|| "-".into()),
+                    r.loaded_at.map(output::when).unwrap_or_else(|| "-".into()),
+                    r.storage
+                        .map(|s| {
+                            format!(
+                                "{} keys, {} of {}",
+                                s.keys,
+                                output::bytes(s.bytes),
+                                output::bytes(s.quota_bytes)
+                            )
+                        })
+                        .unwrap_or_else(|| "-".into()),
+                    match &r.error {
+                        Some(e) => format!("{}: {e}", r.status),
+                        None => r.status.clone(),
+                    },
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct Trust {
+    /// The add-on folder to bind to its id in this data dir.
+    pub dir: PathBuf,
+}
+
+/// `plugins:trust DIR`: the operator confirms that the add-on in DIR may
+/// serve its id (and with it that id's resources, vars and KV).
+pub fn trust(host: &Host, t: &Trust) -> anyhow::Result<()> {
+    let id = host.trust(&t.dir)?;
+    println!(
+        "{} may now serve add-on {id} in this data dir",
+        t.dir.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct Check {
+    /// The add-on folder (with addon-manifest.json and its built component).
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Provisioning options after `--`: `-- --key value`.
+    #[arg(last = true, allow_hyphen_values = true)]
+    pub options: Vec<String>,
+}
+
+/// Runs the conformance checks; exit code 1 when any fails.
+pub async fn check(cli: &Cli, c: &Check) -> anyhow::Result<i32> {
+    let options = super::addons::parse_options(&c.options)?;
+    let results = crate::check::check(
+        &c.dir,
+        options,
+        Some(addonhost::runtime::ArtifactCache::new(
+            cli.data.join("cache"),
+        )),
+    )
+    .await;
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if c.json {
+        output::json(&serde_json::json!({"passed": failed == 0, "checks": results}))?;
+    } else {
+        for r in &results {
+            println!(
+                "{} {:<48} {}",
+                if r.passed { "✓" } else { "✗" },
+                r.name,
+                r.detail
+            );
+        }
+        println!(
+            "\n{} of {} checks passed",
+            results.len() - failed,
+            results.len()
+        );
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
+    let dirs = if b.dirs.is_empty() {
+        let roots: Vec<PathBuf> = std::env::split_paths(&cli.plugins).collect();
+        let catalog = addonhost::platform::Catalog::discover(&roots, &cli.options().policy);
+        let mut dirs: Vec<PathBuf> = catalog.services().map(|s| s.manifest.dir.clone()).collect();
+        dirs.extend(catalog.broken.iter().map(|b| b.dir.clone()));
+        if dirs.is_empty() {
+            bail!(
+                "no add-on folders found under {}; pass folders to build",
+                cli.plugins
+            );
+        }
+        dirs
+    } else {
+        b.dirs.clone()
+    };
+    for dir in &dirs {
+        authoring::build(dir)?;
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct New {
+    /// The add-on's id: lowercase letters, digits and dashes (`my-cache`).
+    pub name: String,
+    /// The language to write it in.
+    #[arg(long, value_parser = ["rust", "python", "js"])]
+    pub lang: String,
+    /// The folder to create it in (as DIR/NAME).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+}
+
+pub fn new(n: &New) -> anyhow::Result<()> {
+    let lang = authoring::Language::parse(&n.lang)?;
+    let dir = authoring::scaffold::new(&n.name, lang, &n.dir)?;
+    println!("Created {} ({}) in {}", n.name, lang.name(), dir.display());
+    println!("Next:");
+    println!("  addonhost plugins:build {}", dir.display());
+    println!("  addonhost plugins:check {}", dir.display());
+    println!(
+        "  addonhost plugins:dev {}    # rebuild on save; `addonhost serve` reloads it",
+        dir.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct Dev {
+    /// The add-on folder to watch and rebuild.
+    pub dir: PathBuf,
+    /// Stop after this many builds (the first one included).
+    #[arg(long, hide = true)]
+    pub max_builds: Option<usize>,
+}
+
+pub fn dev(d: &Dev) -> anyhow::Result<()> {
+    authoring::dev::run(&d.dir, d.max_builds)
+}

@@ -1,0 +1,80 @@
+//! `serve`, `addons:open`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::Cli;
+use addonhost::Host;
+use addonhost_server::{self as server, Server};
+
+#[derive(Args, Debug)]
+pub struct Serve {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    #[arg(long, default_value_t = 5000)]
+    pub port: u16,
+    /// The email the dashboard user signs in to add-ons as.
+    #[arg(long, env = "ADDONHOST_EMAIL", default_value = "owner@addonhost.local")]
+    pub email: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Open {
+    pub addon: String,
+    #[arg(short, long)]
+    pub app: String,
+}
+
+pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind((s.bind, s.port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", s.bind, s.port))?;
+    let addr = listener.local_addr()?;
+    let mut opts = cli.options();
+    if cli.url.is_none() {
+        opts.public_url = format!("http://{addr}");
+    }
+    let host = Arc::new(Host::open(opts)?);
+    for (id, e) in host.load_all() {
+        tracing::error!(addon = %id, "not loaded: {e}");
+        eprintln!("warning: add-on {id} is not loaded: {e}");
+    }
+    for b in &host.catalog().broken {
+        eprintln!("warning: {}: {}", b.dir.display(), b.error);
+    }
+    // Hot reload: plugin changes are compiled in the background and swapped in.
+    let _watcher = crate::reload::watch(host.clone())?;
+    // Scheduled credential rotation (manifests with rotation.every_seconds).
+    let scheduler = host.clone();
+    tokio::spawn(async move {
+        loop {
+            scheduler.run_due_rotations().await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    let token = server::token::load_or_create(&cli.data)?;
+    let server = Server::new(host.clone(), token, s.email.clone());
+    eprintln!(
+        "addonhost serving on http://{addr} (dashboard: http://{addr}/, API token: `addonhost auth:token`)"
+    );
+    server::serve(server, listener, super::signal::shutdown_signal()).await
+}
+
+pub fn open(host: &Host, o: &Open) -> anyhow::Result<()> {
+    let addon = host.addon_info(&o.addon, Some(&o.app))?;
+    let attachment = addon
+        .attachments
+        .iter()
+        .find_map(|t| t.strip_prefix(&format!("{}::", o.app)))
+        .unwrap_or(&o.addon)
+        .to_string();
+    println!(
+        "{}/myapps/{}/addons/{}",
+        host.options().public_url.trim_end_matches('/'),
+        o.app,
+        attachment
+    );
+    Ok(())
+}

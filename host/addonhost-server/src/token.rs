@@ -1,0 +1,27 @@
+//! The API bearer token: generated on first use, kept in the data dir
+//! readable only by its owner.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+pub const FILE_NAME: &str = "api-token";
+
+/// The data dir's token, creating it if there is none.
+pub fn load_or_create(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(FILE_NAME);
+    addonhost::util::private_dir(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if t.len() >= 32 {
+            addonhost::util::private_file(&path)
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+            return Ok(t);
+        }
+    }
+    let token = format!("ah_{}", crate::web::random_id());
+    addonhost::util::write_private(&path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(token)
+}

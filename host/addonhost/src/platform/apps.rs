@@ -1,0 +1,117 @@
+//! Apps: create, list, inspect, destroy.
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::{error, AddonView, Host};
+use crate::store::App;
+
+/// Regions an app may run in.
+pub const REGIONS: &[&str] = &["us", "eu"];
+
+/// `apps:info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppInfo {
+    #[serde(flatten)]
+    pub app: App,
+    pub addons: Vec<AddonView>,
+    pub config_vars: usize,
+    pub release: i64,
+}
+
+/// Heroku's rule: `^[a-z][a-z0-9-]{1,29}$`.
+fn check_app_name(name: &str) -> anyhow::Result<()> {
+    let b = name.as_bytes();
+    let ok = (2..=30).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if !ok {
+        return Err(error::invalid(format!(
+            "app name {name:?} is invalid: 2 to 30 characters, lowercase letters, digits and dashes, starting with a letter"
+        )));
+    }
+    Ok(())
+}
+
+impl Host {
+    /// Creates an app with its first release.
+    pub fn create_app(&self, name: &str, region: Option<&str>) -> anyhow::Result<App> {
+        check_app_name(name)?;
+        let region = region.unwrap_or("us");
+        if !REGIONS.contains(&region) {
+            return Err(error::invalid(format!(
+                "unknown region {region:?}; regions: {}",
+                REGIONS.join(", ")
+            )));
+        }
+        let (owned_name, region) = (name.to_string(), region.to_string());
+        self.store.write_blocking(move |tx| {
+            let name = owned_name.as_str();
+            if tx.app_by_name(name)?.is_some() {
+                return Err(error::conflict(format!("app {name} already exists")));
+            }
+            let id = tx.insert_app(name, &region)?;
+            tx.insert_release(id, "Initial release", "user")?;
+            tx.audit("user", "apps:create", Some(name), None, &region)?;
+            Ok(())
+        })?;
+        self.store.read(|tx| super::app_named(tx, name))
+    }
+
+    pub fn apps(&self) -> anyhow::Result<Vec<App>> {
+        self.store.read(|tx| tx.list_apps()).context("listing apps")
+    }
+
+    pub fn app_info(&self, name: &str) -> anyhow::Result<AppInfo> {
+        let (app, config_vars, release) = self.store.read(|tx| {
+            let app = super::app_named(tx, name)?;
+            let vars = tx.config_vars(app.id)?.len();
+            let release = tx.releases(app.id)?.first().map(|r| r.version).unwrap_or(0);
+            Ok((app, vars, release))
+        })?;
+        let addons = self.addons(Some(name))?;
+        Ok(AppInfo {
+            app,
+            addons,
+            config_vars,
+            release,
+        })
+    }
+
+    /// Deprovisions the app's add-ons, then deletes the app. Stops at the
+    /// first add-on that fails to deprovision, leaving the app (and that
+    /// add-on) in place.
+    pub async fn destroy_app(&self, name: &str, confirm: Option<&str>) -> anyhow::Result<()> {
+        self.store.read(|tx| super::app_named(tx, name))?;
+        if confirm != Some(name) {
+            return Err(error::invalid(format!(
+                "destroying {name} deletes its config, releases and add-ons; confirm with --confirm {name}"
+            )));
+        }
+        let owned: Vec<_> = self
+            .addons(Some(name))?
+            .into_iter()
+            .filter(|a| a.app == name)
+            .collect();
+        for addon in owned {
+            self.destroy_addon(&addon.name, Some(name), Some(name))
+                .await
+                .with_context(|| {
+                    format!(
+                        "app {name} was not destroyed: add-on {} could not be removed",
+                        addon.name
+                    )
+                })?;
+        }
+        let name = name.to_string();
+        self.store
+            .write(move |tx| {
+                let app = super::app_named(tx, &name)?;
+                tx.delete_app(app.id)?;
+                tx.audit("user", "apps:destroy", Some(&name), None, "destroyed")?;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,188 @@
+//! Config vars as the user sees and sets them. An add-on's vars are refused
+//! to the user unless forced; a forced var becomes the user's, and the add-on
+//! can no longer read or write it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{error, Host};
+use crate::store::{Release, Tx};
+
+/// One var with who owns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigVarView {
+    pub name: String,
+    pub value: String,
+    /// The owning add-on resource (`kv-shaped-48213`), `None` for the user.
+    pub addon: Option<String>,
+    /// The attachment name the add-on set it under.
+    pub attachment: Option<String>,
+}
+
+/// A name a user may set: `^[A-Za-z_][A-Za-z0-9_]*$`.
+fn check_user_var(name: &str) -> anyhow::Result<()> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 256
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    if !ok {
+        return Err(error::invalid(format!(
+            "config var name {name:?} is invalid: letters, digits and underscores, not starting with a digit"
+        )));
+    }
+    Ok(())
+}
+
+impl Host {
+    /// Every var of the app with its owner.
+    pub fn config(&self, app: &str) -> anyhow::Result<Vec<ConfigVarView>> {
+        let (vars, owners) = self.store.read(|tx| {
+            let app = super::app_named(tx, app)?;
+            Ok((tx.config_vars(app.id)?, tx.var_owners(app.id)?))
+        })?;
+        Ok(vars
+            .into_iter()
+            .map(|v| {
+                let owner = v.attachment_id.and_then(|id| owners.get(&id).cloned());
+                ConfigVarView {
+                    name: v.name,
+                    value: v.value,
+                    addon: owner.as_ref().map(|o| o.0.clone()),
+                    attachment: owner.map(|o| o.1),
+                }
+            })
+            .collect())
+    }
+
+    /// One var's value.
+    pub fn config_get(&self, app: &str, name: &str) -> anyhow::Result<Option<String>> {
+        self.store.read(|tx| {
+            let app = super::app_named(tx, app)?;
+            Ok(tx.config_var(app.id, name)?.map(|v| v.value))
+        })
+    }
+
+    /// Sets user vars in one release. An add-on's var is refused unless
+    /// `force`, which transfers it to the user.
+    pub fn config_set(
+        &self,
+        app: &str,
+        pairs: &[(String, String)],
+        force: bool,
+    ) -> anyhow::Result<Release> {
+        if pairs.is_empty() {
+            return Err(error::invalid("nothing to set: give NAME=value pairs"));
+        }
+        for (name, _) in pairs {
+            check_user_var(name)?;
+        }
+        let (app, pairs) = (app.to_string(), pairs.to_vec());
+        self.store.write_blocking(move |tx| {
+            let app = app.as_str();
+            let app_row = super::app_named(tx, app)?;
+            let owners = tx.var_owners(app_row.id)?;
+            for (name, _) in &pairs {
+                refuse_addon_var(tx, app_row.id, name, force, &owners)?;
+            }
+            let mut taken = Vec::new();
+            for (name, value) in &pairs {
+                if let Some(prev) = tx.config_var(app_row.id, name)? {
+                    if let Some(att) = prev.attachment_id {
+                        taken.push(format!(
+                            "{name} from {}",
+                            owners.get(&att).map(|o| o.0.as_str()).unwrap_or("?")
+                        ));
+                    }
+                }
+                tx.upsert_var(app_row.id, name, value, None)?;
+            }
+            let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
+            let version =
+                tx.insert_release(app_row.id, &format!("Set {}", names.join(", ")), "user")?;
+            let detail = if taken.is_empty() {
+                names.join(", ")
+            } else {
+                format!(
+                    "{} (forced: took over {})",
+                    names.join(", "),
+                    taken.join(", ")
+                )
+            };
+            tx.audit("user", "config:set", Some(app), None, &detail)?;
+            release(tx, app_row.id, version)
+        })
+    }
+
+    /// Removes user vars in one release; an add-on's var is refused unless
+    /// `force`.
+    pub fn config_unset(
+        &self,
+        app: &str,
+        names: &[String],
+        force: bool,
+    ) -> anyhow::Result<Release> {
+        if names.is_empty() {
+            return Err(error::invalid("nothing to unset: give var names"));
+        }
+        let (app, names) = (app.to_string(), names.to_vec());
+        self.store.write_blocking(move |tx| {
+            let app = app.as_str();
+            let app_row = super::app_named(tx, app)?;
+            let owners = tx.var_owners(app_row.id)?;
+            for name in &names {
+                if tx.config_var(app_row.id, name)?.is_none() {
+                    return Err(error::not_found(format!(
+                        "config var {name} is not set on app {app}"
+                    )));
+                }
+                refuse_addon_var(tx, app_row.id, name, force, &owners)?;
+            }
+            for name in &names {
+                tx.delete_var(app_row.id, name)?;
+            }
+            let version =
+                tx.insert_release(app_row.id, &format!("Remove {}", names.join(", ")), "user")?;
+            tx.audit("user", "config:unset", Some(app), None, &names.join(", "))?;
+            release(tx, app_row.id, version)
+        })
+    }
+
+    /// Releases, newest first.
+    pub fn releases(&self, app: &str) -> anyhow::Result<Vec<Release>> {
+        self.store.read(|tx| {
+            let app = super::app_named(tx, app)?;
+            tx.releases(app.id)
+        })
+    }
+}
+
+fn release(c: &dyn Tx, app_id: i64, version: i64) -> anyhow::Result<Release> {
+    c.releases(app_id)?
+        .into_iter()
+        .find(|r| r.version == version)
+        .ok_or_else(|| anyhow::anyhow!("release v{version} vanished"))
+}
+
+fn refuse_addon_var(
+    c: &dyn Tx,
+    app_id: i64,
+    name: &str,
+    force: bool,
+    owners: &BTreeMap<i64, (String, String)>,
+) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    if let Some(var) = c.config_var(app_id, name)? {
+        if let Some(att) = var.attachment_id {
+            let (addon, attachment) = owners.get(&att).cloned().unwrap_or_default();
+            return Err(error::conflict(format!(
+                "{name} is set by add-on {addon} (attached as {attachment}); changing it would break the add-on's credentials. \
+                 Use --force to take it over (the add-on can then no longer update it)"
+            )));
+        }
+    }
+    Ok(())
+}

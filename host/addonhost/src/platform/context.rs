@@ -1,0 +1,507 @@
+//! What one plugin call may see and change: the platform's implementation of
+//! the runtime's `Capabilities`, and the single place the config-ownership
+//! rule is enforced for plugins.
+//!
+//! A call is a unit: its KV writes and config updates are buffered here
+//! (reads see them) and written by the platform in the same transaction as the
+//! call's outcome — or dropped if the call traps, times out or fails. So a
+//! plugin that dies half-way leaves the store exactly as it was.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::manifest::Manifest;
+use crate::runtime::capabilities::Budgeted;
+use crate::runtime::{BudgetExceeded, Capabilities, Level};
+use crate::store::{self, ResourceState, Store, Tx};
+
+use super::naming;
+use super::validate;
+
+/// Largest KV key and value a plugin may store.
+pub const MAX_KV_KEY: usize = 1024;
+pub const MAX_KV_VALUE: usize = 1 << 20;
+
+/// Bytes one call may write through the host (KV keys and values, config
+/// var names and values), all buffered until the call ends.
+pub const MAX_CALL_WRITE_BYTES: usize = 8 << 20;
+/// KV operations (reads included) one call may make.
+pub const MAX_CALL_KV_OPS: usize = 100_000;
+/// Refused writes of one call kept for the audit trail; past it one entry
+/// says how many more there were.
+pub const MAX_CALL_REFUSALS: usize = 100;
+/// Longest refusal kept.
+const MAX_REFUSAL_BYTES: usize = 500;
+
+/// Which resources this call may touch.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Provisioning: the resource does not exist yet; its config is the
+    /// call's return value.
+    Provisioning,
+    /// A call about one resource: only its vars (by the add-on's id).
+    Resource { partner_id: String },
+    /// A call the add-on makes on its own behalf (HTTP, schedule): any of
+    /// its own resources.
+    Service,
+}
+
+/// Writes the call asked for, applied when it succeeds.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub kv: BTreeMap<String, Option<Vec<u8>>>,
+    pub updates: Vec<Update>,
+    pub completions: Vec<Completion>,
+    pub failures: Vec<(String, String)>,
+    /// Writes that were refused: logged to the audit trail whatever the
+    /// call's outcome.
+    pub refusals: Vec<(String, String)>,
+}
+
+impl Effects {
+    /// Nothing to write (refusals are logged separately).
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_empty()
+            && self.updates.is_empty()
+            && self.completions.is_empty()
+            && self.failures.is_empty()
+    }
+}
+
+/// A partner-initiated change of one resource's vars (manifest names).
+#[derive(Debug)]
+pub struct Update {
+    pub partner_id: String,
+    pub changes: Vec<(String, Option<String>)>,
+    pub reason: String,
+}
+
+/// A pending provisioning the add-on completed.
+#[derive(Debug)]
+pub struct Completion {
+    pub partner_id: String,
+    pub config: Vec<(String, String)>,
+    pub message: Option<String>,
+}
+
+/// The capabilities of one call of one add-on.
+pub struct CallContext {
+    store: Arc<Store>,
+    manifest: Arc<Manifest>,
+    scope: Scope,
+    effects: Arc<Mutex<Effects>>,
+    spent: Spent,
+}
+
+/// What a call has used of its budgets.
+#[derive(Default)]
+struct Spent {
+    written: usize,
+    kv_ops: usize,
+    refusals: usize,
+}
+
+impl CallContext {
+    /// A context and the handle the platform keeps to read the effects back.
+    pub fn new(
+        store: Arc<Store>,
+        manifest: Arc<Manifest>,
+        scope: Scope,
+    ) -> (Box<CallContext>, Arc<Mutex<Effects>>) {
+        let effects = Arc::new(Mutex::new(Effects::default()));
+        let ctx = CallContext {
+            store,
+            manifest,
+            scope,
+            effects: effects.clone(),
+            spent: Spent::default(),
+        };
+        (Box::new(ctx), effects)
+    }
+
+    fn service(&self) -> &str {
+        &self.manifest.id
+    }
+
+    /// Runs `f` on a snapshot of the store; a store failure is logged and
+    /// told to the plugin as an error string (the WIT interface speaks
+    /// strings).
+    fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> Result<T, String> {
+        self.store.read(f).map_err(|e| {
+            tracing::error!(addon = %self.service(), "store unavailable: {e:#}");
+            format!("store error: {e:#}")
+        })
+    }
+
+    fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
+        self.effects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The resource `partner_id` names, if this call may touch it.
+    fn resource_in_scope(&self, partner_id: &str) -> Result<store::Resource, String> {
+        match &self.scope {
+            Scope::Provisioning => {
+                return Err(
+                    "the resource is still being provisioned: return its config from provision"
+                        .into(),
+                )
+            }
+            Scope::Resource { partner_id: own } if own != partner_id => {
+                return Err(format!(
+                    "this call is about resource {own}; resource {partner_id} is out of reach"
+                ))
+            }
+            _ => {}
+        }
+        match self.read(|tx| tx.resource_by_partner_id(self.service(), partner_id))? {
+            Some(r) if r.state != ResourceState::Deprovisioned => Ok(r),
+            _ => Err(format!(
+                "no resource {partner_id} of add-on {}",
+                self.service()
+            )),
+        }
+    }
+
+    /// The resource's own vars, by manifest name, as stored plus this call's
+    /// buffered updates.
+    fn own_vars(&self, r: &store::Resource) -> BTreeMap<String, String> {
+        let prefix = &self.manifest.api.config_vars_prefix;
+        let mut vars = self
+            .read(|tx| {
+                let mut vars = BTreeMap::new();
+                // The first attachment (the one made at provisioning) is the
+                // canonical view; the others carry the same values.
+                if let Some(att) = tx.attachments_of_resource(r.id)?.first() {
+                    for var in tx.vars_of_attachment(att.id)? {
+                        if let Some(name) = naming::manifest_var(&var.name, prefix, &att.name) {
+                            vars.insert(name, var.value);
+                        }
+                    }
+                }
+                Ok(vars)
+            })
+            .unwrap_or_default();
+        let pid = r.partner_id.as_deref().unwrap_or_default();
+        for u in &self.effects().updates {
+            if u.partner_id == pid {
+                for (name, value) in &u.changes {
+                    match value {
+                        Some(v) => vars.insert(name.clone(), v.clone()),
+                        None => vars.remove(name),
+                    };
+                }
+            }
+        }
+        vars
+    }
+
+    /// Records a refused write for the audit trail (the first
+    /// [`MAX_CALL_REFUSALS`], then a count) and answers it to the plugin.
+    fn refuse(&mut self, what: String) -> String {
+        self.spent.refusals += 1;
+        let n = self.spent.refusals;
+        if n <= MAX_CALL_REFUSALS {
+            tracing::warn!(addon = %self.service(), "refused: {what}");
+            let kept = crate::util::truncate(&what, MAX_REFUSAL_BYTES).to_string();
+            self.effects()
+                .refusals
+                .push((self.service().to_string(), kept));
+        } else {
+            let more = format!(
+                "…and {} more refusals in this call (only the first {MAX_CALL_REFUSALS} are recorded)",
+                n - MAX_CALL_REFUSALS
+            );
+            let service = self.service().to_string();
+            let mut effects = self.effects();
+            match effects.refusals.get_mut(MAX_CALL_REFUSALS) {
+                Some(last) => last.1 = more,
+                None => effects.refusals.push((service, more)),
+            }
+        }
+        what
+    }
+
+    /// Counts one KV operation against the call's budget.
+    fn kv_op(&mut self) -> Budgeted<()> {
+        self.spent.kv_ops += 1;
+        if self.spent.kv_ops > MAX_CALL_KV_OPS {
+            return Err(BudgetExceeded(format!(
+                "more than {MAX_CALL_KV_OPS} kv operations in one call"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` written through the host against the call's budget.
+    fn write(&mut self, bytes: usize) -> Budgeted<()> {
+        self.spent.written += bytes;
+        if self.spent.written > MAX_CALL_WRITE_BYTES {
+            return Err(BudgetExceeded(format!(
+                "more than {} MiB written through the host in one call (kv values and keys, config vars)",
+                MAX_CALL_WRITE_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Capabilities for CallContext {
+    fn config_get(&mut self, id: &str, name: &str) -> Budgeted<Option<String>> {
+        Ok(match self.resource_in_scope(id) {
+            Ok(r) => self.own_vars(&r).remove(name),
+            Err(_) => None,
+        })
+    }
+
+    fn config_list(&mut self, id: &str) -> Budgeted<Vec<(String, String)>> {
+        Ok(match self.resource_in_scope(id) {
+            Ok(r) => self.own_vars(&r).into_iter().collect(),
+            Err(_) => Vec::new(),
+        })
+    }
+
+    fn config_update(
+        &mut self,
+        id: &str,
+        changes: Vec<(String, Option<String>)>,
+        reason: &str,
+    ) -> Budgeted<Result<(), String>> {
+        let size: usize = changes
+            .iter()
+            .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len))
+            .sum();
+        self.write(size + reason.len().min(200))?;
+        Ok(self.update_vars(id, changes, reason))
+    }
+
+    fn complete(
+        &mut self,
+        id: &str,
+        config: Vec<(String, String)>,
+        message: Option<String>,
+    ) -> Budgeted<Result<(), String>> {
+        let size: usize = config.iter().map(|(n, v)| n.len() + v.len()).sum();
+        self.write(size + message.as_ref().map_or(0, String::len))?;
+        Ok(self.complete_pending(id, config, message))
+    }
+
+    fn fail(&mut self, id: &str, message: &str) -> Budgeted<Result<(), String>> {
+        self.write(message.len().min(1000))?;
+        Ok(self.fail_pending(id, message))
+    }
+
+    fn kv_get(&mut self, key: &str) -> Budgeted<Option<Vec<u8>>> {
+        self.kv_op()?;
+        if let Some(v) = self.effects().kv.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self
+            .read(|tx| tx.kv_get(self.service(), key))
+            .ok()
+            .flatten())
+    }
+
+    fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Budgeted<Result<(), String>> {
+        self.kv_op()?;
+        if key.is_empty() || key.len() > MAX_KV_KEY {
+            return Ok(Err(format!("kv key must be 1 to {MAX_KV_KEY} bytes")));
+        }
+        if value.len() > MAX_KV_VALUE {
+            return Ok(Err(format!(
+                "kv value of {} bytes for {key} exceeds the cap of {MAX_KV_VALUE} bytes",
+                value.len()
+            )));
+        }
+        self.write(key.len() + value.len())?;
+        self.effects().kv.insert(key.to_string(), Some(value));
+        Ok(Ok(()))
+    }
+
+    fn kv_delete(&mut self, key: &str) -> Budgeted<()> {
+        self.kv_op()?;
+        self.write(key.len())?;
+        self.effects().kv.insert(key.to_string(), None);
+        Ok(())
+    }
+
+    fn kv_list_keys(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Budgeted<Vec<String>> {
+        self.kv_op()?;
+        // The store's keys in order, with this call's own writes laid over
+        // them: a page may need more of the store than `limit` when the
+        // call deleted some of them.
+        let buffered: BTreeMap<String, bool> = self
+            .effects()
+            .kv
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .map(|(k, v)| (k.clone(), v.is_some()))
+            .collect();
+        let mut keys = self
+            .read(|tx| {
+                let mut keys = std::collections::BTreeSet::new();
+                let mut cursor = after.map(str::to_string);
+                loop {
+                    let page = tx.kv_keys(self.service(), prefix, cursor.as_deref(), limit)?;
+                    let full = page.len() == limit;
+                    cursor = page.last().cloned();
+                    keys.extend(page.into_iter().filter(|k| buffered.get(k) != Some(&false)));
+                    if !full || keys.len() >= limit {
+                        return Ok(keys);
+                    }
+                }
+            })
+            .unwrap_or_default();
+        keys.extend(
+            buffered
+                .iter()
+                .filter(|(_, set)| **set)
+                .map(|(k, _)| k.clone()),
+        );
+        Ok(keys.into_iter().take(limit).collect())
+    }
+
+    fn kv_count_keys(&mut self, prefix: &str) -> Budgeted<u64> {
+        self.kv_op()?;
+        let buffered: Vec<(String, bool)> = self
+            .effects()
+            .kv
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.is_some()))
+            .collect();
+        let count = self.read(|tx| {
+            let mut count = tx.kv_count(self.service(), prefix)? as i64;
+            // This call's own writes: a new key counts, a deleted one not.
+            for (key, set) in &buffered {
+                match (tx.kv_get(self.service(), key)?.is_some(), set) {
+                    (false, true) => count += 1,
+                    (true, false) => count -= 1,
+                    _ => {}
+                }
+            }
+            Ok(count)
+        });
+        Ok(count.unwrap_or(0).max(0) as u64)
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        let addon = self.service();
+        match level {
+            Level::Debug => tracing::debug!(addon, "{message}"),
+            Level::Info => tracing::info!(addon, "{message}"),
+            Level::Warn => tracing::warn!(addon, "{message}"),
+            Level::Error => tracing::error!(addon, "{message}"),
+        }
+    }
+}
+
+impl CallContext {
+    /// `config.update`: ownership checks, then buffered.
+    fn update_vars(
+        &mut self,
+        id: &str,
+        changes: Vec<(String, Option<String>)>,
+        reason: &str,
+    ) -> Result<(), String> {
+        let r = match self.resource_in_scope(id) {
+            Ok(r) => r,
+            Err(e) => return Err(self.refuse(e)),
+        };
+        if r.state != ResourceState::Provisioned {
+            return Err(self.refuse(format!("resource {id} is {}, not provisioned", r.state)));
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for (name, value) in &changes {
+            if let Err(e) = validate::var_allowed(&self.manifest, name) {
+                return Err(self.refuse(e));
+            }
+            if let Some(v) = value {
+                if let Err(e) = validate::value_ok(name, v) {
+                    return Err(self.refuse(e));
+                }
+            }
+        }
+        // Ownership: each var must be this resource's own on every app it is
+        // attached to, or not set at all.
+        let prefix = &self.manifest.api.config_vars_prefix;
+        let refused = self.read(|tx| {
+            for att in tx.attachments_of_resource(r.id)? {
+                for (name, _) in &changes {
+                    let app_name = naming::app_var(name, prefix, &att.name);
+                    if let Some(var) = tx.config_var(att.app_id, &app_name)? {
+                        if var.attachment_id != Some(att.id) {
+                            return Ok(Some(format!(
+                                "{app_name} on app {} is not owned by {id}: write refused",
+                                att.app
+                            )));
+                        }
+                    }
+                }
+            }
+            Ok(None)
+        })?;
+        if let Some(why) = refused {
+            return Err(self.refuse(why));
+        }
+        self.effects().updates.push(Update {
+            partner_id: id.to_string(),
+            changes,
+            reason: crate::util::truncate(reason, 200).to_string(),
+        });
+        Ok(())
+    }
+
+    fn complete_pending(
+        &mut self,
+        id: &str,
+        config: Vec<(String, String)>,
+        message: Option<String>,
+    ) -> Result<(), String> {
+        if matches!(self.scope, Scope::Provisioning) {
+            return Err("complete is for a later call; return the config from provision".into());
+        }
+        let r = self.pending_in_scope(id)?;
+        if r.state != ResourceState::Provisioning {
+            return Err(format!("resource {id} is {}, not provisioning", r.state));
+        }
+        validate::addon_config(&self.manifest, &config)?;
+        self.effects().completions.push(Completion {
+            partner_id: id.to_string(),
+            config,
+            message,
+        });
+        Ok(())
+    }
+
+    fn fail_pending(&mut self, id: &str, message: &str) -> Result<(), String> {
+        let r = self.pending_in_scope(id)?;
+        if r.state != ResourceState::Provisioning {
+            return Err(format!("resource {id} is {}, not provisioning", r.state));
+        }
+        self.effects().failures.push((
+            id.to_string(),
+            crate::util::truncate(message, 1000).to_string(),
+        ));
+        Ok(())
+    }
+
+    /// The resource a `complete` or `fail` names, if this call may touch it.
+    fn pending_in_scope(&self, id: &str) -> Result<store::Resource, String> {
+        if let Scope::Resource { partner_id: own } = &self.scope {
+            if own != id {
+                return Err(format!(
+                    "this call is about resource {own}; resource {id} is out of reach"
+                ));
+            }
+        }
+        self.read(|tx| tx.resource_by_partner_id(self.service(), id))?
+            .ok_or_else(|| format!("no resource {id} of add-on {}", self.service()))
+    }
+}

@@ -1,0 +1,139 @@
+//! Single sign-on, the platform's half: build the signed login form for an
+//! add-on's SSO route, and ask the add-on's `sso.verify` about a posted one.
+
+use serde::Serialize;
+
+use super::context::Scope;
+use super::{error, take, Host};
+use crate::runtime::{Login, Verdict};
+use crate::sso;
+use crate::store::ResourceState;
+
+/// The form fields the platform posts to an add-on's SSO login.
+#[derive(Debug, Clone, Serialize)]
+pub struct SsoForm {
+    /// The add-on's service, whose SSO route receives the form.
+    pub service: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl SsoForm {
+    /// The login as the WIT `sso.login` record.
+    pub fn to_login(&self) -> anyhow::Result<Login> {
+        login_from_fields(&self.fields)
+    }
+}
+
+/// Parses posted form fields into a login; unknown fields are extra params.
+pub fn login_from_fields(fields: &[(String, String)]) -> anyhow::Result<Login> {
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let need = |k: &str| {
+        get(k).ok_or_else(|| error::invalid(format!("SSO login is missing the {k} field")))
+    };
+    const KNOWN: &[&str] = &[
+        "id",
+        "token",
+        "resource_id",
+        "resource_token",
+        "timestamp",
+        "email",
+        "app",
+        "context_app",
+        "nav-data",
+    ];
+    let timestamp = need("timestamp")?;
+    Ok(Login {
+        id: need("id")?,
+        token: need("token")?,
+        resource_id: need("resource_id")?,
+        resource_token: need("resource_token")?,
+        timestamp: timestamp
+            .parse()
+            .map_err(|_| error::invalid(format!("SSO timestamp {timestamp:?} is not a number")))?,
+        email: get("email").unwrap_or_default(),
+        app: get("app").unwrap_or_default(),
+        context_app: get("context_app").unwrap_or_default(),
+        nav_data: get("nav-data").unwrap_or_default(),
+        params: fields
+            .iter()
+            .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
+            .cloned()
+            .collect(),
+    })
+}
+
+impl Host {
+    /// The signed SSO form for the add-on attached to `app` as `attachment`
+    /// (or named so), at `timestamp`, for `email`; `params` are passed
+    /// through (`?issue_no=42`).
+    pub fn sso_form(
+        &self,
+        app: &str,
+        addon: &str,
+        email: &str,
+        params: &[(String, String)],
+        timestamp: i64,
+    ) -> anyhow::Result<SsoForm> {
+        let r = self.store.read(|tx| self.resolve(tx, addon, Some(app)))?;
+        let pid = r
+            .partner_id
+            .clone()
+            .filter(|_| r.state == ResourceState::Provisioned)
+            .ok_or_else(|| {
+                error::conflict(format!(
+                    "add-on {} is {}: nothing to sign in to yet",
+                    r.name, r.state
+                ))
+            })?;
+        let salt = &self.service(&r.service)?.manifest.api.sso_salt;
+        let nav =
+            serde_json::json!({"app": app, "addon": r.name, "service": r.service}).to_string();
+        let mut fields = vec![
+            ("id".to_string(), pid.clone()),
+            ("token".to_string(), sso::token(&pid, salt, timestamp)),
+            ("resource_id".to_string(), r.uuid.clone()),
+            (
+                "resource_token".to_string(),
+                sso::token(&r.uuid, salt, timestamp),
+            ),
+            ("timestamp".to_string(), timestamp.to_string()),
+            ("email".to_string(), email.to_string()),
+            ("app".to_string(), app.to_string()),
+            ("context_app".to_string(), app.to_string()),
+            ("nav-data".to_string(), nav),
+        ];
+        fields.extend(params.iter().cloned());
+        Ok(SsoForm {
+            service: r.service,
+            fields,
+        })
+    }
+
+    /// Asks the add-on's `sso.verify` about a posted login. The call may read
+    /// only the resource the login names.
+    pub async fn sso_verify(&self, service: &str, login: Login) -> anyhow::Result<Verdict> {
+        let (manifest, plugin) = self.plugin(service)?;
+        let known = self
+            .store
+            .read(|tx| tx.resource_by_partner_id(service, &login.id))?
+            .is_some();
+        if !known {
+            return Ok(Verdict::Denied(format!(
+                "no {service} add-on with id {}",
+                login.id
+            )));
+        }
+        let (ctx, effects) = self.context(
+            &manifest,
+            Scope::Resource {
+                partner_id: login.id.clone(),
+            },
+        );
+        let verdict = plugin.verify(ctx, login).await;
+        self.log_refusals(&effects).await;
+        let verdict = verdict.map_err(error::call)?;
+        // Like any call, a verify may have written its KV (a last-login note).
+        self.commit_effects(&manifest, take(&effects)).await?;
+        Ok(verdict)
+    }
+}

@@ -1,0 +1,318 @@
+//! The durable state, behind one interface: [`Tx`], the rows of the
+//! platform (apps, config vars, releases, resources, attachments, the audit
+//! trail, the add-ons' KV) as typed reads and writes, and [`Store`], which
+//! runs a closure over a `Tx` as one transaction.
+//!
+//! This module knows nothing of wasm or HTTP, and nothing above it speaks
+//! SQL: the rules about what may change live in `platform`, which composes
+//! these reads and writes inside the transactions it asks for. The embedded
+//! backend is SQLite (`sqlite`, on the engine of `addonhost-sqlite`).
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use sqlite::SqliteStore;
+
+/// The database file inside a data dir.
+pub const DB_FILE: &str = "addonhost.db";
+
+/// Reads and writes of one transaction. Every method sees the writes made
+/// before it in the same transaction; the transaction's writes land together
+/// or not at all.
+pub trait Tx {
+    // ---- apps, releases, audit
+    fn insert_app(&self, name: &str, region: &str) -> anyhow::Result<i64>;
+    fn app_by_name(&self, name: &str) -> anyhow::Result<Option<App>>;
+    fn list_apps(&self) -> anyhow::Result<Vec<App>>;
+    /// Deletes an app and everything hanging off it.
+    fn delete_app(&self, app_id: i64) -> anyhow::Result<()>;
+    /// Appends the app's next release (numbers gap-free); its version.
+    fn insert_release(&self, app_id: i64, description: &str, actor: &str) -> anyhow::Result<i64>;
+    /// Releases, newest first.
+    fn releases(&self, app_id: i64) -> anyhow::Result<Vec<Release>>;
+    fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        app: Option<&str>,
+        addon: Option<&str>,
+        detail: &str,
+    ) -> anyhow::Result<()>;
+    /// The audit trail, newest first, of one app or all.
+    fn audit_entries(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<AuditEntry>>;
+
+    // ---- config vars
+    fn config_vars(&self, app_id: i64) -> anyhow::Result<Vec<ConfigVar>>;
+    fn config_var(&self, app_id: i64, name: &str) -> anyhow::Result<Option<ConfigVar>>;
+    fn vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<Vec<ConfigVar>>;
+    /// Sets a var, owned by an attachment or (`None`) by the user.
+    fn upsert_var(
+        &self,
+        app_id: i64,
+        name: &str,
+        value: &str,
+        owner: Option<i64>,
+    ) -> anyhow::Result<()>;
+    fn delete_var(&self, app_id: i64, name: &str) -> anyhow::Result<()>;
+    fn delete_vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<usize>;
+    /// The app's attachments: attachment id → (resource name, attachment
+    /// name), to say who owns a var.
+    fn var_owners(&self, app_id: i64) -> anyhow::Result<BTreeMap<i64, (String, String)>>;
+
+    // ---- resources and attachments
+    fn resource_by_uuid(&self, uuid: &str) -> anyhow::Result<Option<Resource>>;
+    fn resource_by_name(&self, name: &str) -> anyhow::Result<Option<Resource>>;
+    fn resource_by_id(&self, id: i64) -> anyhow::Result<Option<Resource>>;
+    fn resource_by_partner_id(
+        &self,
+        service: &str,
+        partner_id: &str,
+    ) -> anyhow::Result<Option<Resource>>;
+    /// Resources that are not deprovisioned, of one app (owned or attached)
+    /// or of all.
+    fn list_resources(&self, app_id: Option<i64>) -> anyhow::Result<Vec<Resource>>;
+    /// Provisioned resources of one service (for scheduled rotation).
+    fn provisioned_of_service(&self, service: &str) -> anyhow::Result<Vec<Resource>>;
+    /// A new resource in state `provisioning`; its id.
+    fn insert_resource(&self, r: &NewResource) -> anyhow::Result<i64>;
+    fn update_resource(
+        &self,
+        id: i64,
+        partner_id: Option<&str>,
+        state: ResourceState,
+        plan: &str,
+        message: Option<&str>,
+    ) -> anyhow::Result<()>;
+    /// Deletes a resource and its attachments.
+    fn delete_resource(&self, id: i64) -> anyhow::Result<()>;
+    /// Records a successful rotation at `at`.
+    fn rotation_succeeded(&self, id: i64, at: i64) -> anyhow::Result<()>;
+    /// Records a failed scheduled rotation and when to retry it.
+    fn rotation_failed(&self, id: i64, error: &str, retry_at: i64) -> anyhow::Result<()>;
+    fn insert_attachment(&self, resource_id: i64, app_id: i64, name: &str) -> anyhow::Result<i64>;
+    fn delete_attachment(&self, id: i64) -> anyhow::Result<()>;
+    fn attachments_of_resource(&self, resource_id: i64) -> anyhow::Result<Vec<Attachment>>;
+    fn attachment_by_name(&self, app_id: i64, name: &str) -> anyhow::Result<Option<Attachment>>;
+
+    // ---- the add-ons' KV
+    fn kv_get(&self, service: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Stores (`Some`) or deletes (`None`) one key, keeping the service's
+    /// usage (see [`Tx::kv_usage`]) in step.
+    fn kv_put(&self, service: &str, key: &str, value: Option<&[u8]>) -> anyhow::Result<()>;
+    /// A service's stored (keys, bytes of keys plus values).
+    fn kv_usage(&self, service: &str) -> anyhow::Result<(u64, u64)>;
+    /// Up to `limit` keys starting with `prefix` that sort after `after`
+    /// (from the first, when `None`), in order.
+    fn kv_keys(
+        &self,
+        service: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>>;
+    /// How many keys start with `prefix`.
+    fn kv_count(&self, service: &str, prefix: &str) -> anyhow::Result<u64>;
+
+    // ---- which folders may serve an add-on id
+    fn plugin_dirs(&self, service: &str) -> anyhow::Result<Vec<String>>;
+    fn trust_plugin_dir(&self, service: &str, dir: &str) -> anyhow::Result<()>;
+}
+
+/// Where the state lives.
+pub struct Store {
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// The embedded store: `addonhost.db` in `data_dir` (created, private to
+    /// its owner, its schema brought up to date).
+    pub fn open_sqlite(data_dir: &Path) -> anyhow::Result<Store> {
+        Ok(Store {
+            backend: Backend::Sqlite(SqliteStore::open(data_dir)?),
+        })
+    }
+
+    /// Runs `f` on a consistent snapshot of everything committed before.
+    pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.read(f),
+        }
+    }
+
+    /// Runs `f` as one transaction, durably: its writes are committed if it
+    /// succeeds and rolled back if it fails (or panics: the panic resumes
+    /// here), and the future resolves once they are on disk.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write(f).await,
+        }
+    }
+
+    /// Like [`Store::write`], but may resolve as soon as `f` has run, before
+    /// its commit: every later write through this `Store` sees its changes,
+    /// and if the commit fails they are gone. For a reservation only later
+    /// writes rely on, each checking it is still there.
+    pub async fn write_staged<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write_staged(f).await,
+        }
+    }
+
+    /// [`Store::write`] for code outside async tasks (the CLI's sync
+    /// commands, a plugin's host call). On a multi-threaded tokio runtime
+    /// the wait happens in `block_in_place`.
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write_blocking(f),
+        }
+    }
+}
+
+/// The state of a resource (CONTRACT §Provision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceState {
+    /// Reserved, or answered `pending` by the add-on.
+    Provisioning,
+    Provisioned,
+    Deprovisioning,
+    Deprovisioned,
+    Failed,
+}
+
+impl ResourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceState::Provisioning => "provisioning",
+            ResourceState::Provisioned => "provisioned",
+            ResourceState::Deprovisioning => "deprovisioning",
+            ResourceState::Deprovisioned => "deprovisioned",
+            ResourceState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ResourceState {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "provisioning" => ResourceState::Provisioning,
+            "provisioned" => ResourceState::Provisioned,
+            "deprovisioning" => ResourceState::Deprovisioning,
+            "deprovisioned" => ResourceState::Deprovisioned,
+            "failed" => ResourceState::Failed,
+            other => anyhow::bail!("unknown resource state {other:?} in the store"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    #[serde(skip)]
+    pub id: i64,
+    pub name: String,
+    pub region: String,
+    pub created_at: i64,
+}
+
+/// One provisioned add-on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resource {
+    #[serde(skip)]
+    pub id: i64,
+    /// The platform's id, the idempotency key of provisioning.
+    pub uuid: String,
+    pub name: String,
+    pub service: String,
+    pub plan: String,
+    /// The app that owns (bills) it.
+    pub app: String,
+    #[serde(skip)]
+    pub app_id: i64,
+    /// The add-on's own id for it, once the add-on answered.
+    pub partner_id: Option<String>,
+    pub state: ResourceState,
+    pub message: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Unix seconds of the last successful rotation.
+    pub rotated_at: Option<i64>,
+    /// Why the last scheduled rotation failed, until one succeeds.
+    pub rotation_error: Option<String>,
+    pub rotation_failures: i64,
+    /// When a failed scheduled rotation is retried.
+    pub next_rotation_at: Option<i64>,
+}
+
+/// What a reservation writes of a new resource.
+pub struct NewResource<'a> {
+    pub uuid: &'a str,
+    pub name: &'a str,
+    pub service: &'a str,
+    pub plan: &'a str,
+    pub app_id: i64,
+}
+
+/// The link of a resource to an app under a name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attachment {
+    #[serde(skip)]
+    pub id: i64,
+    #[serde(skip)]
+    pub resource_id: i64,
+    pub app: String,
+    #[serde(skip)]
+    pub app_id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConfigVar {
+    pub name: String,
+    pub value: String,
+    /// The owning attachment, `None` for the user.
+    #[serde(skip)]
+    pub attachment_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    pub version: i64,
+    pub description: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub app: Option<String>,
+    pub addon: Option<String>,
+    pub detail: String,
+}
