@@ -272,19 +272,22 @@ fn sso_valid_login_redirects_with_scoped_cookies_and_opens_the_dashboard() {
     let r = post_login(&server, "kv", &fields);
     assert_eq!(r.status, 302, "{}", r.text());
     let ns = field(&fields, "id");
+    // On the add-on's own origin.
     assert_eq!(
         r.header("location"),
-        Some(format!("/addons/kv/dashboard/{ns}").as_str())
+        Some(format!("/dashboard/{ns}").as_str())
     );
     let cookies = r.headers_named("set-cookie");
     let sso = cookies
         .iter()
         .find(|c| c.starts_with("addonhost_sso_kv="))
         .expect("session cookie");
+    // Host-only (no Domain): the add-on's origin alone receives it.
     assert!(
         sso.contains("HttpOnly")
             && sso.contains("SameSite=Lax")
-            && sso.contains("Path=/addons/kv/"),
+            && sso.contains("Path=/")
+            && !sso.to_ascii_lowercase().contains("domain="),
         "{sso}"
     );
     let nav = cookies
@@ -304,9 +307,12 @@ fn sso_valid_login_redirects_with_scoped_cookies_and_opens_the_dashboard() {
         .into_iter()
         .find(|c| c.starts_with("addonhost_sso_kv="))
         .unwrap();
-    let dash = server.get(
-        &format!("/addons/kv/dashboard/{ns}"),
+    let dash = server.addon_request(
+        "kv",
+        "GET",
+        &format!("/dashboard/{ns}"),
         &[("cookie", &cookie)],
+        b"",
     );
     assert_eq!(dash.status, 200);
     assert!(dash.text().contains(&format!(r#"id="namespace">{ns}<"#)));
@@ -361,13 +367,14 @@ fn sso_denies_bad_token_stale_and_future_timestamps() {
 fn forged_identity_header_is_ignored() {
     let (_env, server) = setup();
     let ns = creds(config(&server)["KV_URL"].as_str().unwrap()).0;
-    let r = server.get(
-        &format!("/addons/kv/dashboard/{ns}"),
-        &[
-            ("x-addonhost-resource", &ns),
-            ("x-addonhost-user", "mallory@evil"),
-        ],
-    );
+    let forged = [
+        ("x-addonhost-resource", ns.as_str()),
+        ("x-addonhost-user", "mallory@evil"),
+    ];
+    // On the add-on's origin and on its resource route alike.
+    let r = server.addon_request("kv", "GET", &format!("/dashboard/{ns}"), &forged, b"");
+    assert_eq!(r.status, 403);
+    let r = server.get(&format!("/addons/kv/dashboard/{ns}"), &forged);
     assert_eq!(r.status, 403);
 }
 
@@ -387,9 +394,12 @@ fn session_of_one_addon_does_not_open_another() {
     let project = field(&exc, "id");
     // The kv session, presented to exceptions under either cookie name.
     for c in [cookie.clone(), format!("addonhost_sso_exceptions={value}")] {
-        let r = server.get(
-            &format!("/addons/exceptions/dashboard/{project}"),
+        let r = server.addon_request(
+            "exceptions",
+            "GET",
+            &format!("/dashboard/{project}"),
             &[("cookie", &c)],
+            b"",
         );
         assert_eq!(r.status, 403, "{c}");
     }
@@ -419,10 +429,10 @@ fn dashboard_roll_button_updates_kv_url_with_a_release_and_old_password_keeps_wo
     );
     assert_eq!(put.status, 201);
 
-    let r = request(
-        &server.addr,
+    let r = server.addon_request(
+        "kv",
         "POST",
-        &format!("/addons/kv/dashboard/{ns}/roll"),
+        &format!("/dashboard/{ns}/roll"),
         &[("cookie", &cookie)],
         b"",
     );
@@ -520,13 +530,17 @@ fn hanging_sso_verify_answers_an_error_quickly_and_the_server_stays_responsive()
     let session = server.sign_in();
     let fields = sso_form(&server, &session, "HOSTILE");
     let addr = server.addr.clone();
+    let host = server.addon_host("hostile");
     let login = std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let r = request(
             &addr,
             "POST",
-            "/addons/hostile/sso/login",
-            &[("content-type", "application/x-www-form-urlencoded")],
+            "/sso/login",
+            &[
+                ("host", &host),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
             form(&fields).as_bytes(),
         );
         (r.status, started.elapsed(), std::time::Instant::now())
@@ -578,7 +592,13 @@ fn sso_verify_that_accepts_anything_still_opens_only_its_own_addon() {
     for c in [cookie.clone(), format!("addonhost_sso_kv={value}")] {
         assert_eq!(
             server
-                .get(&format!("/addons/kv/dashboard/{ns}"), &[("cookie", &c)])
+                .addon_request(
+                    "kv",
+                    "GET",
+                    &format!("/dashboard/{ns}"),
+                    &[("cookie", &c)],
+                    b""
+                )
                 .status,
             403,
             "{c}"

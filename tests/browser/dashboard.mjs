@@ -34,9 +34,9 @@ try {
   if (!(await value.isVisible())) fail("clicking did not reveal the value");
   await page.screenshot({ path: `${shots}/dashboard-app.png`, fullPage: true });
 
-  // Single sign-on into the kv add-on's own dashboard.
+  // Single sign-on into the kv add-on's own dashboard, on its own origin.
   await Promise.all([
-    page.waitForURL(/\/addons\/kv\/dashboard\/kv-/),
+    page.waitForURL(/^http:\/\/kv\.localhost:\d+\/dashboard\/kv-/),
     page.click('a.sso[href$="/addons/KV"]'),
   ]);
   const ns = await page.textContent("#namespace");
@@ -45,10 +45,13 @@ try {
   if (user !== "owner@addonhost.local") fail(`kv dashboard shows user ${user}`);
   const keys = await page.textContent("#key-count");
   if (keys !== "1") fail(`kv dashboard shows ${keys} keys, expected 1`);
-  const cookies = await page.context().cookies(`${base}/addons/kv/`);
+  const kvOrigin = new URL(page.url()).origin;
+  const cookies = await page.context().cookies(`${kvOrigin}/`);
   const session = cookies.find((c) => c.name === "addonhost_sso_kv");
   if (!session || !session.httpOnly || session.sameSite !== "Lax") fail(`session cookie: ${JSON.stringify(session)}`);
   if (!cookies.find((c) => c.name === "heroku-nav-data")) fail("no heroku-nav-data cookie");
+  // The platform's session cookie never went to the add-on's origin.
+  if (cookies.find((c) => c.name === "addonhost_session")) fail("the dashboard session cookie reached the add-on's origin");
   await page.screenshot({ path: `${shots}/addon-dashboard.png`, fullPage: true });
   console.log(`browser: signed in, opened ${app}, SSO into ${ns} as ${user}`);
 } finally {

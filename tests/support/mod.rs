@@ -352,6 +352,31 @@ impl KvUrl {
 }
 
 impl Server {
+    /// The server's port.
+    pub fn port(&self) -> &str {
+        self.addr.rsplit(':').next().unwrap()
+    }
+
+    /// The `Host` of add-on `service`'s own origin (`kv.localhost:PORT`).
+    pub fn addon_host(&self, service: &str) -> String {
+        format!("{service}.localhost:{}", self.port())
+    }
+
+    /// A request to add-on `service`'s own origin.
+    pub fn addon_request(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> http::Response {
+        let host = self.addon_host(service);
+        let mut all = vec![("host", host.as_str())];
+        all.extend_from_slice(headers);
+        http::request(&self.addr, method, path, &all, body)
+    }
+
     /// The fields of the SSO form the dashboard page of `app`'s add-on
     /// `attachment` auto-submits (with `?issue_no=42` passed through).
     pub fn sso_form(&self, app: &str, session: &str, attachment: &str) -> Vec<(String, String)> {
@@ -361,27 +386,31 @@ impl Server {
         );
         assert_eq!(page.status, 200, "{}", page.text());
         let html = page.text();
-        assert!(html.contains(r#"action="/addons/"#), "{html}");
+        assert!(
+            html.contains(&format!(".localhost:{}/sso/login\"", self.port())),
+            "the form posts to the add-on's own origin: {html}"
+        );
         let field = |chunk: &str| -> Option<(String, String)> {
             let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
             let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
             let value = value
                 .replace("&quot;", "\"")
-                .replace("&amp;", "&")
+                .replace("&#34;", "\"")
+                .replace("&#39;", "'")
                 .replace("&lt;", "<")
                 .replace("&gt;", ">")
-                .replace("&#39;", "'");
+                .replace("&amp;", "&");
             Some((name.to_string(), value))
         };
         html.split("<input").skip(1).filter_map(field).collect()
     }
 
-    /// Posts an SSO form to `service`'s login route.
+    /// Posts an SSO form to `service`'s login route, on its own origin.
     pub fn sso_login(&self, service: &str, fields: &[(String, String)]) -> http::Response {
-        http::request(
-            &self.addr,
+        self.addon_request(
+            service,
             "POST",
-            &format!("/addons/{service}/sso/login"),
+            "/sso/login",
             &[("content-type", "application/x-www-form-urlencoded")],
             http::form(fields).as_bytes(),
         )
@@ -400,7 +429,7 @@ impl Server {
             .find(|c| c.starts_with(&format!("addonhost_sso_{service}=")))
             .expect("the add-on's session cookie");
         let landing = login.header("location").unwrap().to_string();
-        self.get(&landing, &[("cookie", &cookie)])
+        self.addon_request(service, "GET", &landing, &[("cookie", &cookie)], b"")
     }
 
     /// Creates `app` and provisions each add-on body (`{"plan": …}`) on it

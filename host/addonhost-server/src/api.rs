@@ -1,5 +1,6 @@
 //! The JSON API, mirroring the CLI. Every route needs
-//! `Authorization: Bearer <token>` (`addonhost auth:token` prints it).
+//! `Authorization: Bearer <token>` (`addonhost auth:token` prints it),
+//! checked before the request body is read.
 //!
 //! | method | path | |
 //! |---|---|---|
@@ -21,26 +22,63 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::Method;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
-use crate::web::{Req, Resp};
+use crate::error::{json_error, ApiError, JsonBody};
 use crate::Server;
 use addonhost::platform::CreateAddon;
 
-fn parse<T: for<'de> Deserialize<'de>>(req: &Req) -> Result<T, Resp> {
-    serde_json::from_slice(&req.body)
-        .map_err(|e| Resp::json_error(400, &format!("malformed JSON body: {e}")))
+type Answer<T> = Result<(StatusCode, Json<T>), ApiError>;
+
+fn ok<T>(value: T) -> Answer<T> {
+    Ok((StatusCode::OK, Json(value)))
 }
 
-fn authorized(server: &Server, req: &Req) -> bool {
-    match req.bearer() {
-        Some(t) => {
-            t.len() == server.token.len() && bool::from(t.as_bytes().ct_eq(server.token.as_bytes()))
-        }
-        None => false,
+pub fn router(server: Arc<Server>) -> Router<Arc<Server>> {
+    Router::new()
+        .route("/apps", get(apps).post(create_app))
+        .route("/plugins", get(plugins))
+        .route("/apps/{app}", get(app_info).delete(destroy_app))
+        .route("/apps/{app}/config", get(config).patch(set_config))
+        .route("/apps/{app}/releases", get(releases))
+        .route("/apps/{app}/addons", get(app_addons).post(create_addon))
+        .route(
+            "/addons/{addon}",
+            get(addon_info).patch(change_plan).delete(destroy_addon),
+        )
+        .route("/addons/{addon}/rotate", post(rotate))
+        .fallback(|req: Request| async move {
+            json_error(
+                StatusCode::NOT_FOUND,
+                &format!("no API route {} {}", req.method(), req.uri().path()),
+            )
+        })
+        .route_layer(middleware::from_fn_with_state(server, authorized))
+}
+
+/// The bearer token, before anything else (the body is not read).
+async fn authorized(State(server): State<Arc<Server>>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if token.is_some_and(|t| server.is_token(t)) {
+        return next.run(req).await;
     }
+    let mut r = json_error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token; see `addonhost auth:token`",
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
 }
 
 #[derive(Deserialize)]
@@ -64,119 +102,148 @@ struct PlanChange {
     plan: String,
 }
 
-fn done<T: serde::Serialize>(status: u16, r: anyhow::Result<T>) -> Resp {
-    match r {
-        Ok(v) => Resp::json(status, &v),
-        Err(e) => Resp::error(&e),
-    }
+#[derive(Deserialize)]
+struct Confirm {
+    confirm: Option<String>,
 }
 
-pub async fn route(server: &Arc<Server>, req: &Req, rest: &[&str]) -> Resp {
-    if !authorized(server, req) {
-        return Resp::json_error(
-            401,
-            "missing or wrong bearer token; see `addonhost auth:token`",
-        )
-        .header("www-authenticate", "Bearer");
-    }
-    match handle(server, req, rest).await {
-        Ok(r) | Err(r) => r,
-    }
+#[derive(Deserialize)]
+struct Force {
+    force: Option<String>,
 }
 
-async fn handle(server: &Arc<Server>, req: &Req, rest: &[&str]) -> Result<Resp, Resp> {
-    let host = &server.host;
-    let m = &req.method;
-    Ok(match rest {
-        ["apps"] if m == Method::GET => done(200, host.apps()),
-        ["plugins"] if m == Method::GET => Resp::json(200, &host.plugin_statuses()),
-        ["apps"] if m == Method::POST => {
-            let body: NewApp = parse(req)?;
-            done(201, host.create_app(&body.name, body.region.as_deref()))
-        }
-        ["apps", app] if m == Method::GET => done(200, host.app_info(app)),
-        ["apps", app] if m == Method::DELETE => {
-            let confirm = req.query_param("confirm");
-            done(
-                200,
-                host.destroy_app(app, confirm.as_deref())
-                    .await
-                    .map(|_| serde_json::json!({"destroyed": app})),
-            )
-        }
-        ["apps", app, "config"] if m == Method::GET => done(
-            200,
-            host.config(app).map(|vars| {
-                vars.into_iter()
-                    .map(|v| (v.name, v.value))
-                    .collect::<BTreeMap<_, _>>()
-            }),
-        ),
-        ["apps", app, "config"] if m == Method::PATCH => {
-            let body: BTreeMap<String, Option<String>> = parse(req)?;
-            let force = req.query_param("force").as_deref() == Some("true");
-            let set: Vec<(String, String)> = body
-                .iter()
-                .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-                .collect();
-            let unset: Vec<String> = body
-                .iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(k, _)| k.clone())
-                .collect();
-            if !set.is_empty() {
-                if let Err(e) = host.config_set(app, &set, force) {
-                    return Err(Resp::error(&e));
-                }
-            }
-            if !unset.is_empty() {
-                if let Err(e) = host.config_unset(app, &unset, force) {
-                    return Err(Resp::error(&e));
-                }
-            }
-            done(
-                200,
-                host.config(app).map(|vars| {
-                    vars.into_iter()
-                        .map(|v| (v.name, v.value))
-                        .collect::<BTreeMap<_, _>>()
-                }),
-            )
-        }
-        ["apps", app, "releases"] if m == Method::GET => done(200, host.releases(app)),
-        ["apps", app, "addons"] if m == Method::GET => done(200, host.addons(Some(app))),
-        ["apps", app, "addons"] if m == Method::POST => {
-            let body: NewAddon = parse(req)?;
-            done(
-                201,
-                host.create_addon(CreateAddon {
-                    app: app.to_string(),
-                    spec: body.plan,
-                    as_name: body.as_name,
-                    options: body.options.into_iter().collect(),
-                    uuid: body.uuid,
-                })
-                .await,
-            )
-        }
-        ["addons", addon] if m == Method::GET => done(200, host.addon_info(addon, None)),
-        ["addons", addon] if m == Method::PATCH => {
-            let body: PlanChange = parse(req)?;
-            done(200, host.upgrade_addon(addon, &body.plan, None).await)
-        }
-        ["addons", addon, "rotate"] if m == Method::POST => {
-            done(200, host.rotate_addon(addon, None).await)
-        }
-        ["addons", addon] if m == Method::DELETE => {
-            let confirm = req.query_param("confirm");
-            done(
-                200,
-                host.destroy_addon(addon, None, confirm.as_deref()).await,
-            )
-        }
-        _ => Resp::json_error(
-            404,
-            &format!("no API route {} {}", req.method, req.uri.path()),
-        ),
-    })
+async fn apps(State(s): State<Arc<Server>>) -> Answer<Vec<addonhost::store::App>> {
+    ok(s.host.apps()?)
+}
+
+async fn plugins(State(s): State<Arc<Server>>) -> Response {
+    Json(s.host.plugin_statuses()).into_response()
+}
+
+async fn create_app(
+    State(s): State<Arc<Server>>,
+    JsonBody(body): JsonBody<NewApp>,
+) -> Answer<addonhost::store::App> {
+    let app = s.host.create_app(&body.name, body.region.as_deref())?;
+    Ok((StatusCode::CREATED, Json(app)))
+}
+
+async fn app_info(
+    State(s): State<Arc<Server>>,
+    Path(app): Path<String>,
+) -> Answer<addonhost::platform::AppInfo> {
+    ok(s.host.app_info(&app)?)
+}
+
+async fn destroy_app(
+    State(s): State<Arc<Server>>,
+    Path(app): Path<String>,
+    Query(q): Query<Confirm>,
+) -> Answer<serde_json::Value> {
+    s.host.destroy_app(&app, q.confirm.as_deref()).await?;
+    ok(serde_json::json!({ "destroyed": app }))
+}
+
+fn config_map(s: &Server, app: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    Ok(s.host
+        .config(app)?
+        .into_iter()
+        .map(|v| (v.name, v.value))
+        .collect())
+}
+
+async fn config(
+    State(s): State<Arc<Server>>,
+    Path(app): Path<String>,
+) -> Answer<BTreeMap<String, String>> {
+    ok(config_map(&s, &app)?)
+}
+
+async fn set_config(
+    State(s): State<Arc<Server>>,
+    Path(app): Path<String>,
+    Query(q): Query<Force>,
+    JsonBody(body): JsonBody<BTreeMap<String, Option<String>>>,
+) -> Answer<BTreeMap<String, String>> {
+    let force = q.force.as_deref() == Some("true");
+    let set: Vec<(String, String)> = body
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+        .collect();
+    let unset: Vec<String> = body
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !set.is_empty() {
+        s.host.config_set(&app, &set, force)?;
+    }
+    if !unset.is_empty() {
+        s.host.config_unset(&app, &unset, force)?;
+    }
+    ok(config_map(&s, &app)?)
+}
+
+async fn releases(
+    State(s): State<Arc<Server>>,
+    Path(app): Path<String>,
+) -> Answer<Vec<addonhost::store::Release>> {
+    ok(s.host.releases(&app)?)
+}
+
+async fn app_addons(
+    State(s): State<Arc<Server>>,
+    Path(app): Path<String>,
+) -> Answer<Vec<addonhost::platform::AddonView>> {
+    ok(s.host.addons(Some(&app))?)
+}
+
+async fn create_addon(
+    State(s): State<Arc<Server>>,
+    Path(app): Path<String>,
+    JsonBody(body): JsonBody<NewAddon>,
+) -> Answer<addonhost::platform::AddonCreated> {
+    let created = s
+        .host
+        .create_addon(CreateAddon {
+            app,
+            spec: body.plan,
+            as_name: body.as_name,
+            options: body.options.into_iter().collect(),
+            uuid: body.uuid,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn addon_info(
+    State(s): State<Arc<Server>>,
+    Path(addon): Path<String>,
+) -> Answer<addonhost::platform::AddonView> {
+    ok(s.host.addon_info(&addon, None)?)
+}
+
+async fn change_plan(
+    State(s): State<Arc<Server>>,
+    Path(addon): Path<String>,
+    JsonBody(body): JsonBody<PlanChange>,
+) -> Answer<addonhost::platform::AddonChanged> {
+    ok(s.host.upgrade_addon(&addon, &body.plan, None).await?)
+}
+
+async fn rotate(
+    State(s): State<Arc<Server>>,
+    Path(addon): Path<String>,
+) -> Answer<addonhost::platform::AddonChanged> {
+    ok(s.host.rotate_addon(&addon, None).await?)
+}
+
+async fn destroy_addon(
+    State(s): State<Arc<Server>>,
+    Path(addon): Path<String>,
+    Query(q): Query<Confirm>,
+) -> Answer<addonhost::platform::AddonChanged> {
+    ok(s.host
+        .destroy_addon(&addon, None, q.confirm.as_deref())
+        .await?)
 }

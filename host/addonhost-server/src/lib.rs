@@ -1,42 +1,78 @@
-//! `addonhost serve`: the JSON API, the dashboard, single sign-on and the
-//! add-ons' own HTTP routes, on hyper.
+//! addonhost's HTTP server: the JSON API, the dashboard, single sign-on, and
+//! the add-ons' own HTTP routes, on axum.
+//!
+//! Two kinds of origin share one listener, told apart by the `Host` header:
+//! the platform's (the API, the dashboard) and one per add-on
+//! (`kv.localhost:5000`: its pages, dashboard and SSO), so that no script an
+//! add-on serves ever runs on the platform's origin, where it could read the
+//! dashboard. Add-on resources stay reachable on the platform's address for
+//! processes too (`/addons/<service>/…`), answered with a sandboxing CSP and
+//! never with anyone's identity.
 //!
 //! Handlers are thin: they parse, call [`Host`], and render. State is
 //! explicit in [`Server`]: the host, the API token and the sessions.
 
+mod addons;
 mod api;
 mod dashboard;
+mod error;
+mod sessions;
 mod sso;
 pub mod token;
-mod web;
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{any, get};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use tower::Service;
 
 use addonhost::Host;
-use web::{Req, Resp};
+pub use error::MAX_BODY_BYTES;
+use sessions::Sessions;
 
-/// Largest request body the server reads.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// How long a dashboard or SSO session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions of each kind held at once.
+const MAX_SESSIONS: usize = 10_000;
+
+/// What a server allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once; past it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Time to send a request's headers, and the most a kept-alive
+    /// connection may sit idle.
+    pub header_timeout: Duration,
+    /// Time to send a request's body.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 8192,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// A signed-in add-on dashboard session (after SSO).
 #[derive(Debug, Clone)]
 pub struct SsoSession {
     pub service: String,
     pub user: String,
+    /// The add-on's id of the resource signed in to.
     pub resource: String,
-    pub expires: Instant,
 }
 
 /// Everything the handlers share.
@@ -45,134 +81,125 @@ pub struct Server {
     pub token: String,
     /// The email the dashboard user signs in to add-ons as.
     pub email: String,
-    dashboard_sessions: Mutex<HashMap<String, Instant>>,
-    sso_sessions: Mutex<HashMap<String, SsoSession>>,
+    pub limits: Limits,
+    dashboard_sessions: Sessions<()>,
+    sso_sessions: Sessions<SsoSession>,
 }
 
 impl Server {
-    pub fn new(host: Arc<Host>, token: String, email: String) -> Arc<Server> {
+    pub fn new(host: Arc<Host>, token: String, email: String, limits: Limits) -> Arc<Server> {
         Arc::new(Server {
             host,
             token,
             email,
-            dashboard_sessions: Mutex::new(HashMap::new()),
-            sso_sessions: Mutex::new(HashMap::new()),
+            limits,
+            dashboard_sessions: Sessions::new(SESSION_TTL, MAX_SESSIONS),
+            sso_sessions: Sessions::new(SESSION_TTL, MAX_SESSIONS),
         })
     }
 
-    fn new_dashboard_session(&self) -> String {
-        let id = web::random_id();
-        let mut s = self
-            .dashboard_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        s.retain(|_, exp| *exp > Instant::now());
-        s.insert(id.clone(), Instant::now() + SESSION_TTL);
-        id
-    }
-
-    fn dashboard_session_valid(&self, id: &str) -> bool {
-        let s = self
-            .dashboard_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        s.get(id).is_some_and(|exp| *exp > Instant::now())
-    }
-
-    fn end_dashboard_session(&self, id: &str) {
-        self.dashboard_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-    }
-
-    fn new_sso_session(&self, session: SsoSession) -> String {
-        let id = web::random_id();
-        let mut s = self.sso_sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.retain(|_, v| v.expires > Instant::now());
-        s.insert(id.clone(), session);
-        id
-    }
-
-    /// The SSO session `id` names, if it is for `service` and still valid.
-    fn sso_session(&self, id: &str, service: &str) -> Option<SsoSession> {
-        let s = self.sso_sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.get(id)
-            .filter(|v| v.service == service && v.expires > Instant::now())
-            .cloned()
-    }
-
-    /// Routes one request.
-    async fn route(self: &Arc<Self>, req: Req) -> Resp {
-        let segs: Vec<String> = req.segments();
-        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-        match segs.as_slice() {
-            ["healthz"] => Resp::text(200, "ok\n"),
-            ["api", rest @ ..] => api::route(self, &req, rest).await,
-            ["addons", service, "sso", "login"] if req.method == http::Method::POST => {
-                sso::login(self, &req, service).await
-            }
-            ["addons", service, ..] => sso::addon_route(self, req.clone(), service).await,
-            ["myapps", app, "addons", attachment] => sso::start(self, &req, app, attachment),
-            _ => dashboard::route(self, &req, &segs).await,
-        }
+    /// Whether `candidate` is this server's API token (constant time).
+    fn is_token(&self, candidate: &str) -> bool {
+        addonhost::sso::ct_eq(candidate.as_bytes(), self.token.as_bytes())
     }
 }
 
-async fn handle(
-    server: Arc<Server>,
-    request: http::Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
+/// The whole application: the add-ons' origins and the platform's routes.
+pub fn app(server: Arc<Server>) -> Router {
+    let platform = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/api", api::router(server.clone()))
+        .merge(dashboard::router(server.clone()))
+        .route("/myapps/{app}/addons/{attachment}", get(sso::start))
+        .route("/addons/{service}", any(addons::consumption))
+        .route("/addons/{service}/", any(addons::consumption))
+        .route("/addons/{service}/{*rest}", any(addons::consumption))
+        .with_state(server.clone());
+    platform
+        .layer(middleware::from_fn_with_state(
+            server.clone(),
+            addons::route_addon_origins,
+        ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            server.limits.body_timeout,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(log_request))
+}
+
+/// One line per request with `ADDONHOST_LOG=info`.
+async fn log_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let (parts, body) = request.into_parts();
-    let resp = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => {
-            let req = Req::new(parts, collected.to_bytes());
-            server.route(req).await
-        }
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Resp::json_error(413, &format!("request body over {MAX_BODY_BYTES} bytes"))
-        }
-        Err(e) => Resp::json_error(400, &format!("cannot read the request body: {e}")),
-    };
-    let status = resp.status;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
     tracing::info!(%peer, %method, path, status, ms = started.elapsed().as_millis() as u64, "request");
-    Ok(resp.into_hyper())
+    resp
+}
+
+/// A request's `Host` (its authority, for HTTP/1.1), lowercased.
+fn host_of(req: &Request) -> Option<String> {
+    req.headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase)
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish
-/// (up to 10 s).
+/// (up to 10 s). Every connection has a header (and idle) timeout, every
+/// body a read timeout, and the number of connections is capped.
 pub async fn serve(
     server: Arc<Server>,
     listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let limits = server.limits;
+    let app = app(server);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(100);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+                let (mut stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
+                        // Out of descriptors, say: wait a moment rather
+                        // than spin on the error.
                         tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let server = server.clone();
-                let svc = service_fn(move |req| handle(server.clone(), req, peer));
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                        )).await;
+                    });
+                    continue;
+                };
+                let app = app.clone();
+                let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().call(req.map(axum::body::Body::new))
+                });
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!("connection from {peer}: {e}");
                     }
+                    drop(slot);
                 });
             }
             _ = &mut shutdown => break,

@@ -1,20 +1,21 @@
-//! Single sign-on (CONTRACT §SSO) and the add-ons' own routes.
+//! Single sign-on (CONTRACT §SSO).
 //!
-//! `/myapps/<app>/addons/<attachment>` signs a login and hands the browser an
-//! auto-submitting form; the add-on's SSO route asks the plugin's
-//! `sso.verify`; on success the browser gets a session cookie scoped to that
-//! add-on's path, `heroku-nav-data`, and a 302 to the add-on's dashboard.
-//! Requests to `/addons/<service>/…` then carry the session's identity to the
-//! plugin in headers the host sets (and strips when they come from outside).
+//! `/myapps/<app>/addons/<attachment>`, on the platform's origin, signs a
+//! login and hands the browser an auto-submitting form that posts it to the
+//! add-on's own origin (`http://kv.localhost:5000/sso/login`). There the
+//! plugin's `sso.verify` decides; on success the browser gets a session
+//! cookie of that origin only, `heroku-nav-data`, and a 302 to the add-on's
+//! dashboard on the same origin.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::Bytes;
+use askama::Template;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use crate::web::{encode, escape, Req, Resp};
-use crate::{dashboard, Server, SsoSession, SESSION_TTL};
-use addonhost::platform::http::Identity;
+use crate::dashboard::{self, encode, set_cookie};
+use crate::{Server, SsoSession, SESSION_TTL};
 use addonhost::platform::sso::login_from_fields;
 use addonhost::runtime::Verdict;
 
@@ -23,168 +24,139 @@ pub fn cookie_name(service: &str) -> String {
     format!("addonhost_sso_{}", service.replace('-', "_"))
 }
 
+#[derive(Template)]
+#[template(path = "sso_form.html")]
+struct SsoFormPage<'a> {
+    action: String,
+    fields: &'a [(String, String)],
+}
+
+#[derive(Template)]
+#[template(path = "sso_denied.html")]
+struct SsoDenied<'a> {
+    heading: &'a str,
+    message: String,
+}
+
 /// `GET /myapps/<app>/addons/<attachment>`: sign and post the login.
-pub fn start(server: &Arc<Server>, req: &Req, app: &str, attachment: &str) -> Resp {
-    if !dashboard::signed_in(server, req) {
-        let next = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        return Resp::redirect(303, &format!("/login?next={}", encode(next)));
+pub async fn start(
+    State(server): State<Arc<Server>>,
+    Path((app, attachment)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if !dashboard::signed_in(&server, &headers) {
+        let mut next = format!("/myapps/{}/addons/{}", encode(&app), encode(&attachment));
+        if let Some(q) = &query {
+            next = format!("{next}?{q}");
+        }
+        return dashboard::to_login(&next);
     }
-    let params = req.query();
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let now = addonhost::util::unix_now();
     let form = match server
         .host
-        .sso_form(app, attachment, &server.email, &params, now)
+        .sso_form(&app, &attachment, &server.email, &params, now)
     {
         Ok(f) => f,
         Err(e) => return dashboard::error_page(&e),
     };
-    let inputs: String = form
-        .fields
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                r#"<input type="hidden" name="{}" value="{}">"#,
-                escape(k),
-                escape(v)
-            )
-        })
-        .collect();
-    Resp::html(
-        200,
-        format!(
-            r#"<!doctype html><html><head><meta charset="utf-8"><title>Signing in…</title></head>
-<body onload="document.forms[0].submit()"><form method="post" action="/addons/{}/sso/login">{inputs}
-<noscript><button type="submit">Continue to the add-on</button></noscript></form>
-<p>Signing you in to the add-on…</p></body></html>"#,
-            encode(&form.service)
-        ),
-    )
+    let page = SsoFormPage {
+        action: format!("{}/sso/login", server.host.addon_origin(&form.service)),
+        fields: &form.fields,
+    };
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
-/// `POST /addons/<service>/sso/login`: the plugin decides.
-pub async fn login(server: &Arc<Server>, req: &Req, service: &str) -> Resp {
-    let fields = req.form();
+fn denied(status: StatusCode, heading: &str, message: String) -> Response {
+    match (SsoDenied { heading, message }).render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `POST /sso/login` on the add-on's origin: the plugin decides.
+pub async fn login(server: &Arc<Server>, service: &str, body: &[u8]) -> Response {
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
     let login = match login_from_fields(&fields) {
         Ok(l) => l,
-        Err(e) => {
-            return Resp::html(
-                400,
-                format!("<h1>400</h1><p>{}</p>", escape(&e.to_string())),
-            )
-        }
+        Err(e) => return denied(StatusCode::BAD_REQUEST, "400 Bad Request", e.to_string()),
     };
     let nav = login.nav_data.clone();
     let resource = login.id.clone();
     match server.host.sso_verify(service, login).await {
         Ok(Verdict::Ok(session)) => {
-            let id = server.new_sso_session(SsoSession {
+            let id = server.sso_sessions.create(SsoSession {
                 service: service.to_string(),
                 user: session.user,
                 resource,
-                expires: Instant::now() + SESSION_TTL,
             });
-            let path = format!("/addons/{service}/");
-            let landing = if session.landing.starts_with('/') {
-                format!("/addons/{service}{}", session.landing)
+            let landing = if session.landing.starts_with('/') && !session.landing.starts_with("//")
+            {
+                session.landing
             } else {
-                path.clone()
+                "/".to_string()
             };
-            Resp::redirect(302, &landing)
-                .header(
-                    "set-cookie",
-                    &format!(
-                        "{}={id}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={}",
-                        cookie_name(service),
-                        SESSION_TTL.as_secs()
-                    ),
-                )
-                .header(
-                    "set-cookie",
-                    &format!(
-                        "heroku-nav-data={}; Path={path}; SameSite=Lax",
-                        encode(&nav)
-                    ),
-                )
+            let mut r = Redirect::to(&landing).into_response();
+            *r.status_mut() = StatusCode::FOUND;
+            // Host-only cookies of the add-on's origin: no other add-on and
+            // not the platform ever receives them.
+            set_cookie(
+                &mut r,
+                &format!(
+                    "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+                    cookie_name(service),
+                    SESSION_TTL.as_secs()
+                ),
+            );
+            set_cookie(
+                &mut r,
+                &format!("heroku-nav-data={}; Path=/; SameSite=Lax", encode(&nav)),
+            );
+            r
         }
-        Ok(Verdict::Denied(why)) => Resp::html(
-            403,
-            format!(
-                "<h1>403 Forbidden</h1><p>The add-on refused the login: {}</p>",
-                escape(&why)
-            ),
+        Ok(Verdict::Denied(why)) => denied(
+            StatusCode::FORBIDDEN,
+            "403 Forbidden",
+            format!("The add-on refused the login: {why}"),
         ),
-        Err(e) => Resp::html(
-            if Resp::status_of(&e) == 404 { 404 } else { 502 },
-            format!(
-                "<h1>Sign-in failed</h1><p>{}</p>",
-                escape(&format!("{e:#}"))
-            ),
-        ),
+        Err(e) => {
+            let status = match crate::error::status_of(&e) {
+                StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
+                StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            denied(status, "Sign-in failed", format!("{e:#}"))
+        }
     }
 }
 
-/// Any other `/addons/<service>/…` request: the plugin's HTTP handler, with
-/// the identity of this add-on's SSO session, if any.
-pub async fn addon_route(server: &Arc<Server>, req: Req, service: &str) -> Resp {
-    let identity = req
-        .cookie(&cookie_name(service))
-        .and_then(|id| server.sso_session(&id, service))
-        .map(|s| Identity {
-            user: s.user,
-            resource: s.resource,
-        });
-    let prefix = format!("/addons/{service}");
-    let path = req.uri.path().strip_prefix(&prefix).unwrap_or("/");
-    let path = if path.is_empty() { "/" } else { path };
-    let uri = match req.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    let mut builder = http::Request::builder().method(req.method.clone()).uri(uri);
-    for (k, v) in req.headers.iter() {
-        // Our own cookies stay with the host.
-        if k != http::header::COOKIE {
-            builder = builder.header(k, v);
+/// The identity of a request to `service`'s origin, from its session
+/// cookie: only for requests the add-on's own pages make (a form another
+/// origin posts here gets none).
+pub fn identity(
+    server: &Server,
+    service: &str,
+    headers: &HeaderMap,
+    safe_method: bool,
+) -> Option<SsoSession> {
+    if !safe_method {
+        let origin = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        if origin.is_some_and(|o| o != server.host.addon_origin(service)) {
+            return None;
         }
     }
-    if !req.headers.contains_key(http::header::HOST) {
-        builder = builder.header(http::header::HOST, "127.0.0.1");
-    }
-    let request = match builder.body(Bytes::clone(&req.body)) {
-        Ok(r) => r,
-        Err(e) => return Resp::text(400, &format!("bad request: {e}\n")),
-    };
-    match server.host.addon_http(service, request, identity).await {
-        Ok(resp) => {
-            let (parts, body) = resp.into_parts();
-            let mut out = Resp {
-                status: parts.status.as_u16(),
-                headers: Vec::new(),
-                body,
-            };
-            for (k, v) in parts.headers.iter() {
-                // An add-on cannot set cookies for other add-ons or the host.
-                if k == http::header::SET_COOKIE {
-                    continue;
-                }
-                if let Ok(v) = v.to_str() {
-                    out.headers.push((k.to_string(), v.to_string()));
-                }
-            }
-            out
-        }
-        Err(e) => {
-            let status = match Resp::status_of(&e) {
-                404 => 404,
-                503 => 503,
-                _ if format!("{e}").contains("timed out") => 504,
-                _ => 502,
-            };
-            let r = Resp::text(status, &format!("{e:#}\n"));
-            if status == 503 {
-                return r.header("retry-after", "1");
-            }
-            r
-        }
-    }
+    let id = dashboard::cookie(headers, &cookie_name(service))?;
+    server
+        .sso_sessions
+        .get(&id)
+        .filter(|s| s.service == service)
 }

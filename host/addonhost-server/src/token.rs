@@ -20,7 +20,7 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<String> {
             return Ok(t);
         }
     }
-    let token = format!("ah_{}", crate::web::random_id());
+    let token = format!("ah_{}", crate::sessions::random_id());
     addonhost::util::write_private(&path, format!("{token}\n").as_bytes())
         .with_context(|| format!("creating {}", path.display()))?;
     Ok(token)

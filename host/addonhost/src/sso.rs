@@ -24,6 +24,12 @@ pub fn token(id: &str, salt: &str, timestamp: i64) -> String {
     hex::encode(h.finalize())
 }
 
+/// Whether two byte strings are equal, in time that depends only on their
+/// lengths (for tokens and secrets).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
 /// Whether `candidate` is the token for (id, salt, timestamp), compared in
 /// constant time, and the timestamp is fresh at `now`.
 pub fn verify(id: &str, salt: &str, timestamp: i64, candidate: &str, now: i64) -> bool {

@@ -46,6 +46,12 @@ pub struct Cli {
     /// [default: http://127.0.0.1:5000, or the address `serve` binds].
     #[arg(long, global = true, env = "ADDONHOST_URL")]
     pub url: Option<String>,
+    /// The domain whose subdomains are the add-ons' own origins
+    /// (`kv.<domain>`), for their pages and SSO; when set (a domain that
+    /// resolves for every client), resource URLs use it too
+    /// [default: localhost, with resource URLs on --url].
+    #[arg(long, global = true, env = "ADDONHOST_ADDONS_DOMAIN")]
+    pub addons_domain: Option<String>,
     /// Most memory (MiB) a manifest's limits.memory_mb may ask.
     #[arg(
         long,
@@ -196,6 +202,7 @@ impl Cli {
         if let Some(url) = &self.url {
             opts.public_url = url.clone();
         }
+        opts.addons_domain = self.addons_domain.clone();
         opts.policy = addonhost::platform::Policy {
             max_memory_mb: self.max_memory_mb,
             max_timeout_ms: self.max_timeout_ms,

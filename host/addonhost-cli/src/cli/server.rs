@@ -18,6 +18,16 @@ pub struct Serve {
     /// The email the dashboard user signs in to add-ons as.
     #[arg(long, env = "ADDONHOST_EMAIL", default_value = "owner@addonhost.local")]
     pub email: String,
+    /// Connections open at once; past it new ones get a 503.
+    #[arg(long, default_value_t = 8192)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and the longest a
+    /// kept-alive connection may sit idle).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, default_value_t = 10)]
+    pub body_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -55,7 +65,12 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         }
     });
     let token = server::token::load_or_create(&cli.data)?;
-    let server = Server::new(host.clone(), token, s.email.clone());
+    let limits = server::Limits {
+        max_connections: s.max_connections,
+        header_timeout: std::time::Duration::from_secs(s.header_timeout),
+        body_timeout: std::time::Duration::from_secs(s.body_timeout),
+    };
+    let server = Server::new(host.clone(), token, s.email.clone(), limits);
     eprintln!(
         "addonhost serving on http://{addr} (dashboard: http://{addr}/, API token: `addonhost auth:token`)"
     );

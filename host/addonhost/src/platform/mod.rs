@@ -42,6 +42,13 @@ pub struct HostOptions {
     /// The URL the server is reached at; add-ons build their resource URLs
     /// on `<public_url>/addons/<service>`.
     pub public_url: String,
+    /// The domain whose subdomains are the add-ons' own origins
+    /// (`kv.<domain>`): their pages, dashboards and SSO live there, apart from
+    /// the platform's origin. `None` means `localhost` (browsers resolve
+    /// `*.localhost` to the loopback), with resource URLs kept on the
+    /// platform's address for processes whose resolver does not; set, it is
+    /// a domain whose names resolve everywhere, and resource URLs use it too.
+    pub addons_domain: Option<String>,
     /// What the operator allows add-ons.
     pub policy: Policy,
 }
@@ -52,6 +59,7 @@ impl HostOptions {
             data_dir: data_dir.into(),
             plugin_dirs,
             public_url: "http://127.0.0.1:5000".into(),
+            addons_domain: None,
             policy: Policy::default(),
         }
     }
@@ -463,10 +471,44 @@ impl Host {
 
     /// `<public_url>/addons/<service>`
     pub fn base_url(&self, service: &str) -> String {
+        if self.opts.addons_domain.is_some() {
+            return self.addon_origin(service);
+        }
         format!(
             "{}/addons/{service}",
             self.opts.public_url.trim_end_matches('/')
         )
+    }
+
+    /// The add-on's own origin, `<scheme>://<service>.<addons domain>[:port]`
+    /// (scheme and port those of the public URL): where its pages and SSO
+    /// live, so that no script of theirs runs on the platform's origin.
+    pub fn addon_origin(&self, service: &str) -> String {
+        let domain = self.opts.addons_domain.as_deref().unwrap_or("localhost");
+        let (scheme, port) = match url::Url::parse(&self.opts.public_url) {
+            Ok(u) => (u.scheme().to_string(), u.port()),
+            Err(_) => ("http".to_string(), None),
+        };
+        match port {
+            Some(p) => format!("{scheme}://{service}.{domain}:{p}"),
+            None => format!("{scheme}://{service}.{domain}"),
+        }
+    }
+
+    /// The add-on a request's `Host` names when it is one of the add-ons'
+    /// own origins (`kv.localhost:5000` → `kv`), whatever its port.
+    pub fn addon_of_host(&self, host: &str) -> Option<String> {
+        let domain = self.opts.addons_domain.as_deref().unwrap_or("localhost");
+        let name = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        let service = name.to_ascii_lowercase();
+        let service = service.strip_suffix(domain)?.strip_suffix('.')?;
+        crate::manifest::is_slug(service).then(|| service.to_string())
     }
 
     fn context(

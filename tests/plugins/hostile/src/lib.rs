@@ -335,7 +335,10 @@ const ATTACK_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><t
 <script>
 (async () => {
   const out = {};
-  const platform = new URLSearchParams(location.search).get('platform') || location.origin;
+  // The platform's address, as an attacker would guess it: the same port
+  // on the loopback.
+  const platform = new URLSearchParams(location.search).get('platform')
+    || ('http://127.0.0.1:' + location.port);
   const app = new URLSearchParams(location.search).get('app') || 'shop';
   const attempt = async (name, f) => {
     try { out[name] = await f(); } catch (e) { out[name] = 'blocked: ' + e; }

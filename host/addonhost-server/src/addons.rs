@@ -1,0 +1,181 @@
+//! The add-ons' own HTTP routes: a request becomes one call of the plugin's
+//! `wasi:http/incoming-handler`.
+//!
+//! On an add-on's own origin (`kv.localhost:5000`) the plugin serves its
+//! pages with the identity of its SSO session. On the platform's origin
+//! (`/addons/kv/…`, for processes that cannot resolve `*.localhost`) it
+//! serves its resource anonymously, and the answer carries
+//! `Content-Security-Policy: sandbox`: a browser runs no script of it there,
+//! so it can never read the dashboard beside it.
+//!
+//! Either way the host strips what is not the plugin's to see (the
+//! platform's cookies and token, forged identity headers) and what is not
+//! the plugin's to say (cookies for anyone, the connection's framing).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use crate::error::status_of;
+use crate::{host_of, sso, Server};
+use addonhost::platform::http::Identity;
+
+/// Response headers a plugin may not set: cookies (for anyone), and the
+/// message's framing and connection handling, which are the host's
+/// (hyper recomputes the length from the body).
+const HOP_BY_HOP: &[&str] = &[
+    "set-cookie",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "trailer",
+    "te",
+    "proxy-connection",
+    "proxy-authenticate",
+];
+
+/// Sends requests for an add-on's origin to that add-on; everything else
+/// goes on to the platform's routes.
+pub async fn route_addon_origins(
+    State(server): State<Arc<Server>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let service = host_of(&req).and_then(|h| server.host.addon_of_host(&h));
+    let Some(service) = service else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let body = match crate::error::read(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if parts.method == Method::POST && parts.uri.path() == "/sso/login" {
+        return sso::login(&server, &service, &body).await;
+    }
+    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let identity = sso::identity(&server, &service, &parts.headers, safe).map(|s| Identity {
+        user: s.user,
+        resource: s.resource,
+    });
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let mut resp = call(&server, &service, parts, body, &path_and_query, identity).await;
+    resp.headers_mut().insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// `/addons/<service>/…` on the platform's origin: the resource, for
+/// processes; sandboxed for browsers.
+pub async fn consumption(State(server): State<Arc<Server>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let prefix_and_rest = parts.uri.path().strip_prefix("/addons/").unwrap_or("");
+    let (service, rest) = match prefix_and_rest.split_once('/') {
+        Some((s, r)) => (s.to_string(), format!("/{r}")),
+        None => (prefix_and_rest.to_string(), "/".to_string()),
+    };
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest,
+    };
+    let body = match crate::error::read(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut resp = call(&server, &service, parts, body, &path_and_query, None).await;
+    let h = resp.headers_mut();
+    // Whatever the plugin said about scripts, on this origin none run.
+    h.remove(header::CONTENT_SECURITY_POLICY);
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// Calls `service`'s HTTP handler with the request made relative to the
+/// add-on (`path_and_query`), and answers what it answered, cleaned.
+async fn call(
+    server: &Server,
+    service: &str,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+    path_and_query: &str,
+    identity: Option<Identity>,
+) -> Response {
+    let mut builder = http::Request::builder()
+        .method(parts.method.clone())
+        .uri(path_and_query);
+    for (k, v) in parts.headers.iter() {
+        // Our cookies stay with the host; the platform's token never reaches
+        // a plugin, even if a client sends it.
+        if k == header::COOKIE {
+            continue;
+        }
+        if k == header::AUTHORIZATION {
+            let bearer = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer "));
+            if bearer.is_some_and(|t| server.is_token(t)) {
+                continue;
+            }
+        }
+        builder = builder.header(k, v);
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        builder = builder.header(header::HOST, "127.0.0.1");
+    }
+    let request = match builder.body(body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad request: {e}\n")).into_response(),
+    };
+    match server.host.addon_http(service, request, identity).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            let named_by_connection: Vec<HeaderName> = parts
+                .headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+                .collect();
+            for name in HOP_BY_HOP {
+                parts.headers.remove(*name);
+            }
+            for name in named_by_connection {
+                parts.headers.remove(name);
+            }
+            Response::from_parts(parts, Body::from(body))
+        }
+        Err(e) => {
+            let status = match status_of(&e) {
+                StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
+                StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                _ if format!("{e}").contains("timed out") => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let mut r = (status, format!("{e:#}\n")).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            r
+        }
+    }
+}
