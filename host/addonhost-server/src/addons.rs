@@ -165,8 +165,9 @@ async fn call(
         }
         Err(e) => {
             let status = match status_of(&e) {
-                StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
-                StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                s @ (StatusCode::NOT_FOUND
+                | StatusCode::CONFLICT
+                | StatusCode::SERVICE_UNAVAILABLE) => s,
                 _ if format!("{e}").contains("timed out") => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             };

@@ -13,8 +13,7 @@ use serde::Serialize;
 use super::context::Scope;
 use super::{apply_effects, error, naming, take, validate, Host};
 use crate::manifest::Manifest;
-use crate::runtime::{ProvisionRequest, ProvisionResult};
-use crate::store::{self, Attachment, Resource, ResourceState, Tx};
+use crate::store::{Attachment, Resource, ResourceState, Tx};
 
 /// `addons:create`.
 #[derive(Debug, Clone, Default)]
@@ -86,20 +85,8 @@ pub struct AddonChanged {
     pub release: Option<i64>,
 }
 
-/// What the reservation step of `addons:create` found.
-enum Reservation {
-    /// The uuid already names this add-on: nothing to provision.
-    Existing(Resource),
-    /// Reserved (or reserved earlier by a call that never answered).
-    Reserved {
-        app: store::App,
-        resource_id: i64,
-        attachment: String,
-    },
-}
-
 impl Host {
-    fn view(&self, c: &dyn Tx, r: &Resource) -> anyhow::Result<AddonView> {
+    pub(super) fn view(&self, c: &dyn Tx, r: &Resource) -> anyhow::Result<AddonView> {
         let atts = c.attachments_of_resource(r.id)?;
         let mut config_vars = Vec::new();
         for a in &atts {
@@ -109,7 +96,12 @@ impl Host {
     }
 
     /// The view of `r`, given its attachments and the names of their vars.
-    fn view_of(&self, r: &Resource, atts: &[Attachment], config_vars: Vec<String>) -> AddonView {
+    pub(super) fn view_of(
+        &self,
+        r: &Resource,
+        atts: &[Attachment],
+        config_vars: Vec<String>,
+    ) -> AddonView {
         AddonView {
             name: r.name.clone(),
             service: r.service.clone(),
@@ -216,7 +208,7 @@ impl Host {
         })
     }
 
-    fn parse_spec(&self, spec: &str) -> anyhow::Result<(Arc<Manifest>, String)> {
+    pub(super) fn parse_spec(&self, spec: &str) -> anyhow::Result<(Arc<Manifest>, String)> {
         let (service, plan) = match spec.split_once(':') {
             Some((s, p)) => (s, Some(p)),
             None => (spec, None),
@@ -239,289 +231,6 @@ impl Host {
             }
         };
         Ok((m, plan))
-    }
-
-    /// Provisions an add-on and attaches it to the app (CONTRACT §Provision).
-    pub async fn create_addon(&self, req: CreateAddon) -> anyhow::Result<AddonCreated> {
-        let (manifest, plan) = self.parse_spec(&req.spec)?;
-        let manifest = manifest.clone();
-        let uuid = match &req.uuid {
-            Some(u) => uuid::Uuid::parse_str(u)
-                .map_err(|e| error::invalid(format!("--uuid {u:?} is not a UUID: {e}")))?
-                .to_string(),
-            None => uuid::Uuid::new_v4().to_string(),
-        };
-        let as_name = req
-            .as_name
-            .as_deref()
-            .map(naming::attachment_name)
-            .transpose()
-            .map_err(error::invalid)?;
-        // Whether the plugin is loaded decides only once we know this is not
-        // a retry of an add-on already provisioned (which needs no plugin).
-        let (plugin, plugin_error) = match self.plugin(&manifest.id) {
-            Ok((_, p)) => (Some(p), None),
-            Err(e) => (None, Some(e)),
-        };
-
-        // The app, the idempotency check and the reservation of the
-        // resource and its attachment name, in one step of the writer
-        // before calling out: a concurrent provision cannot take the same
-        // name, and no read transaction of its own is needed (a read after
-        // another connection's commit starts from a cold cache; the
-        // writer's is warm).
-        let reserve = {
-            let (uuid, manifest, plan) = (uuid.clone(), manifest.clone(), plan.clone());
-            let app_name = req.app.clone();
-            let mut plugin_error = plugin_error;
-            move |tx: &dyn Tx| -> anyhow::Result<Reservation> {
-                let app = super::app_named(tx, &app_name)?;
-                if !manifest
-                    .api
-                    .regions
-                    .iter()
-                    .any(|r| r == "*" || *r == app.region)
-                {
-                    return Err(error::invalid(format!(
-                        "add-on {} is not offered in region {} (regions: {})",
-                        manifest.id,
-                        app.region,
-                        manifest.api.regions.join(", ")
-                    )));
-                }
-                // Idempotency: the same uuid answers the same resource.
-                if let Some(r) = tx.resource_by_uuid(&uuid)? {
-                    if r.service != manifest.id || r.app_id != app.id {
-                        return Err(error::conflict(format!(
-                            "uuid {uuid} already names add-on {} ({}) on app {}",
-                            r.name, r.service, r.app
-                        )));
-                    }
-                    match r.state {
-                        ResourceState::Provisioned | ResourceState::Failed => {
-                            return Ok(Reservation::Existing(r))
-                        }
-                        ResourceState::Provisioning if r.partner_id.is_some() => {
-                            return Ok(Reservation::Existing(r))
-                        }
-                        // Never answered (crash): ask the plugin again.
-                        ResourceState::Provisioning => {}
-                        other => {
-                            return Err(error::conflict(format!(
-                                "add-on {} for uuid {uuid} is {other}",
-                                r.name
-                            )))
-                        }
-                    }
-                    if let Some(e) = plugin_error.take() {
-                        return Err(e);
-                    }
-                    let att = tx
-                        .attachments_of_resource(r.id)?
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("reserved add-on {} lost its attachment", r.name)
-                        })?;
-                    return Ok(Reservation::Reserved {
-                        app,
-                        resource_id: r.id,
-                        attachment: att.name,
-                    });
-                }
-                if let Some(e) = plugin_error.take() {
-                    return Err(e);
-                }
-                let att_name = choose_attachment_name(tx, &manifest, app.id, as_name.as_deref())?;
-                let mut name = naming::resource_name(&manifest.id);
-                while tx.resource_by_name(&name)?.is_some() {
-                    name = naming::resource_name(&manifest.id);
-                }
-                let id = tx.insert_resource(&store::NewResource {
-                    uuid: &uuid,
-                    name: &name,
-                    service: &manifest.id,
-                    plan: &plan,
-                    app_id: app.id,
-                })?;
-                tx.insert_attachment(id, app.id, &att_name)?;
-                tx.audit(
-                    "user",
-                    "addons:create",
-                    Some(&app.name),
-                    Some(&name),
-                    &format!("{}:{plan} as {att_name}", manifest.id),
-                )?;
-                Ok(Reservation::Reserved {
-                    app,
-                    resource_id: id,
-                    attachment: att_name,
-                })
-            }
-        };
-        // Not waited for, not even its commit: later writes see it at once
-        // (one writer), and the plugin call has no effect in the store until
-        // the completion below, which checks the reservation is still there
-        // and whose sync covers it too.
-        let (app, resource_id, att_name) = match self.store.write_staged(reserve).await? {
-            Reservation::Reserved {
-                app,
-                resource_id,
-                attachment,
-            } => (app, resource_id, attachment),
-            Reservation::Existing(r) => {
-                // What the writer saw may not be committed yet: answer only
-                // once it is durable, from a snapshot that has it.
-                self.store.write(|_| Ok(())).await?;
-                return self.store.read(|tx| {
-                    let r = tx
-                        .resource_by_id(r.id)?
-                        .ok_or_else(|| error::conflict(format!("add-on {} went away", r.name)))?;
-                    self.existing(tx, &r)
-                });
-            }
-        };
-        let plugin = plugin.expect("the reservation fails without a plugin");
-
-        let request = ProvisionRequest {
-            uuid: uuid.clone(),
-            app: app.name.clone(),
-            name: att_name.clone(),
-            plan: plan.clone(),
-            region: app.region.clone(),
-            options: req.options.clone(),
-            base_url: self.base_url(&manifest.id),
-        };
-        let (ctx, effects) = self.context(&manifest, Scope::Provisioning);
-        let outcome = plugin.provision(ctx, request).await;
-        self.log_refusals(&effects).await;
-        let effects = take(&effects);
-
-        let outcome = outcome
-            .map_err(error::call)
-            .and_then(|r| check_provision(&manifest, r));
-        let result = match outcome {
-            Ok(r) => r,
-            Err(e) => {
-                self.release_reservation(resource_id, format!("provision failed: {e}"))
-                    .await?;
-                return Err(e);
-            }
-        };
-
-        let policy = self.opts.policy;
-        let complete = {
-            let (manifest, app) = (manifest.clone(), app.clone());
-            move |tx: &dyn Tx| {
-                let r = tx
-                    .resource_by_id(resource_id)?
-                    .ok_or_else(|| anyhow::anyhow!("reserved add-on vanished"))?;
-                let att = tx
-                    .attachments_of_resource(r.id)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("reserved attachment vanished"))?;
-                let (pid, message, config, state) = match &result {
-                    ProvisionResult::Provisioned(p) => (
-                        &p.id,
-                        &p.message,
-                        Some(&p.config),
-                        ResourceState::Provisioned,
-                    ),
-                    ProvisionResult::Pending(p) => {
-                        (&p.id, &p.message, None, ResourceState::Provisioning)
-                    }
-                };
-                if let Some(other) = tx.resource_by_partner_id(&manifest.id, pid)? {
-                    if other.id != r.id {
-                        return Err(error::addon(format!(
-                        "add-on {} returned id {pid:?}, which already names {}: nothing was stored",
-                        manifest.id, other.name
-                    )));
-                    }
-                }
-                apply_effects(tx, &manifest, &policy, &effects)?;
-                let mut set = Vec::new();
-                if let Some(config) = config {
-                    set = write_config(tx, &manifest, &r, &att, config)?;
-                    tx.insert_release(
-                        app.id,
-                        &format!("Attach {} ({})", att.name, r.name),
-                        "user",
-                    )?;
-                }
-                tx.update_resource(r.id, Some(pid), state, &r.plan, message.as_deref())?;
-                tx.audit(
-                    "user",
-                    "addons:create",
-                    Some(&app.name),
-                    Some(&r.name),
-                    state.as_str(),
-                )?;
-                // The resource as just written, for the answer: no read
-                // after the commit.
-                let r = Resource {
-                    partner_id: Some(pid.clone()),
-                    state,
-                    message: message.clone(),
-                    updated_at: crate::util::unix_now(),
-                    ..r
-                };
-                Ok((r, att, set))
-            }
-        };
-        let written = self.store.write(complete).await;
-        let (r, att, config) = match written {
-            Ok(w) => w,
-            Err(e) => {
-                self.release_reservation(resource_id, format!("provision failed: {e}"))
-                    .await?;
-                return Err(e);
-            }
-        };
-        // The attachment is new (or left by a call that never answered,
-        // which wrote no vars): the vars just set are all it owns.
-        let var_names = config.iter().map(|(name, _)| name.clone()).collect();
-        Ok(AddonCreated {
-            addon: self.view_of(&r, std::slice::from_ref(&att), var_names),
-            message: r.message.clone(),
-            config,
-            existing: false,
-        })
-    }
-
-    fn existing(&self, c: &dyn Tx, r: &Resource) -> anyhow::Result<AddonCreated> {
-        let view = self.view(c, r)?;
-        let mut config = Vec::new();
-        for a in c.attachments_of_resource(r.id)? {
-            config.extend(
-                c.vars_of_attachment(a.id)?
-                    .into_iter()
-                    .map(|v| (v.name, v.value)),
-            );
-        }
-        Ok(AddonCreated {
-            addon: view,
-            config,
-            message: r.message.clone(),
-            existing: true,
-        })
-    }
-
-    /// Forgets a reservation whose provisioning failed: nothing of it stays.
-    async fn release_reservation(&self, resource_id: i64, why: String) -> anyhow::Result<()> {
-        self.store
-            .write(move |tx| {
-                if let Some(r) = tx.resource_by_id(resource_id)? {
-                    for att in tx.attachments_of_resource(r.id)? {
-                        tx.delete_vars_of_attachment(att.id)?;
-                    }
-                    tx.delete_resource(r.id)?;
-                    tx.audit("user", "addons:create", Some(&r.app), Some(&r.name), &why)?;
-                }
-                Ok(())
-            })
-            .await
     }
 
     /// Changes an add-on's plan (`addons:upgrade`/`downgrade`).
@@ -553,39 +262,42 @@ impl Host {
         }
         let pid = provisioned_id(&r)?;
         let (_, plugin) = self.plugin(&manifest.id)?;
-        let (ctx, effects) = self.context(
-            &manifest,
-            Scope::Resource {
-                partner_id: pid.clone(),
-            },
-        );
-        let outcome = plugin.change_plan(ctx, &pid, &plan).await;
-        self.log_refusals(&effects).await;
-        let effects = take(&effects);
-        let config = outcome.map_err(error::call)?;
-        if let Some(c) = &config {
-            validate::addon_config(&manifest, c).map_err(|e| {
-                error::addon(format!(
-                    "add-on {} answered invalid config: {e}; nothing changed",
-                    manifest.id
-                ))
-            })?;
-        }
         let label = self.attachment_label(&r)?;
-        let description = format!("Change {label} ({}) to {}:{plan}", r.name, r.service);
-        self.apply_change(
-            &manifest,
-            &r,
-            effects,
-            Change {
-                config,
-                plan: Some(plan),
-                description,
-                action: "addons:upgrade",
-                actor: "user".into(),
-                rotation: false,
-            },
-        )
+        self.retrying(&manifest.id, "change-plan", || async {
+            let (ctx, effects) = self.context(
+                &manifest,
+                Scope::Resource {
+                    partner_id: pid.clone(),
+                },
+            );
+            let outcome = plugin.change_plan(ctx, &pid, &plan).await;
+            self.log_refusals(&effects).await;
+            let effects = take(&effects);
+            let config = outcome.map_err(error::call)?;
+            if let Some(c) = &config {
+                validate::addon_config(&manifest, c).map_err(|e| {
+                    error::addon(format!(
+                        "add-on {} answered invalid config: {e}; nothing changed",
+                        manifest.id
+                    ))
+                })?;
+            }
+            let description = format!("Change {label} ({}) to {}:{plan}", r.name, r.service);
+            self.apply_change(
+                &manifest,
+                &r,
+                effects,
+                Change {
+                    config,
+                    plan: Some(plan.clone()),
+                    description,
+                    action: "addons:upgrade",
+                    actor: "user".into(),
+                    rotation: false,
+                },
+            )
+            .await
+        })
         .await
     }
 
@@ -609,40 +321,43 @@ impl Host {
         let r = r.clone();
         let pid = provisioned_id(&r)?;
         let (manifest, plugin) = self.plugin(&r.service)?;
-        let (ctx, effects) = self.context(
-            &manifest,
-            Scope::Resource {
-                partner_id: pid.clone(),
-            },
-        );
-        let outcome = plugin.rotate(ctx, &pid).await;
-        self.log_refusals(&effects).await;
-        let effects = take(&effects);
-        let config = outcome.map_err(error::call)?;
-        validate::addon_config(&manifest, &config).map_err(|e| {
-            error::addon(format!(
-                "add-on {} answered invalid config: {e}; nothing changed",
-                manifest.id
-            ))
-        })?;
         let label = self.attachment_label(&r)?;
-        let description = match actor {
-            "user" => format!("Rotate {label} credentials"),
-            by => format!("Rotate {label} credentials ({by})"),
-        };
-        self.apply_change(
-            &manifest,
-            &r,
-            effects,
-            Change {
-                config: Some(config),
-                plan: None,
-                description,
-                action: "addons:rotate",
-                actor: actor.into(),
-                rotation: true,
-            },
-        )
+        self.retrying(&manifest.id, "rotate", || async {
+            let (ctx, effects) = self.context(
+                &manifest,
+                Scope::Resource {
+                    partner_id: pid.clone(),
+                },
+            );
+            let outcome = plugin.rotate(ctx, &pid).await;
+            self.log_refusals(&effects).await;
+            let effects = take(&effects);
+            let config = outcome.map_err(error::call)?;
+            validate::addon_config(&manifest, &config).map_err(|e| {
+                error::addon(format!(
+                    "add-on {} answered invalid config: {e}; nothing changed",
+                    manifest.id
+                ))
+            })?;
+            let description = match actor {
+                "user" => format!("Rotate {label} credentials"),
+                by => format!("Rotate {label} credentials ({by})"),
+            };
+            self.apply_change(
+                &manifest,
+                &r,
+                effects,
+                Change {
+                    config: Some(config),
+                    plan: None,
+                    description,
+                    action: "addons:rotate",
+                    actor: actor.into(),
+                    rotation: true,
+                },
+            )
+            .await
+        })
         .await
     }
 
@@ -760,70 +475,59 @@ impl Host {
             )));
         }
         let (manifest, plugin) = self.plugin(&r.service)?;
-        let effects = match &r.partner_id {
-            Some(pid) if r.state != ResourceState::Failed => {
-                let previous = r.state;
-                self.set_state(&r, ResourceState::Deprovisioning).await?;
-                let (ctx, effects) = self.context(
-                    &manifest,
-                    Scope::Resource {
-                        partner_id: pid.clone(),
-                    },
-                );
-                let outcome = plugin.deprovision(ctx, pid).await;
-                self.log_refusals(&effects).await;
-                if let Err(e) = outcome {
+        // A resource the add-on never answered for (failed) has nothing
+        // for the plugin to destroy.
+        let previous = r.state;
+        let call_plugin = r.partner_id.is_some() && r.state != ResourceState::Failed;
+        if call_plugin {
+            self.set_state(&r, ResourceState::Deprovisioning).await?;
+        }
+        let outcome = self
+            .retrying(&manifest.id, "deprovision", || async {
+                let effects = match &r.partner_id {
+                    Some(pid) if call_plugin => {
+                        let (ctx, effects) = self.context(
+                            &manifest,
+                            Scope::Resource {
+                                partner_id: pid.clone(),
+                            },
+                        );
+                        let outcome = plugin.deprovision(ctx, pid).await;
+                        self.log_refusals(&effects).await;
+                        if let Err(e) = outcome {
+                            let e = error::UserError {
+                                kind: if e.is_busy() {
+                                    error::Kind::Busy
+                                } else {
+                                    error::Kind::Addon
+                                },
+                                message: format!("{e}; the add-on was not removed"),
+                            };
+                            return Err(e.into());
+                        }
+                        take(&effects)
+                    }
+                    _ => Default::default(),
+                };
+                self.store
+                    .write(detach(
+                        manifest.clone(),
+                        self.opts.policy,
+                        r.clone(),
+                        effects,
+                    ))
+                    .await
+            })
+            .await;
+        let (changed, release) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                if call_plugin {
                     self.set_state(&r, previous).await?;
-                    let busy = e.is_busy();
-                    let e = error::UserError {
-                        kind: if busy {
-                            error::Kind::Busy
-                        } else {
-                            error::Kind::Addon
-                        },
-                        message: format!("{e}; the add-on was not removed"),
-                    };
-                    return Err(e.into());
                 }
-                take(&effects)
-            }
-            _ => Default::default(),
-        };
-        let policy = self.opts.policy;
-        let detach = {
-            let (manifest, r) = (manifest.clone(), r.clone());
-            move |tx: &dyn Tx| {
-                apply_effects(tx, &manifest, &policy, &effects)?;
-                let mut changed = Vec::new();
-                let mut release = None;
-                for att in tx.attachments_of_resource(r.id)? {
-                    changed.extend(tx.vars_of_attachment(att.id)?.into_iter().map(|v| v.name));
-                    tx.delete_vars_of_attachment(att.id)?;
-                    tx.delete_attachment(att.id)?;
-                    release = Some(tx.insert_release(
-                        att.app_id,
-                        &format!("Detach {} ({})", att.name, r.name),
-                        "user",
-                    )?);
-                }
-                tx.update_resource(
-                    r.id,
-                    r.partner_id.as_deref(),
-                    ResourceState::Deprovisioned,
-                    &r.plan,
-                    r.message.as_deref(),
-                )?;
-                tx.audit(
-                    "user",
-                    "addons:destroy",
-                    Some(&r.app),
-                    Some(&r.name),
-                    "deprovisioned",
-                )?;
-                Ok((changed, release))
+                return Err(e);
             }
         };
-        let (changed, release) = self.store.write(detach).await?;
         let addon = self.store.read(|tx| {
             let r = tx
                 .resource_by_id(r.id)?
@@ -835,6 +539,46 @@ impl Host {
             changed,
             release,
         })
+    }
+}
+
+/// The write of a deprovisioning: the call's effects, then the resource's
+/// vars and attachments go, with a release on each app.
+fn detach(
+    manifest: Arc<Manifest>,
+    policy: super::Policy,
+    r: Resource,
+    effects: super::context::Effects,
+) -> impl FnMut(&dyn Tx) -> anyhow::Result<(Vec<String>, Option<i64>)> + Send + 'static {
+    move |tx: &dyn Tx| {
+        apply_effects(tx, &manifest, &policy, &effects)?;
+        let mut changed = Vec::new();
+        let mut release = None;
+        for att in tx.attachments_of_resource(r.id)? {
+            changed.extend(tx.vars_of_attachment(att.id)?.into_iter().map(|v| v.name));
+            tx.delete_vars_of_attachment(att.id)?;
+            tx.delete_attachment(att.id)?;
+            release = Some(tx.insert_release(
+                att.app_id,
+                &format!("Detach {} ({})", att.name, r.name),
+                "user",
+            )?);
+        }
+        tx.update_resource(
+            r.id,
+            r.partner_id.as_deref(),
+            ResourceState::Deprovisioned,
+            &r.plan,
+            r.message.as_deref(),
+        )?;
+        tx.audit(
+            "user",
+            "addons:destroy",
+            Some(&r.app),
+            Some(&r.name),
+            "deprovisioned",
+        )?;
+        Ok((changed, release))
     }
 }
 
@@ -857,92 +601,6 @@ fn provisioned_id(r: &Resource) -> anyhow::Result<String> {
             r.name
         ))),
     }
-}
-
-/// Validates a provision answer: the add-on's id and its config.
-fn check_provision(m: &Manifest, r: ProvisionResult) -> anyhow::Result<ProvisionResult> {
-    let id = match &r {
-        ProvisionResult::Provisioned(p) => &p.id,
-        ProvisionResult::Pending(p) => &p.id,
-    };
-    validate::partner_id(id)
-        .map_err(|e| error::addon(format!("add-on {}: {e}; nothing was stored", m.id)))?;
-    if let ProvisionResult::Provisioned(p) = &r {
-        validate::addon_config(m, &p.config).map_err(|e| {
-            error::addon(format!(
-                "add-on {} answered invalid config: {e}; nothing was stored",
-                m.id
-            ))
-        })?;
-    }
-    Ok(r)
-}
-
-/// Picks the attachment name: `--as`, else the prefix, else (for add-ons
-/// allowing many per app) the prefix plus a free color. Refuses a name whose
-/// vars someone else already has on the app.
-fn choose_attachment_name(
-    c: &dyn Tx,
-    m: &Manifest,
-    app_id: i64,
-    as_name: Option<&str>,
-) -> anyhow::Result<String> {
-    let prefix = &m.api.config_vars_prefix;
-    if let Some(name) = as_name {
-        for v in &m.api.config_vars {
-            if let Some(why) = crate::reserved::reason(&naming::app_var(v, prefix, name)) {
-                return Err(error::invalid(format!(
-                    "cannot attach as {name}: {why}; choose another name with --as"
-                )));
-            }
-        }
-    }
-    // Point lookups: an app may carry hundreds of attachments and vars.
-    let clash = |name: &str| -> anyhow::Result<Option<String>> {
-        if c.attachment_by_name(app_id, name)?.is_some() {
-            return Ok(Some(format!(
-                "attachment name {name} is already used on this app"
-            )));
-        }
-        for v in &m.api.config_vars {
-            let app_var = naming::app_var(v, prefix, name);
-            if let Some(var) = c.config_var(app_id, &app_var)? {
-                let by = match var.attachment_id {
-                    None => "the user",
-                    Some(_) => "another add-on",
-                };
-                return Ok(Some(format!("{app_var} is already set on the app by {by}")));
-            }
-        }
-        Ok(None)
-    };
-    if let Some(name) = as_name {
-        return match clash(name)? {
-            None => Ok(name.to_string()),
-            Some(why) => Err(error::conflict(format!(
-                "cannot attach as {name}: {why}; choose another name with --as"
-            ))),
-        };
-    }
-    let Some(why) = clash(prefix)? else {
-        return Ok(prefix.clone());
-    };
-    if !m.api.requires.iter().any(|r| r == "many_per_app") {
-        return Err(error::conflict(format!(
-            "cannot attach {} as {prefix}: {why}; this add-on allows one per app",
-            m.id
-        )));
-    }
-    for color in naming::COLORS {
-        let name = format!("{prefix}_{color}");
-        if clash(&name)?.is_none() {
-            return Ok(name);
-        }
-    }
-    Err(error::conflict(format!(
-        "no free attachment name for {}; use --as",
-        m.id
-    )))
 }
 
 /// Replaces the vars `att` owns with `config` (manifest names, renamed for

@@ -56,6 +56,9 @@ pub struct Effects {
     /// Writes that were refused: logged to the audit trail whatever the
     /// call's outcome.
     pub refusals: Vec<(String, String)>,
+    /// What the call read of the KV: its writes apply only if it still
+    /// reads the same.
+    pub reads: super::reads::ReadSet,
 }
 
 impl Effects {
@@ -295,10 +298,12 @@ impl Capabilities for CallContext {
         if let Some(v) = self.effects().kv.get(key) {
             return Ok(v.clone());
         }
-        Ok(self
+        let value = self
             .read(|tx| tx.kv_get(self.service(), key))
             .ok()
-            .flatten())
+            .flatten();
+        self.effects().reads.key(key, value.as_deref());
+        Ok(value)
     }
 
     fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Budgeted<Result<(), String>> {
@@ -341,6 +346,7 @@ impl Capabilities for CallContext {
             .filter(|(k, _)| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
             .map(|(k, v)| (k.clone(), v.is_some()))
             .collect();
+        let mut pages = Vec::new();
         let mut keys = self
             .read(|tx| {
                 let mut keys = std::collections::BTreeSet::new();
@@ -348,6 +354,7 @@ impl Capabilities for CallContext {
                 loop {
                     let page = tx.kv_keys(self.service(), prefix, cursor.as_deref(), limit)?;
                     let full = page.len() == limit;
+                    pages.push((cursor.clone(), page.clone()));
                     cursor = page.last().cloned();
                     keys.extend(page.into_iter().filter(|k| buffered.get(k) != Some(&false)));
                     if !full || keys.len() >= limit {
@@ -356,6 +363,12 @@ impl Capabilities for CallContext {
                 }
             })
             .unwrap_or_default();
+        {
+            let reads = &mut self.effects().reads;
+            for (from, page) in &pages {
+                reads.keys(prefix, from.as_deref(), limit, page);
+            }
+        }
         keys.extend(
             buffered
                 .iter()
@@ -374,19 +387,31 @@ impl Capabilities for CallContext {
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.is_some()))
             .collect();
+        let mut seen = Vec::new();
         let count = self.read(|tx| {
-            let mut count = tx.kv_count(self.service(), prefix)? as i64;
+            let stored = tx.kv_count(self.service(), prefix)?;
+            let mut count = stored as i64;
             // This call's own writes: a new key counts, a deleted one not.
             for (key, set) in &buffered {
-                match (tx.kv_get(self.service(), key)?.is_some(), set) {
+                let value = tx.kv_get(self.service(), key)?;
+                match (value.is_some(), set) {
                     (false, true) => count += 1,
                     (true, false) => count -= 1,
                     _ => {}
                 }
+                seen.push((key.clone(), value));
             }
-            Ok(count)
+            Ok((stored, count))
         });
-        Ok(count.unwrap_or(0).max(0) as u64)
+        let Ok((stored, count)) = count else {
+            return Ok(0);
+        };
+        let reads = &mut self.effects().reads;
+        reads.count(prefix, stored);
+        for (key, value) in &seen {
+            reads.key(key, value.as_deref());
+        }
+        Ok(count.max(0) as u64)
     }
 
     fn log(&mut self, level: Level, message: &str) {

@@ -48,11 +48,16 @@ impl Host {
             headers.insert(USER_HEADER, id.user.parse()?);
             headers.insert(RESOURCE_HEADER, id.resource.parse()?);
         }
-        let (ctx, effects) = self.context(&manifest, Scope::Service);
-        let outcome = plugin.handle_http(ctx, request).await;
-        self.log_refusals(&effects).await;
-        let response = outcome.map_err(error::call)?;
-        self.commit_effects(&manifest, take(&effects)).await?;
-        Ok(response)
+        self.retrying(service, "http", || async {
+            let (ctx, effects) = self.context(&manifest, Scope::Service);
+            let outcome = plugin.handle_http(ctx, request.clone()).await;
+            self.log_refusals(&effects).await;
+            let response = outcome.map_err(error::call)?;
+            // The response goes out only once what the call wrote is
+            // durable (or it is run again, when what it read changed).
+            self.commit_effects(&manifest, take(&effects)).await?;
+            Ok(response)
+        })
+        .await
     }
 }

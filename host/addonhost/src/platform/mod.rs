@@ -11,6 +11,8 @@ pub mod context;
 pub mod error;
 pub mod http;
 pub mod naming;
+mod provision;
+mod reads;
 mod schedule;
 pub mod sso;
 pub mod validate;
@@ -519,6 +521,28 @@ impl Host {
         CallContext::new(self.store.clone(), manifest.clone(), scope)
     }
 
+    /// Runs `attempt` — a plugin call and the write of its outcome — again,
+    /// up to [`reads::ATTEMPTS`] times, while the write is refused because
+    /// what the call read changed meanwhile (see [`reads`]).
+    async fn retrying<T, Fut>(
+        &self,
+        addon: &str,
+        call: &str,
+        mut attempt: impl FnMut() -> Fut,
+    ) -> anyhow::Result<T>
+    where
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let mut n = 0;
+        loop {
+            n += 1;
+            match attempt().await {
+                Err(e) if reads::is_stale(&e) && n < reads::ATTEMPTS => continue,
+                r => return r.map_err(|e| provision::stale_to_conflict(e, addon, call)),
+            }
+        }
+    }
+
     /// Writes the refusals a call collected, whatever became of the call.
     async fn log_refusals(&self, effects: &Mutex<Effects>) {
         let refusals =
@@ -582,6 +606,11 @@ fn apply_effects(
     policy: &Policy,
     effects: &Effects,
 ) -> anyhow::Result<()> {
+    // What the call decided on must still hold, or none of its writes
+    // apply (the caller may run the call again).
+    if !effects.reads.still_holds(tx, &m.id)? {
+        return Err(reads::StaleReads.into());
+    }
     if !effects.kv.is_empty() {
         let before = tx.kv_usage(&m.id)?;
         for (key, value) in &effects.kv {

@@ -123,17 +123,21 @@ impl Host {
                 login.id
             )));
         }
-        let (ctx, effects) = self.context(
-            &manifest,
-            Scope::Resource {
-                partner_id: login.id.clone(),
-            },
-        );
-        let verdict = plugin.verify(ctx, login).await;
-        self.log_refusals(&effects).await;
-        let verdict = verdict.map_err(error::call)?;
-        // Like any call, a verify may have written its KV (a last-login note).
-        self.commit_effects(&manifest, take(&effects)).await?;
-        Ok(verdict)
+        self.retrying(service, "sso-verify", || async {
+            let (ctx, effects) = self.context(
+                &manifest,
+                Scope::Resource {
+                    partner_id: login.id.clone(),
+                },
+            );
+            let verdict = plugin.verify(ctx, login.clone()).await;
+            self.log_refusals(&effects).await;
+            let verdict = verdict.map_err(error::call)?;
+            // Like any call, a verify may have written its KV (a last-login
+            // note).
+            self.commit_effects(&manifest, take(&effects)).await?;
+            Ok(verdict)
+        })
+        .await
     }
 }

@@ -87,6 +87,11 @@ pub trait Tx {
         plan: &str,
         message: Option<&str>,
     ) -> anyhow::Result<()>;
+    /// Makes `owner` the holder of the reservation of resource `id` until
+    /// `until` (Unix seconds), if it is an unanswered provisioning whose
+    /// holder's lease has ended at `now`; whether it did.
+    fn claim_reservation(&self, id: i64, owner: &str, until: i64, now: i64)
+        -> anyhow::Result<bool>;
     /// Deletes a resource and its attachments.
     fn delete_resource(&self, id: i64) -> anyhow::Result<()>;
     /// Records a successful rotation at `at`.
@@ -266,6 +271,16 @@ pub struct Resource {
     pub rotation_failures: i64,
     /// When a failed scheduled rotation is retried.
     pub next_rotation_at: Option<i64>,
+    /// The provisioning call holding the reservation, while unanswered.
+    #[serde(skip)]
+    pub reserved_by: Option<String>,
+    /// Until when (Unix seconds) that call holds it.
+    #[serde(skip)]
+    pub reserved_until: Option<i64>,
+    /// What the provisioning asked for (JSON: plan, attachment name,
+    /// options), to tell a retry from a different request with the same uuid.
+    #[serde(skip)]
+    pub request: Option<String>,
 }
 
 /// What a reservation writes of a new resource.
@@ -275,6 +290,11 @@ pub struct NewResource<'a> {
     pub service: &'a str,
     pub plan: &'a str,
     pub app_id: i64,
+    /// The call holding the reservation, and until when.
+    pub reserved_by: &'a str,
+    pub reserved_until: i64,
+    /// What the provisioning asked for (JSON).
+    pub request: &'a str,
 }
 
 /// The link of a resource to an app under a name.

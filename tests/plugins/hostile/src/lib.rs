@@ -34,6 +34,32 @@ struct Probe {
     /// How `sso.verify` misbehaves (`--sso hang|yes`).
     #[serde(default)]
     sso: Option<String>,
+    /// Rotations read, sleep this long, then write the credential record
+    /// (`--slow-rotate-ms N`).
+    #[serde(default)]
+    slow_rotate_ms: Option<u64>,
+}
+
+/// Reads the credential record, sleeps `ms`, writes it back one version
+/// further: what a rotation and a partner-initiated roll both do.
+fn bump_credential(ms: u64) -> u64 {
+    let version = kv::get("cred/version")
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let next = version + 1;
+    let _ = kv::set("cred/version", next.to_string().as_bytes());
+    next
+}
+
+/// A query parameter as a number.
+fn query_number(req: &Request, key: &str, default: u64) -> u64 {
+    addonhost_sdk::http::parse_query(&req.query)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A numeric option (`--count 100`), or `default`.
@@ -228,6 +254,10 @@ impl Lifecycle for Hostile {
                     format!("held {} resources", held.len()),
                 ));
             }
+            // Slow but well-behaved: a provisioning a retry can race.
+            "slow" => {
+                std::thread::sleep(std::time::Duration::from_millis(number(&req, "ms", 1000)))
+            }
             "stderr-flood" => {
                 use std::io::Write;
                 let mut err = std::io::stderr();
@@ -247,6 +277,7 @@ impl Lifecycle for Hostile {
                 .collect(),
             rotate_fail: option(&req, "rotate-fail") == Some("true"),
             sso: option(&req, "sso").map(String::from),
+            slow_rotate_ms: option(&req, "slow-rotate-ms").and_then(|v| v.parse().ok()),
         };
         store::put(&format!("probe/{id}"), &probe)?;
         Ok(ProvisionResult::Provisioned(Provisioned {
@@ -272,6 +303,11 @@ impl Credentials for Hostile {
         let probe: Probe = store::get(&format!("probe/{id}"))?.unwrap_or_default();
         if probe.rotate_fail {
             return Err(AddonError::new("the credential service is unreachable"));
+        }
+        if let Some(ms) = probe.slow_rotate_ms {
+            // Read the credential record, take a while, write it back: a
+            // rotation racing the `/roll` route.
+            bump_credential(ms);
         }
         let mut seen = BTreeMap::new();
         for name in &probe.read {
@@ -392,6 +428,38 @@ impl Handler for Hostile {
             }
             // Framing the host must not trust: a body larger than the
             // declared length, and hop-by-hop headers.
+            // Read, take a while, write: concurrent requests race, and only
+            // the host can keep them from losing updates.
+            ["counter"] => {
+                let ms = query_number(&req, "ms", 200);
+                let n = kv::get("counter")
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                let _ = kv::set("counter", (n + 1).to_string().as_bytes());
+                Response::text(200, (n + 1).to_string())
+            }
+            // A plan limit checked by counting, like kv's key quota.
+            ["quota"] => {
+                let (limit, ms) = (
+                    query_number(&req, "limit", 10),
+                    query_number(&req, "ms", 200),
+                );
+                let used = kv::count_keys("q/");
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                if used >= limit {
+                    return Response::text(507, "full\n");
+                }
+                let key = format!("q/{}", addonhost_sdk::credentials::hex_id(8));
+                let _ = kv::set(&key, b"1");
+                Response::text(201, key)
+            }
+            // The partner-initiated side of the credential race.
+            ["roll"] => Response::text(
+                200,
+                bump_credential(query_number(&req, "ms", 200)).to_string(),
+            ),
             ["desync"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("content-length", "0")
                 .with_header("connection", "close, x-smuggled")

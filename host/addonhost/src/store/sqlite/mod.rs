@@ -25,9 +25,9 @@ use super::{
 /// builds a temporary b-tree (an `IN` list, an `INSERT … SELECT` from the
 /// table it inserts into, `RETURNING`): SQLite builds and frees one on every
 /// run.
-const INSERT_RESOURCE: &str =
-    "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, 'provisioning', ?6, ?6)";
+const INSERT_RESOURCE: &str = "INSERT INTO resources (uuid, name, service, plan, app_id, state, \
+     created_at, updated_at, reserved_by, reserved_until, request) \
+     VALUES (?1, ?2, ?3, ?4, ?5, 'provisioning', ?6, ?6, ?7, ?8, ?9)";
 const UPDATE_RESOURCE: &str = "UPDATE resources SET partner_id = ?2, state = ?3, plan = ?4, \
      message = ?5, updated_at = ?6 WHERE id = ?1";
 const NEXT_RELEASE: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1";
@@ -202,6 +202,15 @@ impl Tx for SqliteTx<'_> {
             plan,
             message,
         )?)
+    }
+    fn claim_reservation(
+        &self,
+        id: i64,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        Ok(resources::claim_reservation(self.0, id, owner, until, now)?)
     }
     fn delete_resource(&self, id: i64) -> anyhow::Result<()> {
         Ok(resources::delete_resource(self.0, id)?)

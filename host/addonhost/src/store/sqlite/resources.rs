@@ -7,7 +7,7 @@ use crate::util::unix_now;
 
 use crate::store::{Attachment, NewResource, Resource};
 
-const RESOURCE_COLUMNS: &str = "r.id, r.uuid, r.name, r.service, r.plan, a.name, r.app_id, r.partner_id, r.state, r.message, r.created_at, r.updated_at, r.rotated_at, r.rotation_error, r.rotation_failures, r.next_rotation_at";
+const RESOURCE_COLUMNS: &str = "r.id, r.uuid, r.name, r.service, r.plan, a.name, r.app_id, r.partner_id, r.state, r.message, r.created_at, r.updated_at, r.rotated_at, r.rotation_error, r.rotation_failures, r.next_rotation_at, r.reserved_by, r.reserved_until, r.request";
 
 fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
     Ok(Resource {
@@ -29,6 +29,9 @@ fn resource_row(r: &rusqlite::Row) -> rusqlite::Result<Resource> {
         rotation_error: r.get(13)?,
         rotation_failures: r.get(14)?,
         next_rotation_at: r.get(15)?,
+        reserved_by: r.get(16)?,
+        reserved_until: r.get(17)?,
+        request: r.get(18)?,
     })
 }
 
@@ -113,9 +116,38 @@ pub fn list_resources(c: &Connection, app_id: Option<i64>) -> rusqlite::Result<V
 
 pub fn insert_resource(tx: &Connection, r: &NewResource) -> rusqlite::Result<i64> {
     let now = unix_now();
-    tx.prepare_cached(super::INSERT_RESOURCE)?
-        .execute(params![r.uuid, r.name, r.service, r.plan, r.app_id, now])?;
+    tx.prepare_cached(super::INSERT_RESOURCE)?.execute(params![
+        r.uuid,
+        r.name,
+        r.service,
+        r.plan,
+        r.app_id,
+        now,
+        r.reserved_by,
+        r.reserved_until,
+        r.request
+    ])?;
     Ok(tx.last_insert_rowid())
+}
+
+/// Makes `owner` the holder of the reservation of resource `id` until
+/// `until`, if it is a reservation (provisioning, not answered) whose
+/// holder's lease ended at `now` or before; whether it did.
+pub fn claim_reservation(
+    tx: &Connection,
+    id: i64,
+    owner: &str,
+    until: i64,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE resources SET reserved_by = ?2, reserved_until = ?3
+             WHERE id = ?1 AND state = 'provisioning' AND partner_id IS NULL
+               AND (reserved_until IS NULL OR reserved_until <= ?4)",
+        )?
+        .execute(params![id, owner, until, now])?;
+    Ok(n == 1)
 }
 
 pub fn update_resource(

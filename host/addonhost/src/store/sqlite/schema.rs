@@ -149,4 +149,14 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO plugin_kv_usage (service, keys, bytes)
         SELECT service, COUNT(*), SUM(length(key) + length(value)) FROM plugin_kv GROUP BY service;
     "#,
+    // 6: who holds a provisioning's reservation and until when, so a retry
+    // with the same uuid waits for a call still in flight instead of
+    // provisioning again (and takes over one whose holder died); and what
+    // the provisioning asked for, so a retry asking for something else is a
+    // conflict rather than silently the first one's add-on.
+    r#"
+    ALTER TABLE resources ADD COLUMN reserved_by TEXT;
+    ALTER TABLE resources ADD COLUMN reserved_until INTEGER;
+    ALTER TABLE resources ADD COLUMN request TEXT;
+    "#,
 ];
