@@ -14,7 +14,7 @@ run() { printf '\033[36m$ addonhost %s\033[0m\n' "$*"; "$ADDONHOST" "$@"; }
 
 say "Setting up: the wasm32-wasip2 target and a build of addonhost"
 rustup target add wasm32-wasip2 >/dev/null
-cargo build --quiet -p addonhost
+cargo build --quiet -p addonhost-cli
 ADDONHOST=target/debug/addonhost
 
 say "Building the example add-ons into WASM components: kv and exceptions (Rust), queue (Python), flags (JavaScript)"

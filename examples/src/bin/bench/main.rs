@@ -2,7 +2,7 @@
 //! baseline, printed as one table with the ratio and the target.
 //!
 //! ```sh
-//! cargo build --release -p addonhost -p addonhost-examples
+//! cargo build --release -p addonhost-cli -p addonhost-examples
 //! target/release/addonhost plugins:build      # the example add-ons
 //! target/release/bench                        # the full run (a few minutes)
 //! target/release/bench --quick                # a smoke run (seconds; add --extism for row 1c)
