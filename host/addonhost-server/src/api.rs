@@ -175,12 +175,8 @@ async fn set_config(
         .filter(|(_, v)| v.is_none())
         .map(|(k, _)| k.clone())
         .collect();
-    if !set.is_empty() {
-        s.host.config_set(&app, &set, force)?;
-    }
-    if !unset.is_empty() {
-        s.host.config_unset(&app, &unset, force)?;
-    }
+    // One transaction and one release for the whole request.
+    s.host.config_change(&app, &set, &unset, force)?;
     ok(config_map(&s, &app)?)
 }
 

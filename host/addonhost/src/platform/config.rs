@@ -75,48 +75,11 @@ impl Host {
         if pairs.is_empty() {
             return Err(error::invalid("nothing to set: give NAME=value pairs"));
         }
-        for (name, _) in pairs {
-            check_user_var(name)?;
-        }
-        let (app, pairs) = (app.to_string(), pairs.to_vec());
-        self.store.write_blocking(move |tx| {
-            let app = app.as_str();
-            let app_row = super::app_named(tx, app)?;
-            let owners = tx.var_owners(app_row.id)?;
-            for (name, _) in &pairs {
-                refuse_addon_var(tx, app_row.id, name, force, &owners)?;
-            }
-            let mut taken = Vec::new();
-            for (name, value) in &pairs {
-                if let Some(prev) = tx.config_var(app_row.id, name)? {
-                    if let Some(att) = prev.attachment_id {
-                        taken.push(format!(
-                            "{name} from {}",
-                            owners.get(&att).map(|o| o.0.as_str()).unwrap_or("?")
-                        ));
-                    }
-                }
-                tx.upsert_var(app_row.id, name, value, None)?;
-            }
-            let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
-            let version =
-                tx.insert_release(app_row.id, &format!("Set {}", names.join(", ")), "user")?;
-            let detail = if taken.is_empty() {
-                names.join(", ")
-            } else {
-                format!(
-                    "{} (forced: took over {})",
-                    names.join(", "),
-                    taken.join(", ")
-                )
-            };
-            tx.audit("user", "config:set", Some(app), None, &detail)?;
-            release(tx, app_row.id, version)
-        })
+        self.config_change(app, pairs, &[], force)
     }
 
     /// Removes user vars in one release; an add-on's var is refused unless
-    /// `force`.
+    /// `force`, which makes the name the user's.
     pub fn config_unset(
         &self,
         app: &str,
@@ -126,25 +89,112 @@ impl Host {
         if names.is_empty() {
             return Err(error::invalid("nothing to unset: give var names"));
         }
-        let (app, names) = (app.to_string(), names.to_vec());
+        self.config_change(app, &[], names, force)
+    }
+
+    /// Sets `set` and removes `unset` in one transaction and one release,
+    /// or changes nothing. An add-on's var is refused unless `force`; a
+    /// forced change makes the name the user's for good: that add-on's
+    /// later writes to it (a rotation, a plan change, a partner-initiated
+    /// update) are refused and audited, whether the user set it or removed
+    /// it.
+    pub fn config_change(
+        &self,
+        app: &str,
+        set: &[(String, String)],
+        unset: &[String],
+        force: bool,
+    ) -> anyhow::Result<Release> {
+        if set.is_empty() && unset.is_empty() {
+            return Err(error::invalid(
+                "nothing to change: give vars to set or unset",
+            ));
+        }
+        for (name, _) in set {
+            check_user_var(name)?;
+        }
+        if let Some(name) = unset.iter().find(|n| set.iter().any(|(s, _)| s == *n)) {
+            return Err(error::invalid(format!(
+                "config var {name} is both set and unset in one change"
+            )));
+        }
+        let (app, set, unset) = (app.to_string(), set.to_vec(), unset.to_vec());
         self.store.write_blocking(move |tx| {
             let app = app.as_str();
             let app_row = super::app_named(tx, app)?;
             let owners = tx.var_owners(app_row.id)?;
-            for name in &names {
+            for name in &unset {
                 if tx.config_var(app_row.id, name)?.is_none() {
                     return Err(error::not_found(format!(
                         "config var {name} is not set on app {app}"
                     )));
                 }
+            }
+            let names = set.iter().map(|(n, _)| n).chain(&unset);
+            for name in names.clone() {
                 refuse_addon_var(tx, app_row.id, name, force, &owners)?;
             }
-            for name in &names {
+            // Vars forced away from an add-on: the name is the user's now.
+            let mut taken = Vec::new();
+            for name in names {
+                if let Some(att) = tx
+                    .config_var(app_row.id, name)?
+                    .and_then(|v| v.attachment_id)
+                {
+                    tx.take_over_var(att, name)?;
+                    taken.push(format!(
+                        "{name} from {}",
+                        owners.get(&att).map(|o| o.0.as_str()).unwrap_or("?")
+                    ));
+                }
+            }
+            for (name, value) in &set {
+                tx.upsert_var(app_row.id, name, value, None)?;
+            }
+            for name in &unset {
                 tx.delete_var(app_row.id, name)?;
             }
-            let version =
-                tx.insert_release(app_row.id, &format!("Remove {}", names.join(", ")), "user")?;
-            tx.audit("user", "config:unset", Some(app), None, &names.join(", "))?;
+            let list = |v: Vec<&str>| v.join(", ");
+            let set_names: Vec<&str> = set.iter().map(|(n, _)| n.as_str()).collect();
+            let unset_names: Vec<&str> = unset.iter().map(String::as_str).collect();
+            let description = match (set_names.is_empty(), unset_names.is_empty()) {
+                (false, true) => format!("Set {}", list(set_names.clone())),
+                (true, false) => format!("Remove {}", list(unset_names.clone())),
+                _ => format!(
+                    "Set {}; remove {}",
+                    list(set_names.clone()),
+                    list(unset_names.clone())
+                ),
+            };
+            let version = tx.insert_release(app_row.id, &description, "user")?;
+            let forced = if taken.is_empty() {
+                String::new()
+            } else {
+                format!(" (forced: took over {})", taken.join(", "))
+            };
+            if !set_names.is_empty() {
+                tx.audit(
+                    "user",
+                    "config:set",
+                    Some(app),
+                    None,
+                    &format!("{}{forced}", list(set_names)),
+                )?;
+            }
+            if !unset_names.is_empty() {
+                let forced = if set.is_empty() {
+                    forced
+                } else {
+                    String::new()
+                };
+                tx.audit(
+                    "user",
+                    "config:unset",
+                    Some(app),
+                    None,
+                    &format!("{}{forced}", list(unset_names)),
+                )?;
+            }
             release(tx, app_row.id, version)
         })
     }

@@ -646,6 +646,16 @@ fn apply_effects(
                     tx.audit(&actor, "refused", Some(&att.app), Some(&r.name), &why)?;
                     continue;
                 }
+                if tx.taken_over(att.id, &app_name)? {
+                    tx.audit(
+                        &actor,
+                        "refused",
+                        Some(&att.app),
+                        Some(&r.name),
+                        &format!("{app_name} was taken over by the user: write refused"),
+                    )?;
+                    continue;
+                }
                 let current = tx.config_var(att.app_id, &app_name)?;
                 if let Some(cur) = &current {
                     if cur.attachment_id != Some(att.id) {

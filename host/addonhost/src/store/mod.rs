@@ -62,6 +62,11 @@ pub trait Tx {
     /// The app's attachments: attachment id → (resource name, attachment
     /// name), to say who owns a var.
     fn var_owners(&self, app_id: i64) -> anyhow::Result<BTreeMap<i64, (String, String)>>;
+    /// Records that the user took var `name` from an attachment (a forced
+    /// set or unset): that attachment may not write it again.
+    fn take_over_var(&self, attachment_id: i64, name: &str) -> anyhow::Result<()>;
+    /// Whether the user took var `name` from the attachment.
+    fn taken_over(&self, attachment_id: i64, name: &str) -> anyhow::Result<bool>;
 
     // ---- resources and attachments
     fn resource_by_uuid(&self, uuid: &str) -> anyhow::Result<Option<Resource>>;

@@ -45,6 +45,11 @@ pub fn delete_app(tx: &Connection, app_id: i64) -> rusqlite::Result<()> {
         .execute([app_id])?;
     tx.prepare_cached("DELETE FROM releases WHERE app_id = ?1")?
         .execute([app_id])?;
+    tx.prepare_cached(
+        "DELETE FROM var_takeovers WHERE attachment_id IN (SELECT id FROM attachments WHERE app_id = ?1
+             OR resource_id IN (SELECT id FROM resources WHERE app_id = ?1))",
+    )?
+    .execute([app_id])?;
     tx.prepare_cached("DELETE FROM attachments WHERE app_id = ?1")?
         .execute([app_id])?;
     tx.prepare_cached(

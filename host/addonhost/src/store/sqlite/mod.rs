@@ -158,6 +158,12 @@ impl Tx for SqliteTx<'_> {
     fn var_owners(&self, app_id: i64) -> anyhow::Result<BTreeMap<i64, (String, String)>> {
         Ok(vars::var_owners(self.0, app_id)?)
     }
+    fn take_over_var(&self, attachment_id: i64, name: &str) -> anyhow::Result<()> {
+        Ok(vars::take_over_var(self.0, attachment_id, name)?)
+    }
+    fn taken_over(&self, attachment_id: i64, name: &str) -> anyhow::Result<bool> {
+        Ok(vars::taken_over(self.0, attachment_id, name)?)
+    }
 
     fn resource_by_uuid(&self, uuid: &str) -> anyhow::Result<Option<Resource>> {
         Ok(resources::resource_by_uuid(self.0, uuid)?)

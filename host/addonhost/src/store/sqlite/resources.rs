@@ -170,6 +170,10 @@ pub fn update_resource(
 }
 
 pub fn delete_resource(tx: &Connection, id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM var_takeovers WHERE attachment_id IN (SELECT id FROM attachments WHERE resource_id = ?1)",
+    )?
+    .execute([id])?;
     tx.prepare_cached("DELETE FROM attachments WHERE resource_id = ?1")?
         .execute([id])?;
     tx.prepare_cached("DELETE FROM resources WHERE id = ?1")?
@@ -191,6 +195,8 @@ pub fn insert_attachment(
 }
 
 pub fn delete_attachment(tx: &Connection, id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM var_takeovers WHERE attachment_id = ?1")?
+        .execute([id])?;
     tx.prepare_cached("DELETE FROM attachments WHERE id = ?1")?
         .execute([id])?;
     Ok(())

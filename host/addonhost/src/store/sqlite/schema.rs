@@ -153,10 +153,19 @@ pub const MIGRATIONS: &[&str] = &[
     // with the same uuid waits for a call still in flight instead of
     // provisioning again (and takes over one whose holder died); and what
     // the provisioning asked for, so a retry asking for something else is a
-    // conflict rather than silently the first one's add-on.
+    // conflict rather than silently the first one's add-on; and the var
+    // names users took over from an add-on, which it may not write again.
     r#"
     ALTER TABLE resources ADD COLUMN reserved_by TEXT;
     ALTER TABLE resources ADD COLUMN reserved_until INTEGER;
     ALTER TABLE resources ADD COLUMN request TEXT;
+
+    -- Names the user took from an attachment (`config:set --force`,
+    -- `config:unset --force`): that attachment may not write them again.
+    CREATE TABLE var_takeovers (
+        attachment_id INTEGER NOT NULL REFERENCES attachments(id),
+        name          TEXT NOT NULL,
+        PRIMARY KEY (attachment_id, name)
+    ) WITHOUT ROWID;
     "#,
 ];

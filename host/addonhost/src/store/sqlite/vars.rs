@@ -87,3 +87,23 @@ pub fn var_owners(
     })?;
     rows.collect()
 }
+
+/// Records that the user took `name` from attachment `attachment_id`.
+pub fn take_over_var(tx: &Connection, attachment_id: i64, name: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO var_takeovers (attachment_id, name) VALUES (?1, ?2)
+         ON CONFLICT (attachment_id, name) DO NOTHING",
+    )?
+    .execute(params![attachment_id, name])?;
+    Ok(())
+}
+
+/// Whether the user took `name` from attachment `attachment_id`.
+pub fn taken_over(c: &Connection, attachment_id: i64, name: &str) -> rusqlite::Result<bool> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM var_takeovers WHERE attachment_id = ?1 AND name = ?2")?
+            .query_row(params![attachment_id, name], |_| Ok(()))
+            .optional()?
+            .is_some(),
+    )
+}
