@@ -573,3 +573,95 @@ fn the_data_dir_and_every_secret_in_it_are_private_to_their_owner() {
     env.ok(&["apps"]);
     assert_eq!(mode(&data.join("addonhost.db")), 0o600);
 }
+
+#[test]
+fn a_chatty_plugin_keeps_its_last_words_and_never_fails_on_a_full_pipe() {
+    let env = Env::new();
+    env.ok(&["apps:create", "shop"]);
+    let (code, err) = env.fails(&[
+        "addons:create",
+        "hostile",
+        "-a",
+        "shop",
+        "--",
+        "--attack",
+        "stderr-flood",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    // 20,000 lines of chatter, then the panic: the tail kept explains it.
+    assert!(
+        err.contains("the last words after a lot of chatter"),
+        "the panic message is what stderr keeps: {err}"
+    );
+}
+
+#[test]
+fn a_call_about_one_resource_cannot_complete_or_fail_another() {
+    let env = Env::new();
+    env.ok(&["apps:create", "shop"]);
+    // A pending provisioning of the same add-on, on the same app.
+    let pending = env.create("hostile", "shop", &["--", "--attack", "pending"]);
+    assert_eq!(pending["addon"]["state"], "provisioning");
+    let pending_id = pending["addon"]["addon_id"].as_str().unwrap().to_string();
+    let pending_name = pending["addon"]["name"].as_str().unwrap().to_string();
+    // Another resource whose rotation tries to complete and fail it.
+    let other = env.create("hostile", "shop", &["--", "--foreign", &pending_id]);
+    let other_name = other["addon"]["name"].as_str().unwrap().to_string();
+    let rotated: Value =
+        serde_json::from_str(&env.ok(&["addons:rotate", &other_name, "-a", "shop", "--json"]))
+            .unwrap();
+    let _ = rotated;
+    let config = env.config("shop");
+    let seen: Value = config
+        .iter()
+        .find(|(k, v)| k.ends_with("_SEEN") && v.as_str().unwrap().contains("complete foreign"))
+        .map(|(_, v)| serde_json::from_str(v.as_str().unwrap()).unwrap())
+        .expect("the rotation reported its probes");
+    for probe in ["complete foreign", "fail foreign"] {
+        let answer = seen[probe].as_str().unwrap();
+        assert!(
+            answer.starts_with("Err(") && answer.contains("out of reach"),
+            "{probe}: {answer}"
+        );
+    }
+    let info = env.json(&["addons:info", &pending_name, "-a", "shop"]);
+    assert_eq!(info["state"], "provisioning", "{info}");
+}
+
+#[test]
+fn a_slow_add_ons_scheduled_rotation_delays_no_other() {
+    // Both add-ons rotate every day and were provisioned (long) before the
+    // server starts: both are due at once. hostile's rotation takes 3 s.
+    let env = Env::with_plugin_copies(&["hostile", "kv"], |name, m| {
+        m["rotation"] = json!({"every_seconds": 86_400});
+        if name == "hostile" {
+            m["limits"]["timeout_ms"] = json!(10_000);
+        }
+    });
+    env.ok(&["apps:create", "shop"]);
+    env.create("hostile", "shop", &["--", "--slow-rotate-ms", "3000"]);
+    env.create("kv", "shop", &[]);
+    // Make both overdue: provisioned two days ago.
+    db(&env)
+        .execute("UPDATE resources SET created_at = created_at - 172800", [])
+        .unwrap();
+    let server = Server::start(&env);
+    let rotations = || -> Vec<String> {
+        let mut r: Vec<String> = env
+            .release_descriptions("shop")
+            .into_iter()
+            .filter(|d| d.contains("(schedule)"))
+            .collect();
+        r.reverse();
+        r
+    };
+    let t = Instant::now();
+    while rotations().len() < 2 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let done = rotations();
+    drop(server);
+    assert_eq!(done.len(), 2, "{done:?}");
+    // kv's finished first, though hostile's started no later.
+    assert!(done[0].contains("KV"), "{done:?}");
+}

@@ -248,9 +248,20 @@ pub struct Server {
 
 impl Server {
     pub fn start(env: &Env) -> Server {
+        Server::start_with(env.command(&["serve", "--port", "0"]), env)
+    }
+
+    /// Starts `serve` as `command` says (an `env.command(["serve", …])`
+    /// with more options or environment); the token is read from the data
+    /// dir the command uses.
+    pub fn start_with(mut command: Command, env: &Env) -> Server {
         use std::io::BufRead;
-        let mut child = env
-            .command(&["serve", "--port", "0"])
+        let data = command
+            .get_envs()
+            .find(|(k, _)| *k == "ADDONHOST_DATA")
+            .and_then(|(_, v)| v.map(PathBuf::from))
+            .unwrap_or_else(|| env.data().to_path_buf());
+        let mut child = command
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -268,7 +279,10 @@ impl Server {
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let token = env.ok(&["auth:token"]).trim().to_string();
+        let token = std::fs::read_to_string(data.join("api-token"))
+            .expect("serve made its API token")
+            .trim()
+            .to_string();
         Server { child, addr, token }
     }
 

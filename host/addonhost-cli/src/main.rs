@@ -28,7 +28,7 @@ fn main() {
                 Some(Kind::Conflict) => 4,
                 Some(Kind::Invalid) => 2,
                 Some(Kind::Addon) => 5,
-                Some(Kind::Busy) => 6,
+                Some(Kind::Busy | Kind::Unavailable) => 6,
                 None => 1,
             }
         }

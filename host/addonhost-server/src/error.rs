@@ -22,7 +22,7 @@ pub fn status_of(e: &anyhow::Error) -> StatusCode {
         Some(Kind::Conflict) => StatusCode::CONFLICT,
         Some(Kind::Invalid) => StatusCode::BAD_REQUEST,
         Some(Kind::Addon) => StatusCode::UNPROCESSABLE_ENTITY,
-        Some(Kind::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(Kind::Busy | Kind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
         None => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

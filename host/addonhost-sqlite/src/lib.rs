@@ -50,7 +50,14 @@ pub struct Db {
     readers: Mutex<Vec<Connection>>,
     commits: Arc<AtomicU64>,
     path: PathBuf,
+    /// Set when a sync failed: why the store acknowledges nothing more.
+    poisoned: Poison,
+    /// When the last commit failed, and why.
+    last_failure: Arc<Mutex<Option<(std::time::Instant, String)>>>,
 }
+
+/// Why the store stopped acknowledging writes, once it did.
+type Poison = Arc<Mutex<Option<Arc<str>>>>;
 
 /// The schema of a database: SQL scripts run in order, each once, in its
 /// own transaction; `PRAGMA user_version` records how many have run.
@@ -100,7 +107,39 @@ enum Answer {
 }
 
 /// Tells a writer how its batch ended: committed and durable, or why not.
-type Report = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
+type Report = Box<dyn FnOnce(Result<(), Failure>) + Send>;
+
+/// Why a batch was not committed and made durable.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The disk is full: the batch was rolled back, and a later one may
+    /// succeed once there is space.
+    DiskFull,
+    /// The store stopped acknowledging writes (a sync failed).
+    Unavailable(Arc<str>),
+    Other(Arc<str>),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Other(e.into())
+    }
+}
+
+/// Failures of the store a client should read as "not now" rather than
+/// "your request is wrong": nothing of the write was acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The disk is full: nothing of the write was kept; it may succeed once
+    /// space is freed.
+    #[error("the disk holding {path} is full: nothing was written; free some space and try again")]
+    DiskFull { path: String },
+    /// A sync of the database failed, so what the disk holds is unknown:
+    /// the store acknowledges no write until the process restarts (and
+    /// SQLite recovers the file).
+    #[error("{0}")]
+    Unavailable(String),
+}
 
 /// What a write came to, as handed back to the task that asked for it.
 enum Outcome<T> {
@@ -172,13 +211,15 @@ impl Db {
         // to end a transaction with only thanks to `page_cache`.
         conn.pragma_update(None, "cache_size", -65536i64)?;
         let (jobs, queue) = mpsc::channel();
+        let poisoned: Poison = Arc::default();
         let syncs = {
             let wal = PathBuf::from(format!("{}-wal", path.display()));
             let (send, committed) = mpsc::channel::<Vec<Report>>();
             let writer = jobs.clone();
+            let poisoned = poisoned.clone();
             let thread = std::thread::Builder::new()
                 .name("addonhost-db-sync".into())
-                .spawn(move || sync_batches(&wal, committed, writer))
+                .spawn(move || sync_batches(&wal, committed, writer, &poisoned))
                 .context("starting the store's sync thread")?;
             Syncs { send, thread }
         };
@@ -201,11 +242,20 @@ impl Db {
             Checkpoints { wake, thread }
         };
         let commits = Arc::new(AtomicU64::new(0));
+        let last_failure: Arc<Mutex<Option<(std::time::Instant, String)>>> = Arc::default();
         let writer = {
-            let commits = commits.clone();
+            let (commits, failures) = (commits.clone(), last_failure.clone());
+            let path = path.clone();
             std::thread::Builder::new()
                 .name("addonhost-db-writer".into())
-                .spawn(move || write_batches(conn, queue, &commits, checkpoints, syncs))
+                .spawn(move || {
+                    let commits = Committed {
+                        count: &commits,
+                        last_failure: &failures,
+                        path: &path,
+                    };
+                    write_batches(conn, queue, &commits, checkpoints, syncs)
+                })
                 .context("starting the store's writer thread")?
         };
         Ok(Db {
@@ -214,6 +264,8 @@ impl Db {
             readers: Mutex::new(Vec::new()),
             commits,
             path,
+            poisoned,
+            last_failure,
         })
     }
 
@@ -225,6 +277,17 @@ impl Db {
     /// fewer than the writes when concurrent writers shared commits.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::SeqCst)
+    }
+
+    /// Why the last commit that failed at or after `since` failed (a full
+    /// disk, say): to explain a write lost with its batch.
+    pub fn failure_since(&self, since: std::time::Instant) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, why)| why.clone())
     }
 
     /// A connection for reads, seeing everything committed before the call.
@@ -318,12 +381,20 @@ impl Db {
         answer: Answer,
         reply: impl FnOnce(Outcome<T>) + Send + 'static,
     ) -> anyhow::Result<()> {
+        if let Some(why) = self
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+        {
+            return Err(StoreError::Unavailable(why.to_string()).into());
+        }
         let path = self.path.clone();
         let job: Job = Box::new(move |conn| {
             let conn = match conn {
                 Ok(c) => c,
                 Err(why) => {
-                    let report = Box::new(move |_| {
+                    let report = Box::new(move |_: Result<(), Failure>| {
                         reply(Outcome::Done(Err(anyhow::anyhow!(
                             "writing to {}: {why}",
                             path.display()
@@ -338,15 +409,24 @@ impl Db {
             };
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)));
             let ok = matches!(outcome, Ok(Ok(_)));
-            let report = Box::new(move |commit: Result<(), Arc<str>>| {
+            let report = Box::new(move |commit: Result<(), Failure>| {
                 reply(match outcome {
                     Err(panic) => Outcome::Panicked(panic),
                     Ok(Err(e)) => Outcome::Done(Err(e)),
-                    Ok(Ok(v)) => Outcome::Done(
-                        commit
-                            .map(|()| v)
-                            .map_err(|e| anyhow::anyhow!("committing to {}: {e}", path.display())),
-                    ),
+                    Ok(Ok(v)) => Outcome::Done(commit.map(|()| v).map_err(|f| {
+                        match f {
+                            Failure::DiskFull => StoreError::DiskFull {
+                                path: path.display().to_string(),
+                            }
+                            .into(),
+                            Failure::Unavailable(why) => {
+                                StoreError::Unavailable(why.to_string()).into()
+                            }
+                            Failure::Other(e) => {
+                                anyhow::anyhow!("committing to {}: {e}", path.display())
+                            }
+                        }
+                    })),
                 })
             });
             Ran { ok, report, answer }
@@ -423,6 +503,13 @@ enum Msg {
     Stop,
 }
 
+/// What the writer thread records of its commits.
+struct Committed<'a> {
+    count: &'a AtomicU64,
+    last_failure: &'a Mutex<Option<(std::time::Instant, String)>>,
+    path: &'a Path,
+}
+
 /// The sync thread, handed every committed batch by the writer.
 struct Syncs {
     send: mpsc::Sender<Vec<Report>>,
@@ -440,22 +527,57 @@ struct Syncs {
 /// durable; if the machine fails in that window, SQLite's recovery keeps a
 /// prefix of the WAL, so that commit and all later ones are lost together,
 /// and none of their writers was told they succeeded.
-fn sync_batches(wal: &Path, committed: mpsc::Receiver<Vec<Report>>, writer: mpsc::Sender<Msg>) {
+fn sync_batches(
+    wal: &Path,
+    committed: mpsc::Receiver<Vec<Report>>,
+    writer: mpsc::Sender<Msg>,
+    poisoned: &Poison,
+) {
+    // One descriptor for the life of the store: after a failed fsync the
+    // kernel may have dropped the dirty pages, and a fresh descriptor's
+    // fsync could then succeed over data that is gone. Reopened only if
+    // SQLite replaced the file (another inode at the path).
+    let mut file: Option<std::fs::File> = None;
     while let Ok(first) = committed.recv() {
         let mut batches = vec![first];
         while let Ok(more) = committed.try_recv() {
             batches.push(more);
         }
-        // Opened each time: SQLite may recreate the file between syncs.
-        let synced = std::fs::File::open(wal)
-            .and_then(|f| f.sync_data())
-            .map_err(|e| Arc::<str>::from(format!("syncing {}: {e}", wal.display())));
+        let already = poisoned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let synced = match already {
+            Some(why) => Err(Failure::Unavailable(why)),
+            None => sync_wal(wal, &mut file).map_err(|e| {
+                let why: Arc<str> = format!(
+                    "the store could not make its writes durable (syncing {} failed: {e}); it acknowledges no write until addonhost restarts",
+                    wal.display()
+                )
+                .into();
+                tracing::error!("{why}");
+                *poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                Failure::Unavailable(why)
+            }),
+        };
         let n = batches.len();
         for report in batches.into_iter().flatten() {
             report(synced.clone());
         }
         let _ = writer.send(Msg::Synced(n));
     }
+}
+
+/// `fdatasync` of the WAL through `file`, opened once (and again only if the
+/// WAL at `path` is another file now).
+fn sync_wal(path: &Path, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let current = std::fs::metadata(path)?.ino();
+    if file
+        .as_ref()
+        .and_then(|f| f.metadata().ok())
+        .is_none_or(|m| m.ino() != current)
+    {
+        *file = Some(std::fs::File::open(path)?);
+    }
+    file.as_ref().expect("opened above").sync_data()
 }
 
 /// The checkpoint thread, woken by the writer.
@@ -487,7 +609,7 @@ struct Batch {
 fn write_batches(
     conn: Connection,
     queue: mpsc::Receiver<Msg>,
-    commits: &AtomicU64,
+    commits: &Committed,
     checkpoints: Checkpoints,
     syncs: Syncs,
 ) {
@@ -644,18 +766,37 @@ fn poisoned(e: &str) -> String {
 fn commit(
     conn: &Connection,
     batch: Batch,
-    commits: &AtomicU64,
+    commits: &Committed,
     checkpoints: &Checkpoints,
     syncs: &Syncs,
 ) -> usize {
     let outcome = match batch.poisoned {
-        None => run(conn, "COMMIT").map_err(|e| e.to_string()),
-        Some(e) => Err(poisoned(&e)),
+        None => run(conn, "COMMIT").map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Failure::DiskFull,
+            _ => Failure::Other(e.to_string().into()),
+        }),
+        Some(e) => Err(Failure::Other(poisoned(&e).into())),
     };
     if outcome.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    let done = commits.fetch_add(1, Ordering::SeqCst) + 1;
+    let failure = match &outcome {
+        Ok(()) => None,
+        Err(Failure::DiskFull) => Some(
+            StoreError::DiskFull {
+                path: commits.path.display().to_string(),
+            }
+            .to_string(),
+        ),
+        Err(Failure::Unavailable(e) | Failure::Other(e)) => Some(e.to_string()),
+    };
+    if let Some(why) = failure {
+        *commits
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), why));
+    }
+    let done = commits.count.fetch_add(1, Ordering::SeqCst) + 1;
     if done.is_multiple_of(CHECKPOINT_EVERY) {
         // Already awake: this round is covered by the one in progress.
         let _ = checkpoints.wake.try_send(());
@@ -666,13 +807,14 @@ fn commit(
             Ok(()) => 1,
             Err(mpsc::SendError(reports)) => {
                 for report in reports {
-                    report(Err("the store's sync thread stopped".into()));
+                    report(Err(Failure::Other(
+                        "the store's sync thread stopped".into(),
+                    )));
                 }
                 0
             }
         },
         Err(e) => {
-            let e = Arc::<str>::from(e);
             for report in batch.reports {
                 report(Err(e.clone()));
             }

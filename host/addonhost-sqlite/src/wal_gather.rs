@@ -89,6 +89,10 @@ struct Gather {
     /// The last held write was a commit frame's header: the write of its
     /// page completes the commit, and the run is written with it.
     commit_next: bool,
+    /// A run that could not be written where SQLite cannot be told (its
+    /// shared-memory barrier returns nothing): every later call on the file
+    /// fails with this code, so no frames are ever dropped silently.
+    failed: c_int,
 }
 
 /// Where the default VFS's file starts inside ours.
@@ -155,6 +159,7 @@ unsafe extern "C" fn open(
             held: Vec::new(),
             at: 0,
             commit_next: false,
+            failed: ffi::SQLITE_OK,
         })
     };
     ffi::SQLITE_OK
@@ -219,6 +224,9 @@ static GATHERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 ///
 /// `g` is open (its default VFS's file was opened and not yet closed).
 unsafe fn flush(g: &mut Gather) -> c_int {
+    if g.failed != ffi::SQLITE_OK {
+        return g.failed;
+    }
     g.commit_next = false;
     if g.held.is_empty() {
         return ffi::SQLITE_OK;
@@ -410,7 +418,10 @@ unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
     // caller's guarantee); the default VFS's own method, given its own file.
     unsafe {
         let g = gather(file);
-        let _ = flush(g);
+        let rc = flush(g);
+        if rc != ffi::SQLITE_OK {
+            g.failed = rc;
+        }
         if let Some(f) = methods(g).xShmBarrier {
             f(g.real)
         }

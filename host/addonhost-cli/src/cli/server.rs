@@ -60,7 +60,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
     let scheduler = host.clone();
     tokio::spawn(async move {
         loop {
-            scheduler.run_due_rotations().await;
+            scheduler.rotate_due();
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     });

@@ -627,16 +627,6 @@ pub(super) fn write_config(
         }
     }
     for (name, value) in wanted {
-        if tx.taken_over(att.id, &name)? {
-            tx.audit(
-                &format!("addon:{}", m.id),
-                "refused",
-                Some(&att.app),
-                Some(&r.name),
-                &format!("{name} was taken over by the user: write refused"),
-            )?;
-            continue;
-        }
         if let Some(why) = crate::reserved::reason(&name) {
             // Manifests and attachment names cannot lead here; a name that
             // became reserved since is refused all the same.
@@ -673,6 +663,16 @@ pub(super) fn write_config(
                 )?;
             }
             Some(cur) if &cur.value == value => {}
+            // Removed by the user with --force: still the user's name.
+            None if tx.taken_over(att.id, &name)? => {
+                tx.audit(
+                    &format!("addon:{}", m.id),
+                    "refused",
+                    Some(&att.app),
+                    Some(&r.name),
+                    &format!("{name} was taken over by the user: write refused"),
+                )?;
+            }
             _ => {
                 tx.upsert_var(att.app_id, &name, value, Some(att.id))?;
                 changed.push((name, value.clone()));

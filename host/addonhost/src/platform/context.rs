@@ -460,19 +460,20 @@ impl CallContext {
             for att in tx.attachments_of_resource(r.id)? {
                 for (name, _) in &changes {
                     let app_name = naming::app_var(name, prefix, &att.name);
-                    if tx.taken_over(att.id, &app_name)? {
-                        return Ok(Some(format!(
-                            "{app_name} on app {} was taken over by the user: write refused",
-                            att.app
-                        )));
-                    }
-                    if let Some(var) = tx.config_var(att.app_id, &app_name)? {
-                        if var.attachment_id != Some(att.id) {
+                    match tx.config_var(att.app_id, &app_name)? {
+                        Some(var) if var.attachment_id != Some(att.id) => {
                             return Ok(Some(format!(
                                 "{app_name} on app {} is not owned by {id}: write refused",
                                 att.app
                             )));
                         }
+                        None if tx.taken_over(att.id, &app_name)? => {
+                            return Ok(Some(format!(
+                                "{app_name} on app {} was taken over by the user: write refused",
+                                att.app
+                            )));
+                        }
+                        _ => {}
                     }
                 }
             }

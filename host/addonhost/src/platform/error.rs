@@ -16,6 +16,9 @@ pub enum Kind {
     /// The add-on (or the host) is running as many calls as it may: nothing
     /// was done, and the same request may simply be retried.
     Busy,
+    /// The store cannot take writes now (its disk is full, or a sync failed
+    /// and it acknowledges nothing until a restart): nothing was done.
+    Unavailable,
 }
 
 /// A user-facing error: what happened, to what, and what to do next.
@@ -50,6 +53,14 @@ pub fn invalid(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+pub fn unavailable(message: impl Into<String>) -> anyhow::Error {
+    UserError {
+        kind: Kind::Unavailable,
+        message: message.into(),
+    }
+    .into()
+}
+
 pub fn addon(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Addon,
@@ -70,5 +81,9 @@ pub fn call(e: crate::runtime::CallError) -> anyhow::Error {
 
 /// The kind of `e`, if it is a [`UserError`].
 pub fn kind_of(e: &anyhow::Error) -> Option<Kind> {
-    e.downcast_ref::<UserError>().map(|u| u.kind)
+    if let Some(u) = e.downcast_ref::<UserError>() {
+        return Some(u.kind);
+    }
+    e.downcast_ref::<addonhost_sqlite::StoreError>()
+        .map(|_| Kind::Unavailable)
 }

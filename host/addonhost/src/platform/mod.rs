@@ -142,6 +142,8 @@ pub struct Host {
     opts: HostOptions,
     /// (add-on id, folder) pairs found trusted in the store by this process.
     trusted: Mutex<std::collections::HashSet<(String, PathBuf)>>,
+    /// Resources whose scheduled rotation is running in this process.
+    rotating: Mutex<std::collections::HashSet<i64>>,
 }
 
 /// A plugin as `addonhost plugins` and `GET /api/plugins` list it.
@@ -198,6 +200,7 @@ impl Host {
             catalog: RwLock::new(Arc::new(catalog)),
             opts,
             trusted: Mutex::new(Default::default()),
+            rotating: Mutex::new(Default::default()),
         })
     }
 
@@ -646,16 +649,6 @@ fn apply_effects(
                     tx.audit(&actor, "refused", Some(&att.app), Some(&r.name), &why)?;
                     continue;
                 }
-                if tx.taken_over(att.id, &app_name)? {
-                    tx.audit(
-                        &actor,
-                        "refused",
-                        Some(&att.app),
-                        Some(&r.name),
-                        &format!("{app_name} was taken over by the user: write refused"),
-                    )?;
-                    continue;
-                }
                 let current = tx.config_var(att.app_id, &app_name)?;
                 if let Some(cur) = &current {
                     if cur.attachment_id != Some(att.id) {
@@ -668,6 +661,16 @@ fn apply_effects(
                         )?;
                         continue;
                     }
+                }
+                if current.is_none() && tx.taken_over(att.id, &app_name)? {
+                    tx.audit(
+                        &actor,
+                        "refused",
+                        Some(&att.app),
+                        Some(&r.name),
+                        &format!("{app_name} was taken over by the user: write refused"),
+                    )?;
+                    continue;
                 }
                 match value {
                     Some(v) if current.as_ref().map(|c| &c.value) != Some(v) => {

@@ -31,6 +31,12 @@ const LEASE_MARGIN_SECONDS: i64 = 10;
 /// How often a retry looks whether the call it waits for has answered.
 const WAIT_STEP: Duration = Duration::from_millis(25);
 
+/// A completion found its reservation gone: the batch that held it failed
+/// to commit.
+#[derive(Debug, thiserror::Error)]
+#[error("the provisioning's reservation is gone")]
+struct ReservationLost;
+
 /// What a provisioning asked for; a retry must ask for the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Asked {
@@ -99,6 +105,7 @@ impl Host {
         // This call's mark on the reservation it makes or takes over.
         let owner = uuid::Uuid::new_v4().to_string();
         let lease = manifest.limits.timeout_ms.div_ceil(1000) as i64 + LEASE_MARGIN_SECONDS;
+        let reserved_at = std::time::Instant::now();
         let (app, resource_id, att_name) = loop {
             // Whether the plugin is loaded decides only once we know this
             // is not a retry of an add-on already answered (which needs no
@@ -172,6 +179,16 @@ impl Host {
                 Ok(w) => break w,
                 // What the call read changed meanwhile: run it again.
                 Err(e) if reads::is_stale(&e) && attempt < reads::ATTEMPTS => continue,
+                Err(e) if e.is::<ReservationLost>() => {
+                    let why = self
+                        .store
+                        .write_failure_since(reserved_at)
+                        .unwrap_or_else(|| "its commit failed".into());
+                    return Err(error::unavailable(format!(
+                        "add-on {}: the reservation of this provisioning was not kept ({why}); nothing was stored, try again",
+                        manifest.id
+                    )));
+                }
                 Err(e) => {
                     let e = stale_to_conflict(e, &manifest.id, "provision");
                     self.release_reservation(resource_id, &owner, format!("provision failed: {e}"))
@@ -272,8 +289,10 @@ fn complete(
     effects: super::context::Effects,
 ) -> impl FnMut(&dyn Tx) -> anyhow::Result<Completed> + Send + 'static {
     move |tx: &dyn Tx| {
-        let r = tx
-            .resource_by_id(resource_id)?
+        // A reservation is answered before its commit: if that commit
+        // failed (a full disk), the row is not there.
+        let r = tx.resource_by_id(resource_id)?.ok_or(ReservationLost)?;
+        let r = Some(r)
             .filter(|r| {
                 r.reserved_by.as_deref() == Some(&owner)
                     && r.state == ResourceState::Provisioning

@@ -5,6 +5,8 @@
 //! changes no var (rotation is one transaction), is recorded on the add-on,
 //! and is retried with exponential backoff.
 
+use std::sync::Arc;
+
 use super::Host;
 use crate::store::{Resource, ResourceState};
 use crate::util::unix_now;
@@ -33,9 +35,10 @@ pub fn backoff(failures: i64) -> i64 {
 }
 
 impl Host {
-    /// Rotates every add-on whose schedule is due; returns how many were
-    /// rotated and how many failed.
-    pub async fn run_due_rotations(&self) -> (usize, usize) {
+    /// Starts the rotation of every add-on whose schedule is due and that
+    /// is not rotating already, each in a task of its own: a slow add-on
+    /// delays no other's rotation. Returns how many were started.
+    pub fn rotate_due(self: &Arc<Self>) -> usize {
         let now = unix_now();
         let mut due = Vec::new();
         for service in self.catalog().services() {
@@ -43,51 +46,69 @@ impl Host {
             if every.is_none() {
                 continue;
             }
-            let resources = match self
+            match self
                 .store
                 .read(|tx| tx.provisioned_of_service(&service.manifest.id))
             {
-                Ok(r) => r,
+                Ok(resources) => due.extend(
+                    resources
+                        .into_iter()
+                        .filter(|r| next_rotation(r, every).is_some_and(|t| t <= now)),
+                ),
                 Err(e) => {
                     tracing::error!("scheduled rotations skipped: {e:#}");
-                    return (0, 0);
-                }
-            };
-            due.extend(
-                resources
-                    .into_iter()
-                    .filter(|r| next_rotation(r, every).is_some_and(|t| t <= now)),
-            );
-        }
-        let (mut ok, mut failed) = (0, 0);
-        for r in due {
-            match self.rotate_resource(&r, "schedule").await {
-                Ok(_) => ok += 1,
-                Err(e) => {
-                    failed += 1;
-                    let message = format!("{e:#}");
-                    tracing::warn!(addon = %r.name, "scheduled rotation failed: {message}");
-                    let retry_at = unix_now() + backoff(r.rotation_failures);
-                    let failure = (r.clone(), message.clone());
-                    let recorded = self.store.write(move |tx| {
-                        let (r, message) = &failure;
-                        tx.rotation_failed(r.id, message, retry_at)?;
-                        tx.audit(
-                            "schedule",
-                            "addons:rotate",
-                            Some(&r.app),
-                            Some(&r.name),
-                            &format!("failed: {message}"),
-                        )?;
-                        Ok(())
-                    });
-                    if let Err(e) = recorded.await {
-                        tracing::error!(addon = %r.name, "cannot record the failed rotation: {e:#}");
-                    }
+                    return 0;
                 }
             }
         }
-        (ok, failed)
+        let mut started = 0;
+        for r in due {
+            if !self
+                .rotating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(r.id)
+            {
+                continue;
+            }
+            started += 1;
+            let host = self.clone();
+            tokio::spawn(async move {
+                host.rotate_on_schedule(&r).await;
+                host.rotating
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&r.id);
+            });
+        }
+        started
+    }
+
+    /// One scheduled rotation; a failure is recorded on the add-on, with
+    /// when to retry.
+    async fn rotate_on_schedule(&self, r: &Resource) {
+        let Err(e) = self.rotate_resource(r, "schedule").await else {
+            return;
+        };
+        let message = format!("{e:#}");
+        tracing::warn!(addon = %r.name, "scheduled rotation failed: {message}");
+        let retry_at = unix_now() + backoff(r.rotation_failures);
+        let failure = (r.clone(), message);
+        let recorded = self.store.write(move |tx| {
+            let (r, message) = &failure;
+            tx.rotation_failed(r.id, message, retry_at)?;
+            tx.audit(
+                "schedule",
+                "addons:rotate",
+                Some(&r.app),
+                Some(&r.name),
+                &format!("failed: {message}"),
+            )?;
+            Ok(())
+        });
+        if let Err(e) = recorded.await {
+            tracing::error!(addon = %r.name, "cannot record the failed rotation: {e:#}");
+        }
     }
 }
 

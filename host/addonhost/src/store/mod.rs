@@ -182,6 +182,14 @@ impl Store {
         }
     }
 
+    /// Why a write that failed to commit at or after `since` failed (a
+    /// full disk, say): to explain a write lost with its batch.
+    pub fn write_failure_since(&self, since: std::time::Instant) -> Option<String> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.failure_since(since),
+        }
+    }
+
     /// [`Store::write`] for code outside async tasks (the CLI's sync
     /// commands, a plugin's host call). On a multi-threaded tokio runtime
     /// the wait happens in `block_in_place`.

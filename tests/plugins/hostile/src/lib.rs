@@ -160,7 +160,7 @@ impl Lifecycle for Hostile {
         let url = format!("{}/{id}", req.base_url);
         let mut cfg: Config = vec![("HOSTILE_URL".into(), url)];
         match option(&req, "attack").unwrap_or("none") {
-            "none" => {}
+            "none" | "pending" => {}
             "loop" => {
                 let mut x: u64 = 0;
                 loop {
@@ -280,6 +280,13 @@ impl Lifecycle for Hostile {
             slow_rotate_ms: option(&req, "slow-rotate-ms").and_then(|v| v.parse().ok()),
         };
         store::put(&format!("probe/{id}"), &probe)?;
+        if option(&req, "attack") == Some("pending") {
+            // Answered later (or never): stays provisioning.
+            return Ok(ProvisionResult::Pending(addonhost_sdk::Pending {
+                id,
+                message: None,
+            }));
+        }
         Ok(ProvisionResult::Provisioned(Provisioned {
             id,
             config: cfg,
@@ -318,6 +325,12 @@ impl Credentials for Hostile {
         }
         seen.insert("list own".into(), format!("{:?}", config::list(&id)));
         if let Some(other) = &probe.foreign {
+            // Completing or failing another resource's pending provisioning
+            // from a call about this one.
+            let completed = config::complete(other, &[], Some("completed by a neighbour"));
+            seen.insert("complete foreign".into(), format!("{completed:?}"));
+            let failed = config::fail(other, "failed by a neighbour");
+            seen.insert("fail foreign".into(), format!("{failed:?}"));
             seen.insert("list foreign".into(), format!("{:?}", config::list(other)));
             for name in &probe.read {
                 seen.insert(
@@ -461,12 +474,15 @@ impl Handler for Hostile {
                 bump_credential(query_number(&req, "ms", 200)).to_string(),
             ),
             ["desync"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
-                .with_header("content-length", "0")
+                .with_header("content-length", "0"),
+            // Connection handling is the host's, not the add-on's.
+            ["hop"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("connection", "close, x-smuggled")
-                .with_header("transfer-encoding", "chunked")
+                .with_header("x-smuggled", "yes")
                 .with_header("keep-alive", "timeout=999")
                 .with_header("upgrade", "h2c")
-                .with_header("trailer", "x-late"),
+                .with_header("trailer", "x-late")
+                .with_header("proxy-connection", "close"),
             _ => Response::text(404, "no such hostile route\n"),
         }
     }

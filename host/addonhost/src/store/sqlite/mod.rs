@@ -71,6 +71,10 @@ impl SqliteStore {
         })
     }
 
+    pub fn failure_since(&self, since: std::time::Instant) -> Option<String> {
+        self.db.failure_since(since)
+    }
+
     pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
         let conn = self.db.read()?;
         f(&SqliteTx(&conn))
