@@ -7,7 +7,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use support::db::Db;
 use support::*;
 
 const ROUNDS: u64 = 300;
@@ -29,54 +29,40 @@ impl Rng {
     }
 }
 
-fn check_invariants(db: &Connection) {
-    let integrity: String = db
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+fn check_invariants(db: &mut Db) {
+    assert!(db.integrity_ok(), "the store's own integrity check failed");
     // Every var belongs to the user or to an attachment of a provisioned resource.
-    let orphans: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM config_vars v WHERE v.attachment_id IS NOT NULL AND NOT EXISTS (
-               SELECT 1 FROM attachments t JOIN resources r ON r.id = t.resource_id
-               WHERE t.id = v.attachment_id AND r.state = 'provisioned')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let orphans = db.count(
+        "SELECT COUNT(*) FROM config_vars v WHERE v.attachment_id IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM attachments t JOIN resources r ON r.id = t.resource_id
+           WHERE t.id = v.attachment_id AND r.state = 'provisioned')",
+        &[],
+    );
     assert_eq!(
         orphans, 0,
         "vars owned by a missing or unprovisioned attachment"
     );
     // No resource is half-made without being visible as provisioning.
-    let mut st = db
-        .prepare("SELECT r.name, r.state, r.partner_id, (SELECT COUNT(*) FROM attachments t WHERE t.resource_id = r.id) FROM resources r")
-        .unwrap();
-    let rows: Vec<(String, String, Option<String>, i64)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for (name, state, partner, atts) in &rows {
-        match state.as_str() {
+    let rows = db.rows(
+        "SELECT r.name, r.state, r.partner_id, (SELECT COUNT(*) FROM attachments t WHERE t.resource_id = r.id) AS atts FROM resources r",
+        &[],
+    );
+    for r in &rows {
+        let name = r["name"].as_str().unwrap();
+        let partner = r["partner_id"].as_str();
+        match r["state"].as_str().unwrap() {
             "provisioned" => {
                 assert!(partner.is_some(), "{name} provisioned without an add-on id");
-                assert_eq!(*atts, 1, "{name} provisioned without its attachment");
-                let attach: i64 = db
-                    .query_row(
-                        "SELECT COUNT(*) FROM releases WHERE description LIKE ?1",
-                        [format!("Attach % ({name})")],
-                        |r| r.get(0),
-                    )
-                    .unwrap();
+                assert_eq!(r["atts"], 1, "{name} provisioned without its attachment");
+                let attach = db.count(
+                    "SELECT COUNT(*) FROM releases WHERE description LIKE $1",
+                    &[&format!("Attach % ({name})")],
+                );
                 assert_eq!(attach, 1, "{name} has no Attach release");
-                let ns: i64 = db
-                    .query_row(
-                        "SELECT COUNT(*) FROM plugin_kv WHERE service = 'kv' AND key = ?1",
-                        [format!("ns/{}", partner.as_ref().unwrap())],
-                        |r| r.get(0),
-                    )
-                    .unwrap();
+                let ns = db.count(
+                    "SELECT COUNT(*) FROM plugin_kv WHERE service = 'kv' AND key = $1",
+                    &[&format!("ns/{}", partner.unwrap())],
+                );
                 assert_eq!(
                     ns, 1,
                     "{name}: the plugin's own record was not committed with it"
@@ -87,31 +73,21 @@ fn check_invariants(db: &Connection) {
         }
     }
     // Every user change has its release, and release numbers are gap-free.
-    let mut st = db
-        .prepare("SELECT name FROM config_vars WHERE attachment_id IS NULL")
-        .unwrap();
-    let user_vars: Vec<String> = st
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let user_vars = db.strings(
+        "SELECT name FROM config_vars WHERE attachment_id IS NULL",
+        &[],
+    );
     for v in user_vars {
-        let n: i64 = db
-            .query_row(
-                "SELECT COUNT(*) FROM releases WHERE description = ?1",
-                [format!("Set {v}")],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let n = db.count(
+            "SELECT COUNT(*) FROM releases WHERE description = $1",
+            &[&format!("Set {v}")],
+        );
         assert_eq!(n, 1, "{v} is set without its release");
     }
-    let mut st = db
-        .prepare("SELECT version FROM releases ORDER BY version")
-        .unwrap();
-    let versions: Vec<i64> = st
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    let versions: Vec<i64> = db
+        .strings("SELECT version FROM releases ORDER BY version", &[])
+        .iter()
+        .map(|v| v.parse().unwrap())
         .collect();
     assert_eq!(
         versions,
@@ -172,8 +148,8 @@ fn sigkill_at_random_moments_leaves_a_consistent_store_and_retries_complete() {
         "the test should kill many processes mid-flight ({killed})"
     );
 
-    let db = Connection::open(env.data().join("addonhost.db")).unwrap();
-    check_invariants(&db);
+    let mut db = env.db();
+    check_invariants(&mut db);
 
     // Retrying every uuid with the same arguments completes it, once.
     for i in &attempted {
@@ -189,7 +165,7 @@ fn sigkill_at_random_moments_leaves_a_consistent_store_and_retries_complete() {
             &name,
         ]);
     }
-    check_invariants(&db);
+    check_invariants(&mut db);
     let states: BTreeMap<String, String> = env
         .json(&["addons", "-a", "shop"])
         .as_array()

@@ -216,14 +216,10 @@ fn invalid_plugin_output_is_rejected_naming_the_var_and_nothing_is_stored() {
     assert_eq!(snapshot(&env, "shop"), before);
     // The failed provisions left no KV behind either: the hostile add-on's
     // probe record is written only by successful calls.
-    let conn = rusqlite::Connection::open(env.data().join("addonhost.db")).unwrap();
-    let n: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM plugin_kv WHERE service = 'hostile'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let n = env.db().count(
+        "SELECT COUNT(*) FROM plugin_kv WHERE service = 'hostile'",
+        &[],
+    );
     assert_eq!(n, 0);
 }
 
@@ -448,7 +444,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
 #[test]
 fn corrupt_data_dir_gets_a_clear_error_and_is_left_alone() {
-    let env = Env::new();
+    let env = Env::on_sqlite();
     let db = env.data().join("addonhost.db");
     std::fs::write(&db, b"this is not a database, it is a grocery list").unwrap();
     let (code, err) = env.fails(&["apps"]);
@@ -470,14 +466,10 @@ fn apps_destroy_deprovisions_its_addons() {
     env.ok(&["apps:destroy", "-a", "shop", "--confirm", "shop"]);
     assert_eq!(env.json(&["apps"]), serde_json::json!([]));
     // The add-ons' own data is gone too: kv deleted its namespace.
-    let conn = rusqlite::Connection::open(env.data().join("addonhost.db")).unwrap();
-    let n: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM plugin_kv WHERE key LIKE 'ns/%' OR key LIKE 'project/%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let n = env.db().count(
+        "SELECT COUNT(*) FROM plugin_kv WHERE key LIKE 'ns/%' OR key LIKE 'project/%'",
+        &[],
+    );
     assert_eq!(n, 0);
 }
 

@@ -8,37 +8,30 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::thread;
 
-use rusqlite::Connection;
 use serde_json::{json, Value};
 use support::*;
-
-fn db(env: &Env) -> Connection {
-    Connection::open(env.data().join("addonhost.db")).unwrap()
-}
 
 /// Every add-on has exactly one `Attach` release, and every uuid names one
 /// resource.
 fn one_attach_per_addon(env: &Env) {
-    let c = db(env);
-    let mut st = c
-        .prepare("SELECT r.name, r.state, (SELECT COUNT(*) FROM releases l WHERE l.description LIKE 'Attach % (' || r.name || ')') FROM resources r")
-        .unwrap();
-    let rows: Vec<(String, String, i64)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for (name, state, attaches) in &rows {
-        assert_eq!(state, "provisioned", "{name}");
-        assert_eq!(*attaches, 1, "{name} has {attaches} Attach releases");
+    let mut db = env.db();
+    let rows = db.rows(
+        "SELECT r.name, r.state, (SELECT COUNT(*) FROM releases l WHERE l.description LIKE 'Attach % (' || r.name || ')') AS attaches FROM resources r",
+        &[],
+    );
+    for r in &rows {
+        let name = &r["name"];
+        assert_eq!(r["state"], "provisioned", "{name}");
+        assert_eq!(
+            r["attaches"], 1,
+            "{name} has {} Attach releases",
+            r["attaches"]
+        );
     }
-    let dup: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM (SELECT uuid FROM resources GROUP BY uuid HAVING COUNT(*) > 1)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let dup = db.count(
+        "SELECT COUNT(*) FROM (SELECT uuid FROM resources GROUP BY uuid HAVING COUNT(*) > 1) AS d",
+        &[],
+    );
     assert_eq!(dup, 0);
 }
 
@@ -112,9 +105,7 @@ fn retries_of_one_provisioning_racing_each_other_make_one_add_on() {
         assert_eq!(names.len(), 1, "round {round}: {names:?}");
     }
     drop(server);
-    let count: i64 = db(&env)
-        .query_row("SELECT COUNT(*) FROM resources", [], |r| r.get(0))
-        .unwrap();
+    let count = env.db().count("SELECT COUNT(*) FROM resources", &[]);
     assert_eq!(count, rounds);
     one_attach_per_addon(&env);
 }
@@ -175,14 +166,7 @@ fn hostile_server() -> (Env, Arc<Server>) {
 }
 
 fn hostile_kv(env: &Env, key: &str) -> Option<String> {
-    db(env)
-        .query_row(
-            "SELECT value FROM plugin_kv WHERE service = 'hostile' AND key = ?1",
-            [key],
-            |r| r.get::<_, Vec<u8>>(0),
-        )
-        .ok()
-        .map(|v| String::from_utf8(v).unwrap())
+    env.db().kv("hostile", key)
 }
 
 #[test]
@@ -212,13 +196,10 @@ fn concurrent_calls_cannot_pass_a_counted_quota() {
     let (env, server) = hostile_server();
     let answers = hammer(&server, "/addons/hostile/quota?limit=10&ms=150", 50);
     let created = answers.iter().filter(|(s, _)| *s == 201).count();
-    let keys: i64 = db(&env)
-        .query_row(
-            "SELECT COUNT(*) FROM plugin_kv WHERE service = 'hostile' AND key LIKE 'q/%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let keys = env.db().count(
+        "SELECT COUNT(*) FROM plugin_kv WHERE service = 'hostile' AND key LIKE 'q/%'",
+        &[],
+    );
     assert!(keys <= 10, "{keys} keys stored past a limit of 10");
     assert_eq!(keys as usize, created, "{answers:?}");
 }

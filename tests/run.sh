@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test of addonhost, from a fresh machine: installs what it needs
-# (the wasm32-wasip2 target, Debian's chromium, playwright-core, componentize-py and
-# componentize-js), builds the host and the plugins in all three languages, then runs the
-# formatting and lint gates, the SDK's tests and the whole test suite.
+# (the wasm32-wasip2 target, Debian's chromium and postgresql, playwright-core,
+# componentize-py and componentize-js), builds the host and the plugins in all three
+# languages, then runs the formatting and lint gates, the SDK's tests, the whole test
+# suite, and the tests where the backend matters again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,11 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1;
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv nodejs npm >/dev/null
 fi
 
+step "PostgreSQL: Debian's postgresql and a throwaway cluster on a free port (the cluster tests and the second pass)"
+eval "$(tests/postgres.sh start --owner-pid $$)"
+export ADDONHOST_TEST_PG ADDONHOST_TEST_PG_DIR
+trap 'tests/postgres.sh remove "$ADDONHOST_TEST_PG_DIR"' EXIT
+
 step "format"
 cargo fmt --all -- --check
 (cd plugins && cargo fmt --all -- --check)
@@ -50,8 +56,13 @@ step "SDK tests (native)"
 host_triple=$(rustc -vV | sed -n 's/^host: //p')
 cargo test --manifest-path plugins/Cargo.toml -p addonhost-sdk --target "$host_triple"
 
-step "test suite"
+step "test suite (SQLite, the embedded default; the cluster tests on PostgreSQL)"
 cargo test --workspace
+
+step "the tests where the backend matters, again with all state in PostgreSQL"
+ADDONHOST_TEST_BACKEND=postgres cargo test -p addonhost-cli \
+  --test lifecycle --test ownership --test rotation --test server --test crash \
+  --test config --test races
 
 step "benchmark smoke run, Extism baseline included (the full run: see README, Performance)"
 target/debug/bench --quick --extism

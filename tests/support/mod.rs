@@ -69,11 +69,15 @@ fn build(dirs: &[&str]) {
     );
 }
 
-/// A fresh data dir and a way to run commands against it.
+/// A fresh data dir (and, in the PostgreSQL pass, a fresh database) and a
+/// way to run commands against it.
 pub struct Env {
     pub dir: tempfile::TempDir,
     /// The plugin folders (`ADDONHOST_PLUGINS`).
     pub plugins: String,
+    /// The database holding the state, when it is not the data dir's
+    /// SQLite file (`ADDONHOST_DATABASE_URL`).
+    pub database: Option<db::PgDatabase>,
 }
 
 /// What a command printed and how it exited.
@@ -89,6 +93,55 @@ impl Env {
         Env {
             dir: tempfile::tempdir().unwrap(),
             plugins: plugin_roots(),
+            database: db::on_postgres().then(db::PgDatabase::create),
+        }
+    }
+
+    /// A fresh environment on a fresh PostgreSQL database, whatever the
+    /// pass (for the tests of several servers sharing one).
+    pub fn on_postgres() -> Env {
+        let mut env = Env::new();
+        if env.database.is_none() {
+            env.database = Some(db::PgDatabase::create());
+        }
+        env
+    }
+
+    /// A fresh environment on the data dir's SQLite file, whatever the
+    /// pass (for the tests of that file itself).
+    pub fn on_sqlite() -> Env {
+        let mut env = Env::new();
+        env.database = None;
+        env
+    }
+
+    /// Another data dir on the same state (a second server's machine).
+    pub fn sibling(&self) -> Env {
+        let url = self
+            .database_url()
+            .expect("siblings share a PostgreSQL database");
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            plugins: self.plugins.clone(),
+            database: Some(db::PgDatabase::borrowed(url)),
+        }
+    }
+
+    /// The PostgreSQL URL of the state, if it is there.
+    pub fn database_url(&self) -> Option<String> {
+        self.database.as_ref().map(|d| d.url.clone())
+    }
+
+    /// A connection to the store, whichever backend holds it.
+    pub fn db(&self) -> db::Db {
+        match &self.database {
+            Some(d) => db::Db::Postgres(
+                db::off_runtime(|| postgres::Client::connect(&d.url, postgres::NoTls))
+                    .unwrap_or_else(|e| panic!("connecting to {}: {e}", d.url)),
+            ),
+            None => db::Db::Sqlite(
+                rusqlite::Connection::open(self.data().join("addonhost.db")).unwrap(),
+            ),
         }
     }
 
@@ -129,8 +182,12 @@ impl Env {
         c.args(args)
             .env("ADDONHOST_DATA", self.data())
             .env("ADDONHOST_PLUGINS", &self.plugins)
+            .env_remove("ADDONHOST_DATABASE_URL")
             .env_remove("ADDONHOST_URL")
             .env_remove("ADDONHOST_LOG");
+        if let Some(url) = self.database_url() {
+            c.env("ADDONHOST_DATABASE_URL", url);
+        }
         c
     }
 
@@ -212,11 +269,10 @@ impl Env {
 
     /// An in-process host on the same data dir (the embedding API).
     pub fn host(&self) -> Host {
-        Host::open(HostOptions::new(
-            self.data(),
-            std::env::split_paths(&self.plugins).collect(),
-        ))
-        .unwrap()
+        let mut opts =
+            HostOptions::new(self.data(), std::env::split_paths(&self.plugins).collect());
+        opts.database = self.database_url();
+        Host::open(opts).unwrap()
     }
 }
 
@@ -236,6 +292,7 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
+pub mod db;
 pub mod http;
 
 /// A running `addonhost serve` on an ephemeral port of 127.0.0.1.
@@ -295,6 +352,27 @@ impl Server {
         let auth = format!("Bearer {}", self.token);
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         http::request(
+            &self.addr,
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// [`Server::api`], with a server that is gone as an error.
+    pub fn try_api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<http::Response, String> {
+        let auth = format!("Bearer {}", self.token);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        http::try_request(
             &self.addr,
             method,
             path,

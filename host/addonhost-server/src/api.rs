@@ -44,6 +44,7 @@ pub fn router(server: Arc<Server>) -> Router<Arc<Server>> {
     Router::new()
         .route("/apps", get(apps).post(create_app))
         .route("/plugins", get(plugins))
+        .route("/servers", get(servers))
         .route("/apps/{app}", get(app_info).delete(destroy_app))
         .route("/apps/{app}/config", get(config).patch(set_config))
         .route("/apps/{app}/releases", get(releases))
@@ -118,6 +119,13 @@ async fn apps(State(s): State<Arc<Server>>) -> Answer<Vec<addonhost::store::App>
 
 async fn plugins(State(s): State<Arc<Server>>) -> Response {
     Json(s.host.plugin_statuses()).into_response()
+}
+
+/// The servers sharing the store, heard of lately (one with SQLite).
+async fn servers(
+    State(s): State<Arc<Server>>,
+) -> Answer<Vec<addonhost::platform::cluster::ServerView>> {
+    ok(s.host.servers()?)
 }
 
 async fn create_app(

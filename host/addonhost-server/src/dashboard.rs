@@ -73,8 +73,11 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Whether the request carries a valid dashboard session.
-pub fn signed_in(server: &Server, headers: &HeaderMap) -> bool {
-    cookie(headers, COOKIE).is_some_and(|id| server.dashboard_sessions.get(&id).is_some())
+pub fn signed_in(server: &Server, headers: &HeaderMap) -> anyhow::Result<bool> {
+    match cookie(headers, COOKIE) {
+        Some(id) => Ok(server.dashboard_sessions.get(&id)?.is_some()),
+        None => Ok(false),
+    }
 }
 
 /// The sign-in page, coming back to `next` afterwards.
@@ -83,8 +86,10 @@ pub fn to_login(req_path_and_query: &str) -> Response {
 }
 
 async fn require_session(State(server): State<Arc<Server>>, req: Request, next: Next) -> Response {
-    if signed_in(&server, req.headers()) {
-        return next.run(req).await;
+    match signed_in(&server, req.headers()) {
+        Ok(true) => return next.run(req).await,
+        Ok(false) => {}
+        Err(e) => return error_page(&e),
     }
     let next_path = req
         .uri()
@@ -204,7 +209,10 @@ async fn login(
     if !server.is_token(&form.token) {
         return login_form(q.next, Some("That token is not this server's API token."));
     }
-    let id = server.dashboard_sessions.create(());
+    let id = match server.dashboard_sessions.create(&()).await {
+        Ok(id) => id,
+        Err(e) => return error_page(&e),
+    };
     let mut r = Redirect::to(&local_path(q.next)).into_response();
     set_cookie(
         &mut r,
@@ -218,7 +226,9 @@ async fn login(
 
 async fn logout(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
     if let Some(id) = cookie(&headers, COOKIE) {
-        server.dashboard_sessions.remove(&id);
+        if let Err(e) = server.dashboard_sessions.remove(&id).await {
+            return error_page(&e);
+        }
     }
     let mut r = Redirect::to("/login").into_response();
     set_cookie(

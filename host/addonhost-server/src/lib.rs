@@ -42,7 +42,7 @@ use sessions::Sessions;
 /// How long a dashboard or SSO session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions of each kind held at once.
-const MAX_SESSIONS: usize = 10_000;
+const MAX_SESSIONS: u64 = 10_000;
 
 /// What a server allows its clients.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,7 @@ impl Default for Limits {
 }
 
 /// A signed-in add-on dashboard session (after SSO).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SsoSession {
     pub service: String,
     pub user: String,
@@ -83,19 +83,28 @@ pub struct Server {
     pub email: String,
     pub limits: Limits,
     dashboard_sessions: Sessions<()>,
-    sso_sessions: Sessions<SsoSession>,
 }
 
 impl Server {
     pub fn new(host: Arc<Host>, token: String, email: String, limits: Limits) -> Arc<Server> {
         Arc::new(Server {
-            host,
             token,
             email,
             limits,
-            dashboard_sessions: Sessions::new(SESSION_TTL, MAX_SESSIONS),
-            sso_sessions: Sessions::new(SESSION_TTL, MAX_SESSIONS),
+            dashboard_sessions: Sessions::new(host.clone(), "dashboard", SESSION_TTL, MAX_SESSIONS),
+            host,
         })
+    }
+
+    /// The SSO sessions of add-on `service` (one kind per add-on, so a
+    /// session of one add-on is never one of another).
+    fn sso_sessions(&self, service: &str) -> Sessions<SsoSession> {
+        Sessions::new(
+            self.host.clone(),
+            &format!("sso:{service}"),
+            SESSION_TTL,
+            MAX_SESSIONS,
+        )
     }
 
     /// Whether `candidate` is this server's API token (constant time).

@@ -1,99 +1,92 @@
 //! Signed-in sessions (the dashboard's, and each add-on's after SSO): random
-//! ids handed out as cookies, each valid for a while. Bounded in number as
-//! well as age, so a client signing in in a loop cannot grow the server's
-//! memory: past the bound the oldest sessions go first.
+//! ids handed out as cookies, each valid for a while. They live in the
+//! store, so a session made on one server is valid on every server sharing
+//! it (and across a restart); the store keeps only a hash of each id.
+//! Bounded in number as well as age, so a client signing in in a loop
+//! cannot grow the store: past the bound the oldest sessions go first.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
 
-use rand::RngCore;
+use addonhost::Host;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// Sessions of one kind, each carrying a `T`.
 pub struct Sessions<T> {
+    host: Arc<Host>,
+    kind: String,
     ttl: Duration,
-    max: usize,
-    map: Mutex<HashMap<String, (Instant, T)>>,
+    max: u64,
+    _value: PhantomData<fn() -> T>,
 }
 
-impl<T: Clone> Sessions<T> {
-    /// Sessions valid for `ttl`, at most `max` of them at once.
-    pub fn new(ttl: Duration, max: usize) -> Self {
+impl<T: Serialize + DeserializeOwned> Sessions<T> {
+    /// Sessions of `kind`, valid for `ttl`, at most `max` of them at once.
+    pub fn new(host: Arc<Host>, kind: &str, ttl: Duration, max: u64) -> Self {
         Sessions {
+            host,
+            kind: kind.to_string(),
             ttl,
             max,
-            map: Mutex::new(HashMap::new()),
+            _value: PhantomData,
         }
     }
 
     /// A new session carrying `value`; its id.
-    pub fn create(&self, value: T) -> String {
-        let id = random_id();
-        let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.max {
-            map.retain(|_, (expires, _)| *expires > now);
-        }
-        while map.len() >= self.max {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, (expires, _))| *expires)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => map.remove(&k),
-                None => break,
-            };
-        }
-        map.insert(id.clone(), (now + self.ttl, value));
-        id
+    pub async fn create(&self, value: &T) -> anyhow::Result<String> {
+        let data = serde_json::to_string(value)?;
+        self.host
+            .create_session(&self.kind, data, self.ttl, self.max)
+            .await
     }
 
     /// The value of session `id`, if it exists and has not expired.
-    pub fn get(&self, id: &str) -> Option<T> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id)
-            .filter(|(expires, _)| *expires > Instant::now())
-            .map(|(_, v)| v.clone())
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<T>> {
+        match self.host.session(&self.kind, id)? {
+            Some(data) => Ok(serde_json::from_str(&data).ok()),
+            None => Ok(None),
+        }
     }
 
     /// Ends session `id`.
-    pub fn remove(&self, id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-    }
-
-    /// Sessions held now (expired ones included until they are swept).
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        self.host.end_session(id).await
     }
 }
 
-/// 32 random bytes as hex: session ids and tokens.
+/// 32 random bytes as hex: tokens.
 pub fn random_id() -> String {
-    let mut b = [0u8; 32];
-    rand::rng().fill_bytes(&mut b);
-    hex::encode(b)
+    addonhost::platform::cluster::random_token()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_expire_and_are_bounded_in_number() {
-        let s = Sessions::new(Duration::from_secs(60), 3);
-        let ids: Vec<_> = (0..5).map(|i| s.create(i)).collect();
-        assert_eq!(s.len(), 3);
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sessions_expire_and_are_bounded_in_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let host =
+            Arc::new(Host::open(addonhost::HostOptions::new(dir.path(), Vec::new())).unwrap());
+        let s = Sessions::new(host.clone(), "test", Duration::from_secs(60), 3);
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(s.create(&i).await.unwrap());
+        }
         // The oldest went first; the newest are valid.
-        assert_eq!(s.get(&ids[0]), None);
-        assert_eq!(s.get(&ids[4]), Some(4));
-        s.remove(&ids[4]);
-        assert_eq!(s.get(&ids[4]), None);
-        let short = Sessions::new(Duration::ZERO, 10);
-        let id = short.create(());
-        assert_eq!(short.get(&id), None);
+        assert_eq!(s.get(&ids[0]).unwrap(), None);
+        assert_eq!(s.get(&ids[1]).unwrap(), None);
+        assert_eq!(s.get(&ids[2]).unwrap(), Some(2));
+        assert_eq!(s.get(&ids[4]).unwrap(), Some(4));
+        s.remove(&ids[4]).await.unwrap();
+        assert_eq!(s.get(&ids[4]).unwrap(), None);
+        // A session of one kind is not one of another.
+        let other: Sessions<i32> = Sessions::new(host.clone(), "other", Duration::from_secs(60), 3);
+        assert_eq!(other.get(&ids[3]).unwrap(), None);
+        let short = Sessions::new(host, "short", Duration::ZERO, 10);
+        let id = short.create(&()).await.unwrap();
+        assert_eq!(short.get(&id).unwrap(), None);
     }
 }

@@ -45,7 +45,11 @@ pub async fn start(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if !dashboard::signed_in(&server, &headers) {
+    let signed_in = match dashboard::signed_in(&server, &headers) {
+        Ok(yes) => yes,
+        Err(e) => return dashboard::error_page(&e),
+    };
+    if !signed_in {
         let mut next = format!("/myapps/{}/addons/{}", encode(&app), encode(&attachment));
         if let Some(q) = &query {
             next = format!("{next}?{q}");
@@ -92,11 +96,18 @@ pub async fn login(server: &Arc<Server>, service: &str, body: &[u8]) -> Response
     let resource = login.id.clone();
     match server.host.sso_verify(service, login).await {
         Ok(Verdict::Ok(session)) => {
-            let id = server.sso_sessions.create(SsoSession {
-                service: service.to_string(),
-                user: session.user,
-                resource,
-            });
+            let made = server
+                .sso_sessions(service)
+                .create(&SsoSession {
+                    service: service.to_string(),
+                    user: session.user,
+                    resource,
+                })
+                .await;
+            let id = match made {
+                Ok(id) => id,
+                Err(e) => return crate::error::ApiError::from(e).into_response(),
+            };
             let landing = if session.landing.starts_with('/') && !session.landing.starts_with("//")
             {
                 session.landing
@@ -155,8 +166,13 @@ pub fn identity(
         }
     }
     let id = dashboard::cookie(headers, &cookie_name(service))?;
-    server
-        .sso_sessions
-        .get(&id)
-        .filter(|s| s.service == service)
+    match server.sso_sessions(service).get(&id) {
+        Ok(session) => session.filter(|s| s.service == service),
+        Err(e) => {
+            // The page is then served without an identity, as to anyone
+            // signed out; it cannot be served as someone else.
+            tracing::warn!(addon = %service, "cannot read the SSO session: {e:#}");
+            None
+        }
+    }
 }

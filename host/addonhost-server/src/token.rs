@@ -7,6 +7,30 @@ use anyhow::Context;
 
 pub const FILE_NAME: &str = "api-token";
 
+/// The API token: on a shared store (PostgreSQL) the one every server
+/// uses, kept in the store and copied to the data dir; otherwise the data
+/// dir's. Created if there is none.
+pub fn for_host(host: &addonhost::Host) -> anyhow::Result<String> {
+    let data_dir = &host.options().data_dir;
+    if !host.shared_store() {
+        return load_or_create(data_dir);
+    }
+    let token = host.shared_setting(FILE_NAME, new_token)?;
+    let path = data_dir.join(FILE_NAME);
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    if current.trim() != token {
+        addonhost::util::private_dir(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        addonhost::util::write_private(&path, format!("{token}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(token)
+}
+
+fn new_token() -> String {
+    format!("ah_{}", crate::sessions::random_id())
+}
+
 /// The data dir's token, creating it if there is none.
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(FILE_NAME);
@@ -20,7 +44,7 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<String> {
             return Ok(t);
         }
     }
-    let token = format!("ah_{}", crate::sessions::random_id());
+    let token = new_token();
     addonhost::util::write_private(&path, format!("{token}\n").as_bytes())
         .with_context(|| format!("creating {}", path.display()))?;
     Ok(token)

@@ -158,7 +158,14 @@ pub async fn run(host: &Host, l: &Local) -> anyhow::Result<i32> {
     for (name, cmd) in &procs {
         children.push(spawn(name, cmd, &env)?);
     }
-    let mut ticker = tokio::time::interval(Duration::from_millis(l.poll_ms.max(20)));
+    // On PostgreSQL the database announces each release as it commits;
+    // polling then only backs that up.
+    let mut releases = host.subscribe_releases();
+    let poll = match releases {
+        Some(_) => Duration::from_secs(5),
+        None => Duration::from_millis(l.poll_ms.max(20)),
+    };
+    let mut ticker = tokio::time::interval(poll);
     let ctrl_c = super::signal::shutdown_signal();
     tokio::pin!(ctrl_c);
     loop {
@@ -169,26 +176,46 @@ pub async fn run(host: &Host, l: &Local) -> anyhow::Result<i32> {
                 }
                 return Ok(0);
             }
-            _ = ticker.tick() => {
-                let (latest, description, env) = match current(host, &l.app) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("local: {e:#}");
-                        continue;
-                    }
-                };
-                if latest == version {
-                    continue;
-                }
-                version = latest;
-                println!("local: release v{version} ({description}): restarting");
-                for c in children.iter_mut() {
-                    stop(c).await;
-                }
-                children.clear();
-                for (name, cmd) in &procs {
-                    children.push(spawn(name, cmd, &env)?);
-                }
+            _ = announced(&mut releases, &l.app) => {}
+            _ = ticker.tick() => {}
+        }
+        let (latest, description, env) = match current(host, &l.app) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("local: {e:#}");
+                continue;
+            }
+        };
+        if latest == version {
+            continue;
+        }
+        version = latest;
+        println!("local: release v{version} ({description}): restarting");
+        for c in children.iter_mut() {
+            stop(c).await;
+        }
+        children.clear();
+        for (name, cmd) in &procs {
+            children.push(spawn(name, cmd, &env)?);
+        }
+    }
+}
+
+/// Resolves when the store announces a release of `app` (or asks everyone
+/// to look); never without a subscription.
+async fn announced(releases: &mut Option<tokio::sync::broadcast::Receiver<String>>, app: &str) {
+    let Some(rx) = releases else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(name) if name.is_empty() || name == app => return,
+            Ok(_) => {}
+            // Missed some: one of them may be ours.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *releases = None;
+                return std::future::pending().await;
             }
         }
     }

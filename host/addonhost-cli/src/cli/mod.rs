@@ -52,6 +52,16 @@ pub struct Cli {
     /// [default: localhost, with resource URLs on --url].
     #[arg(long, global = true, env = "ADDONHOST_ADDONS_DOMAIN")]
     pub addons_domain: Option<String>,
+    /// A PostgreSQL database holding all state, shared by any number of
+    /// servers and CLIs (`postgres://user:password@host:port/database`)
+    /// [default: SQLite in the data dir].
+    #[arg(long, global = true, env = "ADDONHOST_DATABASE_URL")]
+    pub database: Option<String>,
+    /// On a shared database, serve each add-on with this machine's
+    /// component even when the platform accepted another one (see
+    /// `plugins:deploy`).
+    #[arg(long, global = true, env = "ADDONHOST_ALLOW_PLUGIN_MISMATCH")]
+    pub allow_plugin_mismatch: bool,
     /// Most memory (MiB) a manifest's limits.memory_mb may ask.
     #[arg(
         long,
@@ -185,6 +195,10 @@ pub enum Command {
     /// (after the folder moved).
     #[command(name = "plugins:trust")]
     PluginsTrust(plugins::Trust),
+    /// Accept an add-on folder's component for every server sharing the
+    /// database (a rolling deploy; `--only` ends it).
+    #[command(name = "plugins:deploy")]
+    PluginsDeploy(plugins::Deploy),
     /// Print the SSO URL of an add-on's dashboard.
     #[command(name = "addons:open")]
     AddonsOpen(server::Open),
@@ -203,6 +217,8 @@ impl Cli {
             opts.public_url = url.clone();
         }
         opts.addons_domain = self.addons_domain.clone();
+        opts.database = self.database.clone();
+        opts.allow_plugin_mismatch = self.allow_plugin_mismatch;
         opts.policy = addonhost::platform::Policy {
             max_memory_mb: self.max_memory_mb,
             max_timeout_ms: self.max_timeout_ms,
@@ -226,7 +242,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::PluginsDev(d) => return plugins::dev(d).map(|_| 0),
         Command::Serve(s) => return server::serve(&cli, s).await.map(|_| 0),
         Command::AuthToken => {
-            println!("{}", addonhost_server::token::load_or_create(&cli.data)?);
+            let token = match cli.database {
+                Some(_) => addonhost_server::token::for_host(&cli.host()?)?,
+                None => addonhost_server::token::load_or_create(&cli.data)?,
+            };
+            println!("{token}");
             return Ok(0);
         }
         Command::Run(r) => return config::run(&cli.host()?, r).await,
@@ -257,6 +277,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plugins(j) => plugins::list(&host, j),
         Command::AddonsOpen(o) => server::open(&host, o),
         Command::PluginsTrust(t) => plugins::trust(&host, t),
+        Command::PluginsDeploy(d) => plugins::deploy(&host, d),
         Command::PluginsBuild(_)
         | Command::PluginsNew(_)
         | Command::PluginsDev(_)

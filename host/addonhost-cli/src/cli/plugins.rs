@@ -79,6 +79,33 @@ pub fn trust(host: &Host, t: &Trust) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
+pub struct Deploy {
+    /// The add-on folder whose built component every server may serve.
+    pub dir: PathBuf,
+    /// Accept this component alone: servers still running another stop
+    /// serving the add-on (the end of a rolling deploy).
+    #[arg(long)]
+    pub only: bool,
+}
+
+/// `plugins:deploy DIR [--only]`: on a shared database, accept DIR's
+/// component for every server.
+pub fn deploy(host: &Host, d: &Deploy) -> anyhow::Result<()> {
+    if !host.shared_store() {
+        anyhow::bail!(
+            "plugins:deploy is for servers sharing a PostgreSQL database (--database); \
+             with the SQLite data dir, the one server serves whatever its folder holds"
+        );
+    }
+    let (id, hash, retired) = host.deploy_component(&d.dir, d.only)?;
+    println!("add-on {id}: component {} accepted", &hash[..16]);
+    if d.only {
+        println!("add-on {id}: {retired} other component(s) retired; servers still running one stop serving {id}");
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
 pub struct Check {
     /// The add-on folder (with addon-manifest.json and its built component).
     pub dir: PathBuf,

@@ -64,7 +64,19 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     });
-    let token = server::token::load_or_create(&cli.data)?;
+    let token = server::token::for_host(&host)?;
+    // On a shared store: say this server is up, with the components it
+    // runs, every few seconds (GET /api/servers lists the servers heard of).
+    let beating = host.clone();
+    let address = format!("http://{addr}");
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            if let Err(e) = beating.heartbeat(&address).await {
+                tracing::warn!("heartbeat not recorded: {e:#}");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
     let limits = server::Limits {
         max_connections: s.max_connections,
         header_timeout: std::time::Duration::from_secs(s.header_timeout),
@@ -74,7 +86,12 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
     eprintln!(
         "addonhost serving on http://{addr} (dashboard: http://{addr}/, API token: `addonhost auth:token`)"
     );
-    server::serve(server, listener, super::signal::shutdown_signal()).await
+    let served = server::serve(server, listener, super::signal::shutdown_signal()).await;
+    heartbeat.abort();
+    if let Err(e) = host.leave().await {
+        tracing::warn!("cannot take this server off the list: {e:#}");
+    }
+    served
 }
 
 pub fn open(host: &Host, o: &Open) -> anyhow::Result<()> {

@@ -368,6 +368,11 @@ impl Service {
         loaded.clone().map_err(|e| anyhow::anyhow!(e))
     }
 
+    /// The plugin, if it is loaded (without loading it).
+    pub fn loaded(&self) -> Option<&Arc<Plugin>> {
+        self.plugin.get().and_then(|p| p.as_ref().ok())
+    }
+
     /// Whether the component came from the artifact cache, once loaded.
     pub fn origin(&self) -> Option<Origin> {
         match self.plugin.get() {

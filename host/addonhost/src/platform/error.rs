@@ -84,6 +84,7 @@ pub fn kind_of(e: &anyhow::Error) -> Option<Kind> {
     if let Some(u) = e.downcast_ref::<UserError>() {
         return Some(u.kind);
     }
-    e.downcast_ref::<addonhost_sqlite::StoreError>()
-        .map(|_| Kind::Unavailable)
+    let unavailable = e.downcast_ref::<addonhost_sqlite::StoreError>().is_some()
+        || e.downcast_ref::<crate::store::Unavailable>().is_some();
+    unavailable.then_some(Kind::Unavailable)
 }

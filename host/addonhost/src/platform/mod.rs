@@ -6,6 +6,7 @@
 mod addons;
 mod apps;
 pub mod catalog;
+pub mod cluster;
 mod config;
 pub mod context;
 pub mod error;
@@ -53,6 +54,13 @@ pub struct HostOptions {
     pub addons_domain: Option<String>,
     /// What the operator allows add-ons.
     pub policy: Policy,
+    /// A PostgreSQL database (`postgres://…`) holding all state, shared by
+    /// any number of servers; `None` keeps it in `addonhost.db` in the data
+    /// dir (the compiled-plugin cache stays in the data dir either way).
+    pub database: Option<String>,
+    /// On a shared store, serve add-ons with this server's components even
+    /// when the platform accepted other ones (see [`Host::deploy_component`]).
+    pub allow_plugin_mismatch: bool,
 }
 
 impl HostOptions {
@@ -63,6 +71,8 @@ impl HostOptions {
             public_url: "http://127.0.0.1:5000".into(),
             addons_domain: None,
             policy: Policy::default(),
+            database: None,
+            allow_plugin_mismatch: false,
         }
     }
 }
@@ -144,6 +154,11 @@ pub struct Host {
     trusted: Mutex<std::collections::HashSet<(String, PathBuf)>>,
     /// Resources whose scheduled rotation is running in this process.
     rotating: Mutex<std::collections::HashSet<i64>>,
+    /// This process among the servers sharing the store.
+    server_id: String,
+    started_at: i64,
+    /// (add-on id, component hash) found accepted, and when.
+    verdicts: Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
 }
 
 /// A plugin as `addonhost plugins` and `GET /api/plugins` list it.
@@ -167,6 +182,13 @@ pub struct PluginStatus {
     /// Its limits as the manifest sets them (`None` when it has no valid
     /// manifest).
     pub limits: Option<crate::manifest::Limits>,
+    /// On a shared store: the component hashes the platform accepts for it
+    /// (see [`Host::deploy_component`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_components: Option<Vec<String>>,
+    /// On a shared store: the component each server heard of lately runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<cluster::PluginOnServer>,
 }
 
 /// An add-on's KV storage against its quota.
@@ -191,7 +213,12 @@ pub struct ServiceView {
 impl Host {
     /// Opens the data dir (creating it) and discovers the plugins.
     pub fn open(opts: HostOptions) -> anyhow::Result<Host> {
-        let store = Arc::new(Store::open_sqlite(&opts.data_dir)?);
+        let store = Arc::new(match &opts.database {
+            Some(url) => Store::open_postgres(url)?,
+            None => Store::open_sqlite(&opts.data_dir)?,
+        });
+        crate::util::private_dir(&opts.data_dir)
+            .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
         let runtime = Runtime::new(Some(ArtifactCache::new(opts.data_dir.join("cache"))))?;
         let catalog = Catalog::discover(&opts.plugin_dirs, &opts.policy);
         Ok(Host {
@@ -201,6 +228,9 @@ impl Host {
             opts,
             trusted: Mutex::new(Default::default()),
             rotating: Mutex::new(Default::default()),
+            server_id: cluster::random_token()[..16].to_string(),
+            started_at: crate::util::unix_now(),
+            verdicts: Mutex::new(Default::default()),
         })
     }
 
@@ -316,6 +346,7 @@ impl Host {
         let plugin = s
             .plugin(&self.runtime)
             .map_err(|e| error::addon(format!("{e:#}")))?;
+        self.check_component(&s.manifest, &plugin)?;
         Ok((s.manifest.clone(), plugin))
     }
 
@@ -447,6 +478,8 @@ impl Host {
                 error,
                 storage: self.storage(&m.id).ok(),
                 limits: Some(m.limits),
+                accepted_components: None,
+                servers: Vec::new(),
             });
         }
         for b in &catalog.broken {
@@ -469,7 +502,12 @@ impl Host {
                 error: Some(b.error.clone()),
                 storage: None,
                 limits: None,
+                accepted_components: None,
+                servers: Vec::new(),
             });
+        }
+        if self.store.shared() {
+            self.add_cluster_view(&mut rows);
         }
         rows
     }

@@ -74,7 +74,14 @@ impl Host {
             started += 1;
             let host = self.clone();
             tokio::spawn(async move {
-                host.rotate_on_schedule(&r).await;
+                // Every server sharing the store finds it due; one runs it.
+                match host.claim_rotation(&r).await {
+                    Ok(true) => host.rotate_on_schedule(&r).await,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(addon = %r.name, "cannot claim the scheduled rotation: {e:#}")
+                    }
+                }
                 host.rotating
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

@@ -39,7 +39,7 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use bindings::{AddonError, Level, Login, ProvisionRequest, ProvisionResult, Session, Verdict};
-pub use cache::{ArtifactCache, Origin};
+pub use cache::{content_hash, ArtifactCache, Origin};
 pub use capabilities::Capabilities;
 pub use error::CallError;
 pub use http::MAX_RESPONSE_BYTES;

@@ -8,14 +8,39 @@
 //! these reads and writes inside the transactions it asks for. The embedded
 //! backend is SQLite (`sqlite`, on the engine of `addonhost-sqlite`).
 
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// The store cannot be reached or written now (the database is down, the
+/// disk failed): nothing of the request was done.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// The smallest string greater than every string starting with `prefix`
+/// (`None` for the empty prefix, which every string starts with). Keys sort
+/// as bytes, and UTF-8 sorts as code points do, so the next code point
+/// bounds it.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
 
 /// The database file inside a data dir.
 pub const DB_FILE: &str = "addonhost.db";
@@ -99,9 +124,10 @@ pub trait Tx {
         -> anyhow::Result<bool>;
     /// Deletes a resource and its attachments.
     fn delete_resource(&self, id: i64) -> anyhow::Result<()>;
-    /// Records a successful rotation at `at`.
+    /// Records a successful rotation at `at` (ending any claim on it).
     fn rotation_succeeded(&self, id: i64, at: i64) -> anyhow::Result<()>;
-    /// Records a failed scheduled rotation and when to retry it.
+    /// Records a failed scheduled rotation and when to retry it (ending
+    /// the claim on it).
     fn rotation_failed(&self, id: i64, error: &str, retry_at: i64) -> anyhow::Result<()>;
     fn insert_attachment(&self, resource_id: i64, app_id: i64, name: &str) -> anyhow::Result<i64>;
     fn delete_attachment(&self, id: i64) -> anyhow::Result<()>;
@@ -130,6 +156,65 @@ pub trait Tx {
     // ---- which folders may serve an add-on id
     fn plugin_dirs(&self, service: &str) -> anyhow::Result<Vec<String>>;
     fn trust_plugin_dir(&self, service: &str, dir: &str) -> anyhow::Result<()>;
+
+    // ---- what every server shares
+    /// Stores a session, first dropping the kind's expired sessions and,
+    /// past `max`, its oldest.
+    fn insert_session(&self, s: &NewSession) -> anyhow::Result<()>;
+    /// A session's data, if it exists and has not expired at `now`.
+    fn session(&self, id_hash: &str, kind: &str, now: i64) -> anyhow::Result<Option<String>>;
+    fn delete_session(&self, id_hash: &str) -> anyhow::Result<()>;
+    fn setting(&self, name: &str) -> anyhow::Result<Option<String>>;
+    /// Stores a setting unless one of that name exists.
+    fn insert_setting(&self, name: &str, value: &str) -> anyhow::Result<()>;
+    /// Makes `owner` the one server to run the scheduled rotation of the
+    /// resource `seen`, until `until`: only if nobody holds it at `now` and
+    /// the resource was not rotated (nor failed to be) since it was read as
+    /// `seen`; whether it did.
+    fn claim_rotation(
+        &self,
+        seen: &Resource,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> anyhow::Result<bool>;
+    /// Creates or refreshes a server's row.
+    fn record_server(&self, s: &ServerRow) -> anyhow::Result<()>;
+    /// Servers seen at or after `seen_since`.
+    fn servers(&self, seen_since: i64) -> anyhow::Result<Vec<ServerRow>>;
+    fn delete_server(&self, id: &str) -> anyhow::Result<()>;
+    /// The component hashes the platform serves add-on `service` with.
+    fn accepted_components(&self, service: &str) -> anyhow::Result<Vec<String>>;
+    fn accept_component(&self, service: &str, hash: &str, now: i64) -> anyhow::Result<()>;
+    /// Forgets every accepted hash of `service` but `keep`; how many.
+    fn retire_components(&self, service: &str, keep: &str) -> anyhow::Result<usize>;
+}
+
+/// A signed-in session as stored.
+pub struct NewSession<'a> {
+    /// Hex SHA-256 of the session id (the cookie).
+    pub id_hash: &'a str,
+    /// `dashboard`, or `sso:<add-on>`.
+    pub kind: &'a str,
+    pub data: &'a str,
+    pub expires_at: i64,
+    pub now: i64,
+    /// Most sessions of this kind kept.
+    pub max: u64,
+}
+
+/// A server sharing the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerRow {
+    pub id: String,
+    /// Where it serves (`http://host:port`).
+    pub address: String,
+    pub started_at: i64,
+    /// Its last heartbeat.
+    pub seen_at: i64,
+    /// JSON: add-on id → component hash it runs.
+    #[serde(skip)]
+    pub plugins: String,
 }
 
 /// Where the state lives.
@@ -139,6 +224,7 @@ pub struct Store {
 
 enum Backend {
     Sqlite(SqliteStore),
+    Postgres(Arc<PgStore>),
 }
 
 impl Store {
@@ -150,10 +236,42 @@ impl Store {
         })
     }
 
+    /// The shared store: a PostgreSQL database (`postgres://…`), its
+    /// schema brought up to date.
+    pub fn open_postgres(url: &str) -> anyhow::Result<Store> {
+        Ok(Store {
+            backend: Backend::Postgres(Arc::new(PgStore::open(url)?)),
+        })
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether several servers may share this store (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Names of apps that get a new release from now on, made by any
+    /// server or CLI on the store, when the store can announce them (on
+    /// PostgreSQL; an empty name means "any app, look again"). `None`: poll.
+    pub fn subscribe_releases(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.subscribe_releases()),
+        }
+    }
+
     /// Runs `f` on a consistent snapshot of everything committed before.
     pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => s.read(f),
+            Backend::Postgres(p) => p.read(f),
         }
     }
 
@@ -166,6 +284,7 @@ impl Store {
     ) -> anyhow::Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => s.write(f).await,
+            Backend::Postgres(p) => p.write(f).await,
         }
     }
 
@@ -179,6 +298,7 @@ impl Store {
     ) -> anyhow::Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => s.write_staged(f).await,
+            Backend::Postgres(p) => p.write(f).await,
         }
     }
 
@@ -187,6 +307,7 @@ impl Store {
     pub fn write_failure_since(&self, since: std::time::Instant) -> Option<String> {
         match &self.backend {
             Backend::Sqlite(s) => s.failure_since(since),
+            Backend::Postgres(_) => None,
         }
     }
 
@@ -199,6 +320,7 @@ impl Store {
     ) -> anyhow::Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => s.write_blocking(f),
+            Backend::Postgres(p) => p.write_blocking(f),
         }
     }
 }

@@ -83,21 +83,6 @@ pub fn kv_usage(c: &Connection, service: &str) -> rusqlite::Result<(u64, u64)> {
     Ok((keys.max(0) as u64, bytes.max(0) as u64))
 }
 
-/// The smallest string greater than every string starting with `prefix`
-/// (`None` for the empty prefix, which every string starts with).
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        // UTF-8 sorts as code points do, so the next code point bounds it.
-        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// Up to `limit` keys of `service` starting with `prefix` that sort after
 /// `after` (from the first, when `None`), in order.
 pub fn kv_keys(
@@ -135,7 +120,7 @@ pub fn kv_keys(
 
 /// How many keys of `service` start with `prefix`.
 pub fn kv_count(c: &Connection, service: &str, prefix: &str) -> rusqlite::Result<u64> {
-    let n: i64 = match prefix_end(prefix) {
+    let n: i64 = match crate::store::prefix_end(prefix) {
         Some(end) => c
             .prepare_cached(
                 "SELECT COUNT(*) FROM plugin_kv WHERE service = ?1 AND key >= ?2 AND key < ?3",

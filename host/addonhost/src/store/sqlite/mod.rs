@@ -7,6 +7,7 @@ mod apps;
 mod kv;
 mod resources;
 mod schema;
+mod shared;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -17,8 +18,8 @@ use addonhost_sqlite::Db;
 use anyhow::Context;
 
 use super::{
-    App, Attachment, AuditEntry, ConfigVar, NewResource, Release, Resource, ResourceState, Tx,
-    DB_FILE,
+    App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, Release, Resource,
+    ResourceState, ServerRow, Tx, DB_FILE,
 };
 
 /// The statements every provisioning runs, named so a test can check none
@@ -275,6 +276,49 @@ impl Tx for SqliteTx<'_> {
     }
     fn trust_plugin_dir(&self, service: &str, dir: &str) -> anyhow::Result<()> {
         Ok(kv::trust_plugin_dir(self.0, service, dir)?)
+    }
+
+    fn insert_session(&self, s: &NewSession) -> anyhow::Result<()> {
+        Ok(shared::insert_session(self.0, s)?)
+    }
+    fn session(&self, id_hash: &str, kind: &str, now: i64) -> anyhow::Result<Option<String>> {
+        Ok(shared::session(self.0, id_hash, kind, now)?)
+    }
+    fn delete_session(&self, id_hash: &str) -> anyhow::Result<()> {
+        Ok(shared::delete_session(self.0, id_hash)?)
+    }
+    fn setting(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(shared::setting(self.0, name)?)
+    }
+    fn insert_setting(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        Ok(shared::insert_setting(self.0, name, value)?)
+    }
+    fn claim_rotation(
+        &self,
+        seen: &Resource,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        Ok(shared::claim_rotation(self.0, seen, owner, until, now)?)
+    }
+    fn record_server(&self, s: &ServerRow) -> anyhow::Result<()> {
+        Ok(shared::record_server(self.0, s)?)
+    }
+    fn servers(&self, seen_since: i64) -> anyhow::Result<Vec<ServerRow>> {
+        Ok(shared::servers(self.0, seen_since)?)
+    }
+    fn delete_server(&self, id: &str) -> anyhow::Result<()> {
+        Ok(shared::delete_server(self.0, id)?)
+    }
+    fn accepted_components(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        Ok(shared::accepted_components(self.0, service)?)
+    }
+    fn accept_component(&self, service: &str, hash: &str, now: i64) -> anyhow::Result<()> {
+        Ok(shared::accept_component(self.0, service, hash, now)?)
+    }
+    fn retire_components(&self, service: &str, keep: &str) -> anyhow::Result<usize> {
+        Ok(shared::retire_components(self.0, service, keep)?)
     }
 }
 

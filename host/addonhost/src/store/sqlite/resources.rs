@@ -47,7 +47,7 @@ pub fn provisioned_of_service(c: &Connection, service: &str) -> rusqlite::Result
 
 /// Records a successful rotation.
 pub fn rotation_succeeded(tx: &Connection, id: i64, at: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE resources SET rotated_at = ?2, rotation_error = NULL, rotation_failures = 0, next_rotation_at = NULL WHERE id = ?1")?.execute(
+    tx.prepare_cached("UPDATE resources SET rotated_at = ?2, rotation_error = NULL, rotation_failures = 0, next_rotation_at = NULL, rotation_claimed_until = NULL WHERE id = ?1")?.execute(
         params![id, at],
     )?;
     Ok(())
@@ -60,7 +60,7 @@ pub fn rotation_failed(
     error: &str,
     retry_at: i64,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE resources SET rotation_error = ?2, rotation_failures = rotation_failures + 1, next_rotation_at = ?3 WHERE id = ?1")?.execute(
+    tx.prepare_cached("UPDATE resources SET rotation_error = ?2, rotation_failures = rotation_failures + 1, next_rotation_at = ?3, rotation_claimed_until = NULL WHERE id = ?1")?.execute(
         params![id, error, retry_at],
     )?;
     Ok(())

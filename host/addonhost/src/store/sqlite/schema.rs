@@ -168,4 +168,43 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (attachment_id, name)
     ) WITHOUT ROWID;
     "#,
+    // 7: what several servers share (the same tables as on PostgreSQL, so
+    // one code path serves both): signed-in sessions, settings such as the
+    // API token, a claim on each scheduled rotation, the servers running
+    // and the plugin components the platform accepts for each add-on.
+    r#"
+    ALTER TABLE resources ADD COLUMN rotation_claimed_by TEXT;
+    ALTER TABLE resources ADD COLUMN rotation_claimed_until INTEGER;
+
+    -- Sessions are kept by the hash of their id: the store never holds a
+    -- usable cookie.
+    CREATE TABLE sessions (
+        seq         INTEGER PRIMARY KEY,
+        id_hash     TEXT NOT NULL UNIQUE,
+        kind        TEXT NOT NULL,
+        data        TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_kind ON sessions(kind, expires_at);
+
+    CREATE TABLE settings (
+        name        TEXT PRIMARY KEY,
+        value       TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE servers (
+        id          TEXT PRIMARY KEY,
+        address     TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        seen_at     INTEGER NOT NULL,
+        plugins     TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE plugin_components (
+        service     TEXT NOT NULL,
+        hash        TEXT NOT NULL,
+        accepted_at INTEGER NOT NULL,
+        PRIMARY KEY (service, hash)
+    ) WITHOUT ROWID;
+    "#,
 ];

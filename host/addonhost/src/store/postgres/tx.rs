@@ -1,0 +1,755 @@
+//! A PostgreSQL transaction seen as a [`Tx`]: each method one or a few
+//! statements, sent to the transaction's session task.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::sync_channel;
+
+use tokio_postgres::Row;
+
+use super::{Cmd, Param};
+use crate::store::{
+    App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, Release, Resource,
+    ResourceState, ServerRow, Tx, Unavailable,
+};
+use crate::util::unix_now;
+
+/// An open transaction on one pooled connection.
+pub struct PgTx {
+    cmds: tokio::sync::mpsc::UnboundedSender<Cmd>,
+    db: String,
+}
+
+/// `Box`es parameters for the session task.
+macro_rules! params {
+    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as Param),*] };
+}
+
+impl PgTx {
+    pub(super) fn new(cmds: tokio::sync::mpsc::UnboundedSender<Cmd>, db: String) -> PgTx {
+        PgTx { cmds, db }
+    }
+
+    fn gone(&self) -> anyhow::Error {
+        Unavailable(format!(
+            "the connection to the database {} was lost mid-transaction",
+            self.db
+        ))
+        .into()
+    }
+
+    /// A statement's error; a connection that broke is "unavailable".
+    fn failed(&self, e: tokio_postgres::Error) -> anyhow::Error {
+        if super::lost(&e) {
+            return Unavailable(format!("the database {} is unavailable: {e}", self.db)).into();
+        }
+        anyhow::Error::new(e)
+    }
+
+    /// The rows of a query.
+    pub(super) fn query(&self, sql: &str, params: Vec<Param>) -> anyhow::Result<Vec<Row>> {
+        let (reply, answer) = sync_channel(1);
+        self.cmds
+            .send(Cmd::Query(sql.to_string(), params, reply))
+            .map_err(|_| self.gone())?;
+        answer
+            .recv()
+            .map_err(|_| self.gone())?
+            .map_err(|e| self.failed(e))
+    }
+
+    /// The rows a statement changed.
+    pub(super) fn execute(&self, sql: &str, params: Vec<Param>) -> anyhow::Result<u64> {
+        let (reply, answer) = sync_channel(1);
+        self.cmds
+            .send(Cmd::Execute(sql.to_string(), params, reply))
+            .map_err(|_| self.gone())?;
+        answer
+            .recv()
+            .map_err(|_| self.gone())?
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Statements without parameters, run as they are.
+    pub(super) fn batch(&self, sql: &str) -> anyhow::Result<()> {
+        self.execute(sql, Vec::new()).map(|_| ())
+    }
+
+    pub(super) fn commit(self) -> anyhow::Result<()> {
+        let (reply, answer) = sync_channel(1);
+        self.cmds
+            .send(Cmd::Commit(reply))
+            .map_err(|_| self.gone())?;
+        answer
+            .recv()
+            .map_err(|_| self.gone())?
+            .map_err(|e| self.failed(e))
+    }
+
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: Vec<Param>,
+        f: impl Fn(&Row) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        self.query(sql, params)?.first().map(f).transpose()
+    }
+
+    fn all<T>(
+        &self,
+        sql: &str,
+        params: Vec<Param>,
+        f: impl Fn(&Row) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Vec<T>> {
+        self.query(sql, params)?.iter().map(f).collect()
+    }
+}
+
+fn app_row(r: &Row) -> anyhow::Result<App> {
+    Ok(App {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        region: r.try_get(2)?,
+        created_at: r.try_get(3)?,
+    })
+}
+
+const RESOURCE_COLUMNS: &str = "r.id, r.uuid, r.name, r.service, r.plan, a.name, r.app_id, r.partner_id, r.state, r.message, r.created_at, r.updated_at, r.rotated_at, r.rotation_error, r.rotation_failures, r.next_rotation_at, r.reserved_by, r.reserved_until, r.request";
+
+fn resource_row(r: &Row) -> anyhow::Result<Resource> {
+    Ok(Resource {
+        id: r.try_get(0)?,
+        uuid: r.try_get(1)?,
+        name: r.try_get(2)?,
+        service: r.try_get(3)?,
+        plan: r.try_get(4)?,
+        app: r.try_get(5)?,
+        app_id: r.try_get(6)?,
+        partner_id: r.try_get(7)?,
+        state: r.try_get::<_, String>(8)?.parse()?,
+        message: r.try_get(9)?,
+        created_at: r.try_get(10)?,
+        updated_at: r.try_get(11)?,
+        rotated_at: r.try_get(12)?,
+        rotation_error: r.try_get(13)?,
+        rotation_failures: r.try_get(14)?,
+        next_rotation_at: r.try_get(15)?,
+        reserved_by: r.try_get(16)?,
+        reserved_until: r.try_get(17)?,
+        request: r.try_get(18)?,
+    })
+}
+
+fn attachment_row(r: &Row) -> anyhow::Result<Attachment> {
+    Ok(Attachment {
+        id: r.try_get(0)?,
+        resource_id: r.try_get(1)?,
+        app: r.try_get(2)?,
+        app_id: r.try_get(3)?,
+        name: r.try_get(4)?,
+    })
+}
+
+fn var_row(r: &Row) -> anyhow::Result<ConfigVar> {
+    Ok(ConfigVar {
+        name: r.try_get(0)?,
+        value: r.try_get(1)?,
+        attachment_id: r.try_get(2)?,
+    })
+}
+
+impl Tx for PgTx {
+    fn insert_app(&self, name: &str, region: &str) -> anyhow::Result<i64> {
+        let rows = self.query(
+            "INSERT INTO apps (name, region, created_at) VALUES ($1, $2, $3) RETURNING id",
+            params![name.to_string(), region.to_string(), unix_now()],
+        )?;
+        Ok(rows[0].try_get(0)?)
+    }
+    fn app_by_name(&self, name: &str) -> anyhow::Result<Option<App>> {
+        self.one(
+            "SELECT id, name, region, created_at FROM apps WHERE name = $1",
+            params![name.to_string()],
+            app_row,
+        )
+    }
+    fn list_apps(&self) -> anyhow::Result<Vec<App>> {
+        self.all(
+            "SELECT id, name, region, created_at FROM apps ORDER BY name",
+            params![],
+            app_row,
+        )
+    }
+    fn delete_app(&self, app_id: i64) -> anyhow::Result<()> {
+        for sql in [
+            "DELETE FROM config_vars WHERE app_id = $1",
+            "DELETE FROM releases WHERE app_id = $1",
+            "DELETE FROM var_takeovers WHERE attachment_id IN (SELECT id FROM attachments WHERE app_id = $1
+                 OR resource_id IN (SELECT id FROM resources WHERE app_id = $1))",
+            "DELETE FROM attachments WHERE app_id = $1",
+            "DELETE FROM attachments WHERE resource_id IN (SELECT id FROM resources WHERE app_id = $1)",
+            "DELETE FROM resources WHERE app_id = $1",
+            "DELETE FROM apps WHERE id = $1",
+        ] {
+            self.execute(sql, params![app_id])?;
+        }
+        Ok(())
+    }
+    fn insert_release(&self, app_id: i64, description: &str, actor: &str) -> anyhow::Result<i64> {
+        // Gap-free per app: two servers numbering at once conflict, and one
+        // of them runs again on the other's number.
+        let rows = self.query(
+            "INSERT INTO releases (app_id, version, description, actor, created_at)
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM releases WHERE app_id = $1
+             RETURNING version",
+            params![
+                app_id,
+                description.to_string(),
+                actor.to_string(),
+                unix_now()
+            ],
+        )?;
+        // Every listener (`addonhost local`, the servers) hears of it once
+        // the transaction commits, not before.
+        self.query(
+            "SELECT pg_notify($1, (SELECT name FROM apps WHERE id = $2))",
+            params![super::RELEASES_CHANNEL.to_string(), app_id],
+        )?;
+        Ok(rows[0].try_get(0)?)
+    }
+    fn releases(&self, app_id: i64) -> anyhow::Result<Vec<Release>> {
+        self.all(
+            "SELECT version, description, actor, created_at FROM releases WHERE app_id = $1 ORDER BY version DESC",
+            params![app_id],
+            |r| {
+                Ok(Release {
+                    version: r.try_get(0)?,
+                    description: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                })
+            },
+        )
+    }
+    fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        app: Option<&str>,
+        addon: Option<&str>,
+        detail: &str,
+    ) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO audit (at, actor, action, app, addon, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+            params![
+                unix_now(),
+                actor.to_string(),
+                action.to_string(),
+                app.map(str::to_string),
+                addon.map(str::to_string),
+                detail.to_string()
+            ],
+        )?;
+        Ok(())
+    }
+    fn audit_entries(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
+        self.all(
+            "SELECT at, actor, action, app, addon, detail FROM audit
+             WHERE $1::TEXT IS NULL OR app = $1 ORDER BY id DESC LIMIT $2",
+            params![app.map(str::to_string), limit],
+            |r| {
+                Ok(AuditEntry {
+                    at: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    app: r.try_get(3)?,
+                    addon: r.try_get(4)?,
+                    detail: r.try_get(5)?,
+                })
+            },
+        )
+    }
+
+    fn config_vars(&self, app_id: i64) -> anyhow::Result<Vec<ConfigVar>> {
+        self.all(
+            "SELECT name, value, attachment_id FROM config_vars WHERE app_id = $1 ORDER BY name COLLATE \"C\"",
+            params![app_id],
+            var_row,
+        )
+    }
+    fn config_var(&self, app_id: i64, name: &str) -> anyhow::Result<Option<ConfigVar>> {
+        self.one(
+            "SELECT name, value, attachment_id FROM config_vars WHERE app_id = $1 AND name = $2",
+            params![app_id, name.to_string()],
+            var_row,
+        )
+    }
+    fn vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<Vec<ConfigVar>> {
+        self.all(
+            "SELECT name, value, attachment_id FROM config_vars WHERE attachment_id = $1 ORDER BY name COLLATE \"C\"",
+            params![attachment_id],
+            var_row,
+        )
+    }
+    fn upsert_var(
+        &self,
+        app_id: i64,
+        name: &str,
+        value: &str,
+        owner: Option<i64>,
+    ) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO config_vars (app_id, name, value, attachment_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (app_id, name) DO UPDATE SET value = EXCLUDED.value, attachment_id = EXCLUDED.attachment_id",
+            params![app_id, name.to_string(), value.to_string(), owner],
+        )?;
+        Ok(())
+    }
+    fn delete_var(&self, app_id: i64, name: &str) -> anyhow::Result<()> {
+        self.execute(
+            "DELETE FROM config_vars WHERE app_id = $1 AND name = $2",
+            params![app_id, name.to_string()],
+        )?;
+        Ok(())
+    }
+    fn delete_vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<usize> {
+        Ok(self.execute(
+            "DELETE FROM config_vars WHERE attachment_id = $1",
+            params![attachment_id],
+        )? as usize)
+    }
+    fn var_owners(&self, app_id: i64) -> anyhow::Result<BTreeMap<i64, (String, String)>> {
+        Ok(self
+            .all(
+                "SELECT t.id, r.name, t.name FROM attachments t JOIN resources r ON r.id = t.resource_id WHERE t.app_id = $1",
+                params![app_id],
+                |r| Ok((r.try_get::<_, i64>(0)?, (r.try_get(1)?, r.try_get(2)?))),
+            )?
+            .into_iter()
+            .collect())
+    }
+    fn take_over_var(&self, attachment_id: i64, name: &str) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO var_takeovers (attachment_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            params![attachment_id, name.to_string()],
+        )?;
+        Ok(())
+    }
+    fn taken_over(&self, attachment_id: i64, name: &str) -> anyhow::Result<bool> {
+        Ok(!self
+            .query(
+                "SELECT 1 FROM var_takeovers WHERE attachment_id = $1 AND name = $2",
+                params![attachment_id, name.to_string()],
+            )?
+            .is_empty())
+    }
+
+    fn resource_by_uuid(&self, uuid: &str) -> anyhow::Result<Option<Resource>> {
+        self.one(
+            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.uuid = $1"),
+            params![uuid.to_string()],
+            resource_row,
+        )
+    }
+    fn resource_by_name(&self, name: &str) -> anyhow::Result<Option<Resource>> {
+        self.one(
+            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.name = $1"),
+            params![name.to_string()],
+            resource_row,
+        )
+    }
+    fn resource_by_id(&self, id: i64) -> anyhow::Result<Option<Resource>> {
+        self.one(
+            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.id = $1"),
+            params![id],
+            resource_row,
+        )
+    }
+    fn resource_by_partner_id(
+        &self,
+        service: &str,
+        partner_id: &str,
+    ) -> anyhow::Result<Option<Resource>> {
+        self.one(
+            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.service = $1 AND r.partner_id = $2"),
+            params![service.to_string(), partner_id.to_string()],
+            resource_row,
+        )
+    }
+    fn list_resources(&self, app_id: Option<i64>) -> anyhow::Result<Vec<Resource>> {
+        self.all(
+            &format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id
+                 WHERE r.state <> 'deprovisioned' AND ($1::BIGINT IS NULL OR r.app_id = $1
+                       OR r.id IN (SELECT resource_id FROM attachments WHERE app_id = $1))
+                 ORDER BY a.name, r.created_at, r.name"
+            ),
+            params![app_id],
+            resource_row,
+        )
+    }
+    fn provisioned_of_service(&self, service: &str) -> anyhow::Result<Vec<Resource>> {
+        self.all(
+            &format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id
+                 WHERE r.service = $1 AND r.state = 'provisioned' ORDER BY r.id"
+            ),
+            params![service.to_string()],
+            resource_row,
+        )
+    }
+    fn insert_resource(&self, r: &NewResource) -> anyhow::Result<i64> {
+        let now = unix_now();
+        let rows = self.query(
+            "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at,
+                                    reserved_by, reserved_until, request)
+             VALUES ($1, $2, $3, $4, $5, 'provisioning', $6, $6, $7, $8, $9) RETURNING id",
+            params![
+                r.uuid.to_string(),
+                r.name.to_string(),
+                r.service.to_string(),
+                r.plan.to_string(),
+                r.app_id,
+                now,
+                r.reserved_by.to_string(),
+                r.reserved_until,
+                r.request.to_string()
+            ],
+        )?;
+        Ok(rows[0].try_get(0)?)
+    }
+    fn update_resource(
+        &self,
+        id: i64,
+        partner_id: Option<&str>,
+        state: ResourceState,
+        plan: &str,
+        message: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.execute(
+            "UPDATE resources SET partner_id = $2, state = $3, plan = $4, message = $5, updated_at = $6 WHERE id = $1",
+            params![
+                id,
+                partner_id.map(str::to_string),
+                state.as_str().to_string(),
+                plan.to_string(),
+                message.map(str::to_string),
+                unix_now()
+            ],
+        )?;
+        Ok(())
+    }
+    fn claim_reservation(
+        &self,
+        id: i64,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        Ok(self.execute(
+            "UPDATE resources SET reserved_by = $2, reserved_until = $3
+             WHERE id = $1 AND state = 'provisioning' AND partner_id IS NULL
+               AND (reserved_until IS NULL OR reserved_until <= $4)",
+            params![id, owner.to_string(), until, now],
+        )? == 1)
+    }
+    fn delete_resource(&self, id: i64) -> anyhow::Result<()> {
+        for sql in [
+            "DELETE FROM var_takeovers WHERE attachment_id IN (SELECT id FROM attachments WHERE resource_id = $1)",
+            "DELETE FROM attachments WHERE resource_id = $1",
+            "DELETE FROM resources WHERE id = $1",
+        ] {
+            self.execute(sql, params![id])?;
+        }
+        Ok(())
+    }
+    fn rotation_succeeded(&self, id: i64, at: i64) -> anyhow::Result<()> {
+        self.execute(
+            "UPDATE resources SET rotated_at = $2, rotation_error = NULL, rotation_failures = 0, next_rotation_at = NULL, rotation_claimed_until = NULL WHERE id = $1",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+    fn rotation_failed(&self, id: i64, error: &str, retry_at: i64) -> anyhow::Result<()> {
+        self.execute(
+            "UPDATE resources SET rotation_error = $2, rotation_failures = rotation_failures + 1, next_rotation_at = $3, rotation_claimed_until = NULL WHERE id = $1",
+            params![id, error.to_string(), retry_at],
+        )?;
+        Ok(())
+    }
+    fn insert_attachment(&self, resource_id: i64, app_id: i64, name: &str) -> anyhow::Result<i64> {
+        let rows = self.query(
+            "INSERT INTO attachments (resource_id, app_id, name, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            params![resource_id, app_id, name.to_string(), unix_now()],
+        )?;
+        Ok(rows[0].try_get(0)?)
+    }
+    fn delete_attachment(&self, id: i64) -> anyhow::Result<()> {
+        self.execute(
+            "DELETE FROM var_takeovers WHERE attachment_id = $1",
+            params![id],
+        )?;
+        self.execute("DELETE FROM attachments WHERE id = $1", params![id])?;
+        Ok(())
+    }
+    fn attachments_of_resource(&self, resource_id: i64) -> anyhow::Result<Vec<Attachment>> {
+        self.all(
+            "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
+             WHERE t.resource_id = $1 ORDER BY t.id",
+            params![resource_id],
+            attachment_row,
+        )
+    }
+    fn attachment_by_name(&self, app_id: i64, name: &str) -> anyhow::Result<Option<Attachment>> {
+        self.one(
+            "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
+             WHERE t.app_id = $1 AND t.name = $2",
+            params![app_id, name.to_string()],
+            attachment_row,
+        )
+    }
+
+    fn kv_get(&self, service: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.one(
+            "SELECT value FROM plugin_kv WHERE service = $1 AND key = $2",
+            params![service.to_string(), key.to_string()],
+            |r| Ok(r.try_get(0)?),
+        )
+    }
+    fn kv_put(&self, service: &str, key: &str, value: Option<&[u8]>) -> anyhow::Result<()> {
+        let old: Option<i64> = self.one(
+            "SELECT octet_length(value)::BIGINT FROM plugin_kv WHERE service = $1 AND key = $2",
+            params![service.to_string(), key.to_string()],
+            |r| Ok(r.try_get(0)?),
+        )?;
+        let (keys, bytes) = match value {
+            Some(v) => {
+                self.execute(
+                    "INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value",
+                    params![service.to_string(), key.to_string(), v.to_vec()],
+                )?;
+                match old {
+                    Some(len) => (0i64, v.len() as i64 - len),
+                    None => (1, (key.len() + v.len()) as i64),
+                }
+            }
+            None => {
+                self.execute(
+                    "DELETE FROM plugin_kv WHERE service = $1 AND key = $2",
+                    params![service.to_string(), key.to_string()],
+                )?;
+                match old {
+                    Some(len) => (-1, -(key.len() as i64 + len)),
+                    None => (0, 0),
+                }
+            }
+        };
+        if keys != 0 || bytes != 0 {
+            self.execute(
+                "INSERT INTO plugin_kv_usage (service, keys, bytes) VALUES ($1, $2, $3)
+                 ON CONFLICT (service) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
+                                                     bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
+                params![service.to_string(), keys, bytes],
+            )?;
+        }
+        Ok(())
+    }
+    fn kv_usage(&self, service: &str) -> anyhow::Result<(u64, u64)> {
+        let usage = self.one(
+            "SELECT keys, bytes FROM plugin_kv_usage WHERE service = $1",
+            params![service.to_string()],
+            |r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?)),
+        )?;
+        let (keys, bytes) = usage.unwrap_or((0, 0));
+        Ok((keys.max(0) as u64, bytes.max(0) as u64))
+    }
+    fn kv_keys(
+        &self,
+        service: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        let keys: Vec<String> = self.all(
+            "SELECT key FROM plugin_kv WHERE service = $1 AND key >= $2 AND key > $3 ORDER BY key LIMIT $4",
+            params![
+                service.to_string(),
+                start.to_string(),
+                after.unwrap_or("").to_string(),
+                limit as i64
+            ],
+            |r| Ok(r.try_get(0)?),
+        )?;
+        Ok(keys
+            .into_iter()
+            .take_while(|k| k.starts_with(prefix))
+            .collect())
+    }
+    fn kv_count(&self, service: &str, prefix: &str) -> anyhow::Result<u64> {
+        let rows = match crate::store::prefix_end(prefix) {
+            Some(end) => self.query(
+                "SELECT COUNT(*) FROM plugin_kv WHERE service = $1 AND key >= $2 AND key < $3",
+                params![service.to_string(), prefix.to_string(), end],
+            )?,
+            None => self.query(
+                "SELECT COUNT(*) FROM plugin_kv WHERE service = $1",
+                params![service.to_string()],
+            )?,
+        };
+        Ok(rows[0].try_get::<_, i64>(0)? as u64)
+    }
+    fn plugin_dirs(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        self.all(
+            "SELECT dir FROM plugin_dirs WHERE service = $1 ORDER BY trusted_at",
+            params![service.to_string()],
+            |r| Ok(r.try_get(0)?),
+        )
+    }
+    fn trust_plugin_dir(&self, service: &str, dir: &str) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO plugin_dirs (service, dir, trusted_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            params![service.to_string(), dir.to_string(), unix_now()],
+        )?;
+        Ok(())
+    }
+
+    fn insert_session(&self, s: &NewSession) -> anyhow::Result<()> {
+        self.execute(
+            "DELETE FROM sessions WHERE kind = $1 AND expires_at <= $2",
+            params![s.kind.to_string(), s.now],
+        )?;
+        let held: i64 = self.query(
+            "SELECT COUNT(*) FROM sessions WHERE kind = $1",
+            params![s.kind.to_string()],
+        )?[0]
+            .try_get(0)?;
+        let over = held + 1 - s.max as i64;
+        if over > 0 {
+            self.execute(
+                "DELETE FROM sessions WHERE id_hash IN
+                   (SELECT id_hash FROM sessions WHERE kind = $1 ORDER BY expires_at, seq LIMIT $2)",
+                params![s.kind.to_string(), over],
+            )?;
+        }
+        self.execute(
+            "INSERT INTO sessions (id_hash, kind, data, expires_at) VALUES ($1, $2, $3, $4)",
+            params![
+                s.id_hash.to_string(),
+                s.kind.to_string(),
+                s.data.to_string(),
+                s.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+    fn session(&self, id_hash: &str, kind: &str, now: i64) -> anyhow::Result<Option<String>> {
+        self.one(
+            "SELECT data FROM sessions WHERE id_hash = $1 AND kind = $2 AND expires_at > $3",
+            params![id_hash.to_string(), kind.to_string(), now],
+            |r| Ok(r.try_get(0)?),
+        )
+    }
+    fn delete_session(&self, id_hash: &str) -> anyhow::Result<()> {
+        self.execute(
+            "DELETE FROM sessions WHERE id_hash = $1",
+            params![id_hash.to_string()],
+        )?;
+        Ok(())
+    }
+    fn setting(&self, name: &str) -> anyhow::Result<Option<String>> {
+        self.one(
+            "SELECT value FROM settings WHERE name = $1",
+            params![name.to_string()],
+            |r| Ok(r.try_get(0)?),
+        )
+    }
+    fn insert_setting(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            params![name.to_string(), value.to_string()],
+        )?;
+        Ok(())
+    }
+    fn claim_rotation(
+        &self,
+        seen: &Resource,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        Ok(self.execute(
+            "UPDATE resources SET rotation_claimed_by = $2, rotation_claimed_until = $3
+             WHERE id = $1 AND state = 'provisioned'
+               AND rotated_at IS NOT DISTINCT FROM $4 AND rotation_failures = $5
+               AND (rotation_claimed_until IS NULL OR rotation_claimed_until <= $6)",
+            params![
+                seen.id,
+                owner.to_string(),
+                until,
+                seen.rotated_at,
+                seen.rotation_failures,
+                now
+            ],
+        )? == 1)
+    }
+    fn record_server(&self, s: &ServerRow) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO servers (id, address, started_at, seen_at, plugins) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, seen_at = excluded.seen_at,
+                                            plugins = excluded.plugins",
+            params![
+                s.id.clone(),
+                s.address.clone(),
+                s.started_at,
+                s.seen_at,
+                s.plugins.clone()
+            ],
+        )?;
+        Ok(())
+    }
+    fn servers(&self, seen_since: i64) -> anyhow::Result<Vec<ServerRow>> {
+        self.all(
+            "SELECT id, address, started_at, seen_at, plugins FROM servers
+             WHERE seen_at >= $1 ORDER BY started_at, id",
+            params![seen_since],
+            |r| {
+                Ok(ServerRow {
+                    id: r.try_get(0)?,
+                    address: r.try_get(1)?,
+                    started_at: r.try_get(2)?,
+                    seen_at: r.try_get(3)?,
+                    plugins: r.try_get(4)?,
+                })
+            },
+        )
+    }
+    fn delete_server(&self, id: &str) -> anyhow::Result<()> {
+        self.execute("DELETE FROM servers WHERE id = $1", params![id.to_string()])?;
+        Ok(())
+    }
+    fn accepted_components(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        self.all(
+            "SELECT hash FROM plugin_components WHERE service = $1 ORDER BY accepted_at, hash",
+            params![service.to_string()],
+            |r| Ok(r.try_get(0)?),
+        )
+    }
+    fn accept_component(&self, service: &str, hash: &str, now: i64) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO plugin_components (service, hash, accepted_at) VALUES ($1, $2, $3)
+             ON CONFLICT (service, hash) DO NOTHING",
+            params![service.to_string(), hash.to_string(), now],
+        )?;
+        Ok(())
+    }
+    fn retire_components(&self, service: &str, keep: &str) -> anyhow::Result<usize> {
+        Ok(self.execute(
+            "DELETE FROM plugin_components WHERE service = $1 AND hash <> $2",
+            params![service.to_string(), keep.to_string()],
+        )? as usize)
+    }
+}
