@@ -2,7 +2,7 @@
 //! of Heroku's kensa. It loads one add-on folder into the real runtime, with
 //! in-memory capabilities instead of the store, and walks the contract:
 //! manifest, provision (and its idempotency), plan change, rotation, SSO
-//! (valid, wrong, stale, future), deprovision.
+//! (valid; wrong token, wrong resource_token, stale, future), deprovision.
 //!
 //! Each check is a function of its own that answers an [`Outcome`];
 //! [`check`] only runs them in order and stops where a failure leaves
@@ -286,12 +286,24 @@ async fn sso_verify_accepts(r: &Resource<'_>, login: Login) -> Outcome {
 /// Logins a conforming add-on refuses, each breaking one rule of CONTRACT
 /// §SSO, under the name of its check.
 fn forged_logins(r: &Resource<'_>, now: i64) -> Vec<(&'static str, Login)> {
+    let salt = &r.manifest.api.sso_salt;
     let wrong_token = Login {
         token: "0".repeat(40),
         ..r.login(now)
     };
+    // Signed with the right salt and time, but for another resource: only an
+    // add-on that checks resource_token against its own uuid refuses it.
+    let other_resource = uuid::Uuid::new_v4().to_string();
+    let wrong_resource_token = Login {
+        resource_token: sso::token(&other_resource, salt, now),
+        ..r.login(now)
+    };
     vec![
         ("sso verify rejects a wrong token", wrong_token),
+        (
+            "sso verify rejects a wrong resource_token",
+            wrong_resource_token,
+        ),
         (
             "sso verify rejects a 6-minute-old timestamp",
             r.login(now - 6 * 60),
