@@ -85,6 +85,15 @@ fn example_addons_pass_every_check() {
 }
 
 #[test]
+fn python_and_javascript_examples_pass_every_check() {
+    polyglot_built();
+    let env = Env::new();
+    for name in ["queue", "flags"] {
+        assert_passes_every_check(&env, name);
+    }
+}
+
+#[test]
 fn addon_that_ignores_resource_token_fails_that_check_only() {
     let env = Env::new();
     let hostile = root().join("tests/plugins/hostile");
