@@ -34,21 +34,78 @@ fn failures(report: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every check `plugins:check` runs, in order.
+const CHECKS: &[&str] = &[
+    "manifest is valid",
+    "component implements the addon world",
+    "provision returns an id and valid manifest vars",
+    "provision with the same uuid is idempotent",
+    "change-plan moves to another plan",
+    "rotate changes the credentials",
+    "sso verify accepts a valid token",
+    "sso verify rejects a wrong token",
+    "sso verify rejects a wrong resource_token",
+    "sso verify rejects a 6-minute-old timestamp",
+    "sso verify rejects a 2-minute-future timestamp",
+    "deprovision succeeds",
+];
+
+fn assert_passes_every_check(env: &Env, name: &str) {
+    let (code, report) = check(env, &root().join("plugins").join(name), &[]);
+    assert_eq!(code, 0, "{name}: {report}");
+    assert_eq!(report["passed"], true);
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, CHECKS, "{name}");
+}
+
 #[test]
 fn example_addons_pass_every_check() {
     let env = Env::new();
     for name in ["kv", "exceptions"] {
-        let (code, report) = check(&env, &root().join("plugins").join(name), &[]);
-        assert_eq!(code, 0, "{name}: {report}");
-        assert_eq!(report["passed"], true);
-        assert_eq!(report["checks"].as_array().unwrap().len(), 11);
+        assert_passes_every_check(&env, name);
     }
     let text = env.ok(&["plugins:check", root().join("plugins/kv").to_str().unwrap()]);
     assert!(
         text.contains("✓ sso verify rejects a 6-minute-old timestamp"),
         "{text}"
     );
-    assert!(text.contains("11 of 11 checks passed"), "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("✓ sso verify rejects a wrong resource_token ")
+                && l.ends_with(" denied: resource_token does not match")
+        ),
+        "{text}"
+    );
+    assert!(text.contains("12 of 12 checks passed"), "{text}");
+}
+
+#[test]
+fn python_and_javascript_examples_pass_every_check() {
+    polyglot_built();
+    let env = Env::new();
+    for name in ["queue", "flags"] {
+        assert_passes_every_check(&env, name);
+    }
+}
+
+#[test]
+fn addon_that_ignores_resource_token_fails_that_check_only() {
+    let env = Env::new();
+    let hostile = root().join("tests/plugins/hostile");
+    let (code, report) = check(&env, &hostile, &["--sso", "token-only"]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        failures(&report),
+        vec![(
+            "sso verify rejects a wrong resource_token".to_string(),
+            "the login was accepted".to_string()
+        )]
+    );
 }
 
 #[test]

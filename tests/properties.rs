@@ -8,6 +8,7 @@ use std::path::Path;
 
 use addonhost::manifest::Manifest;
 use addonhost::platform::{naming, sso::login_from_fields, validate};
+use addonhost::sso::{self, MAX_AGE_SECONDS, MAX_SKEW_SECONDS};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -123,11 +124,81 @@ proptest! {
     }
 
     #[test]
-    fn random_sso_tokens_are_refused(token in "[0-9a-f]{40}", ts in any::<i64>()) {
+    fn random_sso_tokens_are_refused(token in "[0-9a-fA-F]{40}", age in -MAX_SKEW_SECONDS..=MAX_AGE_SECONDS) {
+        // Timestamps inside the window, so the refusal can only come from
+        // the token comparison.
         let now = addonhost::util::unix_now();
-        let good = addonhost::sso::token("kv-1", "salt", ts);
-        prop_assume!(token != good);
-        prop_assert!(!addonhost::sso::verify("kv-1", "salt", ts, &token, now));
+        let ts = now - age;
+        let good = sso::token("kv-1", "salt", ts);
+        prop_assume!(token.to_ascii_lowercase() != good);
+        let resource_token = sso::token("uuid-1", "salt", ts);
+        prop_assert_eq!(
+            sso::check("kv-1", "uuid-1", &token, &resource_token, ts, "salt", now),
+            Err(sso::Denied::BadToken)
+        );
+    }
+
+    #[test]
+    fn random_sso_resource_tokens_are_refused_beside_a_valid_token(
+        resource_token in "[0-9a-fA-F]{40}", age in -MAX_SKEW_SECONDS..=MAX_AGE_SECONDS
+    ) {
+        let now = addonhost::util::unix_now();
+        let ts = now - age;
+        prop_assume!(resource_token.to_ascii_lowercase() != sso::token("uuid-1", "salt", ts));
+        let token = sso::token("kv-1", "salt", ts);
+        prop_assert_eq!(
+            sso::check("kv-1", "uuid-1", &token, &resource_token, ts, "salt", now),
+            Err(sso::Denied::BadResourceToken)
+        );
+    }
+
+    #[test]
+    fn forged_sso_forms_parse_and_are_refused_without_panicking(
+        values in prop::collection::vec(".{0,40}", 4),
+        hex_tokens in prop::collection::vec("[0-9a-f]{40}", 2),
+        use_hex in any::<bool>(),
+        offset in -(MAX_AGE_SECONDS + 100)..=(MAX_SKEW_SECONDS + 60),
+        extra in prop::collection::vec((".{0,14}", ".{0,40}"), 0..4),
+    ) {
+        // Every field the platform posts, with forged values and a timestamp
+        // near now: most forms are fresh, so the check reaches the tokens.
+        let now = addonhost::util::unix_now();
+        let ts = now + offset;
+        let (token, resource_token) = if use_hex {
+            (hex_tokens[0].clone(), hex_tokens[1].clone())
+        } else {
+            (values[2].clone(), values[3].clone())
+        };
+        let mut fields: Vec<(String, String)> = vec![
+            ("id".into(), values[0].clone()),
+            ("token".into(), token.clone()),
+            ("resource_id".into(), values[1].clone()),
+            ("resource_token".into(), resource_token),
+            ("timestamp".into(), ts.to_string()),
+        ];
+        // Extra fields are passed through; a repeated name never overrides
+        // the first value.
+        fields.extend(extra);
+        let login = login_from_fields(&fields).expect("a form with every field parses");
+        prop_assert_eq!(login.timestamp, ts);
+        prop_assume!(token.to_ascii_lowercase() != sso::token(&login.id, "salt", ts));
+        let verdict = sso::check(
+            &login.id,
+            &login.resource_id,
+            &login.token,
+            &login.resource_token,
+            login.timestamp,
+            "salt",
+            now,
+        );
+        let expected = if offset < -MAX_AGE_SECONDS {
+            sso::Denied::Stale { age_seconds: -offset }
+        } else if offset > MAX_SKEW_SECONDS {
+            sso::Denied::Future { ahead_seconds: offset }
+        } else {
+            sso::Denied::BadToken
+        };
+        prop_assert_eq!(verdict, Err(expected));
     }
 }
 

@@ -52,9 +52,9 @@ ADDONHOST_PLUGINS="plugins:tests/plugins" target/debug/addonhost plugins:build
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "SDK tests (native)"
+step "SDK tests (native): the Rust SDK and the SSO crate it shares with the host"
 host_triple=$(rustc -vV | sed -n 's/^host: //p')
-cargo test --manifest-path plugins/Cargo.toml -p addonhost-sdk --target "$host_triple"
+cargo test --manifest-path plugins/Cargo.toml -p addonhost-sso -p addonhost-sdk --target "$host_triple"
 
 step "test suite (SQLite, the embedded default; the cluster tests on PostgreSQL)"
 cargo test --workspace

@@ -332,13 +332,7 @@ fn sso_denies_bad_token_stale_and_future_timestamps() {
     }
     assert_eq!(post_login(&server, "kv", &bad).status, 403);
     // Re-signed with the manifest's salt at a stale and a future time.
-    let salt = serde_json::from_str::<serde_json::Value>(
-        &std::fs::read_to_string(root().join("plugins/kv/addon-manifest.json")).unwrap(),
-    )
-    .unwrap()["api"]["sso_salt"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let salt = kv_salt();
     for ts in [unix_now() - 6 * 60, unix_now() + 2 * 60] {
         let mut f = fields.clone();
         let (id, uuid) = (
@@ -360,6 +354,52 @@ fn sso_denies_bad_token_stale_and_future_timestamps() {
         );
     }
     // The same form, correctly signed now, is accepted: the denials were about the token.
+    assert_eq!(post_login(&server, "kv", &fields).status, 302);
+}
+
+/// kv's SSO salt, from its manifest.
+fn kv_salt() -> String {
+    serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(root().join("plugins/kv/addon-manifest.json")).unwrap(),
+    )
+    .unwrap()["api"]["sso_salt"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn sso_denies_a_valid_token_with_a_wrong_resource_token() {
+    let (_env, server) = setup();
+    let session = server.sign_in();
+    let fields = sso_form(&server, &session, "KV");
+    let ts: i64 = field(&fields, "timestamp").parse().unwrap();
+    // The platform's own token stays; resource_token is signed with the right
+    // salt and time for another resource, or is the id's token, or is gone.
+    let other = addonhost::sso::token("5f0c2a8e-1d3b-4c6a-9e7f-0a1b2c3d4e5f", &kv_salt(), ts);
+    let own_token = field(&fields, "token").to_string();
+    for wrong in [other, own_token, String::new()] {
+        let mut f = fields.clone();
+        for (k, v) in f.iter_mut() {
+            if k == "resource_token" {
+                *v = wrong.clone();
+            }
+        }
+        let r = post_login(&server, "kv", &f);
+        assert_eq!(r.status, 403, "resource_token {wrong:?} accepted");
+        assert!(
+            r.text().contains("resource_token does not match"),
+            "{}",
+            r.text()
+        );
+        assert!(
+            !r.cookies()
+                .iter()
+                .any(|c| c.starts_with("addonhost_sso_kv=")),
+            "a denied login got a session"
+        );
+    }
+    // The form as the platform signed it is accepted.
     assert_eq!(post_login(&server, "kv", &fields).status, 302);
 }
 

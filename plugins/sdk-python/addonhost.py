@@ -179,11 +179,18 @@ def check_login(login, salt=None, at=None):
         return f"timestamp is {at - login.timestamp} s old (at most {MAX_AGE_SECONDS} s accepted)"
     if login.timestamp > at + MAX_SKEW_SECONDS:
         return f"timestamp is {login.timestamp - at} s in the future (at most {MAX_SKEW_SECONDS} s accepted)"
-    if not hmac.compare_digest(token(login.id, salt, login.timestamp), login.token.lower()):
+    if not _ct_eq(token(login.id, salt, login.timestamp), login.token.lower()):
         return "token does not match"
-    if not hmac.compare_digest(token(login.resource_id, salt, login.timestamp), login.resource_token.lower()):
+    if not _ct_eq(token(login.resource_id, salt, login.timestamp), login.resource_token.lower()):
         return "resource_token does not match"
     return None
+
+
+def _ct_eq(a, b):
+    # As bytes: compare_digest raises TypeError on str with non-ASCII
+    # characters, and a posted token may hold any; a forged login must be
+    # denied, not fail the call.
+    return hmac.compare_digest(a.encode(), b.encode())
 
 
 # ---- credentials --------------------------------------------------------------

@@ -2,7 +2,12 @@
 //! of Heroku's kensa. It loads one add-on folder into the real runtime, with
 //! in-memory capabilities instead of the store, and walks the contract:
 //! manifest, provision (and its idempotency), plan change, rotation, SSO
-//! (valid, wrong, stale, future), deprovision.
+//! (valid; wrong token, wrong resource_token, stale, future), deprovision.
+//!
+//! Each check is a function of its own that answers an [`Outcome`];
+//! [`check`] only runs them in order and stops where a failure leaves
+//! nothing for the later ones to test (no manifest, no component, no
+//! resource).
 
 use std::path::Path;
 
@@ -11,7 +16,10 @@ use serde::Serialize;
 use addonhost::manifest::Manifest;
 use addonhost::platform::validate;
 use addonhost::runtime::capabilities::InMemory;
-use addonhost::runtime::{Login, ProvisionRequest, ProvisionResult, Runtime, Verdict};
+use addonhost::runtime::{
+    ArtifactCache, Login, Plugin, ProvisionRequest, ProvisionResult, Runtime, Verdict,
+};
+use addonhost::sso;
 
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -21,7 +29,14 @@ pub struct CheckResult {
     pub detail: String,
 }
 
-fn result(name: &'static str, outcome: Result<String, String>) -> CheckResult {
+/// What one check found: `Ok(detail)` when it passed, `Err(detail)` when
+/// not, the detail saying what the add-on did.
+type Outcome = Result<String, String>;
+
+/// Config vars as an add-on answers them.
+type Vars = Vec<(String, String)>;
+
+fn result(name: &'static str, outcome: Outcome) -> CheckResult {
     match outcome {
         Ok(detail) => CheckResult {
             name,
@@ -36,33 +51,34 @@ fn result(name: &'static str, outcome: Result<String, String>) -> CheckResult {
     }
 }
 
+/// Records a check the later ones need the value of; answers that value
+/// when the check passed.
+fn gate<T>(
+    out: &mut Vec<CheckResult>,
+    name: &'static str,
+    outcome: Result<(T, String), String>,
+) -> Option<T> {
+    match outcome {
+        Ok((value, detail)) => {
+            out.push(result(name, Ok(detail)));
+            Some(value)
+        }
+        Err(detail) => {
+            out.push(result(name, Err(detail)));
+            None
+        }
+    }
+}
+
 /// Runs every check against the add-on in `dir`, provisioning with `options`.
 pub async fn check(
     dir: &Path,
     options: Vec<(String, String)>,
-    cache: Option<addonhost::runtime::ArtifactCache>,
+    cache: Option<ArtifactCache>,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
-    let manifest = match Manifest::load(dir) {
-        Ok(m) => {
-            out.push(result(
-                "manifest is valid",
-                Ok(format!(
-                    "{} with plans {}",
-                    m.id,
-                    m.plans
-                        .iter()
-                        .map(|p| p.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            ));
-            m
-        }
-        Err(e) => {
-            out.push(result("manifest is valid", Err(e.to_string())));
-            return out;
-        }
+    let Some(manifest) = gate(&mut out, "manifest is valid", manifest_is_valid(dir)) else {
+        return out;
     };
     let runtime = match Runtime::new(cache) {
         Ok(r) => r,
@@ -71,173 +87,248 @@ pub async fn check(
             return out;
         }
     };
-    let plugin = match runtime.load(&manifest.id, &manifest.component, manifest.limits) {
-        Ok(p) => {
-            out.push(result(
-                "component implements the addon world",
-                Ok(format!("{}", manifest.component.display())),
-            ));
-            p
-        }
-        Err(e) => {
-            out.push(result(
-                "component implements the addon world",
-                Err(format!("{e:#}")),
-            ));
-            return out;
-        }
+    let Some(plugin) = gate(
+        &mut out,
+        "component implements the addon world",
+        component_implements_the_world(&runtime, &manifest),
+    ) else {
+        return out;
     };
+
     let caps = InMemory::default();
-    let uuid = uuid::Uuid::new_v4().to_string();
-    let request = ProvisionRequest {
-        uuid: uuid.clone(),
+    let request = provision_request(&manifest, options);
+    let (outcome, provisioned) =
+        provision_returns_valid_vars(&plugin, &caps, &manifest, &request).await;
+    out.push(result(
+        "provision returns an id and valid manifest vars",
+        outcome,
+    ));
+    let Some((id, config)) = provisioned else {
+        return out;
+    };
+    caps.set_config(&id, config.clone());
+    let r = Resource {
+        manifest: &manifest,
+        plugin: &plugin,
+        caps,
+        uuid: request.uuid.clone(),
+        id,
+        config,
+    };
+
+    out.push(result(
+        "provision with the same uuid is idempotent",
+        provision_is_idempotent(&r, &request).await,
+    ));
+    out.push(result(
+        "change-plan moves to another plan",
+        change_plan_moves_to_another_plan(&r, &request.plan).await,
+    ));
+    out.push(result(
+        "rotate changes the credentials",
+        rotate_changes_the_credentials(&r).await,
+    ));
+    let now = addonhost::util::unix_now();
+    out.push(result(
+        "sso verify accepts a valid token",
+        sso_verify_accepts(&r, r.login(now)).await,
+    ));
+    for (name, login) in forged_logins(&r, now) {
+        out.push(result(name, sso_verify_rejects(&r, login).await));
+    }
+    out.push(result(
+        "deprovision succeeds",
+        deprovision_succeeds(&r).await,
+    ));
+    out
+}
+
+/// The add-on under test and the resource the checks provisioned with it.
+struct Resource<'a> {
+    manifest: &'a Manifest,
+    plugin: &'a Plugin,
+    caps: InMemory,
+    /// The platform's uuid of the resource.
+    uuid: String,
+    /// The add-on's own id of the resource.
+    id: String,
+    /// The vars provision answered (none when it is pending).
+    config: Vars,
+}
+
+impl Resource<'_> {
+    /// The capabilities of one call: the same in-memory state every time.
+    fn caps(&self) -> Box<InMemory> {
+        Box::new(self.caps.clone())
+    }
+
+    /// The login the platform would post at `timestamp`, correctly signed.
+    fn login(&self, timestamp: i64) -> Login {
+        let salt = &self.manifest.api.sso_salt;
+        Login {
+            id: self.id.clone(),
+            token: sso::token(&self.id, salt, timestamp),
+            resource_id: self.uuid.clone(),
+            resource_token: sso::token(&self.uuid, salt, timestamp),
+            timestamp,
+            email: "check@addonhost.local".into(),
+            app: "check-app".into(),
+            context_app: "check-app".into(),
+            nav_data: "{}".into(),
+            params: Vec::new(),
+        }
+    }
+}
+
+fn manifest_is_valid(dir: &Path) -> Result<(Manifest, String), String> {
+    let m = Manifest::load(dir).map_err(|e| e.to_string())?;
+    let plans = m
+        .plans
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = format!("{} with plans {plans}", m.id);
+    Ok((m, detail))
+}
+
+fn component_implements_the_world(
+    runtime: &Runtime,
+    manifest: &Manifest,
+) -> Result<(Plugin, String), String> {
+    let plugin = runtime
+        .load(&manifest.id, &manifest.component, manifest.limits)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((plugin, manifest.component.display().to_string()))
+}
+
+/// The request a platform sends for a new resource on the default plan.
+fn provision_request(manifest: &Manifest, options: Vars) -> ProvisionRequest {
+    ProvisionRequest {
+        uuid: uuid::Uuid::new_v4().to_string(),
         app: "check-app".into(),
         name: manifest.api.config_vars_prefix.clone(),
         plan: manifest.default_plan().id.clone(),
         region: "us".into(),
         options,
         base_url: format!("http://127.0.0.1:5000/addons/{}", manifest.id),
-    };
-
-    // Provision: an id, and only manifest vars with valid URLs.
-    let first = plugin
-        .provision(Box::new(caps.clone()), request.clone())
-        .await;
-    let (id, config) = match first {
-        Ok(ProvisionResult::Provisioned(p)) => {
-            let verdict = validate::partner_id(&p.id)
-                .and_then(|_| validate::addon_config(&manifest, &p.config));
-            out.push(result(
-                "provision returns an id and valid manifest vars",
-                verdict.map(|_| format!("id {} with {}", p.id, names(&p.config))),
-            ));
-            (p.id, p.config)
-        }
-        Ok(ProvisionResult::Pending(p)) => {
-            out.push(result(
-                "provision returns an id and valid manifest vars",
-                Ok(format!("pending {} (config follows later)", p.id)),
-            ));
-            (p.id, Vec::new())
-        }
-        Err(e) => {
-            out.push(result(
-                "provision returns an id and valid manifest vars",
-                Err(e.to_string()),
-            ));
-            return out;
-        }
-    };
-    caps.set_config(&id, config.clone());
-
-    let again = plugin
-        .provision(Box::new(caps.clone()), request.clone())
-        .await;
-    out.push(result(
-        "provision with the same uuid is idempotent",
-        match again {
-            Ok(ProvisionResult::Provisioned(p)) if p.id == id => Ok(format!("answered {id} again")),
-            Ok(ProvisionResult::Pending(p)) if p.id == id => Ok(format!("answered {id} again")),
-            Ok(other) => Err(format!("a second resource was made: {other:?}")),
-            Err(e) => Err(e.to_string()),
-        },
-    ));
-
-    match manifest.plans.iter().find(|p| p.id != request.plan) {
-        Some(other) => {
-            let r = plugin
-                .change_plan(Box::new(caps.clone()), &id, &other.id)
-                .await;
-            out.push(result(
-                "change-plan moves to another plan",
-                match r {
-                    Ok(Some(c)) => validate::addon_config(&manifest, &c)
-                        .map(|_| format!("to {} with new config {}", other.id, names(&c))),
-                    Ok(None) => Ok(format!("to {}, config unchanged", other.id)),
-                    Err(e) => Err(e.to_string()),
-                },
-            ));
-        }
-        None => out.push(result(
-            "change-plan moves to another plan",
-            Ok("only one plan: nothing to change".into()),
-        )),
     }
+}
 
-    let rotated = plugin.rotate(Box::new(caps.clone()), &id).await;
-    out.push(result(
-        "rotate changes the credentials",
-        match rotated {
-            Ok(c) if c != config => {
-                validate::addon_config(&manifest, &c).map(|_| format!("new {}", names(&c)))
-            }
-            Ok(_) => Err("rotate answered the same config: the credentials did not change".into()),
-            Err(e) => Err(e.to_string()),
-        },
-    ));
+/// Provisions; the resource (id and vars) comes back whenever the call
+/// answered, so that invalid vars fail this check without stopping the
+/// others.
+async fn provision_returns_valid_vars(
+    plugin: &Plugin,
+    caps: &InMemory,
+    manifest: &Manifest,
+    request: &ProvisionRequest,
+) -> (Outcome, Option<(String, Vars)>) {
+    match plugin
+        .provision(Box::new(caps.clone()), request.clone())
+        .await
+    {
+        Ok(ProvisionResult::Provisioned(p)) => {
+            let outcome = validate::partner_id(&p.id)
+                .and_then(|_| validate::addon_config(manifest, &p.config))
+                .map(|_| format!("id {} with {}", p.id, names(&p.config)));
+            (outcome, Some((p.id, p.config)))
+        }
+        Ok(ProvisionResult::Pending(p)) => (
+            Ok(format!("pending {} (config follows later)", p.id)),
+            Some((p.id, Vec::new())),
+        ),
+        Err(e) => (Err(e.to_string()), None),
+    }
+}
 
-    let salt = &manifest.api.sso_salt;
-    let now = addonhost::util::unix_now();
-    let login = |ts: i64, token: Option<String>| Login {
-        id: id.clone(),
-        token: token.unwrap_or_else(|| addonhost::sso::token(&id, salt, ts)),
-        resource_id: uuid.clone(),
-        resource_token: addonhost::sso::token(&uuid, salt, ts),
-        timestamp: ts,
-        email: "check@addonhost.local".into(),
-        app: "check-app".into(),
-        context_app: "check-app".into(),
-        nav_data: "{}".into(),
-        params: Vec::new(),
+async fn provision_is_idempotent(r: &Resource<'_>, request: &ProvisionRequest) -> Outcome {
+    match r.plugin.provision(r.caps(), request.clone()).await {
+        Ok(ProvisionResult::Provisioned(p)) if p.id == r.id => {
+            Ok(format!("answered {} again", r.id))
+        }
+        Ok(ProvisionResult::Pending(p)) if p.id == r.id => Ok(format!("answered {} again", r.id)),
+        Ok(other) => Err(format!("a second resource was made: {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn change_plan_moves_to_another_plan(r: &Resource<'_>, current: &str) -> Outcome {
+    let Some(other) = r.manifest.plans.iter().find(|p| p.id != current) else {
+        return Ok("only one plan: nothing to change".into());
     };
-    let verdict = plugin
-        .verify(Box::new(caps.clone()), login(now, None))
-        .await;
-    out.push(result(
-        "sso verify accepts a valid token",
-        match verdict {
-            Ok(Verdict::Ok(s)) => Ok(format!("lands {} on {}", s.user, s.landing)),
-            Ok(Verdict::Denied(why)) => Err(format!("denied a valid login: {why}")),
-            Err(e) => Err(e.to_string()),
-        },
-    ));
-    for (name, ts, token) in [
+    match r.plugin.change_plan(r.caps(), &r.id, &other.id).await {
+        Ok(Some(c)) => validate::addon_config(r.manifest, &c)
+            .map(|_| format!("to {} with new config {}", other.id, names(&c))),
+        Ok(None) => Ok(format!("to {}, config unchanged", other.id)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn rotate_changes_the_credentials(r: &Resource<'_>) -> Outcome {
+    match r.plugin.rotate(r.caps(), &r.id).await {
+        Ok(c) if c != r.config => {
+            validate::addon_config(r.manifest, &c).map(|_| format!("new {}", names(&c)))
+        }
+        Ok(_) => Err("rotate answered the same config: the credentials did not change".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn sso_verify_accepts(r: &Resource<'_>, login: Login) -> Outcome {
+    match r.plugin.verify(r.caps(), login).await {
+        Ok(Verdict::Ok(s)) => Ok(format!("lands {} on {}", s.user, s.landing)),
+        Ok(Verdict::Denied(why)) => Err(format!("denied a valid login: {why}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Logins a conforming add-on refuses, each breaking one rule of CONTRACT
+/// §SSO, under the name of its check.
+fn forged_logins(r: &Resource<'_>, now: i64) -> Vec<(&'static str, Login)> {
+    let salt = &r.manifest.api.sso_salt;
+    let wrong_token = Login {
+        token: "0".repeat(40),
+        ..r.login(now)
+    };
+    // Signed with the right salt and time, but for another resource: only an
+    // add-on that checks resource_token against its own uuid refuses it.
+    let other_resource = uuid::Uuid::new_v4().to_string();
+    let wrong_resource_token = Login {
+        resource_token: sso::token(&other_resource, salt, now),
+        ..r.login(now)
+    };
+    vec![
+        ("sso verify rejects a wrong token", wrong_token),
         (
-            "sso verify rejects a wrong token",
-            now,
-            Some("0".repeat(40)),
+            "sso verify rejects a wrong resource_token",
+            wrong_resource_token,
         ),
         (
             "sso verify rejects a 6-minute-old timestamp",
-            now - 6 * 60,
-            None,
+            r.login(now - 6 * 60),
         ),
         (
             "sso verify rejects a 2-minute-future timestamp",
-            now + 2 * 60,
-            None,
+            r.login(now + 2 * 60),
         ),
-    ] {
-        let verdict = plugin
-            .verify(Box::new(caps.clone()), login(ts, token))
-            .await;
-        out.push(result(
-            name,
-            match verdict {
-                Ok(Verdict::Denied(why)) => Ok(format!("denied: {why}")),
-                Ok(Verdict::Ok(_)) => Err("the login was accepted".into()),
-                Err(e) => Err(e.to_string()),
-            },
-        ));
-    }
+    ]
+}
 
-    let gone = plugin.deprovision(Box::new(caps.clone()), &id).await;
-    out.push(result(
-        "deprovision succeeds",
-        gone.map(|_| format!("{id} removed"))
-            .map_err(|e| e.to_string()),
-    ));
-    out
+async fn sso_verify_rejects(r: &Resource<'_>, login: Login) -> Outcome {
+    match r.plugin.verify(r.caps(), login).await {
+        Ok(Verdict::Denied(why)) => Ok(format!("denied: {why}")),
+        Ok(Verdict::Ok(_)) => Err("the login was accepted".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn deprovision_succeeds(r: &Resource<'_>) -> Outcome {
+    r.plugin
+        .deprovision(r.caps(), &r.id)
+        .await
+        .map(|_| format!("{} removed", r.id))
+        .map_err(|e| e.to_string())
 }
 
 fn names(config: &[(String, String)]) -> String {

@@ -4,48 +4,19 @@
 //! `token = hex(sha1("<id>:<sso_salt>:<timestamp>"))` and the same over the
 //! resource uuid; add-ons check them. The host needs both halves: it makes
 //! tokens, and `plugins:check` checks that add-ons verify them correctly.
+//!
+//! The rules are the `addonhost-sso` crate's, the very code the Rust SDK
+//! checks logins with, so what the platform signs and what an add-on accepts
+//! cannot drift apart. The server compares its own secrets with [`ct_eq`] too.
 
-use sha1::{Digest, Sha1};
-use subtle::ConstantTimeEq;
-
-/// Oldest accepted login, in seconds before now.
-pub const MAX_AGE_SECONDS: i64 = 5 * 60;
-/// Furthest accepted login, in seconds after now.
-pub const MAX_SKEW_SECONDS: i64 = 60;
-
-/// `hex(sha1("<id>:<salt>:<timestamp>"))`, lowercase.
-pub fn token(id: &str, salt: &str, timestamp: i64) -> String {
-    let mut h = Sha1::new();
-    h.update(id.as_bytes());
-    h.update(b":");
-    h.update(salt.as_bytes());
-    h.update(b":");
-    h.update(timestamp.to_string().as_bytes());
-    hex::encode(h.finalize())
-}
-
-/// Whether two byte strings are equal, in time that depends only on their
-/// lengths (for tokens and secrets).
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
-}
-
-/// Whether `candidate` is the token for (id, salt, timestamp), compared in
-/// constant time, and the timestamp is fresh at `now`.
-pub fn verify(id: &str, salt: &str, timestamp: i64, candidate: &str, now: i64) -> bool {
-    let fresh = timestamp >= now - MAX_AGE_SECONDS && timestamp <= now + MAX_SKEW_SECONDS;
-    let expected = token(id, salt, timestamp);
-    let same = expected.len() == candidate.len()
-        && bool::from(
-            expected
-                .as_bytes()
-                .ct_eq(candidate.to_ascii_lowercase().as_bytes()),
-        );
-    fresh & same
-}
+pub use addonhost_sso::{
+    check, check_fresh, check_token, ct_eq, token, Denied, MAX_AGE_SECONDS, MAX_SKEW_SECONDS,
+};
 
 #[cfg(test)]
 mod tests {
+    //! The rules are tested in depth in their crate; these pin the contract
+    //! where the host's own test suite runs.
     use super::*;
 
     #[test]
@@ -69,14 +40,38 @@ mod tests {
     }
 
     #[test]
-    fn verify_accepts_fresh_token_and_refuses_wrong_stale_or_future() {
+    fn check_keeps_the_window_and_both_tokens() {
         let now = 1_700_000_000;
-        let t = token("kv-1", "salt", now);
-        assert!(verify("kv-1", "salt", now, &t, now));
-        assert!(verify("kv-1", "salt", now, &t.to_uppercase(), now));
-        assert!(!verify("kv-1", "salt", now, &t, now + 6 * 60));
-        assert!(!verify("kv-1", "salt", now, &t, now - 2 * 60));
-        assert!(!verify("kv-2", "salt", now, &t, now));
-        assert!(!verify("kv-1", "salt", now, "", now));
+        let signed = |ts: i64| {
+            check(
+                "kv-1",
+                "uuid-1",
+                &token("kv-1", "salt", ts),
+                &token("uuid-1", "salt", ts),
+                ts,
+                "salt",
+                now,
+            )
+        };
+        assert_eq!(signed(now - MAX_AGE_SECONDS), Ok(()));
+        assert_eq!(
+            signed(now - MAX_AGE_SECONDS - 1),
+            Err(Denied::Stale { age_seconds: 301 })
+        );
+        assert_eq!(signed(now + MAX_SKEW_SECONDS), Ok(()));
+        assert_eq!(
+            signed(now + MAX_SKEW_SECONDS + 1),
+            Err(Denied::Future { ahead_seconds: 61 })
+        );
+        let wrong_resource = check(
+            "kv-1",
+            "uuid-1",
+            &token("kv-1", "salt", now),
+            &token("uuid-2", "salt", now),
+            now,
+            "salt",
+            now,
+        );
+        assert_eq!(wrong_resource, Err(Denied::BadResourceToken));
     }
 }

@@ -1,7 +1,6 @@
 //! Credential generation and the grace window of rotated credentials.
 
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
@@ -93,9 +92,11 @@ pub fn grace_from_options(
     }
 }
 
-/// Constant-time string equality (the length is not secret).
+/// Whether `a` and `b` are equal, in time that depends only on their lengths
+/// (the length of a secret is not secret). The same comparison the SSO check
+/// and the host use (`addonhost_sso::ct_eq`).
 pub fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    addonhost_sso::ct_eq(a.as_bytes(), b.as_bytes())
 }
 
 #[cfg(test)]

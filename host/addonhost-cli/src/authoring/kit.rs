@@ -4,7 +4,8 @@
 //!
 //! - the WIT package (`wit/`), and a copy for JavaScript whose WASI version
 //!   matches the one StarlingMonkey (inside componentize-js) was built with;
-//! - the SDKs: the Rust crate, the Python module, the JavaScript module;
+//! - the SDKs: the Rust crate (with the SSO crate it depends on), the Python
+//!   module, the JavaScript module;
 //! - the language toolchains, installed on first use into a cache:
 //!   componentize-py from PyPI (in a venv), componentize-js from npm.
 //!
@@ -64,6 +65,16 @@ const FILES: &[(&str, &str)] = &[
     (
         "wit/deps/sockets/package.wit",
         include_str!("../../../../wit/deps/sockets/package.wit"),
+    ),
+    // The SSO rules the SDK depends on by `path = "../sso"`: beside it here
+    // as in plugins/.
+    (
+        "rust/sso/Cargo.toml",
+        include_str!("../../../../plugins/sso/Cargo.toml"),
+    ),
+    (
+        "rust/sso/src/lib.rs",
+        include_str!("../../../../plugins/sso/src/lib.rs"),
     ),
     (
         "rust/addonhost-sdk/Cargo.toml",
@@ -333,4 +344,49 @@ pub fn componentize_js() -> anyhow::Result<PathBuf> {
         )
     })?;
     Ok(dir.join("node_modules/@bytecodealliance/componentize-js/src/cli.js"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of `plugins/<crate>` (Cargo.toml and src/), relative to it.
+    fn crate_files(name: &str) -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
+        let mut out = vec!["Cargo.toml".to_string()];
+        let mut dirs = vec![root.join(name).join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let rel = path.strip_prefix(root.join(name)).unwrap();
+                    out.push(rel.to_str().unwrap().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn kit_carries_every_file_of_the_rust_sdk_and_the_sso_crate_beside_it() {
+        // The SDK reaches the SSO crate by `path = "../sso"`, so in the kit
+        // they sit side by side under rust/, as under plugins/.
+        for (name, in_kit) in [("sdk", "rust/addonhost-sdk"), ("sso", "rust/sso")] {
+            for file in crate_files(name) {
+                let path = format!("{in_kit}/{file}");
+                assert!(
+                    FILES.iter().any(|(p, _)| *p == path),
+                    "the kit lacks {path} (plugins/{name}/{file})"
+                );
+            }
+        }
+        let sdk = FILES
+            .iter()
+            .find(|(p, _)| *p == "rust/addonhost-sdk/Cargo.toml")
+            .unwrap()
+            .1;
+        assert!(sdk.contains(r#"addonhost-sso = { path = "../sso" }"#));
+    }
 }

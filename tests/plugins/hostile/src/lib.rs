@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use addonhost_sdk::host::{config, kv};
 use addonhost_sdk::http::{Handler, Request, Response};
+use addonhost_sdk::manifest::Manifest;
+use addonhost_sdk::sso;
 use addonhost_sdk::{
     store, AddonError, Config, Credentials, Lifecycle, Login, ProvisionRequest, ProvisionResult,
     Provisioned, Sso, Verdict,
@@ -31,7 +33,7 @@ struct Probe {
     /// Make every rotation fail (`--rotate-fail true`).
     #[serde(default)]
     rotate_fail: bool,
-    /// How `sso.verify` misbehaves (`--sso hang|yes`).
+    /// How `sso.verify` misbehaves (`--sso hang|yes|token-only`).
     #[serde(default)]
     sso: Option<String>,
     /// Rotations read, sleep this long, then write the credential record
@@ -357,7 +359,9 @@ impl Credentials for Hostile {
 
 impl Sso for Hostile {
     /// `--sso hang` never answers; `--sso yes` lets anyone in (a bug the
-    /// host cannot fix, but whose session must still open only this add-on).
+    /// host cannot fix, but whose session must still open only this add-on);
+    /// `--sso token-only` checks the freshness and `token` but ignores
+    /// `resource_token` (a bug `plugins:check` must catch).
     fn verify(login: Login) -> Verdict {
         let probe: Probe = store::get(&format!("probe/{}", login.id))
             .ok()
@@ -371,6 +375,24 @@ impl Sso for Hostile {
                 user: login.email,
                 landing: format!("/dashboard/{}", login.id),
             }),
+            Some("token-only") => {
+                let salt = Manifest::embedded(include_str!("../addon-manifest.json"))
+                    .api
+                    .sso_salt;
+                match sso::check_token(
+                    &login.id,
+                    &salt,
+                    login.timestamp,
+                    &login.token,
+                    addonhost_sdk::now(),
+                ) {
+                    Ok(()) => Verdict::Ok(addonhost_sdk::Session {
+                        user: login.email,
+                        landing: format!("/dashboard/{}", login.id),
+                    }),
+                    Err(denied) => Verdict::Denied(denied.to_string()),
+                }
+            }
             _ => Verdict::Denied("the hostile add-on has no dashboard".into()),
         }
     }
