@@ -4,6 +4,7 @@
 
 mod support;
 
+use rusqlite::OptionalExtension;
 use serde_json::json;
 use support::http::{basic, form, request};
 use support::*;
@@ -510,12 +511,93 @@ fn consumption_example_talks_to_both_addons_through_run() {
 }
 
 #[test]
-fn sigterm_shuts_the_server_down_gracefully() {
-    let env = Env::new();
+fn sigterm_lets_the_request_in_flight_finish_and_store_then_exits_zero() {
+    // A provisioning that takes a second inside the add-on, under a deadline
+    // long enough that only the add-on's own pace decides when it answers.
+    let env = Env::with_plugin_copies(&["hostile"], |_, m| {
+        m["limits"]["timeout_ms"] = json!(30_000);
+    });
     let server = Server::start(&env);
-    assert_eq!(server.get("/healthz", &[]).status, 200);
+    assert_eq!(
+        server
+            .api("POST", "/api/apps", Some(json!({"name": "shop"})))
+            .status,
+        201
+    );
+    let uuid = "00000000-0000-4000-8000-00000000005e";
+    let in_flight = {
+        let (addr, bearer) = (server.addr.clone(), format!("Bearer {}", server.token));
+        std::thread::spawn(move || {
+            let body = json!({
+                "plan": "hostile",
+                "uuid": uuid,
+                "options": {"attack": "slow", "ms": "1000"},
+            });
+            support::http::try_request(
+                &addr,
+                "POST",
+                "/api/apps/shop/addons",
+                &[
+                    ("authorization", &bearer),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string().as_bytes(),
+            )
+        })
+    };
+    // The request is inside the add-on once its reservation is stored (the
+    // platform stores it before calling the plugin).
+    let db = rusqlite::Connection::open(env.data().join("addonhost.db")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let state: Option<String> = db
+            .query_row("SELECT state FROM resources WHERE uuid = ?1", [uuid], |r| {
+                r.get(0)
+            })
+            .optional()
+            .unwrap();
+        if state.is_some() || in_flight.is_finished() {
+            if state.is_none() {
+                let r = in_flight.join().unwrap().unwrap();
+                panic!(
+                    "the provisioning never reached the add-on: {} {}",
+                    r.status,
+                    r.text()
+                );
+            }
+            assert_eq!(state.as_deref(), Some("provisioning"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the provisioning never reached the add-on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(db);
+    assert!(
+        !in_flight.is_finished(),
+        "the request answered before SIGTERM: nothing was in flight"
+    );
     let status = server.stop();
-    assert!(status.success(), "{status:?}");
+    let r = in_flight
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the request in flight got no answer: {e}"));
+    assert_eq!(r.status, 201, "the request in flight failed: {}", r.text());
+    let created = r.json();
+    assert_eq!(created["addon"]["state"], "provisioned", "{created}");
+    assert!(status.success(), "the server exited with {status:?}");
+    // What it answered was stored: the add-on and its var, after the exit.
+    let addons = env.json(&["addons", "-a", "shop"]);
+    assert_eq!(addons[0]["uuid"], uuid, "{addons}");
+    assert_eq!(addons[0]["state"], "provisioned", "{addons}");
+    let url = created["config"][0][1].as_str().unwrap();
+    assert_eq!(env.config("shop")["HOSTILE_URL"], url);
+    assert!(env
+        .release_descriptions("shop")
+        .iter()
+        .any(|d| d.starts_with("Attach HOSTILE")));
 }
 
 #[test]
