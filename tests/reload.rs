@@ -381,7 +381,7 @@ fn a_new_version_serves_from_the_quick_tier_then_from_its_optimized_build() {
     // Every origin the new version is listed with, in order, while the old
     // one's data keeps being served.
     let mut seen: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut provisioned_on_quick = false;
     while seen.last().map(String::as_str) != Some("compiled") {
         assert!(Instant::now() < deadline, "never optimized: {seen:?}");
@@ -429,7 +429,7 @@ fn new_version_on_quick_tier(env: &Env, server: &Server, name: &str) {
     let tmp = component.with_extension("wasm.tmp");
     std::fs::write(&tmp, &bytes).unwrap();
     std::fs::rename(&tmp, &component).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let list = server.api("GET", "/api/plugins", None).json();
         let row = list.as_array().unwrap().iter().find(|p| p["id"] == name);
@@ -464,7 +464,9 @@ fn quick_tier_code_is_held_to_the_same_deadline_and_memory_cap() {
         );
         assert!(r.status >= 400, "{attack}: {} {}", r.status, r.text());
         assert!(r.text().contains(expect), "{attack}: {}", r.text());
-        assert!(started.elapsed() < Duration::from_secs(10));
+        // Stopped by its 1 s deadline, not left to run: the bound is loose
+        // enough for a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
     // Nothing of the failed provisions was stored.
     assert_eq!(

@@ -74,8 +74,9 @@ async fn infinite_loop_is_stopped_at_its_deadline() {
         &["hostile", "provision", "timed out", "1000 ms", "timeout"],
     )
     .await;
-    // The hostile manifest sets timeout_ms = 1000.
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The hostile manifest sets timeout_ms = 1000; the bound only tells a
+    // deadline from none, with room for a loaded machine.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
 #[tokio::test]
