@@ -345,8 +345,16 @@ fn a_flooded_add_on_does_not_starve_another() {
                 .unwrap()
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    // Meanwhile kv's own route answers every request.
+    // Once the flood has filled the hostile add-on's slots (it is being
+    // turned away), kv's own route answers every request.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while busy.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the flood never hit the concurrency limit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let latencies = Mutex::new(Vec::new());
     let mut failures = Vec::new();
     let until = Instant::now() + Duration::from_secs(3);

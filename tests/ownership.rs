@@ -201,3 +201,243 @@ fn forced_var_belongs_to_user_and_addon_writes_to_it_are_refused_and_logged() {
     env.ok(&["addons:destroy", "KV", "-a", "shop", "--confirm", "shop"]);
     assert_eq!(env.config("shop")["KV_URL"], "redis://mine:6379");
 }
+
+/// The resource name of the add-on attached to `app` as `attachment`.
+fn resource_named(env: &Env, app: &str, attachment: &str) -> String {
+    env.json(&["addons:info", attachment, "-a", app])["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn user_cannot_set_or_unset_a_var_of_either_of_two_addons() {
+    let env = Env::new();
+    env.ok(&["apps:create", "shop"]);
+    env.create("kv", "shop", &[]);
+    env.create("hostile", "shop", &[]);
+    let before = snapshot(&env, "shop");
+    for (var, attachment) in [("KV_URL", "KV"), ("HOSTILE_URL", "HOSTILE")] {
+        let owner = resource_named(&env, "shop", attachment);
+        let (code, err) = env.fails(&["config:set", &format!("{var}=http://mine/"), "-a", "shop"]);
+        assert_eq!(code, 4, "{err}");
+        assert!(
+            err.contains(&format!(
+                "{var} is set by add-on {owner} (attached as {attachment})"
+            )),
+            "the refusal names the owner: {err}"
+        );
+        // Setting it with another, free var refuses the whole change.
+        let (code, _) = env.fails(&[
+            "config:set",
+            "FREE=1",
+            &format!("{var}=http://mine/"),
+            "-a",
+            "shop",
+        ]);
+        assert_eq!(code, 4);
+        let (code, err) = env.fails(&["config:unset", var, "-a", "shop"]);
+        assert_eq!(code, 4, "{err}");
+        assert!(err.contains(&owner), "{err}");
+    }
+    assert_eq!(snapshot(&env, "shop"), before, "a refusal changed the app");
+}
+
+#[test]
+fn addon_attached_under_a_name_whose_var_another_addon_owns_is_refused() {
+    // A hostile add-on that may also set HOSTILE_CACHE_URL: attached as X
+    // that is X_CACHE_URL, the var kv owns when attached as X_CACHE.
+    let env = Env::with_plugin_copies(&["hostile", "kv"], |name, m| {
+        if name == "hostile" {
+            m["api"]["config_vars"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!("HOSTILE_CACHE_URL"));
+        }
+    });
+    env.ok(&["apps:create", "shop"]);
+    env.create("kv", "shop", &["--as", "x_cache"]);
+    let before = snapshot(&env, "shop");
+    let (code, err) = env.fails(&["addons:create", "hostile", "-a", "shop", "--as", "x"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("cannot attach as X: X_CACHE_URL is already set on the app by another add-on"),
+        "{err}"
+    );
+    // The attachment name itself taken by another add-on: refused alike.
+    let (code, err) = env.fails(&["addons:create", "hostile", "-a", "shop", "--as", "x_cache"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("attachment name X_CACHE is already used on this app"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&env, "shop"), before, "a refusal changed the app");
+    // Under a free name it attaches, and kv's var is still kv's.
+    env.create("hostile", "shop", &["--as", "y"]);
+    let (code, _) = env.fails(&["config:set", "X_CACHE_URL=http://mine/", "-a", "shop"]);
+    assert_eq!(code, 4);
+}
+
+#[test]
+fn api_refuses_an_addons_var_with_409_and_force_true_takes_it_over() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    server.app_with("shop", &[serde_json::json!({"plan": "kv:mini"})]);
+    let owner = resource_named(&env, "shop", "KV");
+    let url = server.kv_url("shop").url;
+    let mine = serde_json::json!({"KV_URL": "redis://mine:6379"});
+
+    let r = server.api("PATCH", "/api/apps/shop/config", Some(mine.clone()));
+    assert_eq!(r.status, 409, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains(&format!("KV_URL is set by add-on {owner}"))
+            && message.contains("--force"),
+        "{message}"
+    );
+    assert_eq!(server.kv_url("shop").url, url, "a refusal changed KV_URL");
+
+    let r = server.api("PATCH", "/api/apps/shop/config?force=true", Some(mine));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["KV_URL"], "redis://mine:6379");
+    let releases = server.api("GET", "/api/apps/shop/releases", None).json();
+    assert_eq!(releases[0]["description"], "Set KV_URL");
+    // The var is the user's now: the add-on's own writes to it are refused
+    // (and logged), and it no longer counts among the add-on's vars.
+    let r = server.api("POST", &format!("/api/addons/{owner}/rotate"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let config = server.api("GET", "/api/apps/shop/config", None).json();
+    assert_eq!(config["KV_URL"], "redis://mine:6379");
+    let info = server
+        .api("GET", &format!("/api/addons/{owner}"), None)
+        .json();
+    assert_eq!(info["config_vars"], serde_json::json!([]), "{info}");
+    let audit = env.json(&["audit", "-a", "shop"]);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "refused"
+                && e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("KV_URL is owned by the user")),
+        "{audit:#}"
+    );
+}
+
+#[test]
+fn api_answers_422_when_an_addon_answers_invalid_config_and_stores_nothing() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    server.app_with("shop", &[]);
+    for (attack, expect) in [
+        ("bad-url", "config var HOSTILE_URL is not a valid URL"),
+        (
+            "unlisted-var",
+            "config var DATABASE_URL is not in the manifest's api.config_vars",
+        ),
+    ] {
+        let r = server.api(
+            "POST",
+            "/api/apps/shop/addons",
+            Some(serde_json::json!({"plan": "hostile", "options": {"attack": attack}})),
+        );
+        assert_eq!(r.status, 422, "{attack}: {}", r.text());
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("add-on hostile answered invalid config")
+                && message.contains(expect)
+                && message.contains("nothing was stored"),
+            "{attack}: {message}"
+        );
+    }
+    let app = "/api/apps/shop";
+    assert_eq!(
+        server.api("GET", &format!("{app}/config"), None).json(),
+        serde_json::json!({})
+    );
+    assert_eq!(
+        server.api("GET", &format!("{app}/addons"), None).json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        server
+            .api("GET", &format!("{app}/releases"), None)
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "only the app's first release"
+    );
+}
+
+#[test]
+fn each_refusal_exits_with_its_own_code() {
+    let env = Env::new();
+    env.ok(&["apps:create", "shop"]);
+    env.create("kv", "shop", &[]);
+    let before = snapshot(&env, "shop");
+    let cases: [(&[&str], i32, &str); 8] = [
+        // 2: invalid input.
+        (
+            &["config:set", "1BAD=x", "-a", "shop"],
+            2,
+            "config var name \"1BAD\" is invalid",
+        ),
+        (
+            &["addons:create", "kv", "-a", "shop", "--as", "no way"],
+            2,
+            "attachment name \"no way\" is invalid",
+        ),
+        // 3: not found.
+        (
+            &["config:set", "A=1", "-a", "nowhere"],
+            3,
+            "app \"nowhere\" not found",
+        ),
+        (
+            &["addons:create", "kv:platinum", "-a", "shop"],
+            3,
+            "add-on kv has no plan \"platinum\"",
+        ),
+        (
+            &["addons:rotate", "NOPE", "-a", "shop"],
+            3,
+            "add-on \"NOPE\" not found on app shop",
+        ),
+        // 4: conflict.
+        (
+            &["config:set", "KV_URL=http://mine/", "-a", "shop"],
+            4,
+            "KV_URL is set by add-on",
+        ),
+        (
+            &["addons:create", "kv", "-a", "shop", "--as", "kv"],
+            4,
+            "attachment name KV is already used on this app",
+        ),
+        // 5: the add-on failed.
+        (
+            &[
+                "addons:create",
+                "hostile",
+                "-a",
+                "shop",
+                "--",
+                "--attack",
+                "bad-url",
+            ],
+            5,
+            "add-on hostile answered invalid config: config var HOSTILE_URL is not a valid URL",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let r = env.run(args);
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(message), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(snapshot(&env, "shop"), before, "a refusal changed the app");
+}

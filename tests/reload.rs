@@ -21,20 +21,10 @@ fn plugin_dir(env: &Env) -> std::path::PathBuf {
     std::path::Path::new(&env.plugins).join("kv")
 }
 
-fn set_name(env: &Env, name: &str) {
-    let path = plugin_dir(env).join("addon-manifest.json");
-    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    m["name"] = json!(name);
-    // Write then rename, as an editor or build tool would.
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, m.to_string()).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-}
-
 /// Polls the server's plugin list until `ok` holds for kv's row (or None if
 /// kv is gone).
 fn wait_for(server: &Server, what: &str, ok: impl Fn(Option<&Value>) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let list = server.api("GET", "/api/plugins", None).json();
         let kv = list.as_array().unwrap().iter().find(|p| p["id"] == "kv");
@@ -71,81 +61,209 @@ fn setup(env: &Env) -> (Server, String, String, String) {
     (server, auth, path, kv.url)
 }
 
+/// Replaces kv's component with `bytes` (written then renamed, as a build
+/// tool would).
+fn replace_component(env: &Env, bytes: &[u8]) {
+    let component = plugin_dir(env).join("kv.wasm");
+    let tmp = component.with_extension("wasm.tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, &component).unwrap();
+}
+
+/// kv's row in the server's plugin list.
+fn kv_row(server: &Server) -> Value {
+    let list = server.api("GET", "/api/plugins", None).json();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "kv")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// What the load saw go wrong, request by request.
+type Failures = Arc<std::sync::Mutex<Vec<String>>>;
+
 #[test]
-fn twenty_reloads_under_continuous_load_fail_no_request_and_keep_data() {
+fn twenty_new_versions_under_continuous_load_fail_no_request_and_keep_data() {
     let env = kv_env();
     let (server, auth, path, url) = setup(&env);
+    let original = std::fs::read(plugin_dir(&env).join("kv.wasm")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures: Failures = Default::default();
+    // Writes, reads back what it wrote, reads the key `setup` stored, and
+    // provisions: every answer checked by its body, not only its status.
     let hammer = {
-        let (addr, token, stop, done, failed) = (
+        let (addr, token, stop, done, failures) = (
             server.addr.clone(),
             server.token.clone(),
             stop.clone(),
             done.clone(),
-            failed.clone(),
+            failures.clone(),
         );
+        let (auth, path) = (auth.clone(), path.clone());
         std::thread::spawn(move || {
             let bearer = format!("Bearer {token}");
+            let fail = |what: String| failures.lock().unwrap().push(what);
+            // key → last value written and acknowledged.
+            let mut written = std::collections::BTreeMap::new();
+            // attachment → its URL, as the provisioning answered it.
+            let mut provisioned = Vec::new();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
-                let r = if i % 5 == 4 {
-                    let body = format!(r#"{{"plan":"kv:mini","as":"K{i}"}}"#);
-                    request(
-                        &addr,
-                        "POST",
-                        "/api/apps/shop/addons",
-                        &[("authorization", &bearer)],
-                        body.as_bytes(),
-                    )
-                } else {
-                    request(
-                        &addr,
-                        "GET",
-                        &format!("{path}/k"),
-                        &[("authorization", &auth)],
-                        b"",
-                    )
-                };
-                if !(200..300).contains(&r.status) {
-                    eprintln!("failed request: {} {}", r.status, r.text());
-                    failed.fetch_add(1, Ordering::Relaxed);
+                match i % 5 {
+                    4 => {
+                        let name = format!("K{i}");
+                        let body = json!({"plan": "kv:mini", "as": name});
+                        let r = request(
+                            &addr,
+                            "POST",
+                            "/api/apps/shop/addons",
+                            &[("authorization", &bearer)],
+                            body.to_string().as_bytes(),
+                        );
+                        let created = (r.status == 201)
+                            .then(|| serde_json::from_slice::<Value>(&r.body).ok())
+                            .flatten();
+                        let var = format!("{name}_URL");
+                        let answered = created.as_ref().and_then(|c| {
+                            c["config"].as_array()?.iter().find_map(|p| {
+                                (p[0] == var.as_str()).then(|| p[1].as_str().map(String::from))?
+                            })
+                        });
+                        match answered {
+                            Some(u)
+                                if created.as_ref().unwrap()["addon"]["state"] == "provisioned" =>
+                            {
+                                provisioned.push((var, u))
+                            }
+                            _ => fail(format!("provision {name}: {} {}", r.status, r.text())),
+                        }
+                    }
+                    _ => {
+                        // 50 keys: within the mini plan's 100.
+                        let (key, value) = (format!("h{}", i % 50), format!("value {i}"));
+                        let put = request(
+                            &addr,
+                            "PUT",
+                            &format!("{path}/{key}"),
+                            &[("authorization", &auth)],
+                            value.as_bytes(),
+                        );
+                        if !(200..300).contains(&put.status) {
+                            fail(format!("PUT {key}: {} {}", put.status, put.text()));
+                        } else {
+                            written.insert(key.clone(), value.clone());
+                        }
+                        for (key, want) in [(key.as_str(), value.as_str()), ("k", "kept")] {
+                            let get = request(
+                                &addr,
+                                "GET",
+                                &format!("{path}/{key}"),
+                                &[("authorization", &auth)],
+                                b"",
+                            );
+                            if (get.status, get.text().as_str()) != (200, want) {
+                                fail(format!(
+                                    "GET {key}: {} {:?}, expected {want:?}",
+                                    get.status,
+                                    get.text()
+                                ));
+                            }
+                        }
+                    }
                 }
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
+            (written, provisioned)
         })
     };
+    // Each round a new build of kv (another content hash): it must serve
+    // from the quick tier first, then from its optimized build, while the
+    // load runs.
+    let mut hash = kv_row(&server)["component_hash"].clone();
+    let mut origins = Vec::new();
     for round in 0..20 {
-        let name = format!("Key-Value Store r{round}");
-        set_name(&env, &name);
-        wait_for(&server, &name, |kv| {
-            kv.is_some_and(|p| p["name"] == name.as_str() && p["status"] == "loaded")
-        });
+        replace_component(&env, &variant(&original, &format!("reload {round}")));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut seen: Vec<String> = Vec::new();
+        let served_before = done.load(Ordering::Relaxed);
+        loop {
+            let row = kv_row(&server);
+            assert!(
+                row["error"].is_null(),
+                "round {round}: the new build was refused: {row}"
+            );
+            if row["component_hash"] != hash {
+                let origin = row["origin"].as_str().unwrap_or("none").to_string();
+                if seen.last() != Some(&origin) {
+                    seen.push(origin);
+                }
+                if seen.last().map(String::as_str) == Some("compiled") {
+                    hash = row["component_hash"].clone();
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the new build never finished optimizing: {seen:?} {row}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            done.load(Ordering::Relaxed) > served_before,
+            "round {round}: no request ran during the swaps"
+        );
+        origins.push(seen);
     }
     stop.store(true, Ordering::Relaxed);
-    hammer.join().unwrap();
-    let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    println!("{done} requests across 20 reloads, {failed} failed");
+    let (written, provisioned) = hammer.join().unwrap();
+    let done = done.load(Ordering::Relaxed);
+    let failures = failures.lock().unwrap().clone();
+    println!(
+        "{done} requests across 20 new versions, {} failed",
+        failures.len()
+    );
     assert!(
-        done > 20,
-        "the load should keep running through the reloads ({done})"
+        failures.is_empty(),
+        "{} failed requests, the first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(20)]
     );
-    assert_eq!(failed, 0);
-    // The plugin's KV and the app's config are untouched by reloads.
+    for (round, seen) in origins.iter().enumerate() {
+        assert_eq!(
+            seen,
+            &["quick", "compiled"],
+            "round {round}: the origins the new build was listed with"
+        );
+    }
+    assert!(
+        !provisioned.is_empty(),
+        "no provisioning ran during reloads"
+    );
+    // Everything written during the reloads reads back, and the add-ons
+    // provisioned meanwhile keep the URLs they answered.
     let kv = KvUrl::parse(&url);
-    let get = request(
-        &server.addr,
-        "GET",
-        &format!("{}/k", kv.path),
-        &[("authorization", &kv.auth())],
-        b"",
-    );
-    assert_eq!(get.text(), "kept");
-    assert_eq!(
-        server.api("GET", "/api/apps/shop/config", None).json()["KV_URL"],
-        url.as_str()
-    );
+    for (key, value) in written
+        .iter()
+        .chain([(&"k".to_string(), &"kept".to_string())])
+    {
+        let get = request(
+            &server.addr,
+            "GET",
+            &format!("{}/{key}", kv.path),
+            &[("authorization", &kv.auth())],
+            b"",
+        );
+        assert_eq!((get.status, get.text()), (200, value.clone()), "{key}");
+    }
+    let config = server.api("GET", "/api/apps/shop/config", None).json();
+    assert_eq!(config["KV_URL"], url.as_str());
+    for (var, u) in &provisioned {
+        assert_eq!(config[var], u.as_str(), "{var}");
+    }
 }
 
 #[test]
@@ -263,7 +381,7 @@ fn a_new_version_serves_from_the_quick_tier_then_from_its_optimized_build() {
     // Every origin the new version is listed with, in order, while the old
     // one's data keeps being served.
     let mut seen: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut provisioned_on_quick = false;
     while seen.last().map(String::as_str) != Some("compiled") {
         assert!(Instant::now() < deadline, "never optimized: {seen:?}");
@@ -311,7 +429,7 @@ fn new_version_on_quick_tier(env: &Env, server: &Server, name: &str) {
     let tmp = component.with_extension("wasm.tmp");
     std::fs::write(&tmp, &bytes).unwrap();
     std::fs::rename(&tmp, &component).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let list = server.api("GET", "/api/plugins", None).json();
         let row = list.as_array().unwrap().iter().find(|p| p["id"] == name);
@@ -346,7 +464,9 @@ fn quick_tier_code_is_held_to_the_same_deadline_and_memory_cap() {
         );
         assert!(r.status >= 400, "{attack}: {} {}", r.status, r.text());
         assert!(r.text().contains(expect), "{attack}: {}", r.text());
-        assert!(started.elapsed() < Duration::from_secs(10));
+        // Stopped by its 1 s deadline, not left to run: the bound is loose
+        // enough for a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
     // Nothing of the failed provisions was stored.
     assert_eq!(

@@ -57,16 +57,18 @@ pub fn request(
         .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
 }
 
-/// [`request`], with a server that is gone (refused, reset, cut short) as
-/// an error instead of a panic.
+/// [`request`], answering why when no complete response came (the server
+/// refused the connection, or closed it before answering).
 pub fn try_request(
     addr: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Result<Response, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+) -> std::io::Result<Response> {
+    let incomplete =
+        || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response");
+    let mut s = TcpStream::connect(addr)?;
     // A `host` among `headers` replaces the default (the address itself).
     let host = headers
         .iter()
@@ -83,31 +85,21 @@ pub fn try_request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
-        .map_err(|e| format!("send: {e}"))?;
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("receive: {e}"))?;
+    s.read_to_end(&mut raw)?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            format!(
-                "an incomplete response: {:?}",
-                String::from_utf8_lossy(&raw)
-            )
-        })?;
+        .ok_or_else(incomplete)?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(incomplete)?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))

@@ -369,7 +369,7 @@ impl Server {
         method: &str,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<http::Response, String> {
+    ) -> std::io::Result<http::Response> {
         let auth = format!("Bearer {}", self.token);
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         http::try_request(

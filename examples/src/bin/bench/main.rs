@@ -145,6 +145,9 @@ fn main() -> anyhow::Result<()> {
     }
     let tmp = tempfile::tempdir()?;
     let mut rows = Vec::new();
+    // Failures a row measured (a request that failed during reloads): the
+    // table is still printed, then the run fails with them.
+    let mut failures = Vec::new();
     if opts.wants("calls") {
         calls(&opts, &mut rows)?;
     }
@@ -155,12 +158,15 @@ fn main() -> anyhow::Result<()> {
         start(&opts, tmp.path(), &mut rows)?;
     }
     if opts.wants("reload") {
-        reload(&opts, tmp.path(), &mut rows)?;
+        reload(&opts, tmp.path(), &mut rows, &mut failures)?;
     }
     if opts.wants("memory") {
         memory(tmp.path(), &mut rows)?;
     }
     print_table(&rows);
+    if !failures.is_empty() {
+        anyhow::bail!("{}", failures.join("; "));
+    }
     Ok(())
 }
 
@@ -296,7 +302,12 @@ fn start(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn reload(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+fn reload(
+    opts: &Opts,
+    tmp: &Path,
+    rows: &mut Vec<Row>,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<()> {
     // 4. Hot reload under load.
     let reloads = if opts.quick { 3 } else { 20 };
     eprintln!("bench: {reloads} hot reloads under load");
@@ -327,6 +338,14 @@ fn reload(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         "",
         "0",
     ));
+    if r.failed > 0 {
+        failures.push(format!(
+            "{} of {} requests failed across {} hot reloads (a swap must lose no request)",
+            r.failed,
+            r.failed + r.served,
+            2 * reloads
+        ));
+    }
     Ok(())
 }
 

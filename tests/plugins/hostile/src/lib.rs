@@ -1,7 +1,8 @@
 //! A test-only add-on that attacks its host. `addons:create hostile -- --attack X`
 //! picks the attack run inside `provision` (`--count N` and `--size BYTES`
-//! size the floods); `rotate` probes the config capability with the names and
-//! ids given at provisioning (`--read`, `--foreign`, `--write`) and reports
+//! size the floods; `--attack slow --ms N` is no attack: it takes N ms, then
+//! succeeds); `rotate` probes the config capability with the names and ids
+//! given at provisioning (`--read`, `--foreign`, `--write`) and reports
 //! what it saw in `HOSTILE_SEEN`. Its HTTP routes attack from the other side:
 //! a page whose script goes after the dashboard (`/attack`), a route that
 //! holds its instance until the deadline (`/sleep`), one that echoes what the
@@ -184,6 +185,11 @@ impl Lifecycle for Hostile {
             "sleep" => loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             },
+            // Not an attack: a provisioning that takes `--ms` (1000 by
+            // default) and then succeeds, to hold a request in flight.
+            "slow" => {
+                std::thread::sleep(std::time::Duration::from_millis(number(&req, "ms", 1000)))
+            }
             "huge" => cfg.push(("HOSTILE_SEEN".into(), "x".repeat(16 << 20))),
             "bad-url" => cfg[0].1 = "not a url".into(),
             "unlisted-var" => cfg.push(("DATABASE_URL".into(), "postgres://evil@db/x".into())),
