@@ -262,10 +262,6 @@ impl Lifecycle for Hostile {
                     format!("held {} resources", held.len()),
                 ));
             }
-            // Slow but well-behaved: a provisioning a retry can race.
-            "slow" => {
-                std::thread::sleep(std::time::Duration::from_millis(number(&req, "ms", 1000)))
-            }
             "stderr-flood" => {
                 use std::io::Write;
                 let mut err = std::io::stderr();
