@@ -48,6 +48,7 @@ const CHECKS: &[&str] = &[
     "sso verify rejects a 6-minute-old timestamp",
     "sso verify rejects a 2-minute-future timestamp",
     "deprovision succeeds",
+    "outbound requests go only to declared hosts",
 ];
 
 fn assert_passes_every_check(env: &Env, name: &str) {
@@ -81,7 +82,7 @@ fn example_addons_pass_every_check() {
         ),
         "{text}"
     );
-    assert!(text.contains("12 of 12 checks passed"), "{text}");
+    assert!(text.contains("13 of 13 checks passed"), "{text}");
 }
 
 #[test]

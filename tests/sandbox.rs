@@ -173,9 +173,13 @@ async fn plugin_sees_no_files_env_args_or_network() {
         "failed to lookup address information: Non-recoverable error",
         "DNS"
     );
+    // It declares no outbound host, so its request is refused by the host
+    // with the reason, before any connection.
     assert_eq!(
         seen["http"].as_str().unwrap(),
-        "refused: ErrorCode::HttpRequestDenied",
+        "refused: ErrorCode::InternalError(Some(\"outbound request to http://127.0.0.1:5000/healthz refused: \
+         http://127.0.0.1:5000 is not among the hosts add-on hostile may reach: none; \
+         declare it in outbound.allowed_hosts\"))",
         "outbound HTTP"
     );
     drop(env);

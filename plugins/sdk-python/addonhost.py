@@ -58,6 +58,7 @@ __all__ = [
     "MANIFEST",
     "MAX_AGE_SECONDS",
     "MAX_SKEW_SECONDS",
+    "FetchError",
     "Request",
     "Response",
     "Rotating",
@@ -66,6 +67,7 @@ __all__ = [
     "denied",
     "error",
     "escape",
+    "fetch",
     "grace_from_options",
     "hex_id",
     "http_handler",
@@ -349,7 +351,17 @@ class Response:
     def __init__(self, status, body=b"", content_type="text/plain; charset=utf-8", headers=None):
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
-        self.headers = [("content-type", content_type)] + list(headers or [])
+        if content_type is None or any(k.lower() == "content-type" for k, _ in headers or []):
+            self.headers = list(headers or [])
+        else:
+            self.headers = [("content-type", content_type)] + list(headers or [])
+
+    def header(self, name):
+        """The first header of that name, or None."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def json_body(self):
+        return json.loads(self.body)
 
     @classmethod
     def text(cls, status, body):
@@ -366,6 +378,126 @@ class Response:
     @classmethod
     def redirect(cls, location):
         return cls(303, b"", headers=[("location", location)])
+
+
+class FetchError(Exception):
+    """A request that got no response: the host refused it (a host the
+    manifest does not declare, a private address, the call's budget), the
+    network failed, or it ran out of time or bytes. The message says which."""
+
+
+def fetch(url, method="GET", headers=None, body=b"", redirects=5):
+    """Calls the partner's backend over wasi:http/outgoing-handler, blocking
+    until the whole response is read; answers a `Response` (status, headers,
+    body bytes) or raises `FetchError` with the host's reason.
+
+    The host sends it only to a host the manifest's `outbound.allowed_hosts`
+    declares. Up to `redirects` redirects are followed as new requests (which
+    the host checks like any), without `authorization` or `cookie` when the
+    origin changes. `app.py` calling `fetch(` makes the build pick a world
+    that imports the outgoing handler."""
+    headers = list((headers or {}).items()) if isinstance(headers, dict) else list(headers or [])
+    body = body.encode() if isinstance(body, str) else bytes(body)
+    method = method.upper()
+    for _ in range(redirects + 1):
+        response = _fetch_once(url, method, headers, body)
+        location = response.header("location")
+        if response.status not in (301, 302, 303, 307, 308) or not location or redirects == 0:
+            return response
+        redirects -= 1
+        nxt = _join(url, location)
+        if nxt is None:
+            raise FetchError(f"{url}: redirected to {location!r}, which is not an http(s) URL")
+        if _split(nxt)[:2] != _split(url)[:2]:
+            headers = [(k, v) for k, v in headers if k.lower() not in ("authorization", "cookie")]
+        if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+            method, body = "GET", b""
+            headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+        url = nxt
+    return response
+
+
+def _split(url):
+    """(scheme, authority, path-and-query) of an http(s) URL, or None."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None
+    end = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
+    authority, path = rest[:end], rest[end:].split("#")[0]
+    return (scheme.lower(), authority.lower(), path) if authority else None
+
+
+def _join(base, location):
+    if _split(location):
+        return location
+    parts = _split(base)
+    if parts and location.startswith("//"):
+        return f"{parts[0]}:{location}"
+    if parts and location.startswith("/"):
+        return f"{parts[0]}://{parts[1]}{location}"
+    return None
+
+
+def _error_text(e):
+    value = getattr(e, "value", e)
+    if type(value).__name__ == "ErrorCode_InternalError" and value.value:
+        return value.value
+    return repr(value)
+
+
+def _fetch_once(url, method, headers, body):
+    from wit_world.imports import outgoing_handler
+    from wit_world.imports import wasi_http_types as t
+    from wit_world.imports.streams import StreamError_Closed
+
+    parts = _split(url)
+    if parts is None:
+        raise FetchError(f"{url}: not an http:// or https:// URL")
+    scheme, authority, path = parts
+    fields = [(k, v.encode() if isinstance(v, str) else v) for k, v in headers]
+    if body or method in ("POST", "PUT", "PATCH"):
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            fields.append(("content-length", str(len(body)).encode()))
+    request = t.OutgoingRequest(t.Fields.from_list(fields))
+    known = {"GET": t.Method_Get(), "HEAD": t.Method_Head(), "POST": t.Method_Post(),
+             "PUT": t.Method_Put(), "DELETE": t.Method_Delete(), "PATCH": t.Method_Patch(),
+             "OPTIONS": t.Method_Options()}
+    request.set_method(known.get(method) or t.Method_Other(method))
+    request.set_scheme(t.Scheme_Https() if scheme == "https" else t.Scheme_Http())
+    request.set_authority(authority)
+    request.set_path_with_query(path or "/")
+    outgoing = request.body()
+    try:
+        future = outgoing_handler.handle(request, None)
+    except Err as e:
+        raise FetchError(_error_text(e)) from None
+    writer = outgoing.write()
+    for i in range(0, len(body), 4096):
+        writer.blocking_write_and_flush(body[i : i + 4096])
+    writer.__exit__(None, None, None)
+    t.OutgoingBody.finish(outgoing, None)
+    while True:
+        answer = future.get()
+        if answer is not None:
+            break
+        future.subscribe().block()
+    if isinstance(answer, Err) or isinstance(answer.value, Err):
+        raise FetchError(_error_text(answer.value if isinstance(answer, Err) else answer.value))
+    incoming = answer.value.value
+    status = incoming.status()
+    response_headers = [(k, v.decode("utf-8", "replace")) for k, v in incoming.headers().entries()]
+    data = b""
+    stream = incoming.consume().stream()
+    try:
+        while True:
+            data += stream.blocking_read(65536)
+    except Err as e:
+        if not isinstance(e.value, StreamError_Closed):
+            text = e.value.value.to_debug_string()
+            raise FetchError(text.removeprefix("internal error: ").strip()) from None
+    finally:
+        stream.__exit__(None, None, None)
+    return Response(status, data, content_type=None, headers=response_headers)
 
 
 def _method_name(m):

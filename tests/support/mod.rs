@@ -55,6 +55,13 @@ pub fn plugins_built() {
     BUILT.get_or_init(|| build(&["plugins/kv", "plugins/exceptions", "tests/plugins/hostile"]));
 }
 
+/// Builds the mailer example (an add-on over a partner backend) once per
+/// test binary.
+pub fn mailer_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| build(&["plugins/mailer"]));
+}
+
 fn build(dirs: &[&str]) {
     let r = root();
     let out = Command::new(BIN)
@@ -294,6 +301,7 @@ pub fn unix_now() -> i64 {
 
 pub mod db;
 pub mod http;
+pub mod partner;
 
 /// A running `addonhost serve` on an ephemeral port of 127.0.0.1.
 pub struct Server {

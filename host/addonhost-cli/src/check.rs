@@ -2,7 +2,8 @@
 //! of Heroku's kensa. It loads one add-on folder into the real runtime, with
 //! in-memory capabilities instead of the store, and walks the contract:
 //! manifest, provision (and its idempotency), plan change, rotation, SSO
-//! (valid; wrong token, wrong resource_token, stale, future), deprovision.
+//! (valid; wrong token, wrong resource_token, stale, future), deprovision,
+//! and that every outbound request went to a host the manifest declares.
 //!
 //! Each check is a function of its own that answers an [`Outcome`];
 //! [`check`] only runs them in order and stops where a failure leaves
@@ -17,7 +18,7 @@ use addonhost::manifest::Manifest;
 use addonhost::platform::validate;
 use addonhost::runtime::capabilities::InMemory;
 use addonhost::runtime::{
-    ArtifactCache, Login, Plugin, ProvisionRequest, ProvisionResult, Runtime, Verdict,
+    ArtifactCache, Grant, Login, Plugin, ProvisionRequest, ProvisionResult, Runtime, Verdict,
 };
 use addonhost::sso;
 
@@ -96,6 +97,12 @@ pub async fn check(
     };
 
     let caps = InMemory::default();
+    // The add-on's calls reach what it declares, as on a platform whose
+    // operator narrows nothing; what it reaches beyond is reported.
+    caps.grant_outbound(Grant {
+        allowed: std::sync::Arc::new(manifest.outbound.allowed_hosts.clone()),
+        narrowed_by: None,
+    });
     let request = provision_request(&manifest, options);
     let (outcome, provisioned) =
         provision_returns_valid_vars(&plugin, &caps, &manifest, &request).await;
@@ -104,6 +111,10 @@ pub async fn check(
         outcome,
     ));
     let Some((id, config)) = provisioned else {
+        out.push(result(
+            "outbound requests go only to declared hosts",
+            outbound_stays_declared(&caps, &manifest),
+        ));
         return out;
     };
     caps.set_config(&id, config.clone());
@@ -140,7 +151,32 @@ pub async fn check(
         "deprovision succeeds",
         deprovision_succeeds(&r).await,
     ));
+    out.push(result(
+        "outbound requests go only to declared hosts",
+        outbound_stays_declared(&r.caps, &manifest),
+    ));
     out
+}
+
+/// Every outbound request the checks' calls made was within the manifest's
+/// `outbound.allowed_hosts` (and, for a name, reached a public address).
+fn outbound_stays_declared(caps: &InMemory, manifest: &Manifest) -> Outcome {
+    let declared = manifest.outbound.allowed_hosts.describe();
+    let refused = caps.refused();
+    if refused.is_empty() {
+        return Ok(format!("none refused (declared: {declared})"));
+    }
+    let mut whys: Vec<String> = Vec::new();
+    for (_, why) in refused {
+        if !whys.contains(&why) {
+            whys.push(why);
+        }
+    }
+    Err(format!(
+        "{} refused: {}",
+        whys.len(),
+        addonhost::util::truncate(&whys.join(" / "), 1500)
+    ))
 }
 
 /// The add-on under test and the resource the checks provisioned with it.

@@ -17,7 +17,7 @@
 //! | PATCH | /api/addons/:addon | `{"plan": "kv:pro"}` change plan |
 //! | POST | /api/addons/:addon/rotate | rotate credentials |
 //! | DELETE | /api/addons/:addon?confirm=:app | deprovision |
-//! | GET | /api/plugins | the plugins this server has loaded, with errors |
+//! | GET | /api/plugins | the plugins this server has loaded, with errors and outbound hosts |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

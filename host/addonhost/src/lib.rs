@@ -7,11 +7,12 @@
 //! (`addonhost-cli`) are layers over it.
 //!
 //! Data flows one way: `platform` → {`store`, `runtime`}; `manifest`,
-//! `reserved`, `sso` and `display` are leaves. Nothing here knows HTTP
+//! `outbound`, `reserved`, `sso` and `display` are leaves. Nothing here knows HTTP
 //! servers, command lines or file watchers.
 
 pub mod display;
 pub mod manifest;
+pub mod outbound;
 pub mod platform;
 pub mod reserved;
 pub mod runtime;

@@ -1,5 +1,5 @@
 //! `addon-manifest.json`: Heroku's add-on manifest plus addonhost's keys
-//! (`plans`, `component`, `limits`, `rotation`).
+//! (`plans`, `component`, `limits`, `rotation`, `outbound`).
 //!
 //! Validation works on the raw JSON rather than through serde so that every
 //! error names the field and the rule it broke (`api.config_vars[1]: "kv_url"
@@ -34,6 +34,8 @@ pub struct Manifest {
     pub component: PathBuf,
     pub limits: Limits,
     pub rotation: Rotation,
+    /// Where the add-on's own HTTP requests may go (nowhere by default).
+    pub outbound: Outbound,
     /// The folder holding the manifest.
     pub dir: PathBuf,
 }
@@ -87,6 +89,14 @@ pub struct Rotation {
     /// How long the add-on keeps a rotated-out credential valid (informational
     /// for the host: the add-on enforces it).
     pub grace_seconds: Option<u64>,
+}
+
+/// Outbound HTTP settings (addonhost's `outbound` key).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Outbound {
+    /// `scheme://host[:port]` patterns the add-on's calls may reach (see
+    /// [`crate::outbound`]); empty: none.
+    pub allowed_hosts: crate::outbound::AllowList,
 }
 
 /// A manifest that failed to load: which file, which field, which rule.
@@ -236,6 +246,7 @@ impl Manifest {
 
         let limits = parse_limits(root)?;
         let rotation = parse_rotation(root)?;
+        let outbound = parse_outbound(root)?;
 
         Ok(Manifest {
             id,
@@ -253,6 +264,7 @@ impl Manifest {
             component: dir.join(component_path),
             limits,
             rotation,
+            outbound,
             dir: dir.to_path_buf(),
         })
     }
@@ -398,6 +410,26 @@ fn parse_rotation(root: &Map<String, Value>) -> Result<Rotation, (String, String
             0..=u32::MAX as u64,
         )?,
     })
+}
+
+fn parse_outbound(root: &Map<String, Value>) -> Result<Outbound, (String, String)> {
+    let obj = match root.get("outbound") {
+        None | Some(Value::Null) => return Ok(Outbound::default()),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(err("outbound", "must be an object")),
+    };
+    // The add-on's reach: a misspelt key would silently grant nothing, or
+    // not what was meant, so unknown keys are refused here.
+    if let Some(key) = obj.keys().find(|k| k.as_str() != "allowed_hosts") {
+        return Err(err(
+            &format!("outbound.{key}"),
+            "is unknown (known: allowed_hosts)",
+        ));
+    }
+    let hosts = string_array(obj, "allowed_hosts", "outbound.allowed_hosts")?.unwrap_or_default();
+    let allowed_hosts = crate::outbound::AllowList::parse(hosts.iter().map(String::as_str))
+        .map_err(|(i, rule)| err(&format!("outbound.allowed_hosts[{i}]"), rule))?;
+    Ok(Outbound { allowed_hosts })
 }
 
 /// `^[a-z][a-z0-9-]{1,49}$`
@@ -629,6 +661,52 @@ mod tests {
             field_of(with(|v| v["limits"]["timeout_ms"] = "1s".into())),
             "limits.timeout_ms"
         );
+    }
+
+    #[test]
+    fn outbound_allows_nothing_unless_declared() {
+        assert!(with(|_| {}).unwrap().outbound.allowed_hosts.is_empty());
+        let m = with(|v| {
+            v["outbound"] = serde_json::json!({"allowed_hosts": [
+                "https://api.partner.example", "http://127.0.0.1:9000", "https://*.partner.example"
+            ]})
+        })
+        .unwrap();
+        assert_eq!(
+            m.outbound.allowed_hosts.describe(),
+            "https://api.partner.example, http://127.0.0.1:9000, https://*.partner.example"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_outbound_hosts_naming_the_entry() {
+        let e = with(|v| {
+            v["outbound"] =
+                serde_json::json!({"allowed_hosts": ["https://ok.example", "ftp://x.example"]})
+        })
+        .unwrap_err();
+        assert_eq!(e.0, "outbound.allowed_hosts[1]");
+        assert!(
+            e.1.contains("ftp://x.example") && e.1.contains("http or https"),
+            "{}",
+            e.1
+        );
+        let e = with(|v| v["outbound"] = serde_json::json!({"allowed_hosts": ["https://*"]}))
+            .unwrap_err();
+        assert_eq!(e.0, "outbound.allowed_hosts[0]");
+        assert_eq!(
+            field_of(with(
+                |v| v["outbound"] = serde_json::json!({"allowed_host": []})
+            )),
+            "outbound.allowed_host"
+        );
+        assert_eq!(
+            field_of(with(
+                |v| v["outbound"] = serde_json::json!({"allowed_hosts": "https://a.example"})
+            )),
+            "outbound.allowed_hosts"
+        );
+        assert_eq!(field_of(with(|v| v["outbound"] = "all".into())), "outbound");
     }
 
     #[test]

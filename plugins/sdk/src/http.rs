@@ -1,6 +1,8 @@
 //! Serving an add-on's resource over HTTP (`wasi:http/incoming-handler`)
 //! without touching wasi:http's streams: implement [`Handler`] on plain
 //! [`Request`]/[`Response`] values and call [`export_http!`](crate::export_http).
+//! And the other way: [`fetch`] calls the partner's backend, at a host the
+//! manifest declares in `outbound.allowed_hosts`.
 //!
 //! The host routes `<server>/addons/<service>/…` to the add-on, with the path
 //! made relative (`/kv-1234/mykey`). After single sign-on it sets
@@ -10,6 +12,8 @@
 use std::io::{Read, Write};
 
 use base64::Engine;
+
+pub use crate::fetch::{fetch, FetchError, Outgoing};
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };

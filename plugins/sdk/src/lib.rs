@@ -4,7 +4,8 @@
 //! the `export_addon!` macro that makes a type the component's exports, and the
 //! helpers every add-on needs and that are easy to get subtly wrong: the SSO
 //! token check (freshness window, constant-time compare), credential
-//! generation, and reading the add-on's own manifest.
+//! generation, reading the add-on's own manifest, and calling the partner's
+//! backend over HTTP ([`http::fetch`]).
 //!
 //! ```ignore
 //! struct MyAddon;
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod credentials;
+mod fetch;
 pub mod http;
 pub mod manifest;
 pub mod sso;

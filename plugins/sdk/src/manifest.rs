@@ -12,12 +12,25 @@ pub struct Manifest {
     pub api: Api,
     #[serde(default)]
     pub rotation: Rotation,
+    #[serde(default)]
+    pub outbound: Outbound,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Api {
     pub sso_salt: String,
     pub config_vars_prefix: Option<String>,
+    /// The partner API secret: what a partner's backend knows the add-on by.
+    #[serde(default)]
+    pub password: String,
+}
+
+/// addonhost's `outbound` manifest key: the hosts the add-on's calls may
+/// reach (the host enforces it; an add-on reads it to find its backend).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Outbound {
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// addonhost's `rotation` manifest key.

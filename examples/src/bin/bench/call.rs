@@ -20,7 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 struct Bare {
     wasi: WasiCtx,
     http: wasmtime_wasi_http::WasiHttpCtx,
-    hooks: addonhost::runtime::http::DenyOutbound,
+    hooks: addonhost::runtime::outbound::DenyOutbound,
     table: ResourceTable,
     kv: HashMap<String, Vec<u8>>,
 }
@@ -253,7 +253,7 @@ pub async fn measure(path: &str, n: usize) -> anyhow::Result<CallOverhead> {
             Bare {
                 wasi: WasiCtx::builder().build(),
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
-                hooks: addonhost::runtime::http::DenyOutbound,
+                hooks: addonhost::runtime::outbound::DenyOutbound,
                 table: ResourceTable::new(),
                 kv: HashMap::new(),
             },

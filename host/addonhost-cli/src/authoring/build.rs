@@ -222,12 +222,18 @@ fn relink_sdk(cargo_toml: &Path, kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `app.py` serves HTTP when it defines the wasi:http handler class.
+/// `app.py` serves HTTP when it defines the wasi:http handler class, and
+/// calls out when it uses `addonhost.fetch`: componentize-py binds only the
+/// world's imports, so the world must name the outgoing handler.
 fn python_world(source: &str) -> &'static str {
-    if source.contains("IncomingHandler") {
-        "addon-http"
-    } else {
-        "addon"
+    match (
+        source.contains("IncomingHandler"),
+        source.contains("fetch("),
+    ) {
+        (false, false) => "addon",
+        (true, false) => "addon-http",
+        (false, true) => "addon-outbound",
+        (true, true) => "addon-http-outbound",
     }
 }
 
@@ -340,6 +346,11 @@ mod tests {
         assert_eq!(
             python_world("IncomingHandler = addonhost.http_handler(handle)"),
             "addon-http"
+        );
+        assert_eq!(python_world("r = addonhost.fetch(url)"), "addon-outbound");
+        assert_eq!(
+            python_world("addonhost.fetch(u)\nIncomingHandler = h"),
+            "addon-http-outbound"
         );
         assert_eq!(js_world("export const sso = {}"), "addon");
         assert_eq!(

@@ -107,8 +107,38 @@ pub struct Cli {
         help_heading = "Operator limits"
     )]
     pub max_kv_keys: u64,
+    /// Refuse every outbound HTTP request of every add-on, or (with
+    /// `=ADDON,…`) of the add-ons named, whatever their manifests declare.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_DENY_OUTBOUND",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "*",
+        value_name = "ADDON,…",
+        help_heading = "Operator limits"
+    )]
+    pub deny_outbound: Option<String>,
+    /// The most any add-on may reach over HTTP: `scheme://host[:port]`
+    /// patterns, comma-separated; a host an add-on declares outside them is
+    /// refused [default: what each add-on declares].
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_OUTBOUND_HOSTS",
+        value_delimiter = ',',
+        value_parser = allowed_host,
+        value_name = "URL,…",
+        help_heading = "Operator limits"
+    )]
+    pub outbound_hosts: Option<Vec<addonhost::outbound::AllowedHost>>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn allowed_host(s: &str) -> Result<addonhost::outbound::AllowedHost, String> {
+    addonhost::outbound::AllowedHost::parse(s.trim())
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,6 +249,16 @@ impl Cli {
         opts.addons_domain = self.addons_domain.clone();
         opts.database = self.database.clone();
         opts.allow_plugin_mismatch = self.allow_plugin_mismatch;
+        opts.outbound = addonhost::platform::OutboundPolicy {
+            deny: match &self.deny_outbound {
+                Some(ids) => addonhost::platform::Deny::parse(ids),
+                None => addonhost::platform::Deny::Nobody,
+            },
+            ceiling: self
+                .outbound_hosts
+                .clone()
+                .map(addonhost::outbound::AllowList),
+        };
         opts.policy = addonhost::platform::Policy {
             max_memory_mb: self.max_memory_mb,
             max_timeout_ms: self.max_timeout_ms,

@@ -30,6 +30,7 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
             "Component",
             "Loaded",
             "Storage",
+            "Outbound",
             "Status",
         ],
         rows.iter()
@@ -50,6 +51,10 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
                             )
                         })
                         .unwrap_or_else(|| "-".into()),
+                    r.outbound
+                        .as_ref()
+                        .map(outbound_cell)
+                        .unwrap_or_else(|| "-".into()),
                     match &r.error {
                         Some(e) => format!("{}: {e}", r.status),
                         None => r.status.clone(),
@@ -59,6 +64,18 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
             .collect(),
     );
     Ok(())
+}
+
+/// The hosts an add-on may reach, and what the operator took away.
+fn outbound_cell(o: &addonhost::platform::OutboundView) -> String {
+    let allowed = o.allowed.describe();
+    match o.narrowed_by {
+        Some(option) if o.allowed.is_empty() => {
+            format!("none ({option}; declares {})", o.declared.describe())
+        }
+        Some(option) => format!("{allowed} ({option}; declares {})", o.declared.describe()),
+        None => allowed,
+    }
 }
 
 #[derive(Args, Debug)]

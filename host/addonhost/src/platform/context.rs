@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::manifest::Manifest;
 use crate::runtime::capabilities::Budgeted;
-use crate::runtime::{BudgetExceeded, Capabilities, Level};
+use crate::runtime::{BudgetExceeded, Capabilities, Grant, Level};
 use crate::store::{self, ResourceState, Store, Tx};
 
 use super::naming;
@@ -92,6 +92,8 @@ pub struct CallContext {
     store: Arc<Store>,
     manifest: Arc<Manifest>,
     scope: Scope,
+    /// Where the call's HTTP requests may go (the runtime enforces it).
+    grant: Grant,
     effects: Arc<Mutex<Effects>>,
     spent: Spent,
 }
@@ -110,12 +112,14 @@ impl CallContext {
         store: Arc<Store>,
         manifest: Arc<Manifest>,
         scope: Scope,
+        grant: Grant,
     ) -> (Box<CallContext>, Arc<Mutex<Effects>>) {
         let effects = Arc::new(Mutex::new(Effects::default()));
         let ctx = CallContext {
             store,
             manifest,
             scope,
+            grant,
             effects: effects.clone(),
             spent: Spent::default(),
         };
@@ -422,6 +426,16 @@ impl Capabilities for CallContext {
             Level::Warn => tracing::warn!(addon, "{message}"),
             Level::Error => tracing::error!(addon, "{message}"),
         }
+    }
+
+    fn outbound(&self) -> Grant {
+        self.grant.clone()
+    }
+
+    /// A refused outbound request goes to the audit trail like a refused
+    /// write (and counts among the call's refusals).
+    fn outbound_refused(&mut self, _url: &str, why: &str) {
+        self.refuse(why.to_string());
     }
 }
 

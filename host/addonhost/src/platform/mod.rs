@@ -12,6 +12,7 @@ pub mod context;
 pub mod error;
 pub mod http;
 pub mod naming;
+pub mod outbound;
 mod provision;
 mod reads;
 mod schedule;
@@ -29,6 +30,7 @@ pub use apps::AppInfo;
 pub use catalog::{Catalog, ReloadReport, Service};
 pub use config::ConfigVarView;
 pub use error::{Kind, UserError};
+pub use outbound::{Deny, OutboundPolicy, OutboundView};
 
 use crate::manifest::Manifest;
 use crate::runtime::{ArtifactCache, Plugin, Runtime};
@@ -54,6 +56,9 @@ pub struct HostOptions {
     pub addons_domain: Option<String>,
     /// What the operator allows add-ons.
     pub policy: Policy,
+    /// Where the operator lets add-ons send HTTP requests (within what each
+    /// declares).
+    pub outbound: OutboundPolicy,
     /// A PostgreSQL database (`postgres://…`) holding all state, shared by
     /// any number of servers; `None` keeps it in `addonhost.db` in the data
     /// dir (the compiled-plugin cache stays in the data dir either way).
@@ -71,6 +76,7 @@ impl HostOptions {
             public_url: "http://127.0.0.1:5000".into(),
             addons_domain: None,
             policy: Policy::default(),
+            outbound: OutboundPolicy::default(),
             database: None,
             allow_plugin_mismatch: false,
         }
@@ -182,6 +188,9 @@ pub struct PluginStatus {
     /// Its limits as the manifest sets them (`None` when it has no valid
     /// manifest).
     pub limits: Option<crate::manifest::Limits>,
+    /// The hosts its calls may reach over HTTP, against what it declares
+    /// (`None` when it has no valid manifest).
+    pub outbound: Option<OutboundView>,
     /// On a shared store: the component hashes the platform accepts for it
     /// (see [`Host::deploy_component`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -478,6 +487,7 @@ impl Host {
                 error,
                 storage: self.storage(&m.id).ok(),
                 limits: Some(m.limits),
+                outbound: Some(self.opts.outbound.view(m)),
                 accepted_components: None,
                 servers: Vec::new(),
             });
@@ -502,6 +512,7 @@ impl Host {
                 error: Some(b.error.clone()),
                 storage: None,
                 limits: None,
+                outbound: None,
                 accepted_components: None,
                 servers: Vec::new(),
             });
@@ -559,7 +570,12 @@ impl Host {
         manifest: &Arc<Manifest>,
         scope: Scope,
     ) -> (Box<CallContext>, Arc<Mutex<Effects>>) {
-        CallContext::new(self.store.clone(), manifest.clone(), scope)
+        CallContext::new(
+            self.store.clone(),
+            manifest.clone(),
+            scope,
+            self.opts.outbound.grant(manifest),
+        )
     }
 
     /// Runs `attempt` — a plugin call and the write of its outcome — again,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use super::bindings::addonhost::addon::{config, kv, log, types};
 use super::bindings::Level;
 use super::limits::BudgetExceeded;
+use super::outbound::{Grant, Refusal};
 use super::CallState;
 
 /// The answer of a capability, or the budget whose end stops the call.
@@ -57,6 +58,13 @@ pub trait Capabilities: Send {
     /// How many keys start with `prefix`.
     fn kv_count_keys(&mut self, prefix: &str) -> Budgeted<u64>;
     fn log(&mut self, level: Level, message: &str);
+    /// Where this call's outbound HTTP requests may go. Nothing unless the
+    /// implementation grants it.
+    fn outbound(&self) -> Grant {
+        Grant::none()
+    }
+    /// An outbound request the host refused (`why` says what and why).
+    fn outbound_refused(&mut self, _url: &str, _why: &str) {}
 }
 
 impl types::Host for CallState {}
@@ -141,6 +149,8 @@ impl log::Host for CallState {
 struct Memory {
     kv: BTreeMap<String, Vec<u8>>,
     config: HashMap<String, Vec<(String, String)>>,
+    outbound: Option<Grant>,
+    refused: Vec<Refusal>,
 }
 
 /// Capabilities over memory instead of the store, for running a plugin
@@ -156,6 +166,17 @@ impl InMemory {
     /// answer (the plugin then reads them through `config`).
     pub fn set_config(&self, id: &str, vars: Vec<(String, String)>) {
         self.mem().config.insert(id.to_string(), vars);
+    }
+
+    /// Grants every call made with this value (and its clones) `grant`.
+    pub fn grant_outbound(&self, grant: Grant) {
+        self.mem().outbound = Some(grant);
+    }
+
+    /// The outbound requests the host refused in calls made with this value
+    /// (and its clones), oldest first.
+    pub fn refused(&self) -> Vec<Refusal> {
+        self.mem().refused.clone()
     }
 
     fn mem(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -243,4 +264,10 @@ impl Capabilities for InMemory {
             .count() as u64)
     }
     fn log(&mut self, _: Level, _: &str) {}
+    fn outbound(&self) -> Grant {
+        self.mem().outbound.clone().unwrap_or_else(Grant::none)
+    }
+    fn outbound_refused(&mut self, url: &str, why: &str) {
+        self.mem().refused.push((url.to_string(), why.to_string()));
+    }
 }

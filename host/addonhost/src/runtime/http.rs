@@ -1,6 +1,7 @@
 //! Add-ons that serve their resource over HTTP: one request is one call of
 //! the component's `wasi:http/incoming-handler`, in a fresh instance under the
-//! same deadline and memory cap as any other call. Outbound HTTP is denied.
+//! same deadline and memory cap as any other call. Its outbound requests go
+//! through [`super::outbound`].
 
 use std::time::Duration;
 
@@ -8,36 +9,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::{CallError, CallState, Capabilities, Plugin, EPOCH_TICK};
 
 /// Largest response body an add-on may answer.
 pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
-
-/// Hooks that refuse every outgoing request: a plugin has no network.
-pub struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn std::future::Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<
-                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-                )>,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
 
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
@@ -96,6 +73,7 @@ impl Plugin {
         })
         .await;
         let hit_memory = store.data().limiter.hit;
+        super::report_refusals(store.data_mut());
         let stderr = store.data().stderr.clone();
         // Dropping the store drops the response sender if the guest never
         // used it, so the collector ends.

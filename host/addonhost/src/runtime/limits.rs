@@ -29,6 +29,20 @@ pub const LOG_LINE_MAX: usize = 4096;
 /// the add-ons' own limits add up to.
 pub const MAX_CALLS_IN_FLIGHT: usize = 512;
 
+/// Outbound HTTP requests one call may make (`wasi:http/outgoing-handler`);
+/// the next one ends the call. A provisioning that talks to its partner's
+/// backend needs a handful.
+pub const MAX_OUTBOUND_REQUESTS: usize = 100;
+
+/// Response body bytes one call may receive over all its outbound requests;
+/// past it the body being read ends in an error. Partner APIs answer small
+/// JSON documents; nothing an add-on keeps is larger than this.
+pub const MAX_OUTBOUND_RESPONSE_BYTES: u64 = 4 << 20;
+
+/// Longest an outbound request may take to resolve its host and connect
+/// (TLS handshake excluded), and never past the call's deadline.
+pub const OUTBOUND_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A budget a call ran out of. Host functions return it to trap the guest at
 /// once; the call then fails with [`super::CallError::Budget`].
 #[derive(Debug, Clone, thiserror::Error)]

@@ -7,7 +7,8 @@
 //! and the host-side bounds of [`limits`]. WASI is linked with no
 //! capabilities at all: no preopened directories, no environment, no
 //! arguments, no sockets, stdio going nowhere (the tail of stderr is kept to
-//! explain traps). A trap, a timeout or a limit hit comes back as a
+//! explain traps); HTTP requests go out only to the hosts a call was granted
+//! ([`outbound`]). A trap, a timeout or a limit hit comes back as a
 //! [`CallError`] naming the plugin, the call and the reason; it never takes
 //! the host down.
 //!
@@ -21,6 +22,7 @@ mod error;
 mod exports;
 pub mod http;
 pub mod limits;
+pub mod outbound;
 mod stderr;
 
 use std::path::Path;
@@ -37,6 +39,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpView;
 
 pub use bindings::{AddonError, Level, Login, ProvisionRequest, ProvisionResult, Session, Verdict};
 pub use cache::{content_hash, ArtifactCache, Origin};
@@ -44,6 +47,7 @@ pub use capabilities::Capabilities;
 pub use error::CallError;
 pub use http::MAX_RESPONSE_BYTES;
 pub use limits::{BudgetExceeded, Slots};
+pub use outbound::Grant;
 
 use crate::manifest::Limits;
 use bindings::{Addon, AddonPre};
@@ -62,7 +66,8 @@ pub struct CallState {
     /// The tail of the plugin's stderr (kept to explain panics).
     stderr: TailPipe,
     http: wasmtime_wasi_http::WasiHttpCtx,
-    http_hooks: http::DenyOutbound,
+    /// Where the call's outbound requests may go, and what they spent.
+    http_hooks: outbound::Outbound,
     table: ResourceTable,
     limiter: MemoryLimiter,
     log: LogBudget,
@@ -278,6 +283,14 @@ impl Runtime {
     }
 }
 
+/// Hands the outbound requests the host refused during a call to the
+/// call's capabilities (the audit trail, `plugins:check`).
+fn report_refusals(state: &mut CallState) {
+    for (url, why) in state.http_hooks.take_refusals() {
+        state.caps.outbound_refused(&url, &why);
+    }
+}
+
 /// The settings both tiers share.
 fn base_config() -> Config {
     let mut config = Config::new();
@@ -298,12 +311,22 @@ fn linker_for(engine: &Engine) -> anyhow::Result<Linker<CallState>> {
     // WASI is linked so that std-built components instantiate, but the
     // context built per call grants nothing (see `new_store`).
     wt(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
-    // wasi:http types, so add-ons can serve HTTP; outbound requests are
-    // denied by `DenyOutbound`.
-    wt(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
-        &mut linker,
-    ))
+    // wasi:http types, so add-ons can serve HTTP, and the outgoing handler
+    // through the call's budget; every request is then checked by
+    // `outbound::Outbound`.
+    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+    wt(
+        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<
+            _,
+            wasmtime_wasi_http::WasiHttp,
+        >(
+            &mut linker,
+            &options.into(),
+            <CallState as WasiHttpView>::http,
+        ),
+    )
     .context("linking wasi:http")?;
+    wt(outbound::add_to_linker(&mut linker)).context("linking wasi:http/outgoing-handler")?;
     wt(Addon::add_to_linker::<CallState, HasSelf<CallState>>(
         &mut linker,
         |s| s,
@@ -406,11 +429,14 @@ impl Plugin {
     fn new_store(&self, caps: Box<dyn Capabilities>) -> Store<CallState> {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
+        let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
+        let http_hooks =
+            outbound::Outbound::new(&self.id, caps.outbound(), deadline, self.limits.timeout_ms);
         let state = CallState {
             wasi: None,
             stderr: TailPipe::default(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            http_hooks: http::DenyOutbound,
+            http_hooks,
             table,
             limiter: MemoryLimiter::new((self.limits.memory_mb as usize) << 20),
             log: LogBudget::default(),
@@ -421,7 +447,6 @@ impl Plugin {
         store.set_max_component_handles(MAX_RESOURCES);
         // Every epoch tick the guest yields to the executor, so a busy plugin
         // never holds a server thread; past the deadline it is interrupted.
-        let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
@@ -458,6 +483,7 @@ impl Plugin {
         })
         .await;
         let hit_memory = store.data().limiter.hit;
+        report_refusals(store.data_mut());
         self.classify(call, outcome, hit_memory, &store.data().stderr)
     }
 

@@ -6,13 +6,16 @@
 //! what it saw in `HOSTILE_SEEN`. Its HTTP routes attack from the other side:
 //! a page whose script goes after the dashboard (`/attack`), a route that
 //! holds its instance until the deadline (`/sleep`), one that echoes what the
-//! host forwarded (`/headers`) and one that lies about its framing
-//! (`/desync`).
+//! host forwarded (`/headers`), one that lies about its framing
+//! (`/desync`) and one that calls out while serving a user (`/fetch`).
+//! Outbound attacks (`--attack fetch --url U`, `--attack fetch-many`) aim at
+//! hosts the add-on did not declare, names that resolve to the loopback,
+//! slow and huge upstreams, and the call's request budget.
 
 use std::collections::BTreeMap;
 
 use addonhost_sdk::host::{config, kv};
-use addonhost_sdk::http::{Handler, Request, Response};
+use addonhost_sdk::http::{fetch, Handler, Outgoing, Request, Response};
 use addonhost_sdk::manifest::Manifest;
 use addonhost_sdk::sso;
 use addonhost_sdk::{
@@ -54,6 +57,13 @@ fn bump_credential(ms: u64) -> u64 {
     let next = version + 1;
     let _ = kv::set("cred/version", next.to_string().as_bytes());
     next
+}
+
+/// What a fetched response was, short enough for a config var.
+fn seen_response(response: &Response) -> String {
+    let body = response.body_text();
+    let cut: String = body.chars().take(2000).collect();
+    format!("status {}: {cut}", response.status)
 }
 
 /// A query parameter as a number.
@@ -269,6 +279,27 @@ impl Lifecycle for Hostile {
                     let _ = writeln!(err, "chatter line {i} that fills the host's stderr buffer");
                 }
                 panic!("the last words after a lot of chatter");
+            }
+            // Outbound HTTP through the SDK's client: one request to
+            // `--url` (`--follow false`: a redirect comes back as it is),
+            // its answer in HOSTILE_SEEN, its error the call's.
+            "fetch" => {
+                let mut request = Outgoing::get(option(&req, "url").unwrap_or_default());
+                if option(&req, "follow") == Some("false") {
+                    request = request.no_redirects();
+                }
+                let response = fetch(request).map_err(|e| AddonError::new(e.to_string()))?;
+                cfg.push(("HOSTILE_SEEN".into(), seen_response(&response)));
+            }
+            // `--count` requests to `--url`, one after the other.
+            "fetch-many" => {
+                let url = option(&req, "url").unwrap_or_default();
+                let count = number(&req, "count", 1000);
+                for i in 0..count {
+                    fetch(Outgoing::get(url))
+                        .map_err(|e| AddonError::new(format!("request {i}: {e}")))?;
+                }
+                cfg.push(("HOSTILE_SEEN".into(), format!("made {count} requests")));
             }
             other => return Err(AddonError::new(format!("unknown attack {other:?}"))),
         }
@@ -497,6 +528,19 @@ impl Handler for Hostile {
                 200,
                 bump_credential(query_number(&req, "ms", 200)).to_string(),
             ),
+            // Fetches `?url=` while serving a user's request: whatever the
+            // user's request carried, only what the add-on sets goes out.
+            ["fetch"] => {
+                let url = addonhost_sdk::http::parse_query(&req.query)
+                    .into_iter()
+                    .find(|(k, _)| k == "url")
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                match fetch(Outgoing::get(&url)) {
+                    Ok(r) => Response::text(200, seen_response(&r)),
+                    Err(e) => Response::text(502, e.to_string()),
+                }
+            }
             ["desync"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("content-length", "0"),
             // Connection handling is the host's, not the add-on's.

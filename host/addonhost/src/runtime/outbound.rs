@@ -1,0 +1,544 @@
+//! Outbound HTTP: an add-on calling its partner's backend through
+//! `wasi:http/outgoing-handler`, to the hosts its call was granted and
+//! nowhere else.
+//!
+//! Every request of a call is checked here, by the host, whatever the guest
+//! does:
+//! - its scheme, host and port must be within the call's [`Grant`] (the
+//!   manifest's `outbound.allowed_hosts` as the operator narrowed them);
+//! - the host resolves the name itself, checks every address, and connects
+//!   to the address it checked: a name never leads to a loopback, private,
+//!   link-local or otherwise non-public address — only a pattern naming the
+//!   address itself does — so no DNS answer (rebinding included) reaches
+//!   127.0.0.1 or 169.254.169.254;
+//! - redirects are not followed: a 3xx goes back to the add-on as it is,
+//!   and a request it makes to follow one is checked like any other;
+//! - connecting has [`OUTBOUND_CONNECT_TIMEOUT`], and the whole request —
+//!   body included — ends a margin before the call's own deadline, so the
+//!   add-on gets an error it can answer with instead of being cut off;
+//! - a call makes at most [`MAX_OUTBOUND_REQUESTS`] requests (the next one
+//!   ends the call, like every budget) and receives at most
+//!   [`MAX_OUTBOUND_RESPONSE_BYTES`] of response bodies;
+//! - the host adds nothing to a request but its `host` header: no platform
+//!   credential, cookie or proxy setting ever leaves with it.
+//!
+//! Refusals are reported to the add-on as `internal-error` with a sentence
+//! saying what was refused and why, and kept for the call's capabilities
+//! (the audit trail, `plugins:check`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime::component::{Linker, Resource};
+use wasmtime::StoreContextMut;
+use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p2::types::HostOutgoingRequest;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
+
+use super::limits::{
+    BudgetExceeded, MAX_OUTBOUND_REQUESTS, MAX_OUTBOUND_RESPONSE_BYTES, OUTBOUND_CONNECT_TIMEOUT,
+};
+use super::CallState;
+use crate::outbound::{self, AllowList, Target, TargetHost};
+
+/// What one call may reach: its add-on's allowed hosts as the operator
+/// narrowed them, and, when the operator cut them, how (for messages).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub allowed: Arc<AllowList>,
+    /// The operator's option that narrowed or emptied the add-on's list.
+    pub narrowed_by: Option<&'static str>,
+}
+
+impl Grant {
+    /// Nothing: what a call gets unless its add-on declared hosts.
+    pub fn none() -> Grant {
+        Grant {
+            allowed: AllowList::none(),
+            narrowed_by: None,
+        }
+    }
+}
+
+/// One refused outbound request: (URL, why).
+pub type Refusal = (String, String);
+
+/// What the requests of one call share, with the tasks that carry them.
+#[derive(Default)]
+struct Spent {
+    /// Response body bytes received, all requests together.
+    received: AtomicU64,
+    refusals: Mutex<Vec<Refusal>>,
+}
+
+impl Spent {
+    fn refuse(&self, url: &str, why: &str) {
+        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        // The budget caps requests, so this stays small.
+        r.push((url.to_string(), why.to_string()));
+    }
+}
+
+/// The `wasi:http` hooks of one call: where its requests may go, by when
+/// they must end, and what they have spent.
+pub struct Outbound {
+    addon: String,
+    grant: Grant,
+    /// When every request of the call must be over.
+    until: Instant,
+    /// Requests made so far.
+    requests: usize,
+    spent: Arc<Spent>,
+}
+
+impl Outbound {
+    /// The hooks of a call of `addon` granted `grant`, whose deadline is
+    /// `deadline` (`timeout_ms` after its start).
+    pub fn new(addon: &str, grant: Grant, deadline: Instant, timeout_ms: u64) -> Outbound {
+        Outbound {
+            addon: addon.to_string(),
+            grant,
+            until: deadline - margin(timeout_ms),
+            requests: 0,
+            spent: Arc::default(),
+        }
+    }
+
+    /// Counts one request against the call's budget.
+    fn count(&mut self) -> Result<(), BudgetExceeded> {
+        self.requests += 1;
+        if self.requests > MAX_OUTBOUND_REQUESTS {
+            return Err(BudgetExceeded(format!(
+                "more than {MAX_OUTBOUND_REQUESTS} outbound HTTP requests in one call"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The requests refused so far (each once).
+    pub fn take_refusals(&self) -> Vec<Refusal> {
+        std::mem::take(
+            &mut *self
+                .spent
+                .refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// Where `request` goes, if its URL is within the grant.
+    fn plan(&self, request: &http::Request<WasiBody>) -> Result<Plan, String> {
+        let uri = request.uri();
+        let url = uri.to_string();
+        let refused = |why: String| format!("outbound request to {url} refused: {why}");
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(refused(
+                "credentials in the URL are not sent; put them in a header".into(),
+            ));
+        }
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(refused("the URL has no scheme or host".into()));
+        };
+        let target = Target::new(scheme, host, uri.port_u16()).map_err(refused)?;
+        if self.grant.allowed.find(&target).is_none() {
+            let how = match self.grant.narrowed_by {
+                Some(option) => format!(" (the operator's {option} narrowed what it declared)"),
+                None => String::new(),
+            };
+            return Err(refused(format!(
+                "{target} is not among the hosts add-on {} may reach: {}{how}; declare it in outbound.allowed_hosts",
+                self.addon,
+                self.grant.allowed.describe()
+            )));
+        }
+        Ok(Plan {
+            url,
+            target,
+            allowed: self.grant.allowed.clone(),
+            until: self.until,
+            spent: self.spent.clone(),
+        })
+    }
+}
+
+/// How long before the call's deadline its requests must end: a tenth of
+/// the deadline, from 20 ms to half a second — the add-on's time to turn an
+/// error into an answer.
+fn margin(timeout_ms: u64) -> Duration {
+    Duration::from_millis((timeout_ms / 10).clamp(20, 500))
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> SendFuture {
+        match self.plan(&request) {
+            Ok(plan) => Box::new(plan.send(request, options)),
+            Err(message) => {
+                self.spent.refuse(&request.uri().to_string(), &message);
+                Box::new(async move { Err(Error::InternalError(Some(message))) })
+            }
+        }
+    }
+}
+
+/// Hooks that refuse every outgoing request, for an embedding of
+/// `wasi:http` with no outbound access at all (the benchmark's bare
+/// baseline).
+pub struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> SendFuture {
+        Box::new(async { Err(Error::HttpRequestDenied) })
+    }
+}
+
+/// Links `wasi:http/outgoing-handler`: each `handle` counts the request
+/// against the call's budget — ending the call past it, as every budget
+/// does — then hands it to wasi:http, which calls [`Outbound::send_request`].
+pub(super) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    let mut instance = linker.instance("wasi:http/outgoing-handler@0.2.12")?;
+    instance.func_wrap(
+        "handle",
+        |mut store: StoreContextMut<'_, CallState>,
+         (request, options): (
+            Resource<HostOutgoingRequest>,
+            Option<Resource<RequestOptions>>,
+        )| {
+            let state = store.data_mut();
+            state.http_hooks.count()?;
+            let mut view = state.http();
+            match outgoing_handler::Host::handle(&mut view, request, options) {
+                Ok(future) => Ok((Ok::<_, ErrorCode>(future),)),
+                Err(e) => Ok((Err(e.downcast()?),)),
+            }
+        },
+    )
+}
+
+/// A request found within the grant, on its way.
+struct Plan {
+    /// For messages.
+    url: String,
+    target: Target,
+    allowed: Arc<AllowList>,
+    until: Instant,
+    spent: Arc<Spent>,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+impl Plan {
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::InternalError(Some(format!("outbound request to {}: {what}", self.url)))
+    }
+
+    fn timed_out(&self, started: Instant) -> Error {
+        self.error(format!(
+            "timed out after {} ms (outbound requests end before the call's deadline)",
+            started.elapsed().as_millis()
+        ))
+    }
+
+    async fn send(
+        self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
+        let started = Instant::now();
+        let options = options.unwrap_or_default();
+        let connect_by = earliest(
+            self.until,
+            started + options.connect_timeout.unwrap_or(OUTBOUND_CONNECT_TIMEOUT),
+        );
+        let connect_by = earliest(connect_by, started + OUTBOUND_CONNECT_TIMEOUT);
+        let stream = match tokio::time::timeout_at(connect_by.into(), self.connect()).await {
+            Ok(stream) => stream?,
+            Err(_) => return Err(self.timed_out(started)),
+        };
+        // Origin form on the wire: the scheme and authority are the
+        // connection's.
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *request.uri_mut() = path.parse().map_err(|e| self.error(e))?;
+        let head_by = match options.first_byte_timeout {
+            Some(t) => earliest(self.until, Instant::now() + t),
+            None => self.until,
+        };
+        let exchange = async {
+            let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+                .handshake::<_, WasiBody>(wasmtime_wasi_http::io::TokioIo::new(stream))
+                .await
+                .map_err(|e| self.error(format_args!("HTTP handshake: {e}")))?;
+            // The connection is driven while the answer is awaited; it may
+            // end first (a server that closes after answering), and then the
+            // answer, or why there is none, is already in `send`.
+            let mut conn = Some(Box::pin(conn));
+            let send = sender.send_request(request);
+            tokio::pin!(send);
+            let response = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = send.as_mut().poll(cx) {
+                    return Poll::Ready(r.map_err(|e| self.error(e)));
+                }
+                if let Some(c) = conn.as_mut() {
+                    if let Poll::Ready(ended) = c.as_mut().poll(cx) {
+                        conn = None;
+                        if let Err(e) = ended {
+                            return Poll::Ready(Err(self.error(e)));
+                        }
+                        return send.as_mut().poll(cx).map(|r| r.map_err(|e| self.error(e)));
+                    }
+                }
+                Poll::Pending
+            })
+            .await?;
+            Ok::<_, Error>((response, conn))
+        };
+        let (response, conn) = match tokio::time::timeout_at(head_by.into(), exchange).await {
+            Ok(r) => r?,
+            Err(_) => return Err(self.timed_out(started)),
+        };
+        let already = self.spent.received.load(Ordering::Relaxed);
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(length) = declared {
+            if already + length > MAX_OUTBOUND_RESPONSE_BYTES {
+                return Err(self.error(over_cap(already + length)));
+            }
+        }
+        let body = Capped {
+            url: self.url.clone(),
+            started,
+            deadline: Box::pin(tokio::time::sleep_until(self.until.into())),
+            spent: self.spent.clone(),
+        };
+        let response = response.map(move |incoming| body.wrap(incoming));
+        let io: IoFuture = Box::new(async move {
+            match conn {
+                Some(conn) => conn.await.map_err(Error::from),
+                None => Ok(()),
+            }
+        });
+        Ok((response, io))
+    }
+
+    /// Resolves the target, checks every address, connects to a checked
+    /// one, and speaks TLS over it for `https`.
+    async fn connect(&self) -> Result<Box<dyn Stream>, Error> {
+        let port = self.target.port;
+        let addrs: Vec<SocketAddr> = match &self.target.host {
+            TargetHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            TargetHost::Name(name) => tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map_err(|e| self.error(format_args!("resolving {name}: {e}")))?
+                .take(16)
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(self.error(format_args!("{} has no address", self.target.host)));
+        }
+        for addr in &addrs {
+            let ip = outbound::canonical(addr.ip());
+            if let Some(kind) = outbound::non_public(ip) {
+                if !self.allowed.names_address(&self.target, ip) {
+                    let why = format!(
+                        "{} resolved to {ip}, a {kind} address: refused (a non-public address is reached only when declared as itself, as in {}://{}:{port})",
+                        self.target.host,
+                        self.target.scheme.as_str(),
+                        TargetHost::Ip(ip),
+                    );
+                    let message = format!("outbound request to {} refused: {why}", self.url);
+                    self.spent.refuse(&self.url, &message);
+                    return Err(Error::InternalError(Some(message)));
+                }
+            }
+        }
+        let mut last = None;
+        let mut tcp = None;
+        for addr in &addrs {
+            // The address just checked, never the name again: what was
+            // checked is what is reached.
+            match TcpStream::connect(*addr).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(format!("connecting to {addr}: {e}")),
+            }
+        }
+        let Some(tcp) = tcp else {
+            return Err(self.error(last.unwrap_or_default()));
+        };
+        let _ = tcp.set_nodelay(true);
+        match self.target.scheme {
+            outbound::Scheme::Http => Ok(Box::new(tcp)),
+            outbound::Scheme::Https => {
+                use tokio_rustls::rustls::pki_types::ServerName;
+                let name = match &self.target.host {
+                    TargetHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
+                    TargetHost::Name(n) => ServerName::try_from(n.clone())
+                        .map_err(|e| self.error(format_args!("TLS server name {n}: {e}")))?,
+                };
+                let tls = tokio_rustls::TlsConnector::from(tls_config()?)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.error(format_args!("TLS: {e}")))?;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+}
+
+fn earliest(a: Instant, b: Instant) -> Instant {
+    a.min(b)
+}
+
+fn over_cap(bytes: u64) -> String {
+    format!(
+        "its response would bring this call's response bodies to {bytes} bytes, over the cap of {} MiB per call",
+        MAX_OUTBOUND_RESPONSE_BYTES >> 20
+    )
+}
+
+/// The TLS client: the Mozilla root store, ring's algorithms, TLS 1.2+.
+fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, Error> {
+    use tokio_rustls::rustls;
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+            .map_err(|e| format!("configuring TLS: {e}"))
+        })
+        .clone()
+        .map_err(|e| Error::InternalError(Some(e)))
+}
+
+/// A response body that ends in an error past the call's response-byte cap
+/// or its deadline.
+struct Capped {
+    url: String,
+    started: Instant,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    spent: Arc<Spent>,
+}
+
+struct CappedBody {
+    inner: hyper::body::Incoming,
+    capped: Capped,
+    done: bool,
+}
+
+impl Capped {
+    fn wrap(self, inner: hyper::body::Incoming) -> WasiBody {
+        CappedBody {
+            inner,
+            capped: self,
+            done: false,
+        }
+        .boxed_unsync()
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::InternalError(Some(format!("outbound request to {}: {what}", self.url)))
+    }
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    let total = this.capped.spent.received.fetch_add(n, Ordering::Relaxed) + n;
+                    if total > MAX_OUTBOUND_RESPONSE_BYTES {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(this.capped.error(format_args!(
+                            "the response bodies of this call passed the cap of {} MiB; the rest was not read",
+                            MAX_OUTBOUND_RESPONSE_BYTES >> 20
+                        )))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(this
+                    .capped
+                    .error(format_args!("reading the response: {e}")))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.capped.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.done = true;
+                    let ms = this.capped.started.elapsed().as_millis();
+                    Poll::Ready(Some(Err(this.capped.error(format_args!(
+                        "timed out after {ms} ms reading the response (outbound requests end before the call's deadline)"
+                    )))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_end_before_the_call_does() {
+        assert_eq!(margin(1000), Duration::from_millis(100));
+        assert_eq!(margin(100), Duration::from_millis(20));
+        assert_eq!(margin(30_000), Duration::from_millis(500));
+    }
+}

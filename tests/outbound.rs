@@ -1,0 +1,555 @@
+//! Add-ons that call their partner's backend: outbound HTTP reaches the hosts
+//! an add-on declares (`outbound.allowed_hosts`) and nothing else. Each
+//! attack comes from the hostile add-on through the SDK's `fetch`, at a
+//! partner backend the test runs on 127.0.0.1 that counts what reaches it:
+//! a refused request must fail the call with a sentence saying what was
+//! refused and why, never arrive, leave the store as it was, and leave the
+//! host serving the next call.
+//!
+//! A name resolving to a private address: the hostile add-on declares
+//! `http://localhost:PORT` — a name, which the allow-list accepts — and the
+//! system resolver (/etc/hosts) turns it into 127.0.0.1, the very address
+//! that is reachable when declared as itself (`http://127.0.0.1:PORT`, the
+//! first test). Only the check of the resolved address stands between the
+//! two, which is what DNS rebinding attacks; no test ever sends traffic
+//! beyond the loopback.
+
+mod support;
+
+use addonhost::platform::{CreateAddon, Deny, OutboundPolicy};
+use addonhost::{Host, HostOptions};
+use support::partner::Partner;
+use support::*;
+
+fn attack(what: &str, options: &[(&str, &str)]) -> CreateAddon {
+    let mut all = vec![("attack".to_string(), what.to_string())];
+    all.extend(options.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    CreateAddon {
+        app: "victim".into(),
+        spec: "hostile".into(),
+        options: all,
+        ..Default::default()
+    }
+}
+
+/// An environment whose hostile add-on declares `hosts`, with the apps
+/// `victim` and `bystander`.
+fn declaring(hosts: &[String]) -> Env {
+    let hosts = hosts.to_vec();
+    let env = Env::with_plugin_copies(&["hostile", "kv"], move |name, m| {
+        if name == "hostile" {
+            m["outbound"] = serde_json::json!({ "allowed_hosts": hosts });
+        }
+    });
+    env.ok(&["apps:create", "victim"]);
+    env.ok(&["apps:create", "bystander"]);
+    env
+}
+
+/// An in-process host on `env` under the operator's `outbound` policy.
+fn host_with(env: &Env, outbound: OutboundPolicy) -> Host {
+    let mut opts = HostOptions::new(env.data(), std::env::split_paths(&env.plugins).collect());
+    opts.database = env.database_url();
+    opts.outbound = outbound;
+    Host::open(opts).unwrap()
+}
+
+/// Runs an attack that must fail; checks that the message says each of
+/// `expect`, that nothing was stored, and that the host still provisions.
+async fn refused(env: &Env, host: &Host, attack: CreateAddon, expect: &[&str]) -> String {
+    let before = snapshot(env, "victim");
+    let err = host
+        .create_addon(attack)
+        .await
+        .expect_err("the attack must fail");
+    let msg = format!("{err:#}");
+    for e in expect {
+        assert!(msg.contains(e), "the error should say {e:?}: {msg}");
+    }
+    assert_eq!(
+        snapshot(env, "victim"),
+        before,
+        "a refused call changed the store"
+    );
+    let next = host
+        .create_addon(CreateAddon {
+            app: "bystander".into(),
+            spec: "kv".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the host serves the next call");
+    assert_eq!(next.addon.state.as_str(), "provisioned");
+    msg
+}
+
+fn seen(created: &addonhost::platform::AddonCreated) -> String {
+    created
+        .config
+        .iter()
+        .find(|(n, _)| n == "HOSTILE_SEEN")
+        .map(|(_, v)| v.clone())
+        .expect("HOSTILE_SEEN is set")
+}
+
+#[tokio::test]
+async fn a_declared_host_is_reached_with_nothing_the_host_adds() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[partner.url()]);
+    let host = env.host();
+    let created = host
+        .create_addon(attack(
+            "fetch",
+            &[("url", &format!("{}/echo", partner.url()))],
+        ))
+        .await
+        .expect("a declared host is reached");
+    let seen = seen(&created);
+    assert!(seen.starts_with("status 200: {"), "{seen}");
+    assert_eq!(partner.hits("/echo"), 1);
+    // Only the host header: no platform token, cookie, proxy or forwarding
+    // header ever leaves with an add-on's request.
+    let names: Vec<String> = partner
+        .last_headers()
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    assert_eq!(names, ["host"], "{:?}", partner.last_headers());
+    assert_eq!(
+        partner.last_headers()[0].1,
+        format!("127.0.0.1:{}", partner.port)
+    );
+}
+
+#[tokio::test]
+async fn an_undeclared_host_is_refused_and_never_reached() {
+    let declared = Partner::start("x", "y");
+    let other = Partner::start("x", "y");
+    let env = declaring(&[declared.url()]);
+    let host = env.host();
+    let msg = refused(
+        &env,
+        &host,
+        attack("fetch", &[("url", &format!("{}/hit", other.url()))]),
+        &[
+            &format!("outbound request to {}/hit refused", other.url()),
+            &format!(
+                "{} is not among the hosts add-on hostile may reach: {}",
+                other.url(),
+                declared.url()
+            ),
+            "outbound.allowed_hosts",
+        ],
+    )
+    .await;
+    assert_eq!(other.requests(), 0, "{msg}");
+    // The refusal is on the audit trail, like a refused write.
+    let audit = env.json(&["audit"]);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "refused"
+                && e["detail"].as_str().unwrap_or("").contains(&other.url())),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_an_undeclared_host_is_not_followed() {
+    let declared = Partner::start("x", "y");
+    let other = Partner::start("x", "y");
+    let env = declaring(&[declared.url()]);
+    let host = env.host();
+    let target = format!("{}/hit", other.url());
+    let redirect = format!(
+        "{}/redirect?to={}",
+        declared.url(),
+        url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()
+    );
+    // The host hands the 3xx back as it is…
+    let created = host
+        .create_addon(attack("fetch", &[("url", &redirect), ("follow", "false")]))
+        .await
+        .expect("the redirect itself is an answer");
+    assert!(
+        seen(&created).starts_with("status 302"),
+        "{}",
+        seen(&created)
+    );
+    // …and the request an add-on makes to follow it is checked like any.
+    refused(
+        &env,
+        &host,
+        attack("fetch", &[("url", &redirect)]),
+        &[
+            &format!("outbound request to {target} refused"),
+            "is not among the hosts",
+        ],
+    )
+    .await;
+    assert_eq!(declared.hits("/redirect"), 2);
+    assert_eq!(other.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_declared_name_that_resolves_to_the_loopback_is_refused() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[format!("http://localhost:{}", partner.port)]);
+    let host = env.host();
+    let msg = refused(
+        &env,
+        &host,
+        attack(
+            "fetch",
+            &[("url", &format!("http://localhost:{}/hit", partner.port))],
+        ),
+        &["refused: localhost resolved to ", "a loopback address"],
+    )
+    .await;
+    assert!(
+        msg.contains(&format!("http://127.0.0.1:{}", partner.port))
+            || msg.contains(&format!("http://[::1]:{}", partner.port)),
+        "the error says how to declare the address itself: {msg}"
+    );
+    assert_eq!(partner.requests(), 0, "{msg}");
+}
+
+#[tokio::test]
+async fn a_slow_upstream_ends_before_the_call_deadline() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[partner.url()]);
+    let host = env.host();
+    // The hostile add-on's deadline is 1000 ms; the upstream answers after 5 s.
+    let msg = refused(
+        &env,
+        &host,
+        attack(
+            "fetch",
+            &[("url", &format!("{}/slow?ms=5000", partner.url()))],
+        ),
+        &[
+            "outbound request to",
+            "/slow?ms=5000: timed out after",
+            "before the call's deadline",
+        ],
+    )
+    .await;
+    // The add-on got the error and answered with it: the call was not cut
+    // off at its own deadline.
+    assert!(!msg.contains("limits.timeout_ms"), "{msg}");
+    assert_eq!(partner.hits("/slow"), 1);
+}
+
+#[tokio::test]
+async fn a_huge_response_is_cut_at_the_call_cap() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[partner.url()]);
+    let host = env.host();
+    // 64 MiB, chunked with no length announced, at an add-on whose memory
+    // cap is 32 MiB.
+    let msg = refused(
+        &env,
+        &host,
+        attack(
+            "fetch",
+            &[("url", &format!("{}/huge?mb=64", partner.url()))],
+        ),
+        &[
+            "/huge?mb=64",
+            "passed the cap of 4 MiB",
+            "the rest was not read",
+        ],
+    )
+    .await;
+    assert!(!msg.contains("memory limit"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_thousand_requests_in_one_call_hit_the_budget() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[partner.url()]);
+    let host = env.host();
+    refused(
+        &env,
+        &host,
+        attack(
+            "fetch-many",
+            &[
+                ("url", &format!("{}/hit", partner.url())),
+                ("count", "1000"),
+            ],
+        ),
+        &["provision exceeded its budget: more than 100 outbound HTTP requests in one call"],
+    )
+    .await;
+    assert_eq!(partner.hits("/hit"), 100);
+}
+
+#[tokio::test]
+async fn https_goes_through_tls() {
+    // A plain-HTTP listener answers a TLS handshake with garbage: the
+    // request fails in TLS, which proves it spoke TLS.
+    let partner = Partner::start("x", "y");
+    let tls = format!("https://127.0.0.1:{}", partner.port);
+    let env = declaring(std::slice::from_ref(&tls));
+    let host = env.host();
+    refused(
+        &env,
+        &host,
+        attack("fetch", &[("url", &format!("{tls}/hit"))]),
+        &[&format!("outbound request to {tls}/hit: TLS")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_operator_denies_or_narrows_what_add_ons_declare() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[partner.url()]);
+    let url = format!("{}/hit", partner.url());
+    let denied = host_with(
+        &env,
+        OutboundPolicy {
+            deny: Deny::All,
+            ceiling: None,
+        },
+    );
+    refused(
+        &env,
+        &denied,
+        attack("fetch", &[("url", &url)]),
+        &["may reach: none (the operator's --deny-outbound narrowed what it declared)"],
+    )
+    .await;
+    let narrowed = host_with(
+        &env,
+        OutboundPolicy {
+            deny: Deny::Nobody,
+            ceiling: Some(
+                addonhost::outbound::AllowList::parse(["https://api.partner.example"]).unwrap(),
+            ),
+        },
+    );
+    refused(
+        &env,
+        &narrowed,
+        attack("fetch", &[("url", &url)]),
+        &["--outbound-hosts"],
+    )
+    .await;
+    assert_eq!(partner.requests(), 0);
+    // Denying another add-on leaves this one its hosts.
+    let others = host_with(
+        &env,
+        OutboundPolicy {
+            deny: Deny::Addons(vec!["kv".into()]),
+            ceiling: None,
+        },
+    );
+    others
+        .create_addon(attack("fetch", &[("url", &url)]))
+        .await
+        .expect("only kv is denied");
+    assert_eq!(partner.requests(), 1);
+}
+
+#[test]
+fn plugins_list_shows_what_each_add_on_may_reach() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[partner.url()]);
+    let rows = env.json(&["plugins"]);
+    let row = |rows: &serde_json::Value, id: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let hostile = row(&rows, "hostile");
+    assert_eq!(
+        hostile["outbound"]["declared"],
+        serde_json::json!([partner.url()])
+    );
+    assert_eq!(
+        hostile["outbound"]["allowed"],
+        serde_json::json!([partner.url()])
+    );
+    assert_eq!(
+        row(&rows, "kv")["outbound"]["allowed"],
+        serde_json::json!([])
+    );
+    let table = env.ok(&["plugins"]);
+    assert!(
+        table.contains("Outbound") && table.contains(&partner.url()),
+        "{table}"
+    );
+
+    // The global option, before or after the command.
+    let denied = env.json(&["--deny-outbound=hostile", "plugins"]);
+    assert_eq!(
+        row(&denied, "hostile")["outbound"]["allowed"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        row(&denied, "hostile")["outbound"]["narrowed_by"],
+        "--deny-outbound"
+    );
+    let text = env.ok(&["plugins", "--deny-outbound"]);
+    assert!(text.contains("none (--deny-outbound; declares"), "{text}");
+    let (_, err) = env.fails(&["plugins", "--outbound-hosts", "ftp://x.example"]);
+    assert!(
+        err.contains("--outbound-hosts") && err.contains("http or https"),
+        "{err}"
+    );
+
+    // `serve --deny-outbound`: the API shows it, and provisioning obeys it.
+    let server = Server::start_with(
+        env.command(&["serve", "--port", "0", "--deny-outbound"]),
+        &env,
+    );
+    let listed = server.api("GET", "/api/plugins", None).json();
+    assert_eq!(
+        row(&listed, "hostile")["outbound"]["narrowed_by"],
+        "--deny-outbound"
+    );
+    let r = server.api(
+        "POST",
+        "/api/apps/victim/addons",
+        Some(serde_json::json!({
+            "plan": "hostile",
+            "options": {"attack": "fetch", "url": format!("{}/hit", partner.url())}
+        })),
+    );
+    assert!(r.status >= 400, "{}", r.text());
+    assert!(r.text().contains("--deny-outbound"), "{}", r.text());
+    assert_eq!(partner.requests(), 0);
+}
+
+/// The mailer example, copied with its backend declared at `partner`.
+fn mailer_env(partner: &Partner) -> Env {
+    mailer_built();
+    let url = partner.url();
+    let mut env = Env::with_plugin_copies(&[], |_, _| {});
+    let dir = env.data().join("plugins/mailer");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = root().join("plugins/mailer");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("addon-manifest.json")).unwrap())
+            .unwrap();
+    m["outbound"] = serde_json::json!({ "allowed_hosts": [url] });
+    std::fs::write(dir.join("addon-manifest.json"), m.to_string()).unwrap();
+    std::fs::copy(src.join("mailer.wasm"), dir.join("mailer.wasm")).unwrap();
+    std::fs::copy(src.join("Cargo.toml"), dir.join("Cargo.toml")).unwrap();
+    env.plugins = env.data().join("plugins").to_str().unwrap().to_string();
+    env
+}
+
+fn mailer_partner() -> Partner {
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("plugins/mailer/addon-manifest.json")).unwrap(),
+    )
+    .unwrap();
+    Partner::start("mailer", m["api"]["password"].as_str().unwrap())
+}
+
+/// (username, password) inside `MAILER_URL`.
+fn mailer_credentials(env: &Env, app: &str) -> (String, String) {
+    let url = env.config(app)["MAILER_URL"].as_str().unwrap().to_string();
+    let u = url::Url::parse(&url).unwrap();
+    assert_eq!(u.scheme(), "smtp", "{url}");
+    (u.username().to_string(), u.password().unwrap().to_string())
+}
+
+#[test]
+fn the_mailer_provisions_rotates_and_deprovisions_through_its_backend() {
+    let partner = mailer_partner();
+    let env = mailer_env(&partner);
+    env.ok(&["apps:create", "shop"]);
+    let backend = partner.url();
+    let created = env.create("mailer", "shop", &["--", "--backend", &backend]);
+    let id = created["addon"]["addon_id"].as_str().unwrap().to_string();
+    let mailbox = partner.mailbox(&id).expect("the backend made the mailbox");
+    assert_eq!(
+        (mailbox.app.as_str(), mailbox.plan.as_str()),
+        ("shop", "starter")
+    );
+    // The credentials on the app are the ones the backend issued.
+    let (user, password) = mailer_credentials(&env, "shop");
+    assert_eq!(
+        (user.as_str(), password.as_str()),
+        (mailbox.username.as_str(), mailbox.password.as_str())
+    );
+
+    env.ok(&["addons:rotate", "MAILER", "-a", "shop"]);
+    let (_, rotated) = mailer_credentials(&env, "shop");
+    let mailbox = partner.mailbox(&id).unwrap();
+    assert_eq!(rotated, mailbox.password);
+    assert_ne!(rotated, password);
+    // The backend keeps the previous password through its grace window.
+    assert!(partner.accepts(&user, &password) && partner.accepts(&user, &rotated));
+
+    env.ok(&["addons:upgrade", "MAILER", "mailer:pro", "-a", "shop"]);
+    assert_eq!(partner.mailbox(&id).unwrap().plan, "pro");
+
+    env.ok(&[
+        "addons:destroy",
+        "MAILER",
+        "-a",
+        "shop",
+        "--confirm",
+        "shop",
+    ]);
+    assert!(partner.mailbox(&id).unwrap().deleted);
+    assert!(!env.config("shop").contains_key("MAILER_URL"));
+    assert!(!partner.accepts(&user, &rotated));
+}
+
+#[test]
+fn plugins_check_reports_calls_to_undeclared_hosts() {
+    let partner = mailer_partner();
+    let elsewhere = mailer_partner();
+    let env = mailer_env(&partner);
+    let dir = env.data().join("plugins/mailer");
+    let check = |backend: &str| {
+        let r = env.run(&[
+            "plugins:check",
+            dir.to_str().unwrap(),
+            "--json",
+            "--",
+            "--backend",
+            backend,
+        ]);
+        (
+            r.code,
+            serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap(),
+        )
+    };
+    let (code, report) = check(&partner.url());
+    assert_eq!(code, 0, "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 13, "{report}");
+    assert_eq!(
+        checks.last().unwrap()["name"],
+        "outbound requests go only to declared hosts"
+    );
+
+    let (code, report) = check(&elsewhere.url());
+    assert_eq!(code, 1, "{report}");
+    let outbound = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "outbound requests go only to declared hosts")
+        .cloned()
+        .expect("the outbound check runs even when provisioning failed");
+    assert_eq!(outbound["passed"], false);
+    let detail = outbound["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&elsewhere.url()) && detail.contains("outbound.allowed_hosts"),
+        "{detail}"
+    );
+    assert_eq!(elsewhere.requests(), 0);
+}
