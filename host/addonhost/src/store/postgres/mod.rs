@@ -37,6 +37,8 @@ pub(crate) type Param = Box<dyn ToSql + Send + Sync>;
 /// The channel `NOTIFY`ed with an app's name when it gets a release.
 pub(crate) const RELEASES_CHANNEL: &str = "addonhost_releases";
 
+/// Side connections each process keeps (see [`Cmd::Outside`]).
+const SIDE_POOL_SIZE: usize = 4;
 /// Connections each process keeps to the database.
 const POOL_SIZE: usize = 16;
 /// How long a transaction PostgreSQL keeps refusing for conflicts is run
@@ -58,11 +60,21 @@ enum Cmd {
         SyncSender<Result<u64, tokio_postgres::Error>>,
     ),
     Commit(SyncSender<Result<(), tokio_postgres::Error>>),
+    /// A query of what is committed, outside the transaction (on a side
+    /// connection): it takes no part in the transaction's conflicts.
+    Outside(
+        String,
+        Vec<Param>,
+        SyncSender<Result<Vec<Row>, tokio_postgres::Error>>,
+    ),
 }
 
 /// The store on one PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
+    /// Connections for [`Cmd::Outside`] reads (apart from `pool`, so a
+    /// transaction holding the last pooled connection can still make one).
+    side: Pool,
     config: tokio_postgres::Config,
     /// Apps with a new release, as the database announces them (started on
     /// first subscription).
@@ -109,25 +121,28 @@ impl PgStore {
             .enable_all()
             .build()
             .context("starting the PostgreSQL store's runtime")?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = {
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
             let _enter = rt.enter();
             Pool::builder(manager)
-                .max_size(POOL_SIZE)
+                .max_size(size)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .wait_timeout(Some(std::time::Duration::from_secs(10)))
                 .create_timeout(Some(std::time::Duration::from_secs(10)))
                 .build()
-                .context("configuring the PostgreSQL connection pool")?
+                .context("configuring the PostgreSQL connection pool")
         };
+        let pool = pool_of(POOL_SIZE)?;
+        let side = pool_of(SIDE_POOL_SIZE)?;
         let store = PgStore {
             pool,
+            side,
             config,
             releases: std::sync::OnceLock::new(),
             rt: Some(rt),
@@ -184,6 +199,7 @@ impl PgStore {
         let (cmds, mut queue) = tokio::sync::mpsc::unbounded_channel::<Cmd>();
         let (ready, started) = sync_channel::<anyhow::Result<()>>(1);
         let pool = self.pool.clone();
+        let side = self.side.clone();
         self.rt().spawn(async move {
             let mut client = match pool.get().await {
                 Ok(c) => c,
@@ -215,7 +231,7 @@ impl PgStore {
             match builder.start().await {
                 Ok(tx) => {
                     let _ = ready.send(Ok(()));
-                    serve(tx, &mut queue).await;
+                    serve(tx, &side, &mut queue).await;
                 }
                 Err(e) => {
                     let _ = ready.send(Err(e.into()));
@@ -240,6 +256,7 @@ impl PgStore {
 /// or until its `PgTx` is dropped (then it rolls back).
 async fn serve(
     tx: deadpool_postgres::Transaction<'_>,
+    side: &Pool,
     queue: &mut tokio::sync::mpsc::UnboundedReceiver<Cmd>,
 ) {
     {
@@ -275,6 +292,30 @@ async fn serve(
                     Cmd::Commit(reply) => {
                         let _ = reply.send(tx.commit().await);
                         return;
+                    }
+                    Cmd::Outside(sql, params, reply) => {
+                        let refs: Vec<&(dyn ToSql + Sync)> = params
+                            .iter()
+                            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                            .collect();
+                        let rows = match side.get().await {
+                            Ok(c) => match c.prepare_cached(&sql).await {
+                                Ok(st) => c.query(&st, &refs).await,
+                                Err(e) => Err(e),
+                            },
+                            Err(deadpool_postgres::PoolError::Backend(e)) => Err(e),
+                            Err(e) => {
+                                // No side connection: read it in the
+                                // transaction after all (correct, only
+                                // more prone to conflicts).
+                                tracing::warn!("no side connection to the database: {e}");
+                                match tx.prepare_cached(&sql).await {
+                                    Ok(st) => tx.query(&st, &refs).await,
+                                    Err(e) => Err(e),
+                                }
+                            }
+                        };
+                        let _ = reply.send(rows);
                     }
                 }
             }

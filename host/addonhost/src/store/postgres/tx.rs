@@ -1,6 +1,7 @@
 //! A PostgreSQL transaction seen as a [`Tx`]: each method one or a few
 //! statements, sent to the transaction's session task.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::mpsc::sync_channel;
 
@@ -17,7 +18,13 @@ use crate::util::unix_now;
 pub struct PgTx {
     cmds: tokio::sync::mpsc::UnboundedSender<Cmd>,
     db: String,
+    /// What this transaction's KV writes change of each add-on's usage
+    /// (keys, bytes), written at commit to one usage row picked at random.
+    usage: RefCell<BTreeMap<String, (i64, i64)>>,
 }
+
+/// Rows each add-on's usage is spread over.
+const USAGE_SHARDS: i16 = 16;
 
 /// `Box`es parameters for the session task.
 macro_rules! params {
@@ -26,7 +33,23 @@ macro_rules! params {
 
 impl PgTx {
     pub(super) fn new(cmds: tokio::sync::mpsc::UnboundedSender<Cmd>, db: String) -> PgTx {
-        PgTx { cmds, db }
+        PgTx {
+            cmds,
+            db,
+            usage: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// The rows of a query of what is committed, outside this transaction.
+    fn outside(&self, sql: &str, params: Vec<Param>) -> anyhow::Result<Vec<Row>> {
+        let (reply, answer) = sync_channel(1);
+        self.cmds
+            .send(Cmd::Outside(sql.to_string(), params, reply))
+            .map_err(|_| self.gone())?;
+        answer
+            .recv()
+            .map_err(|_| self.gone())?
+            .map_err(|e| self.failed(e))
     }
 
     fn gone(&self) -> anyhow::Error {
@@ -75,6 +98,18 @@ impl PgTx {
     }
 
     pub(super) fn commit(self) -> anyhow::Result<()> {
+        let shard = rand::random_range(0..USAGE_SHARDS);
+        for (service, (keys, bytes)) in self.usage.take() {
+            if keys == 0 && bytes == 0 {
+                continue;
+            }
+            self.execute(
+                "INSERT INTO plugin_kv_usage (service, shard, keys, bytes) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (service, shard) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
+                                                            bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
+                params![service, shard, keys, bytes],
+            )?;
+        }
         let (reply, answer) = sync_channel(1);
         self.cmds
             .send(Cmd::Commit(reply))
@@ -197,22 +232,20 @@ impl Tx for PgTx {
     fn insert_release(&self, app_id: i64, description: &str, actor: &str) -> anyhow::Result<i64> {
         // Gap-free per app: two servers numbering at once conflict, and one
         // of them runs again on the other's number.
+        // Every listener (`addonhost local`, the servers) hears of it once
+        // the transaction commits, not before.
         let rows = self.query(
-            "INSERT INTO releases (app_id, version, description, actor, created_at)
-             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM releases WHERE app_id = $1
-             RETURNING version",
+            "WITH r AS (INSERT INTO releases (app_id, version, description, actor, created_at)
+                        SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM releases WHERE app_id = $1
+                        RETURNING version)
+             SELECT r.version, pg_notify($5, (SELECT name FROM apps WHERE id = $1)) FROM r",
             params![
                 app_id,
                 description.to_string(),
                 actor.to_string(),
-                unix_now()
+                unix_now(),
+                super::RELEASES_CHANNEL.to_string()
             ],
-        )?;
-        // Every listener (`addonhost local`, the servers) hears of it once
-        // the transaction commits, not before.
-        self.query(
-            "SELECT pg_notify($1, (SELECT name FROM apps WHERE id = $2))",
-            params![super::RELEASES_CHANNEL.to_string(), app_id],
         )?;
         Ok(rows[0].try_get(0)?)
     }
@@ -516,51 +549,57 @@ impl Tx for PgTx {
         )
     }
     fn kv_put(&self, service: &str, key: &str, value: Option<&[u8]>) -> anyhow::Result<()> {
-        let old: Option<i64> = self.one(
-            "SELECT octet_length(value)::BIGINT FROM plugin_kv WHERE service = $1 AND key = $2",
-            params![service.to_string(), key.to_string()],
-            |r| Ok(r.try_get(0)?),
-        )?;
         let (keys, bytes) = match value {
             Some(v) => {
-                self.execute(
-                    "INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value",
+                // The old length and the write in one statement.
+                let rows = self.query(
+                    "WITH old AS (SELECT octet_length(value)::BIGINT AS len FROM plugin_kv
+                                  WHERE service = $1 AND key = $2),
+                          put AS (INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
+                                  ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value)
+                     SELECT (SELECT len FROM old)",
                     params![service.to_string(), key.to_string(), v.to_vec()],
                 )?;
+                let old: Option<i64> = rows[0].try_get(0)?;
                 match old {
                     Some(len) => (0i64, v.len() as i64 - len),
                     None => (1, (key.len() + v.len()) as i64),
                 }
             }
             None => {
-                self.execute(
-                    "DELETE FROM plugin_kv WHERE service = $1 AND key = $2",
+                let rows = self.query(
+                    "DELETE FROM plugin_kv WHERE service = $1 AND key = $2
+                     RETURNING octet_length(value)::BIGINT",
                     params![service.to_string(), key.to_string()],
                 )?;
-                match old {
-                    Some(len) => (-1, -(key.len() as i64 + len)),
+                match rows.first() {
+                    Some(r) => (-1, -(key.len() as i64 + r.try_get::<_, i64>(0)?)),
                     None => (0, 0),
                 }
             }
         };
-        if keys != 0 || bytes != 0 {
-            self.execute(
-                "INSERT INTO plugin_kv_usage (service, keys, bytes) VALUES ($1, $2, $3)
-                 ON CONFLICT (service) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
-                                                     bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
-                params![service.to_string(), keys, bytes],
-            )?;
-        }
+        let mut usage = self.usage.borrow_mut();
+        let entry = usage.entry(service.to_string()).or_default();
+        entry.0 += keys;
+        entry.1 += bytes;
         Ok(())
     }
     fn kv_usage(&self, service: &str) -> anyhow::Result<(u64, u64)> {
-        let usage = self.one(
-            "SELECT keys, bytes FROM plugin_kv_usage WHERE service = $1",
+        // What is committed, read outside the transaction, plus its own
+        // writes: reading the usage rows inside would make every two
+        // writers of an add-on conflict. Concurrent calls on other
+        // connections may so together pass a quota by what they write at
+        // once (each call's writes are bounded).
+        let rows = self.outside(
+            "SELECT COALESCE(SUM(keys), 0)::BIGINT, COALESCE(SUM(bytes), 0)::BIGINT
+             FROM plugin_kv_usage WHERE service = $1",
             params![service.to_string()],
-            |r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?)),
         )?;
-        let (keys, bytes) = usage.unwrap_or((0, 0));
+        let (mut keys, mut bytes): (i64, i64) = (rows[0].try_get(0)?, rows[0].try_get(1)?);
+        if let Some((k, b)) = self.usage.borrow().get(service) {
+            keys += k;
+            bytes += b;
+        }
         Ok((keys.max(0) as u64, bytes.max(0) as u64))
     }
     fn kv_keys(
