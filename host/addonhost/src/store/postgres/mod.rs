@@ -71,6 +71,8 @@ enum Cmd {
 
 /// The store on one PostgreSQL database.
 pub struct PgStore {
+    /// Counts the releases committed writes made.
+    pub(crate) released: prometheus_client::metrics::counter::Counter,
     pool: Pool,
     /// Connections for [`Cmd::Outside`] reads (apart from `pool`, so a
     /// transaction holding the last pooled connection can still make one).
@@ -141,6 +143,7 @@ impl PgStore {
         let pool = pool_of(POOL_SIZE)?;
         let side = pool_of(SIDE_POOL_SIZE)?;
         let store = PgStore {
+            released: Default::default(),
             pool,
             side,
             config,
@@ -382,7 +385,12 @@ impl PgStore {
         loop {
             attempt += 1;
             let tx = self.begin(mode)?;
-            let outcome = f(&tx).and_then(|v| tx.commit().map(|()| v));
+            let outcome = f(&tx).and_then(|v| {
+                let made = tx.releases.get();
+                tx.commit()?;
+                self.released.inc_by(made);
+                Ok(v)
+            });
             match outcome {
                 Err(e) if conflict(&e) => {
                     if started.elapsed() >= RETRY_FOR {

@@ -21,6 +21,8 @@ pub struct PgTx {
     /// What this transaction's KV writes change of each add-on's usage
     /// (keys, bytes), written at commit to one usage row picked at random.
     usage: RefCell<BTreeMap<String, (i64, i64)>>,
+    /// Releases this transaction made.
+    pub(super) releases: std::cell::Cell<u64>,
 }
 
 /// Rows each add-on's usage is spread over.
@@ -37,6 +39,7 @@ impl PgTx {
             cmds,
             db,
             usage: RefCell::new(BTreeMap::new()),
+            releases: std::cell::Cell::new(0),
         }
     }
 
@@ -247,6 +250,7 @@ impl Tx for PgTx {
                 super::RELEASES_CHANNEL.to_string()
             ],
         )?;
+        self.releases.set(self.releases.get() + 1);
         Ok(rows[0].try_get(0)?)
     }
     fn releases(&self, app_id: i64) -> anyhow::Result<Vec<Release>> {
