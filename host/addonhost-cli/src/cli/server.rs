@@ -60,7 +60,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         eprintln!("warning: {}: {}", b.dir.display(), b.error);
     }
     // Hot reload: plugin changes are compiled in the background and swapped in.
-    let _watcher = crate::reload::watch(host.clone())?;
+    crate::reload::watch(host.clone())?;
     // Scheduled credential rotation (manifests with rotation.every_seconds).
     let scheduler = host.clone();
     tokio::spawn(async move {

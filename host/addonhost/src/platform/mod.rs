@@ -166,7 +166,8 @@ pub struct Host {
 pub struct PluginStatus {
     pub id: String,
     pub name: String,
-    pub language: &'static str,
+    /// `None` when its folder has none of the files that tell.
+    pub language: Option<catalog::Language>,
     pub dir: PathBuf,
     /// First 16 hex digits of the component's SHA-256, once loaded.
     pub component_hash: Option<String>,
@@ -523,7 +524,7 @@ impl Host {
             rows.push(PluginStatus {
                 id: m.id.clone(),
                 name: m.name.clone(),
-                language: catalog::language(&m.dir),
+                language: catalog::Language::detect(&m.dir),
                 dir: m.dir.clone(),
                 component_hash: hash,
                 loaded_at,
@@ -549,7 +550,7 @@ impl Host {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 name: String::new(),
-                language: catalog::language(&b.dir),
+                language: catalog::Language::detect(&b.dir),
                 dir: b.dir.clone(),
                 component_hash: None,
                 loaded_at: None,
