@@ -15,7 +15,9 @@
 //! PostgreSQL refuses for a conflict (serialization failure, deadlock, a
 //! unique key two inserts raced for) is run again, a few times.
 
+mod rows;
 mod schema;
+mod session;
 mod tx;
 
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -27,7 +29,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-pub use tx::PgTx;
+pub use session::PgTx;
 
 use super::{Tx, Unavailable};
 
