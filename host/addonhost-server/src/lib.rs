@@ -12,6 +12,8 @@
 //! Handlers are thin: they parse, call [`Host`], and render. State is
 //! explicit in [`Server`]: the host, the API token and the sessions.
 
+#![warn(missing_docs)]
+
 mod addons;
 mod api;
 mod dashboard;
@@ -69,7 +71,9 @@ impl Default for Limits {
 /// A signed-in add-on dashboard session (after SSO).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SsoSession {
+    /// The add-on signed in to.
     pub service: String,
+    /// Who, as the add-on's `sso.verify` named them.
     pub user: String,
     /// The add-on's id of the resource signed in to.
     pub resource: String,
@@ -77,15 +81,20 @@ pub struct SsoSession {
 
 /// Everything the handlers share.
 pub struct Server {
+    /// The platform it serves.
     pub host: Arc<Host>,
+    /// The API bearer token (also the dashboard's sign-in).
     pub token: String,
     /// The email the dashboard user signs in to add-ons as.
     pub email: String,
+    /// Bounds on connections and clients.
     pub limits: Limits,
     dashboard_sessions: Sessions<()>,
 }
 
 impl Server {
+    /// A server for `host`, with its API token, the email its dashboard
+    /// user signs in to add-ons as, and its limits.
     pub fn new(host: Arc<Host>, token: String, email: String, limits: Limits) -> Arc<Server> {
         Arc::new(Server {
             token,

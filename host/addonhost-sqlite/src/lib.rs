@@ -13,6 +13,8 @@
 //! WAL frames at once) and [`page_cache`] (a page-cache shim). Both sit
 //! behind this safe API.
 
+#![warn(missing_docs)]
+
 mod migrate;
 mod page_cache;
 mod wal_gather;
@@ -138,7 +140,10 @@ pub enum StoreError {
     /// The disk is full: nothing of the write was kept; it may succeed once
     /// space is freed.
     #[error("the disk holding {path} is full: nothing was written; free some space and try again")]
-    DiskFull { path: String },
+    DiskFull {
+        /// The database file.
+        path: String,
+    },
     /// A sync of the database failed, so what the disk holds is unknown:
     /// the store acknowledges no write until the process restarts (and
     /// SQLite recovers the file).
@@ -274,6 +279,7 @@ impl Db {
         })
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
