@@ -76,6 +76,12 @@ pub struct PgStore {
     /// Counts the releases committed writes made.
     pub(crate) released: prometheus_client::metrics::counter::Counter,
     pool: Pool,
+    /// Connections for reads, apart from the writes': a plugin call's KV
+    /// reads never wait behind writes queued for the retry gate.
+    reads: Pool,
+    /// Retried writes of this process take turns here before one of them
+    /// takes a connection to wait for the cluster-wide retry gate.
+    retry_turn: std::sync::Mutex<()>,
     /// Connections for [`Cmd::Outside`] reads (apart from `pool`, so a
     /// transaction holding the last pooled connection can still make one).
     side: Pool,
@@ -144,7 +150,10 @@ impl PgStore {
         };
         let pool = pool_of(POOL_SIZE)?;
         let side = pool_of(SIDE_POOL_SIZE)?;
+        let reads = pool_of(POOL_SIZE)?;
         let store = PgStore {
+            reads,
+            retry_turn: std::sync::Mutex::new(()),
             released: Default::default(),
             pool,
             side,
@@ -203,7 +212,10 @@ impl PgStore {
     fn begin(&self, mode: Mode) -> anyhow::Result<PgTx> {
         let (cmds, mut queue) = tokio::sync::mpsc::unbounded_channel::<Cmd>();
         let (ready, started) = sync_channel::<anyhow::Result<()>>(1);
-        let pool = self.pool.clone();
+        let pool = match mode {
+            Mode::Read => self.reads.clone(),
+            _ => self.pool.clone(),
+        };
         let side = self.side.clone();
         self.rt().spawn(async move {
             let mut client = match pool.get().await {
@@ -386,6 +398,11 @@ impl PgStore {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            // A retried write waits for its turn in this process before it
+            // takes a connection to wait for the cluster-wide gate: queued
+            // retries hold no connection.
+            let _turn = matches!(mode, Mode::Retry)
+                .then(|| self.retry_turn.lock().unwrap_or_else(|p| p.into_inner()));
             let tx = self.begin(mode)?;
             let outcome = f(&tx).and_then(|v| {
                 let made = tx.releases.get();
