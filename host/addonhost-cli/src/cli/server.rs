@@ -28,6 +28,11 @@ pub struct Serve {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = 10)]
     pub body_timeout: u64,
+    /// Also serve `GET /metrics` on this address, without the API token
+    /// (for a scraper on a private network); on the main address it needs
+    /// the token.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -55,7 +60,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         eprintln!("warning: {}: {}", b.dir.display(), b.error);
     }
     // Hot reload: plugin changes are compiled in the background and swapped in.
-    let _watcher = crate::reload::watch(host.clone())?;
+    crate::reload::watch(host.clone())?;
     // Scheduled credential rotation (manifests with rotation.every_seconds).
     let scheduler = host.clone();
     tokio::spawn(async move {
@@ -83,6 +88,16 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         body_timeout: std::time::Duration::from_secs(s.body_timeout),
     };
     let server = Server::new(host.clone(), token, s.email.clone(), limits);
+    if let Some(bind) = s.metrics_bind {
+        let metrics = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {bind} for metrics: {e}"))?;
+        eprintln!(
+            "addonhost metrics on http://{}/metrics",
+            metrics.local_addr()?
+        );
+        tokio::spawn(server::serve_metrics(server.clone(), metrics));
+    }
     eprintln!(
         "addonhost serving on http://{addr} (dashboard: http://{addr}/, API token: `addonhost auth:token`)"
     );
