@@ -143,7 +143,13 @@ async fn an_undeclared_host_is_refused_and_never_reached() {
     )
     .await;
     assert_eq!(other.requests(), 0, "{msg}");
-    // The refusal is on the audit trail, like a refused write.
+    // Operators see the attempt: counted by add-on and outcome…
+    let metrics = host.metrics_text();
+    assert!(
+        metrics.contains(r#"addonhost_outbound_requests_total{addon="hostile",outcome="refused"} 1"#),
+        "{metrics}"
+    );
+    // …and on the audit trail, like a refused write.
     let audit = env.json(&["audit"]);
     assert!(
         audit
@@ -214,6 +220,30 @@ async fn a_declared_name_that_resolves_to_the_loopback_is_refused() {
         "the error says how to declare the address itself: {msg}"
     );
     assert_eq!(partner.requests(), 0, "{msg}");
+}
+
+#[tokio::test]
+async fn an_undeclared_private_address_literal_is_refused() {
+    // The partner is declared by name; the add-on aims at addresses instead:
+    // the same backend by its loopback address, and the cloud metadata
+    // service. Neither is declared as itself, so neither is reached.
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[format!("http://localhost:{}", partner.port)]);
+    let host = env.host();
+    for url in [
+        format!("http://127.0.0.1:{}/hit", partner.port),
+        format!("http://[::ffff:127.0.0.1]:{}/hit", partner.port),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+    ] {
+        refused(
+            &env,
+            &host,
+            attack("fetch", &[("url", &url)]),
+            &["refused", "is not among the hosts add-on hostile may reach"],
+        )
+        .await;
+    }
+    assert_eq!(partner.requests(), 0);
 }
 
 #[tokio::test]

@@ -91,6 +91,7 @@ pub struct Metrics {
     pub config_updates_refused: Family<AddonLabel, Counter>,
     pub provisionings: Family<AddonOutcome, Counter>,
     pub scheduled_rotations: Family<AddonOutcome, Counter>,
+    pub outbound_requests: Family<AddonOutcome, Counter>,
     pub releases: Counter,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_request_seconds: Family<RouteLabel, Histogram>,
@@ -169,6 +170,12 @@ impl Metrics {
             "Scheduled rotations by add-on and outcome (due, ok, failed)",
             scheduled_rotations.clone(),
         );
+        let outbound_requests = Family::<AddonOutcome, Counter>::default();
+        r.register(
+            "outbound_requests",
+            "Outbound HTTP requests of add-ons by outcome (answered, refused, timeout, too_large, failed, over_budget; a body cut off after its answer counts again as body_timeout or body_too_large)",
+            outbound_requests.clone(),
+        );
         let releases = Counter::default();
         r.register("releases", "Releases made", releases.clone());
         let http_requests = Family::<HttpLabels, Counter>::default();
@@ -228,6 +235,7 @@ impl Metrics {
             config_updates_refused,
             provisionings,
             scheduled_rotations,
+            outbound_requests,
             releases,
             http_requests,
             http_request_seconds,
@@ -267,6 +275,17 @@ impl Metrics {
             .entry(addon.to_string())
             .or_default()
             .record(Instant::now(), outcome != "ok", took);
+    }
+
+    /// Records one outbound HTTP request of `addon` (or the cut-off of its
+    /// body), `outcome` from the fixed list of [`Metrics::outbound_requests`].
+    pub fn outbound_request(&self, addon: &str, outcome: &'static str) {
+        self.outbound_requests
+            .get_or_create(&AddonOutcome {
+                addon: addon.to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

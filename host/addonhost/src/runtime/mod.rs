@@ -449,8 +449,13 @@ impl Plugin {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
-        let http_hooks =
-            outbound::Outbound::new(&self.id, caps.outbound(), deadline, self.limits.timeout_ms);
+        let http_hooks = outbound::Outbound::new(
+            &self.id,
+            caps.outbound(),
+            deadline,
+            self.limits.timeout_ms,
+            self.metrics.clone(),
+        );
         let state = CallState {
             wasi: None,
             stderr: TailPipe::default(),

@@ -24,7 +24,8 @@
 //!
 //! Refusals are reported to the add-on as `internal-error` with a sentence
 //! saying what was refused and why, and kept for the call's capabilities
-//! (the audit trail, `plugins:check`).
+//! (the audit trail, `plugins:check`). Every request is counted in the
+//! metrics by add-on and outcome (`addonhost_outbound_requests_total`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ use super::limits::{
     BudgetExceeded, MAX_OUTBOUND_REQUESTS, MAX_OUTBOUND_RESPONSE_BYTES, OUTBOUND_CONNECT_TIMEOUT,
 };
 use super::CallState;
+use crate::metrics::Metrics;
 use crate::outbound::{self, AllowList, Target, TargetHost};
 
 /// What one call may reach: its add-on's allowed hosts as the operator
@@ -75,14 +77,20 @@ impl Grant {
 pub type Refusal = (String, String);
 
 /// What the requests of one call share, with the tasks that carry them.
-#[derive(Default)]
 struct Spent {
     /// Response body bytes received, all requests together.
     received: AtomicU64,
     refusals: Mutex<Vec<Refusal>>,
+    /// Where each request's outcome is counted, under this add-on.
+    addon: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Spent {
+    fn record(&self, outcome: &'static str) {
+        self.metrics.outbound_request(&self.addon, outcome);
+    }
+
     fn refuse(&self, url: &str, why: &str) {
         let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         // The budget caps requests, so this stays small.
@@ -93,7 +101,6 @@ impl Spent {
 /// The `wasi:http` hooks of one call: where its requests may go, by when
 /// they must end, and what they have spent.
 pub struct Outbound {
-    addon: String,
     grant: Grant,
     /// When every request of the call must be over.
     until: Instant,
@@ -104,14 +111,25 @@ pub struct Outbound {
 
 impl Outbound {
     /// The hooks of a call of `addon` granted `grant`, whose deadline is
-    /// `deadline` (`timeout_ms` after its start).
-    pub fn new(addon: &str, grant: Grant, deadline: Instant, timeout_ms: u64) -> Outbound {
+    /// `deadline` (`timeout_ms` after its start), counting its requests in
+    /// `metrics`.
+    pub fn new(
+        addon: &str,
+        grant: Grant,
+        deadline: Instant,
+        timeout_ms: u64,
+        metrics: Arc<Metrics>,
+    ) -> Outbound {
         Outbound {
-            addon: addon.to_string(),
             grant,
             until: deadline - margin(timeout_ms),
             requests: 0,
-            spent: Arc::default(),
+            spent: Arc::new(Spent {
+                received: AtomicU64::new(0),
+                refusals: Mutex::default(),
+                addon: addon.to_string(),
+                metrics,
+            }),
         }
     }
 
@@ -119,6 +137,7 @@ impl Outbound {
     fn count(&mut self) -> Result<(), BudgetExceeded> {
         self.requests += 1;
         if self.requests > MAX_OUTBOUND_REQUESTS {
+            self.spent.record("over_budget");
             return Err(BudgetExceeded(format!(
                 "more than {MAX_OUTBOUND_REQUESTS} outbound HTTP requests in one call"
             )));
@@ -158,7 +177,7 @@ impl Outbound {
             };
             return Err(refused(format!(
                 "{target} is not among the hosts add-on {} may reach: {}{how}; declare it in outbound.allowed_hosts",
-                self.addon,
+                self.spent.addon,
                 self.grant.allowed.describe()
             )));
         }
@@ -193,6 +212,7 @@ impl WasiHttpHooks for Outbound {
         match self.plan(&request) {
             Ok(plan) => Box::new(plan.send(request, options)),
             Err(message) => {
+                self.spent.record("refused");
                 self.spent.refuse(&request.uri().to_string(), &message);
                 Box::new(async move { Err(Error::InternalError(Some(message))) })
             }
@@ -249,6 +269,16 @@ struct Plan {
     spent: Arc<Spent>,
 }
 
+/// Why a request failed, as the metrics' `outcome` says it, and the error
+/// the add-on gets.
+struct Failure(&'static str, Error);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure("failed", e)
+    }
+}
+
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
@@ -257,18 +287,40 @@ impl Plan {
         Error::InternalError(Some(format!("outbound request to {}: {what}", self.url)))
     }
 
-    fn timed_out(&self, started: Instant) -> Error {
-        self.error(format!(
-            "timed out after {} ms (outbound requests end before the call's deadline)",
-            started.elapsed().as_millis()
-        ))
+    fn timed_out(&self, started: Instant) -> Failure {
+        Failure(
+            "timeout",
+            self.error(format!(
+                "timed out after {} ms (outbound requests end before the call's deadline)",
+                started.elapsed().as_millis()
+            )),
+        )
     }
 
+    /// Sends `request` and counts how it went.
     async fn send(
+        self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
+        let spent = self.spent.clone();
+        match self.exchange(request, options).await {
+            Ok(answered) => {
+                spent.record("answered");
+                Ok(answered)
+            }
+            Err(Failure(outcome, e)) => {
+                spent.record(outcome);
+                Err(e)
+            }
+        }
+    }
+
+    async fn exchange(
         self,
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
-    ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
+    ) -> Result<(http::Response<WasiBody>, IoFuture), Failure> {
         let started = Instant::now();
         let options = options.unwrap_or_default();
         let connect_by = earliest(
@@ -332,7 +384,7 @@ impl Plan {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if let Some(length) = declared {
             if already + length > MAX_OUTBOUND_RESPONSE_BYTES {
-                return Err(self.error(over_cap(already + length)));
+                return Err(Failure("too_large", self.error(over_cap(already + length))));
             }
         }
         let body = Capped {
@@ -353,7 +405,7 @@ impl Plan {
 
     /// Resolves the target, checks every address, connects to a checked
     /// one, and speaks TLS over it for `https`.
-    async fn connect(&self) -> Result<Box<dyn Stream>, Error> {
+    async fn connect(&self) -> Result<Box<dyn Stream>, Failure> {
         let port = self.target.port;
         let addrs: Vec<SocketAddr> = match &self.target.host {
             TargetHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
@@ -364,7 +416,7 @@ impl Plan {
                 .collect(),
         };
         if addrs.is_empty() {
-            return Err(self.error(format_args!("{} has no address", self.target.host)));
+            return Err(self.error(format_args!("{} has no address", self.target.host)).into());
         }
         for addr in &addrs {
             let ip = outbound::canonical(addr.ip());
@@ -378,7 +430,7 @@ impl Plan {
                     );
                     let message = format!("outbound request to {} refused: {why}", self.url);
                     self.spent.refuse(&self.url, &message);
-                    return Err(Error::InternalError(Some(message)));
+                    return Err(Failure("refused", Error::InternalError(Some(message))));
                 }
             }
         }
@@ -396,7 +448,7 @@ impl Plan {
             }
         }
         let Some(tcp) = tcp else {
-            return Err(self.error(last.unwrap_or_default()));
+            return Err(self.error(last.unwrap_or_default()).into());
         };
         let _ = tcp.set_nodelay(true);
         match self.target.scheme {
@@ -498,6 +550,7 @@ impl Body for CappedBody {
                     let total = this.capped.spent.received.fetch_add(n, Ordering::Relaxed) + n;
                     if total > MAX_OUTBOUND_RESPONSE_BYTES {
                         this.done = true;
+                        this.capped.spent.record("body_too_large");
                         return Poll::Ready(Some(Err(this.capped.error(format_args!(
                             "the response bodies of this call passed the cap of {} MiB; the rest was not read",
                             MAX_OUTBOUND_RESPONSE_BYTES >> 20
@@ -516,6 +569,7 @@ impl Body for CappedBody {
             Poll::Pending => match this.capped.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     this.done = true;
+                    this.capped.spent.record("body_timeout");
                     let ms = this.capped.started.elapsed().as_millis();
                     Poll::Ready(Some(Err(this.capped.error(format_args!(
                         "timed out after {ms} ms reading the response (outbound requests end before the call's deadline)"
