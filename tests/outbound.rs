@@ -318,6 +318,32 @@ async fn a_thousand_requests_in_one_call_hit_the_budget() {
 }
 
 #[tokio::test]
+async fn many_requests_at_once_reach_the_partner_eight_at_a_time() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[partner.url()]);
+    let host = env.host();
+    // 24 slow requests sent together: three waves of eight, well inside
+    // the 1000 ms deadline.
+    let created = host
+        .create_addon(attack(
+            "fetch-parallel",
+            &[
+                ("url", &format!("{}/slow?ms=150", partner.url())),
+                ("count", "24"),
+            ],
+        ))
+        .await
+        .expect("every request is answered, eight at a time");
+    assert_eq!(seen(&created), "24 answered");
+    assert_eq!(partner.hits("/slow"), 24);
+    assert_eq!(
+        partner.most_open(),
+        8,
+        "the partner never sees more than 8 of a call's requests at once"
+    );
+}
+
+#[tokio::test]
 async fn https_goes_through_tls() {
     // A plain-HTTP listener answers a TLS handshake with garbage: the
     // request fails in TLS, which proves it spoke TLS.

@@ -41,6 +41,9 @@ struct State {
     headers: Vec<Vec<(String, String)>>,
     mailboxes: BTreeMap<String, Mailbox>,
     next: u64,
+    /// Connections being served now, and the most ever at once.
+    open: usize,
+    most_open: usize,
 }
 
 pub struct Partner {
@@ -75,7 +78,14 @@ impl Partner {
                 let Ok(conn) = conn else { continue };
                 let (state, auth) = (state.clone(), auth.clone());
                 std::thread::spawn(move || {
+                    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+                    {
+                        let mut s = lock();
+                        s.open += 1;
+                        s.most_open = s.most_open.max(s.open);
+                    }
                     let _ = serve(conn, &state, &auth);
+                    lock().open -= 1;
                 });
             }
         });
@@ -89,6 +99,11 @@ impl Partner {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most connections it served at once.
+    pub fn most_open(&self) -> usize {
+        self.state().most_open
     }
 
     /// Requests received, all routes.

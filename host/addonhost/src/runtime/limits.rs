@@ -34,6 +34,11 @@ pub const MAX_CALLS_IN_FLIGHT: usize = 512;
 /// backend needs a handful.
 pub const MAX_OUTBOUND_REQUESTS: usize = 100;
 
+/// Outbound requests one call may have open at once (connecting, waiting
+/// or streaming a body); the next waits, within the call's deadline, for
+/// one to end. A partner sees at most this many connections per call.
+pub const MAX_OUTBOUND_IN_FLIGHT: usize = 8;
+
 /// Response body bytes one call may receive over all its outbound requests;
 /// past it the body being read ends in an error. Partner APIs answer small
 /// JSON documents; nothing an add-on keeps is larger than this.

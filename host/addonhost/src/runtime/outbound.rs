@@ -17,8 +17,9 @@
 //!   body included — ends a margin before the call's own deadline, so the
 //!   add-on gets an error it can answer with instead of being cut off;
 //! - a call makes at most [`MAX_OUTBOUND_REQUESTS`] requests (the next one
-//!   ends the call, like every budget) and receives at most
-//!   [`MAX_OUTBOUND_RESPONSE_BYTES`] of response bodies;
+//!   ends the call, like every budget), has at most
+//!   [`MAX_OUTBOUND_IN_FLIGHT`] of them open at once (the next waits) and
+//!   receives at most [`MAX_OUTBOUND_RESPONSE_BYTES`] of response bodies;
 //! - the host adds nothing to a request but its `host` header: no platform
 //!   credential, cookie or proxy setting ever leaves with it.
 //!
@@ -48,7 +49,8 @@ use wasmtime_wasi_http::p2::types::HostOutgoingRequest;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
 use super::limits::{
-    BudgetExceeded, MAX_OUTBOUND_REQUESTS, MAX_OUTBOUND_RESPONSE_BYTES, OUTBOUND_CONNECT_TIMEOUT,
+    BudgetExceeded, MAX_OUTBOUND_IN_FLIGHT, MAX_OUTBOUND_REQUESTS, MAX_OUTBOUND_RESPONSE_BYTES,
+    OUTBOUND_CONNECT_TIMEOUT,
 };
 use super::CallState;
 use crate::metrics::Metrics;
@@ -81,6 +83,8 @@ struct Spent {
     /// Response body bytes received, all requests together.
     received: AtomicU64,
     refusals: Mutex<Vec<Refusal>>,
+    /// A permit per open request; held until its connection ends.
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Where each request's outcome is counted, under this add-on.
     addon: String,
     metrics: Arc<Metrics>,
@@ -127,6 +131,7 @@ impl Outbound {
             spent: Arc::new(Spent {
                 received: AtomicU64::new(0),
                 refusals: Mutex::default(),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_OUTBOUND_IN_FLIGHT)),
                 addon: addon.to_string(),
                 metrics,
             }),
@@ -321,6 +326,21 @@ impl Plan {
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
     ) -> Result<(http::Response<WasiBody>, IoFuture), Failure> {
+        let waiting = Instant::now();
+        let acquire = self.spent.in_flight.clone().acquire_owned();
+        let permit = match tokio::time::timeout_at(self.until.into(), acquire).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(self.error("the call has ended").into()),
+            Err(_) => {
+                return Err(Failure(
+                    "timeout",
+                    self.error(format!(
+                        "timed out after {} ms waiting for one of the call's {MAX_OUTBOUND_IN_FLIGHT} open requests to end (outbound requests end before the call's deadline)",
+                        waiting.elapsed().as_millis()
+                    )),
+                ))
+            }
+        };
         let started = Instant::now();
         let options = options.unwrap_or_default();
         let connect_by = earliest(
@@ -395,6 +415,8 @@ impl Plan {
         };
         let response = response.map(move |incoming| body.wrap(incoming));
         let io: IoFuture = Box::new(async move {
+            // The request counts as open until its connection ends.
+            let _permit = permit;
             match conn {
                 Some(conn) => conn.await.map_err(Error::from),
                 None => Ok(()),

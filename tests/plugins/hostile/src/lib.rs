@@ -66,6 +66,49 @@ fn seen_response(response: &Response) -> String {
     format!("status {}: {cut}", response.status)
 }
 
+/// Sends `count` GETs to `url` (`http://authority/path`) without waiting
+/// for any, then reads every answer as it arrives; the number answered.
+fn fetch_parallel(url: &str, count: u64) -> Result<u64, String> {
+    use addonhost_sdk::wasip2::http::outgoing_handler;
+    use addonhost_sdk::wasip2::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+    let rest = url.strip_prefix("http://").ok_or("--url must be http://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut pending = Vec::new();
+    for _ in 0..count {
+        let request = OutgoingRequest::new(Fields::new());
+        request.set_scheme(Some(&Scheme::Http)).ok();
+        request.set_authority(Some(authority)).ok();
+        request.set_path_with_query(Some(path)).ok();
+        let body = request.body().map_err(|_| "no request body")?;
+        let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+        OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
+        pending.push(future);
+    }
+    let mut answered = 0;
+    while !pending.is_empty() {
+        let pollables: Vec<_> = pending.iter().map(|f| f.subscribe()).collect();
+        let ready = addonhost_sdk::wasip2::io::poll::poll(&pollables.iter().collect::<Vec<_>>());
+        drop(pollables);
+        let mut ready: Vec<usize> = ready.into_iter().map(|i| i as usize).collect();
+        ready.sort_unstable_by(|a, b| b.cmp(a));
+        for i in ready {
+            let future = pending.swap_remove(i);
+            let response = future
+                .get()
+                .ok_or("not ready")?
+                .map_err(|_| "taken")?
+                .map_err(|e| format!("{e:?}"))?;
+            let incoming = response.consume().map_err(|_| "no body")?;
+            let stream = incoming.stream().map_err(|_| "no body stream")?;
+            while stream.blocking_read(64 << 10).is_ok() {}
+            drop(stream);
+            drop(incoming);
+            answered += 1;
+        }
+    }
+    Ok(answered)
+}
+
 /// A query parameter as a number.
 fn query_number(req: &Request, key: &str, default: u64) -> u64 {
     addonhost_sdk::http::parse_query(&req.query)
@@ -290,6 +333,14 @@ impl Lifecycle for Hostile {
                 }
                 let response = fetch(request).map_err(|e| AddonError::new(e.to_string()))?;
                 cfg.push(("HOSTILE_SEEN".into(), seen_response(&response)));
+            }
+            // `--count` requests to `--url` all at once, straight through
+            // wasi:http: each answer read as it comes.
+            "fetch-parallel" => {
+                let url = option(&req, "url").unwrap_or_default();
+                let count = number(&req, "count", 20);
+                let answered = fetch_parallel(url, count).map_err(AddonError::new)?;
+                cfg.push(("HOSTILE_SEEN".into(), format!("{answered} answered")));
             }
             // `--count` requests to `--url`, one after the other.
             "fetch-many" => {
