@@ -146,7 +146,8 @@ async fn an_undeclared_host_is_refused_and_never_reached() {
     // Operators see the attempt: counted by add-on and outcome…
     let metrics = host.metrics_text();
     assert!(
-        metrics.contains(r#"addonhost_outbound_requests_total{addon="hostile",outcome="refused"} 1"#),
+        metrics
+            .contains(r#"addonhost_outbound_requests_total{addon="hostile",outcome="refused"} 1"#),
         "{metrics}"
     );
     // …and on the audit trail, like a refused write.

@@ -205,8 +205,29 @@ fn read_request(conn: &TcpStream) -> std::io::Result<Req> {
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0);
-    let mut body = vec![0; length.min(1 << 20)];
-    reader.read_exact(&mut body)?;
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        // Read to the last chunk: closing with a request's bytes unread
+        // resets the connection under the answer.
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0; n.min(1 << 20) + 2];
+            reader.read_exact(&mut chunk)?;
+            if n == 0 {
+                break body;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        let mut body = vec![0; length.min(1 << 20)];
+        reader.read_exact(&mut body)?;
+        body
+    };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target.clone(), String::new()),

@@ -253,8 +253,9 @@ fn fetch_once(r: &Outgoing) -> Result<Response, FetchError> {
         .headers
         .iter()
         .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
-    if !has_length && (!r.body.is_empty() || matches!(r.method.as_str(), "POST" | "PUT" | "PATCH"))
-    {
+    // Every method but GET and HEAD gets one, even for no body (a DELETE
+    // would otherwise go out chunked).
+    if !has_length && (!r.body.is_empty() || !matches!(r.method.as_str(), "GET" | "HEAD")) {
         headers
             .append("content-length", r.body.len().to_string().as_bytes())
             .map_err(|e| fail(format!("header content-length: {e:?}")))?;

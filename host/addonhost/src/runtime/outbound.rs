@@ -438,7 +438,9 @@ impl Plan {
                 .collect(),
         };
         if addrs.is_empty() {
-            return Err(self.error(format_args!("{} has no address", self.target.host)).into());
+            return Err(self
+                .error(format_args!("{} has no address", self.target.host))
+                .into());
         }
         for addr in &addrs {
             let ip = outbound::canonical(addr.ip());
