@@ -610,3 +610,60 @@ fn plugins_check_reports_calls_to_undeclared_hosts() {
     );
     assert_eq!(elsewhere.requests(), 0);
 }
+
+#[test]
+fn a_python_add_on_reaches_only_what_it_declares() {
+    // `plugins:new --lang python`, with provision's key taken from the
+    // partner through `addonhost.fetch`.
+    let partner = Partner::start("x", "y");
+    let mut env = Env::with_plugin_copies(&[], |_, _| {});
+    let plugins = env.data().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    env.ok(&[
+        "plugins:new",
+        "pyfetch",
+        "--lang",
+        "python",
+        "--dir",
+        plugins.to_str().unwrap(),
+    ]);
+    let dir = plugins.join("pyfetch");
+    let app = std::fs::read_to_string(dir.join("app.py")).unwrap();
+    let fetching = app.replace(
+        r#""key": addonhost.secret(32),"#,
+        &format!(
+            r#""key": addonhost.fetch("{}/hit").body.decode(),"#,
+            partner.url()
+        ),
+    );
+    assert_ne!(app, fetching, "the scaffold's provision makes a key");
+    std::fs::write(dir.join("app.py"), fetching).unwrap();
+    env.plugins = plugins.to_str().unwrap().to_string();
+    env.ok(&["plugins:build", dir.to_str().unwrap()]);
+    env.ok(&["apps:create", "shop"]);
+
+    // Undeclared: refused with the host's sentence, never reached.
+    let (_, err) = env.fails(&["addons:create", "pyfetch", "-a", "shop"]);
+    assert!(
+        err.contains(&format!(
+            "outbound request to {}/hit refused",
+            partner.url()
+        )),
+        "{err}"
+    );
+    assert_eq!(partner.requests(), 0);
+
+    // Declared: reached, and its answer is the resource's key.
+    let path = dir.join("addon-manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["outbound"] = serde_json::json!({ "allowed_hosts": [partner.url()] });
+    std::fs::write(&path, m.to_string()).unwrap();
+    env.create("pyfetch", "shop", &[]);
+    let url = env.config("shop")["PYFETCH_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.ends_with("?key=hit"), "{url}");
+    assert_eq!(partner.hits("/hit"), 1);
+}

@@ -54,6 +54,16 @@ try:  # the `addon` world
 except ImportError:  # `addon-http`, where wasi:http's `types` takes the name
     from wit_world.imports.addonhost_addon_types import AddonError
 
+# Imported now, while componentize-py snapshots the component: at call time
+# the sandbox has no files to import from. Present in the worlds that import
+# the outgoing handler, which the build picks when app.py calls `fetch(`.
+try:
+    from wit_world.imports import outgoing_handler as _outgoing_handler
+    from wit_world.imports import wasi_http_types as _http_types
+    from wit_world.imports.streams import StreamError_Closed as _StreamClosed
+except ImportError:
+    _outgoing_handler = _http_types = _StreamClosed = None
+
 __all__ = [
     "MANIFEST",
     "MAX_AGE_SECONDS",
@@ -380,10 +390,20 @@ class Response:
         return cls(303, b"", headers=[("location", location)])
 
 
-class FetchError(Exception):
+class FetchError(Err):
     """A request that got no response: the host refused it (a host the
     manifest does not declare, a private address, the call's budget), the
-    network failed, or it ran out of time or bytes. The message says which."""
+    network failed, or it ran out of time or bytes. The message says which.
+
+    It is an `addonhost.error`: left uncaught in an export, it fails the call
+    with that message."""
+
+    def __init__(self, message):
+        super().__init__(AddonError(message=str(message)))
+        self.message = str(message)
+
+    def __str__(self):
+        return self.message
 
 
 def fetch(url, method="GET", headers=None, body=b"", redirects=5):
@@ -446,16 +466,20 @@ def _error_text(e):
 
 
 def _fetch_once(url, method, headers, body):
-    from wit_world.imports import outgoing_handler
-    from wit_world.imports import wasi_http_types as t
-    from wit_world.imports.streams import StreamError_Closed
-
+    if _outgoing_handler is None:
+        raise FetchError(
+            "this component does not import wasi:http/outgoing-handler: "
+            "call addonhost.fetch( in app.py itself so the build picks a world with it"
+        )
+    outgoing_handler, t, StreamError_Closed = _outgoing_handler, _http_types, _StreamClosed
     parts = _split(url)
     if parts is None:
         raise FetchError(f"{url}: not an http:// or https:// URL")
     scheme, authority, path = parts
     fields = [(k, v.encode() if isinstance(v, str) else v) for k, v in headers]
-    if body or method in ("POST", "PUT", "PATCH"):
+    # Every method but GET and HEAD gets a length, even for no body (a
+    # DELETE would otherwise go out chunked).
+    if body or method not in ("GET", "HEAD"):
         if not any(k.lower() == "content-length" for k, _ in headers):
             fields.append(("content-length", str(len(body)).encode()))
     request = t.OutgoingRequest(t.Fields.from_list(fields))
@@ -487,7 +511,10 @@ def _fetch_once(url, method, headers, body):
     status = incoming.status()
     response_headers = [(k, v.decode("utf-8", "replace")) for k, v in incoming.headers().entries()]
     data = b""
-    stream = incoming.consume().stream()
+    # The stream is the body's child: the body must outlive it, and both are
+    # dropped explicitly, child first.
+    body_in = incoming.consume()
+    stream = body_in.stream()
     try:
         while True:
             data += stream.blocking_read(65536)
@@ -497,6 +524,7 @@ def _fetch_once(url, method, headers, body):
             raise FetchError(text.removeprefix("internal error: ").strip()) from None
     finally:
         stream.__exit__(None, None, None)
+        body_in.__exit__(None, None, None)
     return Response(status, data, content_type=None, headers=response_headers)
 
 
