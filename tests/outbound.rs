@@ -16,6 +16,8 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
+
 use addonhost::platform::{CreateAddon, Deny, OutboundPolicy};
 use addonhost::{Host, HostOptions};
 use support::partner::Partner;
@@ -611,59 +613,100 @@ fn plugins_check_reports_calls_to_undeclared_hosts() {
     assert_eq!(elsewhere.requests(), 0);
 }
 
-#[test]
-fn a_python_add_on_reaches_only_what_it_declares() {
-    // `plugins:new --lang python`, with provision's key taken from the
-    // partner through `addonhost.fetch`.
-    let partner = Partner::start("x", "y");
-    let mut env = Env::with_plugin_copies(&[], |_, _| {});
+/// A `plugins:new --lang LANG` scaffold whose provision takes its key from
+/// a partner (`edits`, each `(from, to)` in its source file), built.
+fn fetching_scaffold(env: &mut Env, lang: &str, file: &str, edits: &[(&str, &str)]) -> PathBuf {
     let plugins = env.data().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
+    let name = format!("{}fetch", &lang[..2]);
     env.ok(&[
         "plugins:new",
-        "pyfetch",
+        &name,
         "--lang",
-        "python",
+        lang,
         "--dir",
         plugins.to_str().unwrap(),
     ]);
-    let dir = plugins.join("pyfetch");
-    let app = std::fs::read_to_string(dir.join("app.py")).unwrap();
-    let fetching = app.replace(
-        r#""key": addonhost.secret(32),"#,
-        &format!(
-            r#""key": addonhost.fetch("{}/hit").body.decode(),"#,
-            partner.url()
-        ),
-    );
-    assert_ne!(app, fetching, "the scaffold's provision makes a key");
-    std::fs::write(dir.join("app.py"), fetching).unwrap();
+    let dir = plugins.join(&name);
+    let source = std::fs::read_to_string(dir.join(file)).unwrap();
+    let mut edited = source;
+    for (from, to) in edits {
+        assert!(edited.contains(from), "the scaffold has {from:?}");
+        edited = edited.replacen(from, to, 1);
+    }
+    std::fs::write(dir.join(file), edited).unwrap();
     env.plugins = plugins.to_str().unwrap().to_string();
     env.ok(&["plugins:build", dir.to_str().unwrap()]);
+    dir
+}
+
+/// The scaffold at `dir` is refused `partner` until it declares it, then
+/// reaches it: the partner's answer (`hit`) becomes the resource's key.
+/// `says` is what the refusal reads like in that language.
+fn refused_then_reached(env: &Env, partner: &Partner, dir: &Path, says: &str) {
+    let name = dir.file_name().unwrap().to_str().unwrap().to_string();
     env.ok(&["apps:create", "shop"]);
-
-    // Undeclared: refused with the host's sentence, never reached.
-    let (_, err) = env.fails(&["addons:create", "pyfetch", "-a", "shop"]);
-    assert!(
-        err.contains(&format!(
-            "outbound request to {}/hit refused",
-            partner.url()
-        )),
-        "{err}"
-    );
+    let (_, err) = env.fails(&["addons:create", &name, "-a", "shop"]);
+    assert!(err.contains(says), "{err}");
     assert_eq!(partner.requests(), 0);
+    // The host's reason is on the audit trail whatever the language shows.
+    let audit = env.json(&["audit"]).to_string();
+    assert!(audit.contains("is not among the hosts"), "{audit}");
 
-    // Declared: reached, and its answer is the resource's key.
     let path = dir.join("addon-manifest.json");
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     m["outbound"] = serde_json::json!({ "allowed_hosts": [partner.url()] });
     std::fs::write(&path, m.to_string()).unwrap();
-    env.create("pyfetch", "shop", &[]);
-    let url = env.config("shop")["PYFETCH_URL"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    env.create(&name, "shop", &[]);
+    let var = format!("{}_URL", name.to_ascii_uppercase());
+    let url = env.config("shop")[&var].as_str().unwrap().to_string();
     assert!(url.ends_with("?key=hit"), "{url}");
     assert_eq!(partner.hits("/hit"), 1);
+}
+
+#[test]
+fn a_python_add_on_reaches_only_what_it_declares() {
+    let partner = Partner::start("x", "y");
+    let mut env = Env::with_plugin_copies(&[], |_, _| {});
+    let dir = fetching_scaffold(
+        &mut env,
+        "python",
+        "app.py",
+        &[(
+            r#""key": addonhost.secret(32),"#,
+            &format!(
+                r#""key": addonhost.fetch("{}/hit").body.decode(),"#,
+                partner.url()
+            ),
+        )],
+    );
+    // Python's FetchError carries the host's sentence into the call's error.
+    let says = format!("outbound request to {}/hit refused", partner.url());
+    refused_then_reached(&env, &partner, &dir, &says);
+}
+
+#[test]
+fn a_javascript_add_on_reaches_only_what_it_declares() {
+    // The standard fetch in an async export.
+    let partner = Partner::start("x", "y");
+    let mut env = Env::with_plugin_copies(&[], |_, _| {});
+    let dir = fetching_scaffold(
+        &mut env,
+        "js",
+        "index.js",
+        &[
+            ("  provision(request) {", "  async provision(request) {"),
+            (
+                "      key: secret(32),",
+                &format!(
+                    "      key: await (await fetch('{}/hit')).text(),",
+                    partner.url()
+                ),
+            ),
+        ],
+    );
+    // StarlingMonkey's fetch rejects with a generic NetworkError; the reason
+    // is in the log and the audit trail.
+    refused_then_reached(&env, &partner, &dir, "NetworkError");
 }
