@@ -326,7 +326,7 @@ fn python_and_js_examples_work_end_to_end_and_start_from_the_cache() {
     };
     let first = origins(&env);
     let ids: Vec<&str> = first.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, ["exceptions", "flags", "kv", "queue"]);
+    assert_eq!(ids, ["exceptions", "flags", "kv", "mailer", "queue"]);
     assert!(first.iter().all(|(_, o)| o == "compiled"), "{first:?}");
     let second = origins(&env);
     assert!(second.iter().all(|(_, o)| o == "cache-hit"), "{second:?}");

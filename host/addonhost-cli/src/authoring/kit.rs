@@ -100,6 +100,10 @@ const FILES: &[(&str, &str)] = &[
         "rust/addonhost-sdk/src/sso.rs",
         include_str!("../../../../plugins/sdk/src/sso.rs"),
     ),
+    (
+        "rust/addonhost-sdk/src/fetch.rs",
+        include_str!("../../../../plugins/sdk/src/fetch.rs"),
+    ),
     // The versions the example add-ons are tested with; a scaffold starts
     // from them instead of whatever is newest on crates.io today.
     (
