@@ -9,13 +9,18 @@
 //! processes too (`/addons/<service>/…`), answered with a sandboxing CSP and
 //! never with anyone's identity.
 //!
+//! The Open Service Broker API answers under its own prefix (`/osb`), with
+//! its own credentials ([`osb`]).
+//!
 //! Handlers are thin: they parse, call [`Host`], and render. State is
-//! explicit in [`Server`]: the host, the API token and the sessions.
+//! explicit in [`Server`]: the host, the API token, the broker and the
+//! sessions.
 
 mod addons;
 mod api;
 mod dashboard;
 mod error;
+pub mod osb;
 mod sessions;
 mod sso;
 pub mod token;
@@ -82,15 +87,24 @@ pub struct Server {
     /// The email the dashboard user signs in to add-ons as.
     pub email: String,
     pub limits: Limits,
+    /// The Open Service Broker API, when it is on.
+    pub osb: Option<osb::Broker>,
     dashboard_sessions: Sessions<()>,
 }
 
 impl Server {
-    pub fn new(host: Arc<Host>, token: String, email: String, limits: Limits) -> Arc<Server> {
+    pub fn new(
+        host: Arc<Host>,
+        token: String,
+        email: String,
+        limits: Limits,
+        osb: Option<osb::Broker>,
+    ) -> Arc<Server> {
         Arc::new(Server {
             token,
             email,
             limits,
+            osb,
             dashboard_sessions: Sessions::new(host.clone(), "dashboard", SESSION_TTL, MAX_SESSIONS),
             host,
         })
@@ -115,7 +129,11 @@ impl Server {
 
 /// The whole application: the add-ons' origins and the platform's routes.
 pub fn app(server: Arc<Server>) -> Router {
-    let platform = Router::new()
+    let mut platform = Router::new();
+    if let Some(broker) = &server.osb {
+        platform = platform.nest(&broker.path, osb::router(server.clone()));
+    }
+    let platform = platform
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/api", api::router(server.clone()))
         .merge(dashboard::router(server.clone()))

@@ -12,6 +12,7 @@ pub mod context;
 pub mod error;
 pub mod http;
 pub mod naming;
+pub mod osb;
 mod provision;
 mod reads;
 mod schedule;
