@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// The data dir's file (and, on a shared store, the setting) holding them.
 pub const FILE_NAME: &str = "osb-credentials";
 /// The username platforms register the broker with.
 pub const USERNAME: &str = "addonhost";
@@ -13,7 +14,9 @@ pub const USERNAME: &str = "addonhost";
 /// What a platform sends as `Authorization: Basic …`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// Who (`addonhost`).
     pub username: String,
+    /// The secret: `osb_` and 32+ random characters.
     pub password: String,
 }
 

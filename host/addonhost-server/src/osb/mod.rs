@@ -44,6 +44,7 @@ pub use credentials::Credentials;
 pub struct Broker {
     /// The path prefix (`/osb`).
     pub path: String,
+    /// The HTTP Basic credentials platforms register the broker with.
     pub credentials: Credentials,
 }
 
@@ -55,6 +56,7 @@ const VERSION_HEADER: &str = "x-broker-api-version";
 const IDENTITY_HEADER: &str = "x-broker-api-originating-identity";
 const REQUEST_ID_HEADER: &str = "x-broker-api-request-identity";
 
+/// The broker's routes, behind [`guard`].
 pub fn router(server: Arc<Server>) -> Router<Arc<Server>> {
     Router::new()
         .route("/v2/catalog", get(catalog::catalog))
