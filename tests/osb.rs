@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{http, unix_now, Env, KvUrl, Server};
+use support::{http, root, unix_now, Env, KvUrl, Server};
 
 /// The version most requests speak.
 const V: &str = "2.17";
@@ -1449,6 +1449,39 @@ fn a_platform_provisions_binds_uses_rotates_unbinds_and_deprovisions() {
             actions.iter().any(|a| a == action),
             "{action} in {actions:?}"
         );
+    }
+}
+
+/// The same flow as a platform's plain HTTP requests: the shell script in
+/// `examples/` (curl and jq) against a real server, run twice — the second
+/// run starts by deprovisioning what a first one could have left.
+#[test]
+fn the_platform_example_script_runs_against_serve() {
+    let env = Env::new();
+    let b = Broker::start(&env);
+    let printed = env.json(&["osb:credentials"]);
+    let script = root().join("examples/osb-platform.sh");
+    for run in 1..=2 {
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .env("OSB_URL", format!("http://{}/osb", b.server.addr))
+            .env("OSB_USER", printed["username"].as_str().unwrap())
+            .env("OSB_PASSWORD", printed["password"].as_str().unwrap())
+            .output()
+            .expect("running sh");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "run {run}: {stdout}{stderr}");
+        for line in [
+            "provisioned osb-example-cache (and a retry answered 200)",
+            "read back: hello from the platform",
+            "the old ones still work: hello from the platform",
+            "unbound and deprovisioned (and a second deprovisioning answered 410)",
+        ] {
+            assert!(stdout.contains(line), "run {run}: {line:?} in {stdout}");
+        }
     }
 }
 
