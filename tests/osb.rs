@@ -1570,6 +1570,13 @@ fn the_broker_path_is_configurable_and_the_broker_can_be_turned_off() {
         "the credentials printed before serve are the broker's"
     );
     assert_ne!(get(&moved, "/osb/v2/catalog").status, 200);
+    // The metrics count the broker's requests as a route class of their
+    // own, wherever it answers.
+    let metrics = moved.api("GET", "/metrics", None).text();
+    assert!(
+        metrics.contains("addonhost_http_requests_total{route=\"osb\",status=\"200\"} 1"),
+        "{metrics}"
+    );
     drop(moved);
     let off = Server::start_with(env.command(&["serve", "--port", "0", "--no-osb"]), &env);
     assert_ne!(get(&off, "/osb/v2/catalog").status, 200);

@@ -223,6 +223,15 @@ fn route_class(server: &Server, req: &Request) -> &'static str {
         return "addon_origin";
     }
     let path = req.uri().path();
+    if let Some(broker) = &server.osb {
+        let prefix = broker.path.as_str();
+        if path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        {
+            return "osb";
+        }
+    }
     match path.split('/').nth(1).unwrap_or("") {
         "api" => "api",
         "addons" => "consumption",
