@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod naming;
 pub mod outbound;
+pub mod osb;
 mod provision;
 mod reads;
 mod schedule;

@@ -7,12 +7,18 @@
 //! a page whose script goes after the dashboard (`/attack`), a route that
 //! holds its instance until the deadline (`/sleep`), one that echoes what the
 //! host forwarded (`/headers`), one that lies about its framing
-//! (`/desync`) and one that calls out while serving a user (`/fetch`).
-//! Outbound attacks (`--attack fetch --url U`, `--attack fetch-many`) aim at
-//! hosts the add-on did not declare, names that resolve to the loopback,
-//! slow and huge upstreams, and the call's request budget.
+//! (`/desync`), one that tries to remember what earlier calls left in its
+//! memory (`/remember`) and one that calls out while serving a user
+//! (`/fetch`). `--attack pending` answers provisioning later:
+//! `POST /complete/<id>` completes it, `POST /fail/<id>` fails it with the
+//! body as the reason. Outbound attacks (`--attack fetch --url U`,
+//! `fetch-many`, `fetch-parallel`) aim at hosts the add-on did not declare,
+//! names that resolve to the loopback, slow and huge upstreams, and the
+//! call's request budgets.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use addonhost_sdk::host::{config, kv};
 use addonhost_sdk::http::{fetch, Handler, Outgoing, Request, Response};
@@ -44,6 +50,9 @@ struct Probe {
     /// (`--slow-rotate-ms N`).
     #[serde(default)]
     slow_rotate_ms: Option<u64>,
+    /// The resource's URL, for a pending provisioning completed later.
+    #[serde(default)]
+    url: Option<String>,
 }
 
 /// Reads the credential record, sleeps `ms`, writes it back one version
@@ -214,7 +223,7 @@ impl Lifecycle for Hostile {
     fn provision(req: ProvisionRequest) -> Result<ProvisionResult, AddonError> {
         let id = format!("hostile-{}", &req.uuid[..8]);
         let url = format!("{}/{id}", req.base_url);
-        let mut cfg: Config = vec![("HOSTILE_URL".into(), url)];
+        let mut cfg: Config = vec![("HOSTILE_URL".into(), url.clone())];
         match option(&req, "attack").unwrap_or("none") {
             "none" | "pending" => {}
             "loop" => {
@@ -364,6 +373,7 @@ impl Lifecycle for Hostile {
             rotate_fail: option(&req, "rotate-fail") == Some("true"),
             sso: option(&req, "sso").map(String::from),
             slow_rotate_ms: option(&req, "slow-rotate-ms").and_then(|v| v.parse().ok()),
+            url: Some(url),
         };
         store::put(&format!("probe/{id}"), &probe)?;
         if option(&req, "attack") == Some("pending") {
@@ -525,6 +535,47 @@ const ATTACK_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><t
 })();
 </script></body></html>"#;
 
+/// What `/remember` leaves behind for the next call to find: a counter, a
+/// buffer in the memory image (data segment, every byte 7), a zeroed one
+/// (.bss, 8 MiB) and memory grown past the initial size. A fresh instance
+/// per call must show every one pristine.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+static IMAGE: Mutex<[u8; 256 << 10]> = Mutex::new([7; 256 << 10]);
+static ZEROED: Mutex<[u8; 8 << 20]> = Mutex::new([0; 8 << 20]);
+
+/// Counts what earlier calls could have left, then leaves as much behind.
+fn remember() -> Response {
+    let calls_before = CALLS.fetch_add(1, Ordering::SeqCst);
+    let mut image = IMAGE.lock().unwrap();
+    let image_residue = image.iter().filter(|b| **b != 7).count();
+    image.fill(0xa5);
+    let mut zeroed = ZEROED.lock().unwrap();
+    let zeroed_residue = zeroed.iter().filter(|b| **b != 0).count();
+    zeroed.fill(0xa5);
+    // Two fresh WebAssembly pages' worth (2 MiB) grown now: a new memory's
+    // pages read as zero, whatever a previous call wrote at that address.
+    let pages = 32;
+    let first = core::arch::wasm32::memory_grow(0, pages);
+    let grown_residue = if first == usize::MAX {
+        usize::MAX
+    } else {
+        // SAFETY: the pages were just grown and nothing else knows of them
+        // (the allocator grows memory past them if it needs more).
+        let grown =
+            unsafe { std::slice::from_raw_parts_mut((first << 16) as *mut u8, pages << 16) };
+        let residue = grown.iter().filter(|b| **b != 0).count();
+        grown.fill(0xa5);
+        residue
+    };
+    let seen = serde_json::json!({
+        "calls_before": calls_before,
+        "image_residue": image_residue,
+        "zeroed_residue": zeroed_residue,
+        "grown_residue": grown_residue,
+    });
+    Response::new(200, "application/json", seen.to_string().into_bytes())
+}
+
 impl Handler for Hostile {
     fn handle(req: Request) -> Response {
         match req.segments().as_slice() {
@@ -592,8 +643,32 @@ impl Handler for Hostile {
                     Err(e) => Response::text(502, e.to_string()),
                 }
             }
+            ["remember"] => remember(),
             ["desync"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("content-length", "0"),
+            // The partner answering a pending provisioning, as a provider's
+            // own machinery would once the resource is ready (or is not).
+            ["complete", id] => {
+                let probe: Probe = store::get(&format!("probe/{id}"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let config = probe
+                    .url
+                    .map(|u| vec![("HOSTILE_URL".to_string(), u)])
+                    .unwrap_or_default();
+                match config::complete(id, &config, Some("completed by the partner")) {
+                    Ok(()) => Response::text(200, "completed\n"),
+                    Err(e) => Response::text(409, format!("{e}\n")),
+                }
+            }
+            ["fail", id] => {
+                let reason = String::from_utf8_lossy(&req.body).into_owned();
+                match config::fail(id, &reason) {
+                    Ok(()) => Response::text(200, "failed\n"),
+                    Err(e) => Response::text(409, format!("{e}\n")),
+                }
+            }
             // Connection handling is the host's, not the add-on's.
             ["hop"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("connection", "close, x-smuggled")
