@@ -41,7 +41,8 @@ struct State {
     headers: Vec<Vec<(String, String)>>,
     mailboxes: BTreeMap<String, Mailbox>,
     next: u64,
-    /// Connections being served now, and the most ever at once.
+    /// `/slow` requests waiting for their answer now, and the most ever at
+    /// once.
     open: usize,
     most_open: usize,
 }
@@ -78,14 +79,7 @@ impl Partner {
                 let Ok(conn) = conn else { continue };
                 let (state, auth) = (state.clone(), auth.clone());
                 std::thread::spawn(move || {
-                    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-                    {
-                        let mut s = lock();
-                        s.open += 1;
-                        s.most_open = s.most_open.max(s.open);
-                    }
                     let _ = serve(conn, &state, &auth);
-                    lock().open -= 1;
                 });
             }
         });
@@ -101,7 +95,9 @@ impl Partner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most connections it served at once.
+    /// The most `/slow` requests it was answering at once (each counted
+    /// until just before its answer is written, so a client that has its
+    /// answer never finds it still counted).
     pub fn most_open(&self) -> usize {
         self.state().most_open
     }
@@ -301,7 +297,14 @@ fn serve(conn: TcpStream, state: &Mutex<State>, auth: &str) -> std::io::Result<(
                 .param("ms")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(5000u64);
+            let count = |delta: isize| {
+                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                s.open = s.open.saturating_add_signed(delta);
+                s.most_open = s.most_open.max(s.open);
+            };
+            count(1);
             std::thread::sleep(Duration::from_millis(ms.min(MAX_SLOW_MS)));
+            count(-1);
             respond(&conn, 200, &[], b"slow")
         }
         ("GET", ["huge"]) => {
