@@ -1,5 +1,7 @@
-//! addonhost's HTTP server: the JSON API, the dashboard, single sign-on, and
-//! the add-ons' own HTTP routes, on axum.
+//! addonhost's HTTP server: the JSON API, the dashboard, single sign-on, the
+//! add-ons' own HTTP routes, and Heroku's protocol both ways (the Partner
+//! API of every plugin, the Platform API remote providers call back), on
+//! axum.
 //!
 //! Two kinds of origin share one listener, told apart by the `Host` header:
 //! the platform's (the API, the dashboard) and one per add-on
@@ -16,6 +18,8 @@ mod addons;
 mod api;
 mod dashboard;
 mod error;
+mod partner;
+mod platform_api;
 mod sessions;
 mod sso;
 pub mod token;
@@ -120,6 +124,17 @@ pub fn app(server: Arc<Server>) -> Router {
         .nest("/api", api::router(server.clone()))
         .merge(dashboard::router(server.clone()))
         .route("/myapps/{app}/addons/{attachment}", get(sso::start))
+        // Provider mode: the Partner API of every plugin.
+        .route(
+            "/partner/{service}/heroku/resources",
+            any(partner::on_platform),
+        )
+        .route(
+            "/partner/{service}/heroku/resources/{*rest}",
+            any(partner::on_platform),
+        )
+        // Platform mode: what remote providers call back.
+        .nest("/platform", platform_api::router())
         .route("/addons/{service}", any(addons::consumption))
         .route("/addons/{service}/", any(addons::consumption))
         .route("/addons/{service}/{*rest}", any(addons::consumption))

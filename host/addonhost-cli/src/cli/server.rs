@@ -28,6 +28,12 @@ pub struct Serve {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = 10)]
     pub body_timeout: u64,
+    /// Provider mode: the Platform API base of the platform calling this
+    /// server's add-ons, where their own config updates and async
+    /// completions go [default: the one each provision request's
+    /// callback_url names, else https://api.heroku.com].
+    #[arg(long, env = "ADDONHOST_PLATFORM_API")]
+    pub platform_api: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -46,6 +52,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
     if cli.url.is_none() {
         opts.public_url = format!("http://{addr}");
     }
+    opts.platform_api = s.platform_api.clone();
     let host = Arc::new(Host::open(opts)?);
     for (id, e) in host.load_all() {
         tracing::error!(addon = %id, "not loaded: {e}");
