@@ -122,7 +122,7 @@ pub async fn handle(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(addonhost::platform::outbound::parse_basic)
+        .and_then(addonhost::platform::remote_http::parse_basic)
         .is_some_and(|(user, password)| server.host.partner_authorized(service, &user, &password));
     if !authorized {
         return unauthorized(service);

@@ -13,7 +13,7 @@ pub mod error;
 pub mod http;
 pub mod naming;
 pub mod oauth;
-pub mod outbound;
+pub mod remote_http;
 pub mod partner;
 pub mod platform_api;
 mod provider;
@@ -172,7 +172,7 @@ pub struct Host {
     /// (add-on id, component hash) found accepted, and when.
     verdicts: Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
     /// The host's own HTTP calls: remote providers, calling platforms.
-    outbound: outbound::Client,
+    remote_http: remote_http::Client,
     /// The key of the Platform API's grants and tokens, once read.
     grants: std::sync::OnceLock<oauth::Grants>,
 }
@@ -250,7 +250,7 @@ impl Host {
             server_id: cluster::random_token()[..16].to_string(),
             started_at: crate::util::unix_now(),
             verdicts: Mutex::new(Default::default()),
-            outbound: outbound::Client::default(),
+            remote_http: remote_http::Client::default(),
             grants: std::sync::OnceLock::new(),
         })
     }

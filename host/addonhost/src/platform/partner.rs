@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::context::Effects;
-use super::outbound::{self, Client};
+use super::remote_http::{self, Client};
 use super::platform_api::resource_config;
 use super::{error, AddonCreated, CreateAddon, Host};
 use crate::manifest::Manifest;
@@ -315,7 +315,7 @@ impl Host {
         }
         let forwarder = Forwarder {
             store: self.store.clone(),
-            client: self.outbound.clone(),
+            client: self.remote_http.clone(),
             manifest: m.clone(),
         };
         tokio::spawn(async move {
@@ -549,7 +549,7 @@ impl Forwarder {
 }
 
 /// A 2xx, or the error (worth retrying for a 5xx or 429).
-fn check(url: &str, reply: &outbound::Answer) -> Result<(), (String, bool)> {
+fn check(url: &str, reply: &remote_http::Answer) -> Result<(), (String, bool)> {
     match reply.status {
         200..=299 => Ok(()),
         s => Err((

@@ -98,7 +98,7 @@ impl Host {
             let provider = RemoteProvider {
                 manifest: s.manifest.clone(),
                 remote: remote.clone(),
-                client: self.outbound.with_timeout(std::time::Duration::from_millis(
+                client: self.remote_http.with_timeout(std::time::Duration::from_millis(
                     s.manifest.limits.timeout_ms,
                 )),
                 callback_base: self.platform_api_url(),

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::context::CallContext;
 use super::error;
 use super::oauth::{Grants, Kind, GRANT_SECONDS};
-use super::outbound::{self, Answer as Reply, Client, Failure};
+use super::remote_http::{self, Answer as Reply, Client, Failure};
 use super::provider::{Answer, Config, Provider};
 use crate::manifest::{urlencode_segment, Manifest, Remote};
 use crate::runtime::bindings::{Pending, Provisioned};
@@ -42,7 +42,7 @@ impl RemoteProvider {
     fn auth(&self) -> (&'static str, String) {
         (
             "authorization",
-            outbound::basic(&self.manifest.id, &self.manifest.api.password),
+            remote_http::basic(&self.manifest.id, &self.manifest.api.password),
         )
     }
 
