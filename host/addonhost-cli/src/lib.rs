@@ -6,3 +6,4 @@ pub mod authoring;
 pub mod check;
 pub mod cli;
 pub mod reload;
+pub mod watch;

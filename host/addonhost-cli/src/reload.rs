@@ -11,8 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
-
 use addonhost::{manifest, Host};
 
 /// Quiet time after the last change before reloading, for files written in
@@ -34,64 +32,33 @@ fn relevant(path: &Path) -> bool {
     name == manifest::FILE_NAME || name.ends_with(".wasm") || path.extension().is_none()
 }
 
-/// Watches the host's plugin folders until the returned watcher is dropped.
-pub fn watch(host: Arc<Host>) -> anyhow::Result<notify::RecommendedWatcher> {
-    // Each relevant change, and whether it was a file renamed into place.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            // Opening and reading a file are events too, and a reload reads
-            // the manifests: only changes count, or reloads would feed
-            // themselves.
-            let changed = !matches!(event.kind, notify::EventKind::Access(_));
-            if changed && event.paths.iter().any(|p| relevant(p)) {
-                use notify::event::{ModifyKind, RenameMode};
-                let renamed = matches!(
-                    event.kind,
-                    notify::EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-                );
-                let _ = tx.send(renamed);
-            }
-        }
-    })?;
-    for root in &host.options().plugin_dirs {
-        if root.exists() {
-            watcher.watch(root, RecursiveMode::Recursive)?;
-        }
-    }
-    tokio::spawn(async move {
-        while let Some(renamed) = rx.recv().await {
-            // Take every change already queued; unless all were renames
-            // into place, wait until the folder has been quiet for a moment.
-            let mut complete = renamed;
-            loop {
-                let wait = if complete { Duration::ZERO } else { DEBOUNCE };
-                match tokio::time::timeout(wait, rx.recv()).await {
-                    Ok(Some(renamed)) => complete &= renamed,
-                    _ => break,
+/// Watches the host's plugin folders for as long as the process runs: each
+/// burst of changes reloads the catalog (on a thread of its own).
+pub fn watch(host: Arc<Host>) -> anyhow::Result<()> {
+    let changes = crate::watch::watch(
+        host.options().plugin_dirs.iter().map(|p| p.as_path()),
+        DEBOUNCE,
+        relevant,
+    )?;
+    std::thread::Builder::new()
+        .name("addonhost-reload".into())
+        .spawn(move || {
+            while changes.next_burst() {
+                let r = host.reload();
+                if !r.is_empty() {
+                    eprintln!(
+                        "reload: loaded {:?}, removed {:?}, failed {:?}",
+                        r.loaded,
+                        r.removed,
+                        r.failed.iter().map(|(id, _)| id).collect::<Vec<_>>()
+                    );
+                }
+                if !r.quick.is_empty() {
+                    // Serving already; the optimized code follows.
+                    let host = host.clone();
+                    std::thread::spawn(move || host.optimize(&r.quick));
                 }
             }
-            let reloading = host.clone();
-            let report = tokio::task::spawn_blocking(move || reloading.reload()).await;
-            match report {
-                Ok(r) => {
-                    if !r.is_empty() {
-                        eprintln!(
-                            "reload: loaded {:?}, removed {:?}, failed {:?}",
-                            r.loaded,
-                            r.removed,
-                            r.failed.iter().map(|(id, _)| id).collect::<Vec<_>>()
-                        );
-                    }
-                    if !r.quick.is_empty() {
-                        // Serving already; the optimized code follows.
-                        let host = host.clone();
-                        tokio::task::spawn_blocking(move || host.optimize(&r.quick));
-                    }
-                }
-                Err(e) => tracing::error!("reload panicked: {e}"),
-            }
-        }
-    });
-    Ok(watcher)
+        })?;
+    Ok(())
 }

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,13 +73,7 @@ async fn authorized(State(server): State<Arc<Server>>, req: Request, next: Next)
     if token.is_some_and(|t| server.is_token(t)) {
         return next.run(req).await;
     }
-    let mut r = json_error(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong bearer token; see `addonhost auth:token`",
-    );
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
+    crate::error::unauthorized_bearer()
 }
 
 #[derive(Deserialize)]

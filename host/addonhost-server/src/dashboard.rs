@@ -265,13 +265,55 @@ struct AppsPage<'a> {
     signed_in: bool,
     banners: Vec<Banner>,
     apps: Vec<AppRow>,
+    plugins: Vec<PluginRow>,
+}
+
+/// What an add-on did in this server lately, against its limits.
+struct PluginRow {
+    id: String,
+    calls: u64,
+    errors: u64,
+    p99: String,
+    in_flight: String,
+    storage: String,
+}
+
+fn plugin_rows(statuses: &[addonhost::platform::PluginStatus]) -> Vec<PluginRow> {
+    statuses
+        .iter()
+        .filter(|p| p.status == "loaded")
+        .map(|p| PluginRow {
+            id: p.id.clone(),
+            calls: p.recent.calls,
+            errors: p.recent.errors,
+            p99: p
+                .recent
+                .p99_ms
+                .map(|ms| format!("≤ {ms} ms"))
+                .unwrap_or_else(|| "—".into()),
+            in_flight: format!(
+                "{} of {}",
+                p.in_flight,
+                p.limits.map(|l| l.concurrency).unwrap_or(0)
+            ),
+            storage: p
+                .storage
+                .map(|s| {
+                    format!(
+                        "{} keys, {} of {}",
+                        s.keys,
+                        addonhost::display::bytes(s.bytes),
+                        addonhost::display::bytes(s.quota_bytes)
+                    )
+                })
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// A banner per plugin that failed to load (or whose newer version did).
-fn banners(server: &Server) -> Vec<Banner> {
-    server
-        .host
-        .plugin_statuses()
+fn banners(statuses: Vec<addonhost::platform::PluginStatus>) -> Vec<Banner> {
+    statuses
         .into_iter()
         .filter_map(|p| {
             let error = p.error?;
@@ -307,12 +349,14 @@ async fn apps(State(server): State<Arc<Server>>) -> Response {
             region: a.region,
         })
         .collect();
+    let statuses = server.host.plugin_statuses();
     render(
         StatusCode::OK,
         &AppsPage {
             title: "Apps",
             signed_in: true,
-            banners: banners(&server),
+            plugins: plugin_rows(&statuses),
+            banners: banners(statuses),
             apps,
         },
     )

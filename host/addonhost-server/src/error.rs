@@ -112,3 +112,16 @@ pub async fn read(body: axum::body::Body) -> Result<Bytes, Response> {
             }
         })
 }
+
+/// `401` for a missing or wrong bearer token, saying where to get one.
+pub fn unauthorized_bearer() -> Response {
+    let mut r = json_error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token; see `addonhost auth:token`",
+    );
+    r.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    r
+}

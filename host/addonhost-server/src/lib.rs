@@ -14,6 +14,8 @@
 //! Handlers are thin: they parse, call [`Host`], and render. State is
 //! explicit in [`Server`]: the host, the API token and the sessions.
 
+#![warn(missing_docs)]
+
 mod addons;
 mod api;
 mod dashboard;
@@ -73,7 +75,9 @@ impl Default for Limits {
 /// A signed-in add-on dashboard session (after SSO).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SsoSession {
+    /// The add-on signed in to.
     pub service: String,
+    /// Who, as the add-on's `sso.verify` named them.
     pub user: String,
     /// The add-on's id of the resource signed in to.
     pub resource: String,
@@ -81,15 +85,20 @@ pub struct SsoSession {
 
 /// Everything the handlers share.
 pub struct Server {
+    /// The platform it serves.
     pub host: Arc<Host>,
+    /// The API bearer token (also the dashboard's sign-in).
     pub token: String,
     /// The email the dashboard user signs in to add-ons as.
     pub email: String,
+    /// Bounds on connections and clients.
     pub limits: Limits,
     dashboard_sessions: Sessions<()>,
 }
 
 impl Server {
+    /// A server for `host`, with its API token, the email its dashboard
+    /// user signs in to add-ons as, and its limits.
     pub fn new(host: Arc<Host>, token: String, email: String, limits: Limits) -> Arc<Server> {
         Arc::new(Server {
             token,
@@ -121,6 +130,7 @@ impl Server {
 pub fn app(server: Arc<Server>) -> Router {
     let platform = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_with_token))
         .nest("/api", api::router(server.clone()))
         .merge(dashboard::router(server.clone()))
         .route("/myapps/{app}/addons/{attachment}", get(sso::start))
@@ -148,12 +158,89 @@ pub fn app(server: Arc<Server>) -> Router {
             server.limits.body_timeout,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(server, observe_request))
 }
 
-/// One line per request with `ADDONHOST_LOG=info`.
-async fn log_request(req: Request, next: Next) -> Response {
+/// `GET /metrics` on the main address: the Prometheus text format, for
+/// the API token (a scraper's `bearer_token`).
+async fn metrics_with_token(
+    axum::extract::State(server): axum::extract::State<Arc<Server>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| server.is_token(t)) {
+        return error::unauthorized_bearer();
+    }
+    metrics_page(&server)
+}
+
+/// The metrics, read now.
+pub fn metrics_page(server: &Server) -> Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        server.host.metrics_text(),
+    )
+        .into_response()
+}
+
+/// A router serving only `GET /metrics`, without the token: for a separate
+/// address only the scraper reaches (`serve --metrics-bind`).
+pub fn metrics_app(server: Arc<Server>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Server>>| async move {
+                    metrics_page(&s)
+                },
+            ),
+        )
+        .with_state(server)
+}
+
+/// Serves [`metrics_app`] on `listener` until the process ends.
+pub async fn serve_metrics(server: Arc<Server>, listener: TcpListener) {
+    if let Err(e) = axum::serve(listener, metrics_app(server)).await {
+        tracing::error!("the metrics listener stopped: {e}");
+    }
+}
+
+/// Which kind of route a request is for, as the metrics' `route` label
+/// says it: a fixed set, whatever the path.
+fn route_class(server: &Server, req: &Request) -> &'static str {
+    if host_of(req).is_some_and(|h| server.host.addon_of_host(&h).is_some()) {
+        return "addon_origin";
+    }
+    let path = req.uri().path();
+    match path.split('/').nth(1).unwrap_or("") {
+        "api" => "api",
+        "addons" => "consumption",
+        "myapps" => "sso",
+        "healthz" => "healthz",
+        "metrics" => "metrics",
+        "" | "apps" | "login" | "logout" | "static" => "dashboard",
+        _ => "other",
+    }
+}
+
+/// Every request: counted and timed by route class and status, logged
+/// with `ADDONHOST_LOG=info`, and run in a span carrying its request id
+/// (also answered as `x-request-id`), so every line it logs names it.
+async fn observe_request(
+    axum::extract::State(server): axum::extract::State<Arc<Server>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use tracing::Instrument;
     let started = Instant::now();
+    let route = route_class(&server, &req);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let peer = req
@@ -161,9 +248,24 @@ async fn log_request(req: Request, next: Next) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
-    let resp = next.run(req).await;
+    let request_id = sessions::random_id()[..16].to_string();
+    let span = tracing::info_span!("request", request_id = %request_id, route);
+    let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
-    tracing::info!(%peer, %method, path, status, ms = started.elapsed().as_millis() as u64, "request");
+    let took = started.elapsed();
+    let m = server.host.metrics();
+    m.http_requests
+        .get_or_create(&addonhost::metrics::HttpLabels { route, status })
+        .inc();
+    m.http_request_seconds
+        .get_or_create(&addonhost::metrics::RouteLabel { route })
+        .observe(took.as_secs_f64());
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    span.in_scope(|| {
+        tracing::info!(%peer, %method, path, status, ms = took.as_millis() as u64, "request");
+    });
     resp
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// The token's file in the data dir (and its name among shared settings).
 pub const FILE_NAME: &str = "api-token";
 
 /// The API token: on a shared store (PostgreSQL) the one every server

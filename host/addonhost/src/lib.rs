@@ -12,6 +12,7 @@
 
 pub mod display;
 pub mod manifest;
+pub mod metrics;
 pub mod platform;
 pub mod reserved;
 pub mod runtime;

@@ -10,13 +10,16 @@
 //!
 //! Rows: plugin call overhead against bare wasmtime; provisioning over HTTP
 //! against bare SQLite transactions of the same shape, at 1, 8 and 32
-//! clients; cold start with the Rust, Python and JavaScript examples
+//! clients; the same with the state in PostgreSQL, one and two servers,
+//! against bare PostgreSQL transactions (a throwaway cluster unless
+//! `ADDONHOST_TEST_PG` names a server; in `--quick` runs only then); cold start with the Rust, Python and JavaScript examples
 //! (compiled cache cold vs warm); hot-reload swap latency and failed requests
 //! under load; resident memory per idle plugin.
 
 mod call;
 mod extism;
 mod platform;
+mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,8 +127,8 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(o) = &opts.only {
         anyhow::ensure!(
-            ["calls", "http", "start", "reload", "memory"].contains(&o.as_str()),
-            "--only {o}: expected calls, http, start, reload or memory"
+            ["calls", "http", "postgres", "start", "reload", "memory"].contains(&o.as_str()),
+            "--only {o}: expected calls, http, postgres, start, reload or memory"
         );
     }
     for example in ["kv", "exceptions", "queue", "flags"] {
@@ -153,6 +156,9 @@ fn main() -> anyhow::Result<()> {
     }
     if opts.wants("http") {
         http(&opts, tmp.path(), &mut rows)?;
+    }
+    if opts.wants("postgres") && (!opts.quick || std::env::var("ADDONHOST_TEST_PG").is_ok()) {
+        postgres_rows(&opts, tmp.path(), &mut rows)?;
     }
     if opts.wants("start") {
         start(&opts, tmp.path(), &mut rows)?;
@@ -267,6 +273,56 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     drop(server);
 
+    Ok(())
+}
+
+fn postgres_rows(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    // 2b. Provisioning over HTTP with the state in PostgreSQL, one and two
+    // servers on one database, vs bare PostgreSQL transactions.
+    let clients = opts.clients.unwrap_or(32);
+    let total = opts
+        .provisions
+        .unwrap_or(if opts.quick { 64 } else { 3200 });
+    let per_client = (total / clients).max(1);
+    let pg = postgres::server_url()?;
+    let kv_only = plugin_copies(&tmp.join("pg-plugins"), &["kv"])?;
+    let base = postgres::baseline(
+        &postgres::fresh_database(&pg, "bench_baseline")?,
+        clients,
+        per_client,
+    )?;
+    for n in [1, 2] {
+        eprintln!("bench: provisioning over HTTP on PostgreSQL, {n} server(s), {clients} clients");
+        let url = postgres::fresh_database(&pg, &format!("bench_{n}_servers"))?;
+        let servers = postgres::servers(
+            &tmp.join(format!("pg-{n}")),
+            kv_only.to_str().unwrap(),
+            &url,
+            n,
+        )?;
+        let refs: Vec<&Server> = servers.iter().collect();
+        let ours = platform::provisioning_spread(&refs, clients, per_client)?;
+        anyhow::ensure!(
+            ours.failed == 0,
+            "{} provisionings failed on PostgreSQL, the first with {}",
+            ours.failed,
+            ours.first_failure.as_deref().unwrap_or("?")
+        );
+        rows.push(row(
+            format!("provisions/s over HTTP, PostgreSQL, {n} server(s), {clients} clients"),
+            format!("{:.0}/s", ours.per_second),
+            format!("{:.0}/s PG txns", base.per_second),
+            ratio(ours.per_second, base.per_second),
+            "≥ 0.67× (within 1.5×)",
+        ));
+        rows.push(row(
+            format!("  latency p50 / p99, PostgreSQL, {n} server(s)"),
+            format!("{} / {}", ms(ours.p50), ms(ours.p99)),
+            format!("{} / {}", ms(base.p50), ms(base.p99)),
+            ratio(ours.p99.as_secs_f64(), base.p99.as_secs_f64()),
+            "",
+        ));
+    }
     Ok(())
 }
 

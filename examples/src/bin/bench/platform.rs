@@ -32,13 +32,25 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, plugins: &str) -> anyhow::Result<Server> {
+        Server::start_on(data, plugins, None)
+    }
+
+    /// A server whose state is in the PostgreSQL database `database`
+    /// (SQLite in `data` when `None`).
+    pub fn start_on(data: &Path, plugins: &str, database: Option<&str>) -> anyhow::Result<Server> {
         let t0 = Instant::now();
-        let mut child = Command::new(addonhost_bin())
+        let mut command = Command::new(addonhost_bin());
+        command
             .args(["serve", "--port", "0"])
             .env("ADDONHOST_DATA", data)
             .env("ADDONHOST_PLUGINS", plugins)
             .env("ADDONHOST_LOG", "error")
             .env_remove("ADDONHOST_URL")
+            .env_remove("ADDONHOST_DATABASE_URL");
+        if let Some(url) = database {
+            command.env("ADDONHOST_DATABASE_URL", url);
+        }
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -61,10 +73,15 @@ impl Server {
             std::thread::sleep(Duration::from_millis(1));
         }
         let started_in = t0.elapsed();
-        let out = Command::new(addonhost_bin())
+        let mut command = Command::new(addonhost_bin());
+        command
             .arg("auth:token")
             .env("ADDONHOST_DATA", data)
-            .output()?;
+            .env_remove("ADDONHOST_DATABASE_URL");
+        if let Some(url) = database {
+            command.env("ADDONHOST_DATABASE_URL", url);
+        }
+        let out = command.output()?;
         let token = String::from_utf8(out.stdout)?.trim().to_string();
         Ok(Server {
             child,
@@ -190,7 +207,7 @@ pub struct Load {
     pub first_failure: Option<String>,
 }
 
-fn load_of(
+pub fn load_of(
     mut latencies: Vec<Duration>,
     took: Duration,
     failed: usize,
@@ -213,6 +230,17 @@ fn load_of(
 /// `clients` connections, each provisioning `per_client` kv add-ons onto
 /// its own app through `POST /api/apps/:app/addons`.
 pub fn provisioning(server: &Server, clients: usize, per_client: usize) -> anyhow::Result<Load> {
+    provisioning_spread(&[server], clients, per_client)
+}
+
+/// [`provisioning`] with the clients spread over `servers` sharing one
+/// store (client `c` talks to server `c % n`).
+pub fn provisioning_spread(
+    servers: &[&Server],
+    clients: usize,
+    per_client: usize,
+) -> anyhow::Result<Load> {
+    let server = servers[0];
     let auth = server.auth();
     let run = format!("{:x}", rand_u64());
     for c in 0..clients {
@@ -237,7 +265,7 @@ pub fn provisioning(server: &Server, clients: usize, per_client: usize) -> anyho
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
-            let addr = server.addr.clone();
+            let addr = servers[c % servers.len()].addr.clone();
             let auth = auth.clone();
             let app = format!("b{run}-{c}");
             std::thread::spawn(

@@ -14,43 +14,7 @@ use addonhost::manifest::{self, Manifest};
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
-/// The languages an add-on can be written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Language {
-    Rust,
-    Python,
-    Js,
-}
-
-impl Language {
-    /// From the folder's files: `Cargo.toml`, `app.py`, `package.json` or
-    /// `index.js`.
-    pub fn detect(dir: &Path) -> Option<Language> {
-        match addonhost::platform::catalog::language(dir) {
-            "rust" => Some(Language::Rust),
-            "python" => Some(Language::Python),
-            "js" => Some(Language::Js),
-            _ => None,
-        }
-    }
-
-    pub fn parse(s: &str) -> anyhow::Result<Language> {
-        match s {
-            "rust" | "rs" => Ok(Language::Rust),
-            "python" | "py" => Ok(Language::Python),
-            "js" | "javascript" => Ok(Language::Js),
-            other => bail!("unknown language {other:?}: expected rust, python or js"),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Language::Rust => "rust",
-            Language::Python => "python",
-            Language::Js => "js",
-        }
-    }
-}
+pub use addonhost::platform::catalog::Language;
 
 /// A finished build.
 #[derive(Debug)]
@@ -350,9 +314,28 @@ mod tests {
 
     #[test]
     fn languages_parse_with_their_short_names() {
-        assert_eq!(Language::parse("py").unwrap(), Language::Python);
-        assert_eq!(Language::parse("javascript").unwrap(), Language::Js);
-        let e = Language::parse("go").unwrap_err().to_string();
+        assert_eq!("py".parse::<Language>().unwrap(), Language::Python);
+        assert_eq!("javascript".parse::<Language>().unwrap(), Language::Js);
+        let e = "go".parse::<Language>().unwrap_err();
         assert!(e.contains("rust, python or js"), "{e}");
+    }
+
+    #[test]
+    fn the_command_line_takes_the_aliases_too() {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["addonhost", "plugins:new", "x", "--lang", "py"])
+                .expect("py is an alias of python");
+        match cli.command {
+            crate::cli::Command::PluginsNew(n) => assert_eq!(n.lang.0, Language::Python),
+            other => panic!("{other:?}"),
+        }
+        let e = crate::cli::Cli::try_parse_from(["addonhost", "plugins:new", "x", "--lang", "go"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rust") && e.contains("python") && e.contains("js"),
+            "{e}"
+        );
     }
 }

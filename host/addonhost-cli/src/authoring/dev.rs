@@ -5,11 +5,9 @@
 //! and rename), so the server keeps serving it.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
-use notify::{RecursiveMode, Watcher};
 
 use super::build::{self, JS_SDK_FILE};
 use addonhost::manifest::Manifest;
@@ -62,20 +60,10 @@ pub fn run(dir: &Path, max_builds: Option<usize>) -> anyhow::Result<()> {
         .with_context(|| format!("add-on folder {}", dir.display()))?;
     let m = Manifest::load(&dir)?;
     let component = m.component.clone();
-    let (tx, rx) = mpsc::channel::<()>();
     let watch_dir = dir.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let touches_source = event
-                .paths
-                .iter()
-                .any(|p| is_source(&watch_dir, &component, p));
-            if touches_source && !matches!(event.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
-            }
-        }
+    let changes = crate::watch::watch([dir.as_path()], DEBOUNCE, move |p| {
+        is_source(&watch_dir, &component, p)
     })?;
-    watcher.watch(&dir, RecursiveMode::Recursive)?;
     eprintln!(
         "==> watching {} for changes to {} (Ctrl-C to stop)",
         dir.display(),
@@ -85,11 +73,10 @@ pub fn run(dir: &Path, max_builds: Option<usize>) -> anyhow::Result<()> {
     build_once(&dir);
     builds += 1;
     while max_builds.is_none_or(|max| builds < max) {
-        if rx.recv().is_err() {
+        // Build once the folder has been quiet for a moment.
+        if !changes.next_burst() {
             break;
         }
-        // Debounce: build once the folder has been quiet for a moment.
-        while rx.recv_timeout(DEBOUNCE).is_ok() {}
         eprintln!("==> change detected, rebuilding {}", m.id);
         build_once(&dir);
         builds += 1;

@@ -37,7 +37,10 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
                 vec![
                     r.id.clone(),
                     r.name.clone(),
-                    r.language.to_string(),
+                    match (&r.remote, r.language) {
+                        (Some(_), _) => "remote".to_string(),
+                        (None, l) => l.map_or("unknown", |l| l.name()).to_string(),
+                    },
                     r.component_hash.clone().unwrap_or_else(|| "-".into()),
                     r.loaded_at.map(output::when).unwrap_or_else(|| "-".into()),
                     r.storage
@@ -176,20 +179,42 @@ pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A language on the command line: its name or an alias (`rs`, `py`,
+/// `javascript`), listed in `--help`.
+#[derive(Debug, Clone, Copy)]
+pub struct LanguageArg(pub authoring::Language);
+
+impl clap::ValueEnum for LanguageArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            LanguageArg(authoring::Language::Rust),
+            LanguageArg(authoring::Language::Python),
+            LanguageArg(authoring::Language::Js),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(
+            clap::builder::PossibleValue::new(self.0.name())
+                .aliases(self.0.aliases().iter().copied()),
+        )
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct New {
     /// The add-on's id: lowercase letters, digits and dashes (`my-cache`).
     pub name: String,
     /// The language to write it in.
-    #[arg(long, value_parser = ["rust", "python", "js"])]
-    pub lang: String,
+    #[arg(long)]
+    pub lang: LanguageArg,
     /// The folder to create it in (as DIR/NAME).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
 }
 
 pub fn new(n: &New) -> anyhow::Result<()> {
-    let lang = authoring::Language::parse(&n.lang)?;
+    let lang = n.lang.0;
     let dir = authoring::scaffold::new(&n.name, lang, &n.dir)?;
     println!("Created {} ({}) in {}", n.name, lang.name(), dir.display());
     println!("Next:");

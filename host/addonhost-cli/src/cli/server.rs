@@ -34,6 +34,11 @@ pub struct Serve {
     /// callback_url names, else https://api.heroku.com].
     #[arg(long, env = "ADDONHOST_PLATFORM_API")]
     pub platform_api: Option<String>,
+    /// Also serve `GET /metrics` on this address, without the API token
+    /// (for a scraper on a private network); on the main address it needs
+    /// the token.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -62,7 +67,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         eprintln!("warning: {}: {}", b.dir.display(), b.error);
     }
     // Hot reload: plugin changes are compiled in the background and swapped in.
-    let _watcher = crate::reload::watch(host.clone())?;
+    crate::reload::watch(host.clone())?;
     // Scheduled credential rotation (manifests with rotation.every_seconds).
     let scheduler = host.clone();
     tokio::spawn(async move {
@@ -90,6 +95,16 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         body_timeout: std::time::Duration::from_secs(s.body_timeout),
     };
     let server = Server::new(host.clone(), token, s.email.clone(), limits);
+    if let Some(bind) = s.metrics_bind {
+        let metrics = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {bind} for metrics: {e}"))?;
+        eprintln!(
+            "addonhost metrics on http://{}/metrics",
+            metrics.local_addr()?
+        );
+        tokio::spawn(server::serve_metrics(server.clone(), metrics));
+    }
     eprintln!(
         "addonhost serving on http://{addr} (dashboard: http://{addr}/, API token: `addonhost auth:token`)"
     );

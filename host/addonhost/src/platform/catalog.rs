@@ -86,16 +86,66 @@ pub fn plugin_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-/// The language an add-on folder is written in.
-pub fn language(dir: &Path) -> &'static str {
-    if dir.join("Cargo.toml").is_file() {
-        "rust"
-    } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
-        "python"
-    } else if dir.join("package.json").is_file() || dir.join("index.js").is_file() {
-        "js"
-    } else {
-        "unknown"
+/// The languages an add-on can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Rust,
+    Python,
+    Js,
+}
+
+impl Language {
+    /// Every language, in the order help texts list them.
+    pub const ALL: [Language; 3] = [Language::Rust, Language::Python, Language::Js];
+
+    /// From the folder's files: `Cargo.toml`, `app.py` or `pyproject.toml`,
+    /// `package.json` or `index.js`.
+    pub fn detect(dir: &Path) -> Option<Language> {
+        if dir.join("Cargo.toml").is_file() {
+            Some(Language::Rust)
+        } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
+            Some(Language::Python)
+        } else if dir.join("package.json").is_file() || dir.join("index.js").is_file() {
+            Some(Language::Js)
+        } else {
+            None
+        }
+    }
+
+    /// Its name: `rust`, `python`, `js`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::Python => "python",
+            Language::Js => "js",
+        }
+    }
+
+    /// Other names it is known by.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Language::Rust => &["rs"],
+            Language::Python => &["py"],
+            Language::Js => &["javascript"],
+        }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Language {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Language, String> {
+        Language::ALL
+            .into_iter()
+            .find(|l| l.name() == s || l.aliases().contains(&s))
+            .ok_or_else(|| format!("unknown language {s:?}: expected rust, python or js"))
     }
 }
 

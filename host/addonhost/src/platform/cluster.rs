@@ -282,7 +282,7 @@ impl Host {
             return Err(error::unavailable(format!(
                 "add-on {} runs component {} on this server, but the platform serves it with {}: \
                  deploy the same build to every server, or accept this one with `addonhost plugins:deploy {}` \
-                 (see docs/server.md, Rolling deploys)",
+                 (see docs/cluster.md, Rolling deploys)",
                 m.id,
                 &plugin.content_hash[..16],
                 accepted.iter().map(|h| &h[..16]).collect::<Vec<_>>().join(", "),

@@ -416,11 +416,16 @@ impl Capabilities for CallContext {
 
     fn log(&mut self, level: Level, message: &str) {
         let addon = self.service();
+        // The add-on's id of the resource the call is about, if one.
+        let resource = match &self.scope {
+            Scope::Resource { partner_id } => partner_id.as_str(),
+            _ => "",
+        };
         match level {
-            Level::Debug => tracing::debug!(addon, "{message}"),
-            Level::Info => tracing::info!(addon, "{message}"),
-            Level::Warn => tracing::warn!(addon, "{message}"),
-            Level::Error => tracing::error!(addon, "{message}"),
+            Level::Debug => tracing::debug!(addon, resource, "{message}"),
+            Level::Info => tracing::info!(addon, resource, "{message}"),
+            Level::Warn => tracing::warn!(addon, resource, "{message}"),
+            Level::Error => tracing::error!(addon, resource, "{message}"),
         }
     }
 }

@@ -182,7 +182,8 @@ pub struct Host {
 pub struct PluginStatus {
     pub id: String,
     pub name: String,
-    pub language: &'static str,
+    /// `None` when its folder has none of the files that tell.
+    pub language: Option<catalog::Language>,
     pub dir: PathBuf,
     /// First 16 hex digits of the component's SHA-256, once loaded.
     pub component_hash: Option<String>,
@@ -208,6 +209,10 @@ pub struct PluginStatus {
     /// A remote add-on's resources URL (its provider's Partner API).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// Its calls in this process over the last five minutes.
+    pub recent: crate::metrics::Recent,
+    /// Its calls running now, in this process.
+    pub in_flight: usize,
 }
 
 /// An add-on's KV storage against its quota.
@@ -232,13 +237,20 @@ pub struct ServiceView {
 impl Host {
     /// Opens the data dir (creating it) and discovers the plugins.
     pub fn open(opts: HostOptions) -> anyhow::Result<Host> {
-        let store = Arc::new(match &opts.database {
-            Some(url) => Store::open_postgres(url)?,
-            None => Store::open_sqlite(&opts.data_dir)?,
-        });
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store = Arc::new(
+            match &opts.database {
+                Some(url) => Store::open_postgres(url)?,
+                None => Store::open_sqlite(&opts.data_dir)?,
+            }
+            .observed_by(metrics.clone()),
+        );
         crate::util::private_dir(&opts.data_dir)
             .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
-        let runtime = Runtime::new(Some(ArtifactCache::new(opts.data_dir.join("cache"))))?;
+        let runtime = Runtime::with_metrics(
+            Some(ArtifactCache::new(opts.data_dir.join("cache"))),
+            metrics,
+        )?;
         let catalog = Catalog::discover(&opts.plugin_dirs, &opts.policy);
         Ok(Host {
             store,
@@ -298,6 +310,16 @@ impl Host {
             &self.opts.policy,
         );
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        let m = self.metrics();
+        for (outcome, n) in [
+            ("loaded", report.loaded.len()),
+            ("failed", report.failed.len()),
+            ("removed", report.removed.len()),
+        ] {
+            m.reloads
+                .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+                .inc_by(n as u64);
+        }
         for id in &report.loaded {
             tracing::info!(addon = %id, "plugin loaded");
         }
@@ -340,6 +362,39 @@ impl Host {
 
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The metrics of this host: its plugins' calls, its store, its
+    /// server's requests.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.runtime.metrics()
+    }
+
+    /// Every metric in the Prometheus text format, the gauges read now.
+    pub fn metrics_text(&self) -> String {
+        use crate::metrics::AddonLabel;
+        let m = self.metrics();
+        for s in self.catalog().services() {
+            let label = AddonLabel {
+                addon: s.manifest.id.clone(),
+            };
+            m.plugin_calls_in_flight
+                .get_or_create(&label)
+                .set(self.runtime.in_flight(&s.manifest.id) as i64);
+            m.plugin_concurrency_limit
+                .get_or_create(&label)
+                .set(s.manifest.limits.concurrency as i64);
+            if let Ok((keys, bytes)) = self.store.read(|tx| tx.kv_usage(&s.manifest.id)) {
+                m.kv_keys.get_or_create(&label).set(keys as i64);
+                m.kv_bytes.get_or_create(&label).set(bytes as i64);
+            }
+        }
+        if let Some((batches, writes, wal)) = self.store.engine_stats() {
+            m.store_batches.set(batches as i64);
+            m.store_writes.set(writes as i64);
+            m.store_wal_bytes.set(wal as i64);
+        }
+        m.encode()
     }
 
     /// Services in the catalog, by id.
@@ -512,9 +567,9 @@ impl Host {
                 id: m.id.clone(),
                 name: m.name.clone(),
                 language: if s.is_remote() {
-                    "remote"
+                    None
                 } else {
-                    catalog::language(&m.dir)
+                    catalog::Language::detect(&m.dir)
                 },
                 dir: m.dir.clone(),
                 component_hash: hash,
@@ -527,6 +582,8 @@ impl Host {
                 accepted_components: None,
                 servers: Vec::new(),
                 remote: m.remote.as_ref().map(|r| r.resources_url.clone()),
+                recent: self.metrics().recent(&m.id),
+                in_flight: self.runtime.in_flight(&m.id),
             });
         }
         for b in &catalog.broken {
@@ -540,7 +597,7 @@ impl Host {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 name: String::new(),
-                language: catalog::language(&b.dir),
+                language: catalog::Language::detect(&b.dir),
                 dir: b.dir.clone(),
                 component_hash: None,
                 loaded_at: None,
@@ -552,6 +609,8 @@ impl Host {
                 accepted_components: None,
                 servers: Vec::new(),
                 remote: None,
+                recent: Default::default(),
+                in_flight: 0,
             });
         }
         if self.store.shared() {
@@ -630,6 +689,17 @@ impl Host {
             std::mem::take(&mut effects.lock().unwrap_or_else(|p| p.into_inner()).refusals);
         if refusals.is_empty() {
             return;
+        }
+        for (addon, _) in &refusals {
+            // Only ids of the catalog become label values.
+            if self.catalog().get(addon).is_some() {
+                self.metrics()
+                    .config_updates_refused
+                    .get_or_create(&crate::metrics::AddonLabel {
+                        addon: addon.clone(),
+                    })
+                    .inc();
+            }
         }
         let r = self.store.write(move |tx| {
             for (addon, what) in &refusals {

@@ -85,6 +85,28 @@ enum Reservation {
 impl Host {
     /// Provisions an add-on and attaches it to the app (CONTRACT §Provision).
     pub async fn create_addon(&self, req: CreateAddon) -> anyhow::Result<AddonCreated> {
+        let service = req.spec.split(':').next().unwrap_or("").to_string();
+        let r = self.provision(req).await;
+        // Only ids of the catalog become label values.
+        if self.catalog().get(&service).is_some() {
+            let outcome = match &r {
+                Ok(c) if c.existing => "existing",
+                Ok(c) if c.addon.state == ResourceState::Provisioned => "provisioned",
+                Ok(_) => "pending",
+                Err(_) => "failed",
+            };
+            self.metrics()
+                .provisionings
+                .get_or_create(&crate::metrics::AddonOutcome {
+                    addon: service,
+                    outcome,
+                })
+                .inc();
+        }
+        r
+    }
+
+    async fn provision(&self, req: CreateAddon) -> anyhow::Result<AddonCreated> {
         let (manifest, plan) = self.parse_spec(&req.spec)?;
         let uuid = match &req.uuid {
             Some(u) => uuid::Uuid::parse_str(u)

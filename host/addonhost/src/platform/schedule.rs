@@ -76,7 +76,10 @@ impl Host {
             tokio::spawn(async move {
                 // Every server sharing the store finds it due; one runs it.
                 match host.claim_rotation(&r).await {
-                    Ok(true) => host.rotate_on_schedule(&r).await,
+                    Ok(true) => {
+                        host.count_rotation(&r.service, "due");
+                        host.rotate_on_schedule(&r).await
+                    }
                     Ok(false) => {}
                     Err(e) => {
                         tracing::error!(addon = %r.name, "cannot claim the scheduled rotation: {e:#}")
@@ -91,12 +94,24 @@ impl Host {
         started
     }
 
+    fn count_rotation(&self, service: &str, outcome: &'static str) {
+        self.metrics()
+            .scheduled_rotations
+            .get_or_create(&crate::metrics::AddonOutcome {
+                addon: service.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
     /// One scheduled rotation; a failure is recorded on the add-on, with
     /// when to retry.
     async fn rotate_on_schedule(&self, r: &Resource) {
         let Err(e) = self.rotate_resource(r, "schedule").await else {
+            self.count_rotation(&r.service, "ok");
             return;
         };
+        self.count_rotation(&r.service, "failed");
         let message = format!("{e:#}");
         tracing::warn!(addon = %r.name, "scheduled rotation failed: {message}");
         let retry_at = unix_now() + backoff(r.rotation_failures);

@@ -57,6 +57,17 @@ impl Plugin {
         caps: Box<dyn Capabilities>,
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, CallError> {
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("call", addon = %self.id(), call = "http");
+        let r = tracing::Instrument::instrument(self.serve_http(caps, request), span).await;
+        self.observe("http", started, r)
+    }
+
+    async fn serve_http(
+        &self,
+        caps: Box<dyn Capabilities>,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, CallError> {
         let proxy = self.proxy.as_ref().ok_or_else(|| CallError::Addon {
             plugin: self.id.clone(),
             message: "this add-on does not serve HTTP".into(),

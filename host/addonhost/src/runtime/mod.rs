@@ -46,6 +46,7 @@ pub use http::MAX_RESPONSE_BYTES;
 pub use limits::{BudgetExceeded, Slots};
 
 use crate::manifest::Limits;
+use crate::metrics::{outcome_of, Metrics};
 use bindings::{Addon, AddonPre};
 use exports::{Export, Exports};
 use limits::{LogBudget, MemoryLimiter, MAX_RESOURCES};
@@ -103,6 +104,8 @@ pub struct Runtime {
     /// Engines the epoch ticker advances.
     ticking: Arc<Mutex<Vec<wasmtime::EngineWeak>>>,
     ticker_stop: Arc<AtomicBool>,
+    /// Where every call is counted and timed.
+    metrics: Arc<Metrics>,
 }
 
 /// A second engine that compiles with Winch, wasmtime's baseline compiler:
@@ -137,11 +140,20 @@ pub struct Plugin {
     pub content_hash: String,
     /// Whether this load compiled or hit the artifact cache.
     pub origin: Origin,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
     /// A runtime whose compiled components are cached in `cache` (if any).
     pub fn new(cache: Option<ArtifactCache>) -> anyhow::Result<Runtime> {
+        Runtime::with_metrics(cache, Arc::new(Metrics::new()))
+    }
+
+    /// [`Runtime::new`], counting every call in `metrics`.
+    pub fn with_metrics(
+        cache: Option<ArtifactCache>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Runtime> {
         let config = base_config();
         // Every call instantiates afresh, so instantiation is the hot path:
         // the pooling allocator reuses pre-reserved slots (no mmap/munmap and
@@ -189,6 +201,7 @@ impl Runtime {
             quick: OnceLock::new(),
             ticking,
             ticker_stop,
+            metrics,
         })
     }
 
@@ -230,13 +243,18 @@ impl Runtime {
             .with_context(|| format!("add-on {id}: quick compile"))?;
         plugin_of(
             id,
-            (&tier.engine, &tier.linker, &self.slots),
+            (&tier.engine, &tier.linker, &self.slots, &self.metrics),
             &component,
             limits,
             content_hash,
             Origin::Quick,
         )
         .map(Some)
+    }
+
+    /// The metrics every call of this runtime's plugins is counted in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn engine(&self) -> &Engine {
@@ -264,7 +282,7 @@ impl Runtime {
         };
         plugin_of(
             id,
-            (&self.engine, &self.linker, &self.slots),
+            (&self.engine, &self.linker, &self.slots, &self.metrics),
             &component,
             limits,
             content_hash,
@@ -317,7 +335,7 @@ fn linker_for(engine: &Engine) -> anyhow::Result<Linker<CallState>> {
 /// pre-instantiated.
 fn plugin_of(
     id: &str,
-    (engine, linker, slots): (&Engine, &Linker<CallState>, &Arc<Slots>),
+    (engine, linker, slots, metrics): (&Engine, &Linker<CallState>, &Arc<Slots>, &Arc<Metrics>),
     component: &Component,
     limits: Limits,
     content_hash: String,
@@ -339,6 +357,7 @@ fn plugin_of(
         slots: slots.clone(),
         content_hash,
         origin,
+        metrics: metrics.clone(),
     })
 }
 
@@ -448,14 +467,21 @@ impl Plugin {
         let _slot = self.slot(call)?;
         let mut store = self.new_store(caps);
         let deadline = Duration::from_millis(self.limits.timeout_ms);
-        let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 4, async {
-            let instance = self
-                .pre
-                .instance_pre()
-                .instantiate_async(&mut store)
-                .await?;
-            export.call(&mut store, &instance, params).await
-        })
+        let span = tracing::info_span!("call", addon = %self.id, call);
+        let outcome = tokio::time::timeout(
+            deadline + EPOCH_TICK * 4,
+            tracing::Instrument::instrument(
+                async {
+                    let instance = self
+                        .pre
+                        .instance_pre()
+                        .instantiate_async(&mut store)
+                        .await?;
+                    export.call(&mut store, &instance, params).await
+                },
+                span,
+            ),
+        )
         .await;
         let hit_memory = store.data().limiter.hit;
         self.classify(call, outcome, hit_memory, &store.data().stderr)
@@ -516,6 +542,18 @@ impl Plugin {
         }
     }
 
+    /// Counts and times one call, whatever became of it.
+    pub(super) fn observe<T>(
+        &self,
+        call: &'static str,
+        started: Instant,
+        r: Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        self.metrics
+            .plugin_call(&self.id, call, outcome_of(&r), started.elapsed());
+        r
+    }
+
     fn addon_error(&self, e: AddonError) -> CallError {
         CallError::Addon {
             plugin: self.id.clone(),
@@ -529,10 +567,12 @@ impl Plugin {
         caps: Box<dyn Capabilities>,
         request: ProvisionRequest,
     ) -> Result<ProvisionResult, CallError> {
-        let (r,) = self
+        let started = Instant::now();
+        let r = self
             .run("provision", caps, &self.exports.provision, (request,))
-            .await?;
-        r.map_err(|e| self.addon_error(e))
+            .await
+            .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
+        self.observe("provision", started, r)
     }
 
     /// `lifecycle.deprovision`.
@@ -542,10 +582,12 @@ impl Plugin {
         id: &str,
     ) -> Result<(), CallError> {
         let id = id.to_string();
-        let (r,) = self
+        let started = Instant::now();
+        let r = self
             .run("deprovision", caps, &self.exports.deprovision, (id,))
-            .await?;
-        r.map_err(|e| self.addon_error(e))
+            .await
+            .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
+        self.observe("deprovision", started, r)
     }
 
     /// `lifecycle.change-plan`.
@@ -556,10 +598,12 @@ impl Plugin {
         plan: &str,
     ) -> Result<Option<Vec<(String, String)>>, CallError> {
         let (id, plan) = (id.to_string(), plan.to_string());
-        let (r,) = self
+        let started = Instant::now();
+        let r = self
             .run("change-plan", caps, &self.exports.change_plan, (id, plan))
-            .await?;
-        r.map_err(|e| self.addon_error(e))
+            .await
+            .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
+        self.observe("change-plan", started, r)
     }
 
     /// `credentials.rotate`.
@@ -569,10 +613,12 @@ impl Plugin {
         id: &str,
     ) -> Result<Vec<(String, String)>, CallError> {
         let id = id.to_string();
-        let (r,) = self
+        let started = Instant::now();
+        let r = self
             .run("rotate", caps, &self.exports.rotate, (id,))
-            .await?;
-        r.map_err(|e| self.addon_error(e))
+            .await
+            .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
+        self.observe("rotate", started, r)
     }
 
     /// `sso.verify`.
@@ -581,9 +627,11 @@ impl Plugin {
         caps: Box<dyn Capabilities>,
         login: Login,
     ) -> Result<Verdict, CallError> {
-        let (verdict,) = self
+        let started = Instant::now();
+        let r = self
             .run("sso-verify", caps, &self.exports.verify, (login,))
-            .await?;
-        Ok(verdict)
+            .await
+            .map(|(verdict,)| verdict);
+        self.observe("sso-verify", started, r)
     }
 }

@@ -222,6 +222,8 @@ pub struct ServerRow {
 /// Where the state lives.
 pub struct Store {
     backend: Backend,
+    /// Where write latencies go, once observed.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 enum Backend {
@@ -235,6 +237,7 @@ impl Store {
     pub fn open_sqlite(data_dir: &Path) -> anyhow::Result<Store> {
         Ok(Store {
             backend: Backend::Sqlite(SqliteStore::open(data_dir)?),
+            metrics: None,
         })
     }
 
@@ -243,6 +246,7 @@ impl Store {
     pub fn open_postgres(url: &str) -> anyhow::Result<Store> {
         Ok(Store {
             backend: Backend::Postgres(Arc::new(PgStore::open(url)?)),
+            metrics: None,
         })
     }
 
@@ -251,6 +255,27 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Counts this store's releases and write latencies in `metrics`.
+    pub fn observed_by(mut self, metrics: Arc<crate::metrics::Metrics>) -> Store {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.releases = metrics.releases.clone(),
+            Backend::Postgres(p) => match Arc::get_mut(p) {
+                Some(p) => p.released = metrics.releases.clone(),
+                None => tracing::warn!("the store is shared already; its releases go uncounted"),
+            },
+        }
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The SQLite engine's (batches committed, writes committed, WAL bytes).
+    pub fn engine_stats(&self) -> Option<(u64, u64, u64)> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(s.stats()),
+            Backend::Postgres(_) => None,
         }
     }
 
@@ -284,9 +309,19 @@ impl Store {
         &self,
         f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        match &self.backend {
+        let started = std::time::Instant::now();
+        let r = match &self.backend {
             Backend::Sqlite(s) => s.write(f).await,
             Backend::Postgres(p) => p.write(f).await,
+        };
+        self.timed(started, r.is_ok());
+        r
+    }
+
+    fn timed(&self, started: std::time::Instant, ok: bool) {
+        if let (Some(m), true) = (&self.metrics, ok) {
+            m.store_write_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -320,10 +355,13 @@ impl Store {
         &self,
         f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        match &self.backend {
+        let started = std::time::Instant::now();
+        let r = match &self.backend {
             Backend::Sqlite(s) => s.write_blocking(f),
             Backend::Postgres(p) => p.write_blocking(f),
-        }
+        };
+        self.timed(started, r.is_ok());
+        r
     }
 }
 

@@ -15,7 +15,9 @@
 //! PostgreSQL refuses for a conflict (serialization failure, deadlock, a
 //! unique key two inserts raced for) is run again, a few times.
 
+mod rows;
 mod schema;
+mod session;
 mod tx;
 
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -27,7 +29,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-pub use tx::PgTx;
+pub use session::PgTx;
 
 use super::{Tx, Unavailable};
 
@@ -37,6 +39,8 @@ pub(crate) type Param = Box<dyn ToSql + Send + Sync>;
 /// The channel `NOTIFY`ed with an app's name when it gets a release.
 pub(crate) const RELEASES_CHANNEL: &str = "addonhost_releases";
 
+/// Side connections each process keeps (see [`Cmd::Outside`]).
+const SIDE_POOL_SIZE: usize = 4;
 /// Connections each process keeps to the database.
 const POOL_SIZE: usize = 16;
 /// How long a transaction PostgreSQL keeps refusing for conflicts is run
@@ -58,11 +62,29 @@ enum Cmd {
         SyncSender<Result<u64, tokio_postgres::Error>>,
     ),
     Commit(SyncSender<Result<(), tokio_postgres::Error>>),
+    /// A query of what is committed, outside the transaction (on a side
+    /// connection): it takes no part in the transaction's conflicts.
+    Outside(
+        String,
+        Vec<Param>,
+        SyncSender<Result<Vec<Row>, tokio_postgres::Error>>,
+    ),
 }
 
 /// The store on one PostgreSQL database.
 pub struct PgStore {
+    /// Counts the releases committed writes made.
+    pub(crate) released: prometheus_client::metrics::counter::Counter,
     pool: Pool,
+    /// Connections for reads, apart from the writes': a plugin call's KV
+    /// reads never wait behind writes queued for the retry gate.
+    reads: Pool,
+    /// Retried writes of this process take turns here before one of them
+    /// takes a connection to wait for the cluster-wide retry gate.
+    retry_turn: std::sync::Mutex<()>,
+    /// Connections for [`Cmd::Outside`] reads (apart from `pool`, so a
+    /// transaction holding the last pooled connection can still make one).
+    side: Pool,
     config: tokio_postgres::Config,
     /// Apps with a new release, as the database announces them (started on
     /// first subscription).
@@ -109,25 +131,32 @@ impl PgStore {
             .enable_all()
             .build()
             .context("starting the PostgreSQL store's runtime")?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = {
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
             let _enter = rt.enter();
             Pool::builder(manager)
-                .max_size(POOL_SIZE)
+                .max_size(size)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .wait_timeout(Some(std::time::Duration::from_secs(10)))
                 .create_timeout(Some(std::time::Duration::from_secs(10)))
                 .build()
-                .context("configuring the PostgreSQL connection pool")?
+                .context("configuring the PostgreSQL connection pool")
         };
+        let pool = pool_of(POOL_SIZE)?;
+        let side = pool_of(SIDE_POOL_SIZE)?;
+        let reads = pool_of(POOL_SIZE)?;
         let store = PgStore {
+            reads,
+            retry_turn: std::sync::Mutex::new(()),
+            released: Default::default(),
             pool,
+            side,
             config,
             releases: std::sync::OnceLock::new(),
             rt: Some(rt),
@@ -183,7 +212,11 @@ impl PgStore {
     fn begin(&self, mode: Mode) -> anyhow::Result<PgTx> {
         let (cmds, mut queue) = tokio::sync::mpsc::unbounded_channel::<Cmd>();
         let (ready, started) = sync_channel::<anyhow::Result<()>>(1);
-        let pool = self.pool.clone();
+        let pool = match mode {
+            Mode::Read => self.reads.clone(),
+            _ => self.pool.clone(),
+        };
+        let side = self.side.clone();
         self.rt().spawn(async move {
             let mut client = match pool.get().await {
                 Ok(c) => c,
@@ -215,7 +248,7 @@ impl PgStore {
             match builder.start().await {
                 Ok(tx) => {
                     let _ = ready.send(Ok(()));
-                    serve(tx, &mut queue).await;
+                    serve(tx, &side, &mut queue).await;
                 }
                 Err(e) => {
                     let _ = ready.send(Err(e.into()));
@@ -240,6 +273,7 @@ impl PgStore {
 /// or until its `PgTx` is dropped (then it rolls back).
 async fn serve(
     tx: deadpool_postgres::Transaction<'_>,
+    side: &Pool,
     queue: &mut tokio::sync::mpsc::UnboundedReceiver<Cmd>,
 ) {
     {
@@ -275,6 +309,30 @@ async fn serve(
                     Cmd::Commit(reply) => {
                         let _ = reply.send(tx.commit().await);
                         return;
+                    }
+                    Cmd::Outside(sql, params, reply) => {
+                        let refs: Vec<&(dyn ToSql + Sync)> = params
+                            .iter()
+                            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                            .collect();
+                        let rows = match side.get().await {
+                            Ok(c) => match c.prepare_cached(&sql).await {
+                                Ok(st) => c.query(&st, &refs).await,
+                                Err(e) => Err(e),
+                            },
+                            Err(deadpool_postgres::PoolError::Backend(e)) => Err(e),
+                            Err(e) => {
+                                // No side connection: read it in the
+                                // transaction after all (correct, only
+                                // more prone to conflicts).
+                                tracing::warn!("no side connection to the database: {e}");
+                                match tx.prepare_cached(&sql).await {
+                                    Ok(st) => tx.query(&st, &refs).await,
+                                    Err(e) => Err(e),
+                                }
+                            }
+                        };
+                        let _ = reply.send(rows);
                     }
                 }
             }
@@ -340,8 +398,18 @@ impl PgStore {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            // A retried write waits for its turn in this process before it
+            // takes a connection to wait for the cluster-wide gate: queued
+            // retries hold no connection.
+            let _turn = matches!(mode, Mode::Retry)
+                .then(|| self.retry_turn.lock().unwrap_or_else(|p| p.into_inner()));
             let tx = self.begin(mode)?;
-            let outcome = f(&tx).and_then(|v| tx.commit().map(|()| v));
+            let outcome = f(&tx).and_then(|v| {
+                let made = tx.releases.get();
+                tx.commit()?;
+                self.released.inc_by(made);
+                Ok(v)
+            });
             match outcome {
                 Err(e) if conflict(&e) => {
                     if started.elapsed() >= RETRY_FOR {

@@ -90,10 +90,15 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service, key)
     );
 
+    -- Each add-on's usage, spread over a few rows that concurrent writers
+    -- pick at random: one row would make every two writes of an add-on
+    -- conflict. Its usage is the sum.
     CREATE TABLE plugin_kv_usage (
-        service     TEXT PRIMARY KEY,
+        service     TEXT NOT NULL,
+        shard       SMALLINT NOT NULL,
         keys        BIGINT NOT NULL,
-        bytes       BIGINT NOT NULL
+        bytes       BIGINT NOT NULL,
+        PRIMARY KEY (service, shard)
     );
 
     CREATE TABLE plugin_dirs (

@@ -2,160 +2,14 @@
 //! statements, sent to the transaction's session task.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::sync_channel;
 
-use tokio_postgres::Row;
-
-use super::{Cmd, Param};
+use super::rows::{app_row, attachment_row, resource_row, var_row, RESOURCE_COLUMNS};
+use super::session::{params, PgTx};
 use crate::store::{
     App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, Release, Resource,
-    ResourceState, ServerRow, Tx, Unavailable,
+    ResourceState, ServerRow, Tx,
 };
 use crate::util::unix_now;
-
-/// An open transaction on one pooled connection.
-pub struct PgTx {
-    cmds: tokio::sync::mpsc::UnboundedSender<Cmd>,
-    db: String,
-}
-
-/// `Box`es parameters for the session task.
-macro_rules! params {
-    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as Param),*] };
-}
-
-impl PgTx {
-    pub(super) fn new(cmds: tokio::sync::mpsc::UnboundedSender<Cmd>, db: String) -> PgTx {
-        PgTx { cmds, db }
-    }
-
-    fn gone(&self) -> anyhow::Error {
-        Unavailable(format!(
-            "the connection to the database {} was lost mid-transaction",
-            self.db
-        ))
-        .into()
-    }
-
-    /// A statement's error; a connection that broke is "unavailable".
-    fn failed(&self, e: tokio_postgres::Error) -> anyhow::Error {
-        if super::lost(&e) {
-            return Unavailable(format!("the database {} is unavailable: {e}", self.db)).into();
-        }
-        anyhow::Error::new(e)
-    }
-
-    /// The rows of a query.
-    pub(super) fn query(&self, sql: &str, params: Vec<Param>) -> anyhow::Result<Vec<Row>> {
-        let (reply, answer) = sync_channel(1);
-        self.cmds
-            .send(Cmd::Query(sql.to_string(), params, reply))
-            .map_err(|_| self.gone())?;
-        answer
-            .recv()
-            .map_err(|_| self.gone())?
-            .map_err(|e| self.failed(e))
-    }
-
-    /// The rows a statement changed.
-    pub(super) fn execute(&self, sql: &str, params: Vec<Param>) -> anyhow::Result<u64> {
-        let (reply, answer) = sync_channel(1);
-        self.cmds
-            .send(Cmd::Execute(sql.to_string(), params, reply))
-            .map_err(|_| self.gone())?;
-        answer
-            .recv()
-            .map_err(|_| self.gone())?
-            .map_err(|e| self.failed(e))
-    }
-
-    /// Statements without parameters, run as they are.
-    pub(super) fn batch(&self, sql: &str) -> anyhow::Result<()> {
-        self.execute(sql, Vec::new()).map(|_| ())
-    }
-
-    pub(super) fn commit(self) -> anyhow::Result<()> {
-        let (reply, answer) = sync_channel(1);
-        self.cmds
-            .send(Cmd::Commit(reply))
-            .map_err(|_| self.gone())?;
-        answer
-            .recv()
-            .map_err(|_| self.gone())?
-            .map_err(|e| self.failed(e))
-    }
-
-    fn one<T>(
-        &self,
-        sql: &str,
-        params: Vec<Param>,
-        f: impl Fn(&Row) -> anyhow::Result<T>,
-    ) -> anyhow::Result<Option<T>> {
-        self.query(sql, params)?.first().map(f).transpose()
-    }
-
-    fn all<T>(
-        &self,
-        sql: &str,
-        params: Vec<Param>,
-        f: impl Fn(&Row) -> anyhow::Result<T>,
-    ) -> anyhow::Result<Vec<T>> {
-        self.query(sql, params)?.iter().map(f).collect()
-    }
-}
-
-fn app_row(r: &Row) -> anyhow::Result<App> {
-    Ok(App {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        region: r.try_get(2)?,
-        created_at: r.try_get(3)?,
-    })
-}
-
-const RESOURCE_COLUMNS: &str = "r.id, r.uuid, r.name, r.service, r.plan, a.name, r.app_id, r.partner_id, r.state, r.message, r.created_at, r.updated_at, r.rotated_at, r.rotation_error, r.rotation_failures, r.next_rotation_at, r.reserved_by, r.reserved_until, r.request";
-
-fn resource_row(r: &Row) -> anyhow::Result<Resource> {
-    Ok(Resource {
-        id: r.try_get(0)?,
-        uuid: r.try_get(1)?,
-        name: r.try_get(2)?,
-        service: r.try_get(3)?,
-        plan: r.try_get(4)?,
-        app: r.try_get(5)?,
-        app_id: r.try_get(6)?,
-        partner_id: r.try_get(7)?,
-        state: r.try_get::<_, String>(8)?.parse()?,
-        message: r.try_get(9)?,
-        created_at: r.try_get(10)?,
-        updated_at: r.try_get(11)?,
-        rotated_at: r.try_get(12)?,
-        rotation_error: r.try_get(13)?,
-        rotation_failures: r.try_get(14)?,
-        next_rotation_at: r.try_get(15)?,
-        reserved_by: r.try_get(16)?,
-        reserved_until: r.try_get(17)?,
-        request: r.try_get(18)?,
-    })
-}
-
-fn attachment_row(r: &Row) -> anyhow::Result<Attachment> {
-    Ok(Attachment {
-        id: r.try_get(0)?,
-        resource_id: r.try_get(1)?,
-        app: r.try_get(2)?,
-        app_id: r.try_get(3)?,
-        name: r.try_get(4)?,
-    })
-}
-
-fn var_row(r: &Row) -> anyhow::Result<ConfigVar> {
-    Ok(ConfigVar {
-        name: r.try_get(0)?,
-        value: r.try_get(1)?,
-        attachment_id: r.try_get(2)?,
-    })
-}
 
 impl Tx for PgTx {
     fn insert_app(&self, name: &str, region: &str) -> anyhow::Result<i64> {
@@ -197,23 +51,22 @@ impl Tx for PgTx {
     fn insert_release(&self, app_id: i64, description: &str, actor: &str) -> anyhow::Result<i64> {
         // Gap-free per app: two servers numbering at once conflict, and one
         // of them runs again on the other's number.
+        // Every listener (`addonhost local`, the servers) hears of it once
+        // the transaction commits, not before.
         let rows = self.query(
-            "INSERT INTO releases (app_id, version, description, actor, created_at)
-             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM releases WHERE app_id = $1
-             RETURNING version",
+            "WITH r AS (INSERT INTO releases (app_id, version, description, actor, created_at)
+                        SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM releases WHERE app_id = $1
+                        RETURNING version)
+             SELECT r.version, pg_notify($5, (SELECT name FROM apps WHERE id = $1)) FROM r",
             params![
                 app_id,
                 description.to_string(),
                 actor.to_string(),
-                unix_now()
+                unix_now(),
+                super::RELEASES_CHANNEL.to_string()
             ],
         )?;
-        // Every listener (`addonhost local`, the servers) hears of it once
-        // the transaction commits, not before.
-        self.query(
-            "SELECT pg_notify($1, (SELECT name FROM apps WHERE id = $2))",
-            params![super::RELEASES_CHANNEL.to_string(), app_id],
-        )?;
+        self.releases.set(self.releases.get() + 1);
         Ok(rows[0].try_get(0)?)
     }
     fn releases(&self, app_id: i64) -> anyhow::Result<Vec<Release>> {
@@ -516,51 +369,57 @@ impl Tx for PgTx {
         )
     }
     fn kv_put(&self, service: &str, key: &str, value: Option<&[u8]>) -> anyhow::Result<()> {
-        let old: Option<i64> = self.one(
-            "SELECT octet_length(value)::BIGINT FROM plugin_kv WHERE service = $1 AND key = $2",
-            params![service.to_string(), key.to_string()],
-            |r| Ok(r.try_get(0)?),
-        )?;
         let (keys, bytes) = match value {
             Some(v) => {
-                self.execute(
-                    "INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value",
+                // The old length and the write in one statement.
+                let rows = self.query(
+                    "WITH old AS (SELECT octet_length(value)::BIGINT AS len FROM plugin_kv
+                                  WHERE service = $1 AND key = $2),
+                          put AS (INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
+                                  ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value)
+                     SELECT (SELECT len FROM old)",
                     params![service.to_string(), key.to_string(), v.to_vec()],
                 )?;
+                let old: Option<i64> = rows[0].try_get(0)?;
                 match old {
                     Some(len) => (0i64, v.len() as i64 - len),
                     None => (1, (key.len() + v.len()) as i64),
                 }
             }
             None => {
-                self.execute(
-                    "DELETE FROM plugin_kv WHERE service = $1 AND key = $2",
+                let rows = self.query(
+                    "DELETE FROM plugin_kv WHERE service = $1 AND key = $2
+                     RETURNING octet_length(value)::BIGINT",
                     params![service.to_string(), key.to_string()],
                 )?;
-                match old {
-                    Some(len) => (-1, -(key.len() as i64 + len)),
+                match rows.first() {
+                    Some(r) => (-1, -(key.len() as i64 + r.try_get::<_, i64>(0)?)),
                     None => (0, 0),
                 }
             }
         };
-        if keys != 0 || bytes != 0 {
-            self.execute(
-                "INSERT INTO plugin_kv_usage (service, keys, bytes) VALUES ($1, $2, $3)
-                 ON CONFLICT (service) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
-                                                     bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
-                params![service.to_string(), keys, bytes],
-            )?;
-        }
+        let mut usage = self.usage.borrow_mut();
+        let entry = usage.entry(service.to_string()).or_default();
+        entry.0 += keys;
+        entry.1 += bytes;
         Ok(())
     }
     fn kv_usage(&self, service: &str) -> anyhow::Result<(u64, u64)> {
-        let usage = self.one(
-            "SELECT keys, bytes FROM plugin_kv_usage WHERE service = $1",
+        // What is committed, read outside the transaction, plus its own
+        // writes: reading the usage rows inside would make every two
+        // writers of an add-on conflict. Concurrent calls on other
+        // connections may so together pass a quota by what they write at
+        // once (each call's writes are bounded).
+        let rows = self.outside(
+            "SELECT COALESCE(SUM(keys), 0)::BIGINT, COALESCE(SUM(bytes), 0)::BIGINT
+             FROM plugin_kv_usage WHERE service = $1",
             params![service.to_string()],
-            |r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?)),
         )?;
-        let (keys, bytes) = usage.unwrap_or((0, 0));
+        let (mut keys, mut bytes): (i64, i64) = (rows[0].try_get(0)?, rows[0].try_get(1)?);
+        if let Some((k, b)) = self.usage.borrow().get(service) {
+            keys += k;
+            bytes += b;
+        }
         Ok((keys.max(0) as u64, bytes.max(0) as u64))
     }
     fn kv_keys(

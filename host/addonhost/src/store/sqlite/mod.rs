@@ -10,8 +10,11 @@ mod schema;
 mod shared;
 mod vars;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use addonhost_sqlite::rusqlite::Connection;
 use addonhost_sqlite::Db;
@@ -38,11 +41,15 @@ const INSERT_RELEASE: &str = "INSERT INTO releases (app_id, version, description
 /// The SQLite store of one data dir.
 pub struct SqliteStore {
     db: Db,
+    /// Counts the releases committed writes made.
+    pub(crate) releases: prometheus_client::metrics::counter::Counter,
+    /// Writes committed.
+    writes: AtomicU64,
 }
 
 /// A transaction of the engine (the writer's savepoint, or a reader's
 /// snapshot) as the platform sees it.
-pub struct SqliteTx<'a>(&'a Connection);
+pub struct SqliteTx<'a>(&'a Connection, Cell<u64>);
 
 impl SqliteStore {
     /// Opens (creating if needed) `addonhost.db` in `data_dir`.
@@ -69,7 +76,17 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             db: Db::open(data_dir, DB_FILE, schema::MIGRATIONS)?,
+            releases: Default::default(),
+            writes: AtomicU64::new(0),
         })
+    }
+
+    /// (batches committed, writes committed, WAL bytes).
+    pub fn stats(&self) -> (u64, u64, u64) {
+        let wal = std::fs::metadata(format!("{}-wal", self.db.path().display()))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        (self.db.commits(), self.writes.load(Ordering::Relaxed), wal)
     }
 
     pub fn failure_since(&self, since: std::time::Instant) -> Option<String> {
@@ -78,29 +95,63 @@ impl SqliteStore {
 
     pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
         let conn = self.db.read()?;
-        f(&SqliteTx(&conn))
+        f(&SqliteTx(&conn, Cell::new(0)))
     }
 
     pub async fn write<T: Send + 'static>(
         &self,
         mut f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        self.db.write(move |c| f(&SqliteTx(c))).await
+        let (made, m) = made();
+        let v = self.db.write(move |c| counted(c, &m, &mut f)).await?;
+        self.releases.inc_by(made.load(Ordering::Relaxed));
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(v)
     }
 
     pub async fn write_staged<T: Send + 'static>(
         &self,
         mut f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        self.db.write_staged(move |c| f(&SqliteTx(c))).await
+        let (made, m) = made();
+        let v = self
+            .db
+            .write_staged(move |c| counted(c, &m, &mut f))
+            .await?;
+        self.releases.inc_by(made.load(Ordering::Relaxed));
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(v)
     }
 
     pub fn write_blocking<T: Send + 'static>(
         &self,
         mut f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        self.db.write_blocking(move |c| f(&SqliteTx(c)))
+        let (made, m) = made();
+        let v = self.db.write_blocking(move |c| counted(c, &m, &mut f))?;
+        self.releases.inc_by(made.load(Ordering::Relaxed));
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(v)
     }
+}
+
+/// A count of the releases a write makes, shared with its closure.
+fn made() -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+    let made = Arc::new(AtomicU64::new(0));
+    (made.clone(), made)
+}
+
+/// Runs `f` as the write's closure, keeping how many releases this run of
+/// it made (a closure may run again; the last run is the one committed).
+fn counted<T>(
+    c: &Connection,
+    made: &AtomicU64,
+    f: &mut impl FnMut(&dyn Tx) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let tx = SqliteTx(c, Cell::new(0));
+    let r = f(&tx);
+    made.store(tx.1.get(), Ordering::Relaxed);
+    r
 }
 
 impl Tx for SqliteTx<'_> {
@@ -117,7 +168,9 @@ impl Tx for SqliteTx<'_> {
         Ok(apps::delete_app(self.0, app_id)?)
     }
     fn insert_release(&self, app_id: i64, description: &str, actor: &str) -> anyhow::Result<i64> {
-        Ok(apps::insert_release(self.0, app_id, description, actor)?)
+        let version = apps::insert_release(self.0, app_id, description, actor)?;
+        self.1.set(self.1.get() + 1);
+        Ok(version)
     }
     fn releases(&self, app_id: i64) -> anyhow::Result<Vec<Release>> {
         Ok(apps::releases(self.0, app_id)?)

@@ -1,0 +1,422 @@
+//! What operators watch: every add-on's calls, failures and costs, and the
+//! platform's own work, as Prometheus metrics (`GET /metrics`), plus a
+//! five-minute window per add-on for `addonhost plugins` and the dashboard.
+//!
+//! Label values are bounded by construction: add-on ids come from the
+//! catalog (the operator's plugin folders), calls and outcomes from fixed
+//! lists, routes from a fixed set of classes. Nothing a plugin returns or a
+//! client sends becomes a label value.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use serde::Serialize;
+
+use crate::runtime::CallError;
+
+/// How a plugin call ended, as the `outcome` label says it.
+pub fn outcome_of<T>(r: &Result<T, CallError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(CallError::Addon { .. }) => "addon_error",
+        Err(CallError::Timeout { .. }) => "timeout",
+        Err(CallError::MemoryLimit { .. }) => "memory",
+        Err(CallError::Trap { .. }) => "trap",
+        Err(CallError::Budget { .. } | CallError::Busy { .. }) => "rejected",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub addon: String,
+    pub call: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AddonCall {
+    pub addon: String,
+    pub call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AddonLabel {
+    pub addon: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AddonOutcome {
+    pub addon: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 50 µs to ~3.3 min.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 22))
+}
+
+/// The host's metrics. One per [`crate::Host`] (so several hosts in one
+/// process, as in tests, keep theirs apart).
+pub struct Metrics {
+    registry: Registry,
+    pub plugin_calls: Family<CallLabels, Counter>,
+    pub plugin_call_seconds: Family<AddonCall, Histogram>,
+    pub plugin_calls_in_flight: Family<AddonLabel, Gauge>,
+    pub plugin_concurrency_limit: Family<AddonLabel, Gauge>,
+    pub kv_keys: Family<AddonLabel, Gauge>,
+    pub kv_bytes: Family<AddonLabel, Gauge>,
+    pub config_updates_refused: Family<AddonLabel, Counter>,
+    pub provisionings: Family<AddonOutcome, Counter>,
+    pub scheduled_rotations: Family<AddonOutcome, Counter>,
+    pub releases: Counter,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_request_seconds: Family<RouteLabel, Histogram>,
+    pub store_write_seconds: Histogram,
+    pub store_batches: Gauge,
+    pub store_writes: Gauge,
+    pub store_wal_bytes: Gauge,
+    pub reloads: Family<OutcomeLabel, Counter>,
+    /// The last five minutes of each add-on's calls.
+    window: Mutex<HashMap<String, Window>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("addonhost");
+        let plugin_calls = Family::<CallLabels, Counter>::default();
+        r.register(
+            "plugin_calls",
+            "Plugin calls by add-on, export and outcome",
+            plugin_calls.clone(),
+        );
+        let plugin_call_seconds =
+            Family::<AddonCall, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        r.register_with_unit(
+            "plugin_call_duration",
+            "How long plugin calls took, instantiation included",
+            Unit::Seconds,
+            plugin_call_seconds.clone(),
+        );
+        let plugin_calls_in_flight = Family::<AddonLabel, Gauge>::default();
+        r.register(
+            "plugin_calls_in_flight",
+            "Plugin calls running now (instance slots in use)",
+            plugin_calls_in_flight.clone(),
+        );
+        let plugin_concurrency_limit = Family::<AddonLabel, Gauge>::default();
+        r.register(
+            "plugin_concurrency_limit",
+            "Calls an add-on may run at once (its limits.concurrency)",
+            plugin_concurrency_limit.clone(),
+        );
+        let kv_keys = Family::<AddonLabel, Gauge>::default();
+        r.register(
+            "addon_kv_keys",
+            "Keys an add-on keeps in its KV",
+            kv_keys.clone(),
+        );
+        let kv_bytes = Family::<AddonLabel, Gauge>::default();
+        r.register_with_unit(
+            "addon_kv",
+            "Bytes an add-on keeps in its KV (keys and values)",
+            Unit::Bytes,
+            kv_bytes.clone(),
+        );
+        let config_updates_refused = Family::<AddonLabel, Counter>::default();
+        r.register(
+            "config_updates_refused",
+            "Writes of an add-on refused by the ownership rules (config vars, foreign resources)",
+            config_updates_refused.clone(),
+        );
+        let provisionings = Family::<AddonOutcome, Counter>::default();
+        r.register(
+            "provisionings",
+            "Provisionings by add-on and outcome (provisioned, pending, failed)",
+            provisionings.clone(),
+        );
+        let scheduled_rotations = Family::<AddonOutcome, Counter>::default();
+        r.register(
+            "scheduled_rotations",
+            "Scheduled rotations by add-on and outcome (due, ok, failed)",
+            scheduled_rotations.clone(),
+        );
+        let releases = Counter::default();
+        r.register("releases", "Releases made", releases.clone());
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        r.register(
+            "http_requests",
+            "HTTP requests by route class and status",
+            http_requests.clone(),
+        );
+        let http_request_seconds =
+            Family::<RouteLabel, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        r.register_with_unit(
+            "http_request_duration",
+            "How long HTTP requests took to answer, by route class",
+            Unit::Seconds,
+            http_request_seconds.clone(),
+        );
+        let store_write_seconds = seconds_histogram();
+        r.register_with_unit(
+            "store_write_duration",
+            "How long a write took from submitted to durable (commit latency)",
+            Unit::Seconds,
+            store_write_seconds.clone(),
+        );
+        let store_batches = Gauge::default();
+        r.register(
+            "store_batches_committed",
+            "Batches the SQLite engine committed (writes per batch: store_writes_committed / this)",
+            store_batches.clone(),
+        );
+        let store_writes = Gauge::default();
+        r.register(
+            "store_writes_committed",
+            "Writes the SQLite engine committed",
+            store_writes.clone(),
+        );
+        let store_wal_bytes = Gauge::default();
+        r.register_with_unit(
+            "store_wal",
+            "Size of the SQLite write-ahead log",
+            Unit::Bytes,
+            store_wal_bytes.clone(),
+        );
+        let reloads = Family::<OutcomeLabel, Counter>::default();
+        r.register(
+            "plugin_reloads",
+            "Plugin versions reloaded, by outcome (loaded, failed, removed)",
+            reloads.clone(),
+        );
+        Metrics {
+            registry: r,
+            plugin_calls,
+            plugin_call_seconds,
+            plugin_calls_in_flight,
+            plugin_concurrency_limit,
+            kv_keys,
+            kv_bytes,
+            config_updates_refused,
+            provisionings,
+            scheduled_rotations,
+            releases,
+            http_requests,
+            http_request_seconds,
+            store_write_seconds,
+            store_batches,
+            store_writes,
+            store_wal_bytes,
+            reloads,
+            window: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records one plugin call.
+    pub fn plugin_call(
+        &self,
+        addon: &str,
+        call: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        self.plugin_calls
+            .get_or_create(&CallLabels {
+                addon: addon.to_string(),
+                call,
+                outcome,
+            })
+            .inc();
+        self.plugin_call_seconds
+            .get_or_create(&AddonCall {
+                addon: addon.to_string(),
+                call,
+            })
+            .observe(took.as_secs_f64());
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addon.to_string())
+            .or_default()
+            .record(Instant::now(), outcome != "ok", took);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// An add-on's calls over the last five minutes.
+    pub fn recent(&self, addon: &str) -> Recent {
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addon)
+            .map(|w| w.recent(Instant::now()))
+            .unwrap_or_default()
+    }
+}
+
+/// An add-on's calls over the last five minutes.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Recent {
+    pub calls: u64,
+    pub errors: u64,
+    /// The 99th percentile of the calls' durations, in milliseconds (the
+    /// upper bound of its bucket; `None` without calls).
+    pub p99_ms: Option<f64>,
+}
+
+/// Upper bounds (ms) of the window's duration buckets: 0.1 ms doubling.
+const WINDOW_BUCKETS: usize = 20;
+const MINUTES: usize = 5;
+
+fn bucket_bound_ms(i: usize) -> f64 {
+    0.1 * f64::from(1u32 << i)
+}
+
+#[derive(Default)]
+struct Minute {
+    /// Which minute (since the window's start) this slot holds.
+    index: u64,
+    calls: u64,
+    errors: u64,
+    buckets: [u64; WINDOW_BUCKETS],
+}
+
+/// Five one-minute slots, reused round-robin.
+#[derive(Default)]
+struct Window {
+    start: Option<Instant>,
+    minutes: [Minute; MINUTES],
+}
+
+impl Window {
+    fn minute(&self, now: Instant) -> u64 {
+        now.duration_since(self.start.unwrap_or(now)).as_secs() / 60
+    }
+
+    fn record(&mut self, now: Instant, error: bool, took: Duration) {
+        if self.start.is_none() {
+            self.start = Some(now);
+        }
+        let m = self.minute(now);
+        let slot = &mut self.minutes[(m % MINUTES as u64) as usize];
+        if slot.index != m || slot.calls == 0 {
+            *slot = Minute {
+                index: m,
+                ..Minute::default()
+            };
+        }
+        slot.calls += 1;
+        slot.errors += u64::from(error);
+        let ms = took.as_secs_f64() * 1000.0;
+        let b = (0..WINDOW_BUCKETS)
+            .find(|&i| ms <= bucket_bound_ms(i))
+            .unwrap_or(WINDOW_BUCKETS - 1);
+        slot.buckets[b] += 1;
+    }
+
+    fn recent(&self, now: Instant) -> Recent {
+        let m = self.minute(now);
+        let live = self
+            .minutes
+            .iter()
+            .filter(|s| s.calls > 0 && m.saturating_sub(s.index) < MINUTES as u64);
+        let mut r = Recent::default();
+        let mut buckets = [0u64; WINDOW_BUCKETS];
+        for s in live {
+            r.calls += s.calls;
+            r.errors += s.errors;
+            for (b, n) in buckets.iter_mut().zip(s.buckets) {
+                *b += n;
+            }
+        }
+        if r.calls > 0 {
+            let rank = (r.calls * 99).div_ceil(100);
+            let mut seen = 0;
+            for (i, n) in buckets.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    r.p99_ms = Some(bucket_bound_ms(i));
+                    break;
+                }
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_counts_five_minutes_and_its_p99() {
+        let mut w = Window::default();
+        let t0 = Instant::now();
+        for _ in 0..99 {
+            w.record(t0, false, Duration::from_micros(80));
+        }
+        w.record(t0, true, Duration::from_millis(50));
+        let r = w.recent(t0);
+        assert_eq!((r.calls, r.errors), (100, 1));
+        assert_eq!(r.p99_ms, Some(0.1));
+        // Six minutes later the old minute is gone.
+        let later = t0 + Duration::from_secs(6 * 60);
+        w.record(later, false, Duration::from_millis(3));
+        let r = w.recent(later);
+        assert_eq!((r.calls, r.errors), (1, 0));
+        assert_eq!(r.p99_ms, Some(3.2));
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::new();
+        m.plugin_call("kv", "provision", "ok", Duration::from_millis(2));
+        m.releases.inc();
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "addonhost_plugin_calls_total{addon=\"kv\",call=\"provision\",outcome=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("addonhost_plugin_call_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(text.contains("addonhost_releases_total 1"), "{text}");
+    }
+}
