@@ -73,19 +73,20 @@ fn failure(e: anyhow::Error) -> Response {
     error(status, id, &format!("{e:#}"))
 }
 
-fn bearer(headers: &HeaderMap) -> Result<String, Response> {
+fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string)
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing bearer token: trade the provision request's oauth_grant at /oauth/token",
-            )
-        })
+}
+
+fn no_bearer() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing bearer token: trade the provision request's oauth_grant at /oauth/token",
+    )
 }
 
 /// `POST /oauth/token`: form-encoded as Heroku's, or JSON.
@@ -127,9 +128,8 @@ async fn addon(
     Path(addon): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let token = match bearer(&headers) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = bearer(&headers) else {
+        return no_bearer();
     };
     match s.host.platform_addon(&token, &addon) {
         Ok(a) => Json(a).into_response(),
@@ -143,9 +143,8 @@ struct ConfigBody {
 }
 
 async fn config(State(s): State<Arc<Server>>, Path(addon): Path<String>, req: Request) -> Response {
-    let token = match bearer(req.headers()) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = bearer(req.headers()) else {
+        return no_bearer();
     };
     // The token first: nobody else's body is read.
     if let Err(e) = s.host.platform_addon(&token, &addon) {
@@ -180,9 +179,8 @@ async fn provisioned(
     Path(addon): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let token = match bearer(&headers) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = bearer(&headers) else {
+        return no_bearer();
     };
     match s.host.platform_provisioned(&token, &addon).await {
         Ok(a) => Json(a).into_response(),

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::context::Effects;
-use super::remote_http::{self, Client};
 use super::platform_api::resource_config;
+use super::remote_http::{self, Client};
 use super::{error, AddonCreated, CreateAddon, Host};
 use crate::manifest::Manifest;
 use crate::store::{Resource, ResourceState, Store};

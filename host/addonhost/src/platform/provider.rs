@@ -98,9 +98,11 @@ impl Host {
             let provider = RemoteProvider {
                 manifest: s.manifest.clone(),
                 remote: remote.clone(),
-                client: self.remote_http.with_timeout(std::time::Duration::from_millis(
-                    s.manifest.limits.timeout_ms,
-                )),
+                client: self
+                    .remote_http
+                    .with_timeout(std::time::Duration::from_millis(
+                        s.manifest.limits.timeout_ms,
+                    )),
                 callback_base: self.platform_api_url(),
                 grants: self.grants()?,
             };
