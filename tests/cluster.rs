@@ -276,7 +276,10 @@ fn a_scheduled_rotation_due_on_three_servers_runs_exactly_once() {
     // Every add-on's rotation falls due at once, on three running servers.
     let mut db = env.db();
     let past = unix_now() - 7200;
-    db.execute(&format!("UPDATE resources SET rotated_at = {past}"), &[]);
+    assert_eq!(
+        db.execute(&format!("UPDATE resources SET rotated_at = {past}"), &[]),
+        4
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let pending = db.count(

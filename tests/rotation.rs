@@ -108,15 +108,11 @@ fn a_schedule_missed_while_the_server_was_down_rotates_once_at_start() {
     let first = env.config("shop")["KV_URL"].as_str().unwrap().to_string();
     // The server was down for two hours after provisioning: the store says
     // so (the schedule is derived from it).
-    let db = rusqlite::Connection::open(env.data().join("addonhost.db")).unwrap();
-    let moved = db
-        .execute(
-            "UPDATE resources SET created_at = created_at - 7200, updated_at = updated_at - 7200",
-            [],
-        )
-        .unwrap();
+    let moved = env.db().execute(
+        "UPDATE resources SET created_at = created_at - 7200, updated_at = updated_at - 7200",
+        &[],
+    );
     assert_eq!(moved, 1);
-    drop(db);
     let info = env.json(&["addons:info", "KV", "-a", "shop"]);
     assert!(
         info["rotation"]["next_at"].as_i64().unwrap() < unix_now(),

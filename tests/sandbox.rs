@@ -313,3 +313,53 @@ async fn every_export_answers_alike_on_its_first_and_later_calls() {
     plugin.deprovision(caps(), &first.id).await.unwrap();
     assert!(plugin.deprovision(caps(), &first.id).await.is_err());
 }
+
+/// An add-on in each language tries to carry state from one request to the
+/// next: a module-level counter, a buffer in its memory image, memory it grew
+/// or objects it kept. Each request runs in a fresh instance, so every
+/// request finds all of it as it was when the component was built.
+#[test]
+fn no_state_survives_from_one_request_to_the_next_in_any_language() {
+    build_remember_addons();
+    let mut env = Env::new();
+    let r = root();
+    env.plugins = format!(
+        "{}:{}:{}",
+        env.plugins,
+        r.join("tests/polyglot/remember-python").display(),
+        r.join("tests/polyglot/remember-js").display()
+    );
+    let server = Server::start(&env);
+    for service in ["hostile", "remember-python", "remember-js"] {
+        for call in 0..3 {
+            let answer = server.addon_request(service, "GET", "/remember", &[], b"");
+            assert_eq!(answer.status, 200, "{service}: {}", answer.text());
+            let seen = answer.json();
+            let residues: Vec<_> = seen.as_object().unwrap().iter().collect();
+            assert!(residues.len() >= 3, "{service}: {seen}");
+            for (what, n) in residues {
+                assert_eq!(
+                    n.as_u64(),
+                    Some(0),
+                    "{service}, request {call}: {what} = {n}: an earlier request's state survived"
+                );
+            }
+        }
+    }
+}
+
+/// The test-only Python and JavaScript add-ons, built once per test binary.
+fn build_remember_addons() {
+    let r = root();
+    let out = std::process::Command::new(BIN)
+        .arg("plugins:build")
+        .arg(r.join("tests/polyglot/remember-python"))
+        .arg(r.join("tests/polyglot/remember-js"))
+        .output()
+        .expect("running addonhost plugins:build");
+    assert!(
+        out.status.success(),
+        "plugins:build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

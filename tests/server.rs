@@ -4,7 +4,6 @@
 
 mod support;
 
-use rusqlite::OptionalExtension;
 use serde_json::json;
 use support::http::{basic, form, request};
 use support::*;
@@ -587,15 +586,13 @@ fn sigterm_lets_the_request_in_flight_finish_and_store_then_exits_zero() {
     };
     // The request is inside the add-on once its reservation is stored (the
     // platform stores it before calling the plugin).
-    let db = rusqlite::Connection::open(env.data().join("addonhost.db")).unwrap();
+    let mut db = env.db();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let state: Option<String> = db
-            .query_row("SELECT state FROM resources WHERE uuid = ?1", [uuid], |r| {
-                r.get(0)
-            })
-            .optional()
-            .unwrap();
+            .strings("SELECT state FROM resources WHERE uuid = $1", &[uuid])
+            .into_iter()
+            .next();
         if state.is_some() || in_flight.is_finished() {
             if state.is_none() {
                 let r = in_flight.join().unwrap().unwrap();

@@ -242,19 +242,18 @@ impl Db {
         }
     }
 
-    /// Runs a statement that returns no rows.
-    pub fn execute(&mut self, sql: &str, params: &[&str]) {
+    /// Runs a statement that returns no rows; how many it changed.
+    pub fn execute(&mut self, sql: &str, params: &[&str]) -> u64 {
         match self {
-            Db::Sqlite(c) => {
-                c.execute(sql, rusqlite::params_from_iter(params.iter()))
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            }
+            Db::Sqlite(c) => c
+                .execute(sql, rusqlite::params_from_iter(params.iter()))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64,
             Db::Postgres(c) => {
                 let p: Vec<&(dyn postgres::types::ToSql + Sync)> = params
                     .iter()
                     .map(|s| s as &(dyn postgres::types::ToSql + Sync))
                     .collect();
-                off_runtime(|| c.execute(sql, &p)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                off_runtime(|| c.execute(sql, &p)).unwrap_or_else(|e| panic!("{sql}: {e}"))
             }
         }
     }

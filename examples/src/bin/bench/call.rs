@@ -1,8 +1,11 @@
 //! Plugin call overhead: one `provision` in a fresh instance, of the minimal
 //! add-on (no host round trip) and of the kv example, (a) on bare wasmtime —
-//! `InstancePre` + fresh `Store` + call, nothing else — and (b) through
-//! addonhost's runtime path (limits, deadline with cooperative yields, stderr
-//! capture, capability dispatch, error classification).
+//! the best plain embedding of wasmtime 48: the pooling allocator with the
+//! same slots and keep-resident settings as addonhost, copy-on-write memory
+//! images, `InstancePre` + fresh `Store` + call, a WASI context only if the
+//! guest calls WASI — and (b) through addonhost's runtime path (limits,
+//! deadline with cooperative yields, stderr capture, capability dispatch,
+//! error classification, metrics).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,13 +19,53 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Bare host state: WASI with nothing granted and an in-memory KV.
-struct Bare {
-    wasi: WasiCtx,
+/// Bare host state: WASI with nothing granted (made on the guest's first
+/// WASI call: many calls make none) and an in-memory KV.
+pub struct Bare {
+    wasi: Option<WasiCtx>,
     http: wasmtime_wasi_http::WasiHttpCtx,
     hooks: addonhost::runtime::http::DenyOutbound,
     table: ResourceTable,
     kv: HashMap<String, Vec<u8>>,
+}
+
+impl Bare {
+    pub fn new() -> Bare {
+        Bare {
+            wasi: None,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: addonhost::runtime::http::DenyOutbound,
+            table: ResourceTable::new(),
+            kv: HashMap::new(),
+        }
+    }
+}
+
+/// The best plain embedding of wasmtime 48 for a fresh instance per call:
+/// the component model without its async bookkeeping (no guest here uses
+/// it) and the pooling allocator with addonhost's own slots and
+/// keep-resident settings (copy-on-write memory images are wasmtime's
+/// default). No epoch interruption, no limiter: a baseline pays for nothing
+/// it does not use.
+pub fn bare_engine() -> anyhow::Result<Engine> {
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true);
+    cfg.concurrency_support(false);
+    cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+        addonhost::runtime::pool_config(),
+    ));
+    Engine::new(&cfg).map_err(anyhow::Error::from)
+}
+
+/// WASI, wasi:http types and the `addon` world's imports (answered by
+/// [`Bare`]): what an add-on's component needs to instantiate.
+pub fn bare_linker(engine: &Engine) -> anyhow::Result<Linker<Bare>> {
+    let mut linker: Linker<Bare> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)?;
+    Addon::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
+    Ok(linker)
 }
 
 impl wasmtime_wasi_http::WasiHttpView for Bare {
@@ -38,7 +81,7 @@ impl wasmtime_wasi_http::WasiHttpView for Bare {
 impl WasiView for Bare {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
             table: &mut self.table,
         }
     }
@@ -221,23 +264,8 @@ pub struct CallOverhead {
 pub async fn measure(path: &str, n: usize) -> anyhow::Result<CallOverhead> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
     // (a) bare wasmtime.
-    let mut cfg = Config::new();
-    cfg.wasm_component_model(true);
-    // As addonhost configures it: no component-model async bookkeeping.
-    cfg.concurrency_support(false);
-    // `BENCH_POOLING=1` gives the bare baseline the pooling allocator too
-    // (addonhost uses it), to see what remains of the difference.
-    if std::env::var_os("BENCH_POOLING").is_some() {
-        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
-            wasmtime::PoolingAllocationConfig::default(),
-        ));
-    }
-    let engine = Engine::new(&cfg).map_err(anyhow::Error::from)?;
-    let mut linker: Linker<Bare> = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(anyhow::Error::from)?;
-    Addon::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
+    let engine = bare_engine()?;
+    let linker = bare_linker(&engine)?;
     let component = Component::new(&engine, &bytes).map_err(anyhow::Error::from)?;
     let pre = AddonPre::new(
         linker
@@ -248,16 +276,7 @@ pub async fn measure(path: &str, n: usize) -> anyhow::Result<CallOverhead> {
     let mut bare = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
         let start = Instant::now();
-        let mut store = Store::new(
-            &engine,
-            Bare {
-                wasi: WasiCtx::builder().build(),
-                http: wasmtime_wasi_http::WasiHttpCtx::new(),
-                hooks: addonhost::runtime::http::DenyOutbound,
-                table: ResourceTable::new(),
-                kv: HashMap::new(),
-            },
-        );
+        let mut store = Store::new(&engine, Bare::new());
         let addon = pre
             .instantiate_async(&mut store)
             .await

@@ -16,10 +16,12 @@
 //! (compiled cache cold vs warm); hot-reload swap latency and failed requests
 //! under load; resident memory per idle plugin.
 
+mod bare_http;
 mod call;
 mod extism;
 mod platform;
 mod postgres;
+mod requests;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,20 +64,6 @@ fn ratio(ours: f64, base: f64) -> String {
     format!("{:.2}x", ours / base)
 }
 
-/// The number after `flag`, if the flag is given.
-fn number_after(args: &[String], flag: &str) -> anyhow::Result<Option<usize>> {
-    let Some(i) = args.iter().position(|a| a == flag) else {
-        return Ok(None);
-    };
-    let value = args
-        .get(i + 1)
-        .ok_or_else(|| anyhow::anyhow!("{flag} needs a number"))?;
-    match value.parse() {
-        Ok(n) if n > 0 => Ok(Some(n)),
-        _ => anyhow::bail!("{flag} {value}: expected a positive number"),
-    }
-}
-
 /// A plugin folder holding copies of the named example add-ons.
 fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
     let dir = root.join("plugins");
@@ -94,42 +82,95 @@ fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// What to run: `--quick` (a smoke run), `--extism` (row 1c in a quick
-/// run; always in a full one), `--only calls|http|start|reload|memory`;
-/// for profiling the server, `--clients N` (one concurrency instead of 1, 8
-/// and 32) and `--provisions N` (per concurrency).
+/// addonhost's benchmark suite: every row measured against a baseline in
+/// the same run, printed as one table with the ratio and the target. Run it
+/// from the repository root after `addonhost plugins:build`.
+#[derive(clap::Parser)]
+#[command(name = "bench")]
 struct Opts {
+    /// A smoke run: a few iterations of every row (seconds, not minutes).
+    #[arg(long)]
     quick: bool,
+    /// Include the Extism row in a --quick run (a full run always has it).
+    #[arg(long)]
     extism: bool,
-    only: Option<String>,
+    /// Run one group of rows only.
+    #[arg(long, value_enum)]
+    only: Option<Group>,
+    /// Provisioning at this many clients only, instead of 1, 8 and 32
+    /// (to profile the server).
+    #[arg(long, value_parser = positive)]
     clients: Option<usize>,
+    /// Provisionings per concurrency level.
+    #[arg(long, value_parser = positive)]
     provisions: Option<usize>,
+    /// Seconds of load for each HTTP-request row (default 8; 1 with --quick).
+    #[arg(long, value_parser = positive)]
+    seconds: Option<usize>,
+    /// Connections for the HTTP-request rows.
+    #[arg(long, value_parser = positive, default_value_t = 16)]
+    connections: usize,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The groups of rows, in the order a full run prints them.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// Call overhead against bare wasmtime (and Extism).
+    Calls,
+    /// HTTP requests through an add-on in each language, against a bare
+    /// wasmtime-wasi-http server.
+    Requests,
+    /// Provisioning throughput over HTTP against bare SQLite transactions.
+    Http,
+    /// Provisioning latency at fixed rates (open loop).
+    Latency,
+    /// Provisioning on PostgreSQL, one and two servers.
+    Postgres,
+    /// Start with the cache cold and warm.
+    Start,
+    /// Hot reload under load.
+    Reload,
+    /// Resident memory per idle plugin.
+    Memory,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The bare baseline of the request rows: serve COMPONENT's
+    /// wasi:http/incoming-handler on 127.0.0.1 with nothing but
+    /// wasmtime-wasi-http (the bench runs it as its own process).
+    #[command(hide = true)]
+    ServeBare { component: PathBuf },
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s}: expected a positive number")),
+    }
 }
 
 impl Opts {
-    fn wants(&self, group: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == group)
+    fn wants(&self, group: Group) -> bool {
+        self.only.is_none_or(|o| o == group)
+    }
+
+    fn extism(&self) -> bool {
+        !self.quick || self.extism
+    }
+
+    /// How long each HTTP-request row loads the server.
+    fn load_time(&self) -> Duration {
+        Duration::from_secs(self.seconds.unwrap_or(if self.quick { 1 } else { 8 }) as u64)
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let opts = Opts {
-        quick,
-        extism: !quick || args.iter().any(|a| a == "--extism"),
-        only: args
-            .iter()
-            .position(|a| a == "--only")
-            .and_then(|i| args.get(i + 1).cloned()),
-        clients: number_after(&args, "--clients")?,
-        provisions: number_after(&args, "--provisions")?,
-    };
-    if let Some(o) = &opts.only {
-        anyhow::ensure!(
-            ["calls", "http", "postgres", "start", "reload", "memory"].contains(&o.as_str()),
-            "--only {o}: expected calls, http, postgres, start, reload or memory"
-        );
+    let opts = <Opts as clap::Parser>::parse();
+    if let Some(Command::ServeBare { component }) = &opts.command {
+        return bare_http::serve(component);
     }
     for example in ["kv", "exceptions", "queue", "flags"] {
         let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
@@ -151,22 +192,31 @@ fn main() -> anyhow::Result<()> {
     // Failures a row measured (a request that failed during reloads): the
     // table is still printed, then the run fails with them.
     let mut failures = Vec::new();
-    if opts.wants("calls") {
+    if opts.wants(Group::Calls) {
         calls(&opts, &mut rows)?;
     }
-    if opts.wants("http") {
-        http(&opts, tmp.path(), &mut rows)?;
+    if opts.wants(Group::Requests) {
+        requests::rows(&opts, tmp.path(), &mut rows)?;
     }
-    if opts.wants("postgres") && (!opts.quick || std::env::var("ADDONHOST_TEST_PG").is_ok()) {
+    // The open-loop rates are fractions of the closed-loop maximum, so the
+    // latency rows measure that maximum first when `http` did not run.
+    let mut max_rate = None;
+    if opts.wants(Group::Http) {
+        max_rate = http(&opts, tmp.path(), &mut rows)?;
+    }
+    if opts.wants(Group::Latency) {
+        latency(&opts, tmp.path(), max_rate, &mut rows)?;
+    }
+    if opts.wants(Group::Postgres) && (!opts.quick || std::env::var("ADDONHOST_TEST_PG").is_ok()) {
         postgres_rows(&opts, tmp.path(), &mut rows)?;
     }
-    if opts.wants("start") {
+    if opts.wants(Group::Start) {
         start(&opts, tmp.path(), &mut rows)?;
     }
-    if opts.wants("reload") {
+    if opts.wants(Group::Reload) {
         reload(&opts, tmp.path(), &mut rows, &mut failures)?;
     }
-    if opts.wants("memory") {
+    if opts.wants(Group::Memory) {
         memory(tmp.path(), &mut rows)?;
     }
     print_table(&rows);
@@ -192,7 +242,7 @@ fn calls(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     call_rows(rows, "kv provision", &c, "≤ 1.3x");
 
     // 1c. The same logic as an Extism plugin (its own build: wasmtime 43).
-    if !opts.extism {
+    if !opts.extism() {
         eprintln!("bench: Extism row skipped in --quick (add --extism)");
     } else {
         eprintln!("bench: Extism (building examples/extism-bench on first use)");
@@ -233,7 +283,9 @@ fn call_rows(rows: &mut Vec<Row>, what: &str, c: &call::CallOverhead, target: &s
     rows.push(pair("call overhead, p99".into(), c.ours.1, c.bare.1, ""));
 }
 
-fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+/// Provisioning throughput over HTTP at 1, 8 and 32 clients (closed loop);
+/// the highest rate seen, for the open-loop rows.
+fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<Option<f64>> {
     // 2. Provisioning over HTTP vs bare SQLite transactions.
     let total = opts
         .provisions
@@ -244,6 +296,7 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         Some(n) => vec![n],
         None => vec![1, 8, 32],
     };
+    let mut max_rate: Option<f64> = None;
     for clients in concurrency {
         eprintln!("bench: provisioning over HTTP, {clients} clients");
         let per_client = (total / clients).max(1);
@@ -254,6 +307,7 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             ours.failed,
             ours.first_failure.as_deref().unwrap_or("?")
         );
+        max_rate = Some(max_rate.unwrap_or(0.0).max(ours.per_second));
         let base_dir = tempfile::tempdir()?;
         let base = platform::sqlite_baseline(base_dir.path(), clients, per_client)?;
         rows.push(row(
@@ -263,16 +317,69 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             ratio(ours.per_second, base.per_second),
             if clients == 32 { "≥ 5,000/s" } else { "" },
         ));
+        // Closed loop: each client waits for its answer, so this latency is
+        // the concurrency divided by the throughput (Little's law); the
+        // latency rows below measure it at fixed rates instead.
         rows.push(row(
-            format!("  latency p50 / p99, {clients} clients"),
+            format!("  latency p50 / p99, {clients} clients (closed loop)"),
             format!("{} / {}", ms(ours.p50), ms(ours.p99)),
             format!("{} / {}", ms(base.p50), ms(base.p99)),
             ratio(ours.p99.as_secs_f64(), base.p99.as_secs_f64()),
-            if clients == 32 { "p99 ≤ 5 ms" } else { "" },
+            "",
         ));
     }
     drop(server);
 
+    Ok(max_rate)
+}
+
+/// Provisioning latency open loop: requests sent at 25, 50 and 80 % of the
+/// maximum rate, each timed from the moment it was due, against bare SQLite
+/// transactions of the same shape sent at the same rates.
+fn latency(
+    opts: &Opts,
+    tmp: &Path,
+    max_rate: Option<f64>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let kv_only = plugin_copies(&tmp.join("lat"), &["kv"])?;
+    let server = Server::start(&tmp.join("latency"), kv_only.to_str().unwrap())?;
+    let max_rate = match max_rate {
+        Some(rate) => rate,
+        None => {
+            eprintln!("bench: the maximum provisioning rate (32 clients, closed loop)");
+            let per_client = opts
+                .provisions
+                .unwrap_or(if opts.quick { 32 } else { 3200 })
+                / 32;
+            platform::provisioning(&server, 32, per_client.max(1))?.per_second
+        }
+    };
+    let seconds = Duration::from_secs_f64(if opts.quick { 0.5 } else { 5.0 });
+    for percent in [25, 50, 80] {
+        let rate = max_rate * percent as f64 / 100.0;
+        eprintln!("bench: provisioning open loop at {rate:.0}/s ({percent} % of {max_rate:.0}/s)");
+        let ours = platform::provisioning_open_loop(&server, rate, seconds)?;
+        anyhow::ensure!(
+            ours.failed == 0,
+            "{} provisionings failed at {rate:.0}/s, the first with {}",
+            ours.failed,
+            ours.first_failure.as_deref().unwrap_or("?")
+        );
+        let base_dir = tempfile::tempdir()?;
+        let base = platform::sqlite_open_loop(base_dir.path(), rate, seconds)?;
+        let three =
+            |l: &platform::OpenLoop| format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.p999));
+        rows.push(row(
+            format!(
+                "provisioning latency p50 / p99 / p99.9 at {percent} % of max ({rate:.0}/s, open loop)"
+            ),
+            three(&ours),
+            format!("{} SQLite", three(&base)),
+            ratio(ours.p99.as_secs_f64(), base.p99.as_secs_f64()),
+            if percent == 50 { "p99 ≤ 5 ms" } else { "" },
+        ));
+    }
     Ok(())
 }
 

@@ -325,25 +325,7 @@ fn rand_u64() -> u64 {
 /// audit row — what the platform writes for one kv provisioning, without
 /// the plugin call, the rules or HTTP.
 pub fn sqlite_baseline(dir: &Path, clients: usize, per_client: usize) -> anyhow::Result<Load> {
-    // addonhost's migrations make the schema.
-    drop(addonhost::store::Store::open_sqlite(dir)?);
-    let path = dir.join("addonhost.db");
-    let open = || -> anyhow::Result<rusqlite::Connection> {
-        let c = rusqlite::Connection::open(&path)?;
-        c.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-        )?;
-        c.busy_timeout(Duration::from_secs(30))?;
-        Ok(c)
-    };
-    let setup = open()?;
-    for c in 0..clients {
-        setup.execute(
-            "INSERT INTO apps (name, region, created_at) VALUES (?1, 'us', 0)",
-            [format!("base-{c}")],
-        )?;
-    }
-    drop(setup);
+    let open = sqlite_apps(dir, clients)?;
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
@@ -358,52 +340,7 @@ pub fn sqlite_baseline(dir: &Path, clients: usize, per_client: usize) -> anyhow:
                 let mut lat = Vec::with_capacity(per_client);
                 for i in 0..per_client {
                     let t = Instant::now();
-                    let uuid = format!("{c}-{i}-{:x}", rand_u64());
-                    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    tx.execute(
-                        "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at) \
-                         VALUES (?1, ?1, 'kv', 'mini', ?2, 'provisioning', 0, 0)",
-                        rusqlite::params![uuid, app],
-                    )?;
-                    tx.commit()?;
-                    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    tx.execute(
-                        "UPDATE resources SET partner_id = ?1, state = 'provisioned' WHERE uuid = ?1",
-                        [&uuid],
-                    )?;
-                    let rid: i64 =
-                        tx.query_row("SELECT id FROM resources WHERE uuid = ?1", [&uuid], |r| r.get(0))?;
-                    tx.execute(
-                        "INSERT INTO attachments (resource_id, app_id, name, created_at) VALUES (?1, ?2, ?3, 0)",
-                        rusqlite::params![rid, app, format!("K{i}")],
-                    )?;
-                    let aid = tx.last_insert_rowid();
-                    tx.execute(
-                        "INSERT INTO config_vars (app_id, name, value, attachment_id) VALUES (?1, ?2, ?3, ?4)",
-                        rusqlite::params![app, format!("K{i}_URL"), "http://u:p@127.0.0.1:5000/addons/kv/ns", aid],
-                    )?;
-                    for key in [format!("ns/{uuid}"), format!("uuid/{uuid}")] {
-                        tx.execute(
-                            "INSERT INTO plugin_kv (service, key, value) VALUES ('kv', ?1, ?2)",
-                            rusqlite::params![key, vec![b'x'; 200]],
-                        )?;
-                    }
-                    let version: i64 = tx.query_row(
-                        "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1",
-                        [app],
-                        |r| r.get(0),
-                    )?;
-                    tx.execute(
-                        "INSERT INTO releases (app_id, version, description, actor, created_at) \
-                         VALUES (?1, ?2, 'Attach kv', 'bench', 0)",
-                        rusqlite::params![app, version],
-                    )?;
-                    tx.execute(
-                        "INSERT INTO audit (at, actor, action, app, addon, detail) \
-                         VALUES (0, 'bench', 'addons:create', 'base', 'kv', 'bench')",
-                        [],
-                    )?;
-                    tx.commit()?;
+                    baseline_provision(&mut conn, app, &format!("{c}-{i}-{:x}", rand_u64()), i)?;
                     lat.push(t.elapsed());
                 }
                 Ok(lat)
@@ -415,6 +352,237 @@ pub fn sqlite_baseline(dir: &Path, clients: usize, per_client: usize) -> anyhow:
         all.extend(t.join().expect("baseline thread")?);
     }
     Ok(load_of(all, started.elapsed(), 0, None))
+}
+
+/// A database with addonhost's schema and settings in `dir`, holding apps
+/// `base-0` … `base-<n-1>`; a way to open connections to it.
+fn sqlite_apps(
+    dir: &Path,
+    n: usize,
+) -> anyhow::Result<impl Fn() -> anyhow::Result<rusqlite::Connection>> {
+    // addonhost's migrations make the schema.
+    drop(addonhost::store::Store::open_sqlite(dir)?);
+    let path = dir.join("addonhost.db");
+    let open = move || -> anyhow::Result<rusqlite::Connection> {
+        let c = rusqlite::Connection::open(&path)?;
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )?;
+        c.busy_timeout(Duration::from_secs(30))?;
+        Ok(c)
+    };
+    let setup = open()?;
+    for c in 0..n {
+        setup.execute(
+            "INSERT INTO apps (name, region, created_at) VALUES (?1, 'us', 0)",
+            [format!("base-{c}")],
+        )?;
+    }
+    Ok(open)
+}
+
+/// Latency percentiles of an open-loop run, each request timed from the
+/// moment it was due.
+pub struct OpenLoop {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub failed: usize,
+    pub first_failure: Option<String>,
+}
+
+/// Senders of an open-loop run: enough that a request rarely waits for a
+/// free one at these rates (when it does, the wait counts in its latency).
+const OPEN_LOOP_SENDERS: usize = 64;
+
+/// Sends requests at `rate` per second for `duration`: request k is due at
+/// start + k / rate whatever became of the earlier ones (an open loop: a
+/// slow answer does not slow the arrivals), and is timed from then, so any
+/// queueing — for a sender, a connection, the server — is in its latency
+/// (no coordinated omission). Each of `senders` (a thread each) takes the
+/// next request due; `send(k)` makes request k and says what failed.
+fn open_loop<S>(rate: f64, duration: Duration, senders: Vec<S>) -> anyhow::Result<OpenLoop>
+where
+    S: FnMut(usize) -> anyhow::Result<Option<String>> + Send + 'static,
+{
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(20);
+    let threads: Vec<_> = senders
+        .into_iter()
+        .map(|mut send| {
+            let next = next.clone();
+            std::thread::spawn(
+                move || -> anyhow::Result<(Vec<Duration>, usize, Option<String>)> {
+                    let mut lat = Vec::new();
+                    let (mut failed, mut first_failure) = (0, None);
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if k >= total {
+                            break;
+                        }
+                        let due = start + Duration::from_secs_f64(k as f64 / rate);
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        if let Some(failure) = send(k)? {
+                            failed += 1;
+                            first_failure.get_or_insert(failure);
+                        }
+                        lat.push(due.elapsed());
+                    }
+                    Ok((lat, failed, first_failure))
+                },
+            )
+        })
+        .collect();
+    let mut all = Vec::with_capacity(total);
+    let (mut failed, mut first_failure) = (0, None);
+    for t in threads {
+        let (lat, f, first) = t.join().expect("open-loop sender")?;
+        all.extend(lat);
+        failed += f;
+        first_failure = first_failure.or(first);
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Ok(OpenLoop {
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        failed,
+        first_failure,
+    })
+}
+
+/// Provisioning over HTTP at a fixed `rate` (see [`open_loop`]): each
+/// sender provisions onto an app of its own through `POST
+/// /api/apps/:app/addons`.
+pub fn provisioning_open_loop(
+    server: &Server,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<OpenLoop> {
+    let auth = server.auth();
+    let run = format!("o{:x}", rand_u64());
+    let mut senders = Vec::new();
+    for c in 0..OPEN_LOOP_SENDERS {
+        let mut conn = Conn::connect(&server.addr)?;
+        let app = format!("{run}-{c}");
+        let (status, text) = conn.request(
+            "POST",
+            "/api/apps",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            format!(r#"{{"name": "{app}"}}"#).as_bytes(),
+        )?;
+        if status != 201 {
+            bail!(
+                "creating an app: {status} {}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+        let auth = auth.clone();
+        senders.push(move |k: usize| -> anyhow::Result<Option<String>> {
+            let body = format!(r#"{{"plan": "kv:mini", "as": "K{k}"}}"#);
+            let (status, text) = conn.request(
+                "POST",
+                &format!("/api/apps/{app}/addons"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.as_bytes(),
+            )?;
+            Ok((status != 201).then(|| format!("{status} {}", String::from_utf8_lossy(&text))))
+        });
+    }
+    open_loop(rate, duration, senders)
+}
+
+/// The baseline of [`provisioning_open_loop`]: the bare SQLite transactions
+/// of [`sqlite_baseline`] at the same fixed rate, a connection per sender.
+pub fn sqlite_open_loop(dir: &Path, rate: f64, duration: Duration) -> anyhow::Result<OpenLoop> {
+    let open = sqlite_apps(dir, OPEN_LOOP_SENDERS)?;
+    let mut senders = Vec::new();
+    for c in 0..OPEN_LOOP_SENDERS {
+        let mut conn = open()?;
+        let app: i64 = conn.query_row(
+            "SELECT id FROM apps WHERE name = ?1",
+            [format!("base-{c}")],
+            |r| r.get(0),
+        )?;
+        senders.push(move |k: usize| -> anyhow::Result<Option<String>> {
+            baseline_provision(&mut conn, app, &format!("{k}-{:x}", rand_u64()), k)?;
+            Ok(None)
+        });
+    }
+    open_loop(rate, duration, senders)
+}
+
+/// One provisioning's writes as bare SQLite transactions (see
+/// [`sqlite_baseline`]), the `i`-th of its client onto app `app`.
+fn baseline_provision(
+    conn: &mut rusqlite::Connection,
+    app: i64,
+    uuid: &str,
+    i: usize,
+) -> anyhow::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at) \
+         VALUES (?1, ?1, 'kv', 'mini', ?2, 'provisioning', 0, 0)",
+        rusqlite::params![uuid, app],
+    )?;
+    tx.commit()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(
+        "UPDATE resources SET partner_id = ?1, state = 'provisioned' WHERE uuid = ?1",
+        [&uuid],
+    )?;
+    let rid: i64 = tx.query_row("SELECT id FROM resources WHERE uuid = ?1", [&uuid], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+        "INSERT INTO attachments (resource_id, app_id, name, created_at) VALUES (?1, ?2, ?3, 0)",
+        rusqlite::params![rid, app, format!("K{i}")],
+    )?;
+    let aid = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO config_vars (app_id, name, value, attachment_id) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![
+            app,
+            format!("K{i}_URL"),
+            "http://u:p@127.0.0.1:5000/addons/kv/ns",
+            aid
+        ],
+    )?;
+    for key in [format!("ns/{uuid}"), format!("uuid/{uuid}")] {
+        tx.execute(
+            "INSERT INTO plugin_kv (service, key, value) VALUES ('kv', ?1, ?2)",
+            rusqlite::params![key, vec![b'x'; 200]],
+        )?;
+    }
+    let version: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1",
+        [app],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO releases (app_id, version, description, actor, created_at) \
+         VALUES (?1, ?2, 'Attach kv', 'bench', 0)",
+        rusqlite::params![app, version],
+    )?;
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, app, addon, detail) \
+         VALUES (0, 'bench', 'addons:create', 'base', 'kv', 'bench')",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// A copy of `component` made different by a trailing custom section, so it

@@ -363,8 +363,9 @@ fn plugin_of(
 
 /// Instance slots: enough for many concurrent calls of components of any of
 /// the three languages (a Python or JavaScript component holds dozens of core
-/// instances, several memories and large function tables).
-fn pool_config() -> PoolingAllocationConfig {
+/// instances, several memories and large function tables). Public so that
+/// `bench`'s bare-wasmtime baselines run on the very same settings.
+pub fn pool_config() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(1000)
         .total_core_instances(10_000)

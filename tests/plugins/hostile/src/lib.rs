@@ -6,10 +6,13 @@
 //! what it saw in `HOSTILE_SEEN`. Its HTTP routes attack from the other side:
 //! a page whose script goes after the dashboard (`/attack`), a route that
 //! holds its instance until the deadline (`/sleep`), one that echoes what the
-//! host forwarded (`/headers`) and one that lies about its framing
-//! (`/desync`).
+//! host forwarded (`/headers`), one that lies about its framing
+//! (`/desync`) and one that tries to remember what earlier calls left in its
+//! memory (`/remember`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use addonhost_sdk::host::{config, kv};
 use addonhost_sdk::http::{Handler, Request, Response};
@@ -443,6 +446,47 @@ const ATTACK_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><t
 })();
 </script></body></html>"#;
 
+/// What `/remember` leaves behind for the next call to find: a counter, a
+/// buffer in the memory image (data segment, every byte 7), a zeroed one
+/// (.bss, 8 MiB) and memory grown past the initial size. A fresh instance
+/// per call must show every one pristine.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+static IMAGE: Mutex<[u8; 256 << 10]> = Mutex::new([7; 256 << 10]);
+static ZEROED: Mutex<[u8; 8 << 20]> = Mutex::new([0; 8 << 20]);
+
+/// Counts what earlier calls could have left, then leaves as much behind.
+fn remember() -> Response {
+    let calls_before = CALLS.fetch_add(1, Ordering::SeqCst);
+    let mut image = IMAGE.lock().unwrap();
+    let image_residue = image.iter().filter(|b| **b != 7).count();
+    image.fill(0xa5);
+    let mut zeroed = ZEROED.lock().unwrap();
+    let zeroed_residue = zeroed.iter().filter(|b| **b != 0).count();
+    zeroed.fill(0xa5);
+    // Two fresh WebAssembly pages' worth (2 MiB) grown now: a new memory's
+    // pages read as zero, whatever a previous call wrote at that address.
+    let pages = 32;
+    let first = core::arch::wasm32::memory_grow(0, pages);
+    let grown_residue = if first == usize::MAX {
+        usize::MAX
+    } else {
+        // SAFETY: the pages were just grown and nothing else knows of them
+        // (the allocator grows memory past them if it needs more).
+        let grown =
+            unsafe { std::slice::from_raw_parts_mut((first << 16) as *mut u8, pages << 16) };
+        let residue = grown.iter().filter(|b| **b != 0).count();
+        grown.fill(0xa5);
+        residue
+    };
+    let seen = serde_json::json!({
+        "calls_before": calls_before,
+        "image_residue": image_residue,
+        "zeroed_residue": zeroed_residue,
+        "grown_residue": grown_residue,
+    });
+    Response::new(200, "application/json", seen.to_string().into_bytes())
+}
+
 impl Handler for Hostile {
     fn handle(req: Request) -> Response {
         match req.segments().as_slice() {
@@ -497,6 +541,7 @@ impl Handler for Hostile {
                 200,
                 bump_credential(query_number(&req, "ms", 200)).to_string(),
             ),
+            ["remember"] => remember(),
             ["desync"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("content-length", "0"),
             // Connection handling is the host's, not the add-on's.

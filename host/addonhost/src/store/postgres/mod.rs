@@ -27,7 +27,7 @@ use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{NoTls, Row};
 
 pub use session::PgTx;
 
@@ -218,7 +218,7 @@ impl PgStore {
         };
         let side = self.side.clone();
         self.rt().spawn(async move {
-            let mut client = match pool.get().await {
+            let client = match pool.get().await {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = ready.send(Err(anyhow::Error::new(e)));
@@ -237,23 +237,23 @@ impl PgStore {
                     return;
                 }
             }
-            let builder = client.build_transaction();
-            let builder = match mode {
-                Mode::Read => builder
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true),
-                Mode::Write | Mode::Retry => builder.isolation_level(IsolationLevel::Serializable),
-                Mode::Migrate => builder.isolation_level(IsolationLevel::ReadCommitted),
+            // The transaction's first statement goes out together with its
+            // BEGIN (one round trip, not two): it is started as the first
+            // command arrives.
+            let begin = match mode {
+                Mode::Read => "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                Mode::Write | Mode::Retry => "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                Mode::Migrate => "START TRANSACTION ISOLATION LEVEL READ COMMITTED",
             };
-            match builder.start().await {
-                Ok(tx) => {
-                    let _ = ready.send(Ok(()));
-                    serve(tx, &side, &mut queue).await;
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e.into()));
-                }
-            }
+            let _ = ready.send(Ok(()));
+            serve(
+                &client,
+                begin,
+                matches!(mode, Mode::Read),
+                &side,
+                &mut queue,
+            )
+            .await;
             if gated {
                 // A broken connection releases it by itself.
                 let _ = client
@@ -270,74 +270,103 @@ impl PgStore {
 }
 
 /// Runs the statements of one transaction as they come, until its commit
-/// or until its `PgTx` is dropped (then it rolls back).
+/// or until its `PgTx` is dropped (then it rolls back). `begin` is sent
+/// with the first of them; a read-only transaction's commit is answered
+/// before it is done (nothing of it can fail to be kept).
 async fn serve(
-    tx: deadpool_postgres::Transaction<'_>,
+    client: &deadpool_postgres::Client,
+    begin: &str,
+    read_only: bool,
     side: &Pool,
     queue: &mut tokio::sync::mpsc::UnboundedReceiver<Cmd>,
 ) {
-    {
-        {
-            while let Some(cmd) = queue.recv().await {
-                match cmd {
-                    Cmd::Query(sql, params, reply) => {
-                        let refs: Vec<&(dyn ToSql + Sync)> = params
-                            .iter()
-                            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                            .collect();
-                        let rows = match tx.prepare_cached(&sql).await {
-                            Ok(st) => tx.query(&st, &refs).await,
-                            Err(e) => Err(e),
-                        };
-                        let _ = reply.send(rows);
-                    }
-                    Cmd::Execute(sql, params, reply) => {
-                        let refs: Vec<&(dyn ToSql + Sync)> = params
-                            .iter()
-                            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                            .collect();
-                        let n = if params.is_empty() {
-                            tx.batch_execute(&sql).await.map(|()| 0)
-                        } else {
-                            match tx.prepare_cached(&sql).await {
-                                Ok(st) => tx.execute(&st, &refs).await,
-                                Err(e) => Err(e),
-                            }
-                        };
-                        let _ = reply.send(n);
-                    }
-                    Cmd::Commit(reply) => {
-                        let _ = reply.send(tx.commit().await);
-                        return;
-                    }
-                    Cmd::Outside(sql, params, reply) => {
-                        let refs: Vec<&(dyn ToSql + Sync)> = params
-                            .iter()
-                            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                            .collect();
-                        let rows = match side.get().await {
-                            Ok(c) => match c.prepare_cached(&sql).await {
-                                Ok(st) => c.query(&st, &refs).await,
-                                Err(e) => Err(e),
-                            },
-                            Err(deadpool_postgres::PoolError::Backend(e)) => Err(e),
-                            Err(e) => {
-                                // No side connection: read it in the
-                                // transaction after all (correct, only
-                                // more prone to conflicts).
-                                tracing::warn!("no side connection to the database: {e}");
-                                match tx.prepare_cached(&sql).await {
-                                    Ok(st) => tx.query(&st, &refs).await,
-                                    Err(e) => Err(e),
-                                }
-                            }
-                        };
-                        let _ = reply.send(rows);
-                    }
-                }
+    let mut begun = false;
+    while let Some(cmd) = queue.recv().await {
+        // BEGIN and the command, pipelined; a failed BEGIN is the
+        // command's failure.
+        let started = async {
+            if begun {
+                Ok(())
+            } else {
+                client.batch_execute(begin).await
             }
-            // Dropped without a commit: the transaction rolls back.
+        };
+        match cmd {
+            Cmd::Query(sql, params, reply) => {
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                let run = async {
+                    let st = client.prepare_cached(&sql).await?;
+                    client.query(&st, &refs).await
+                };
+                let (b, rows) = tokio::join!(started, run);
+                begun = true;
+                let _ = reply.send(b.and(rows));
+            }
+            Cmd::Execute(sql, params, reply) => {
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                let run = async {
+                    if params.is_empty() {
+                        client.batch_execute(&sql).await.map(|()| 0)
+                    } else {
+                        let st = client.prepare_cached(&sql).await?;
+                        client.execute(&st, &refs).await
+                    }
+                };
+                let (b, n) = tokio::join!(started, run);
+                begun = true;
+                let _ = reply.send(b.and(n));
+            }
+            Cmd::Commit(reply) => {
+                if !begun {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                if read_only {
+                    let _ = reply.send(Ok(()));
+                    let _ = client.batch_execute("COMMIT").await;
+                } else {
+                    let _ = reply.send(client.batch_execute("COMMIT").await);
+                }
+                return;
+            }
+            Cmd::Outside(sql, params, reply) => {
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                let rows = match side.get().await {
+                    Ok(c) => match c.prepare_cached(&sql).await {
+                        Ok(st) => c.query(&st, &refs).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(deadpool_postgres::PoolError::Backend(e)) => Err(e),
+                    Err(e) => {
+                        // No side connection: read it in the transaction
+                        // after all (correct, only more prone to conflicts).
+                        tracing::warn!("no side connection to the database: {e}");
+                        let run = async {
+                            let st = client.prepare_cached(&sql).await?;
+                            client.query(&st, &refs).await
+                        };
+                        let (b, rows) = tokio::join!(started, run);
+                        begun = true;
+                        b.and(rows)
+                    }
+                };
+                let _ = reply.send(rows);
+            }
         }
+    }
+    // Dropped without a commit: roll back before the connection goes back
+    // to the pool.
+    if begun {
+        let _ = client.batch_execute("ROLLBACK").await;
     }
 }
 
