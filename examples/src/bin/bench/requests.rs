@@ -216,7 +216,11 @@ fn provision(server: &Server) -> anyhow::Result<Vec<Target>> {
     let config: serde_json::Value = serde_json::from_slice(&config)?;
     // (path, basic auth) of a config var's URL.
     let creds = |var: &str| -> anyhow::Result<(String, String)> {
-        let url = url::Url::parse(config[var].as_str().with_context(|| format!("{var} is not in the config"))?)?;
+        let url = url::Url::parse(
+            config[var]
+                .as_str()
+                .with_context(|| format!("{var} is not in the config"))?,
+        )?;
         let basic = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!(
