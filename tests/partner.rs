@@ -899,6 +899,20 @@ fn platform_api_tokens_reach_only_their_own_addon() {
         "grant_type=authorization_code&code={code}x&client_secret={PY_PASSWORD}"
     ));
     assert_eq!(r.status, 401, "an altered grant");
+    // The first grant's signature on the second's payload (the other uuid):
+    // a forged grant for another add-on.
+    let part = |code: &str, i: usize| code.split('.').nth(i).unwrap().to_string();
+    let other_code = second["oauth_grant"]["code"].as_str().unwrap();
+    let forged = format!(
+        "{}.{}.{}",
+        part(code, 0),
+        part(other_code, 1),
+        part(code, 2)
+    );
+    let r = token_with(&format!(
+        "grant_type=authorization_code&code={forged}&client_secret={PY_PASSWORD}"
+    ));
+    assert_eq!(r.status, 401, "a forged grant: {}", r.text());
     let r = token_with(&format!(
         "grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}"
     ));
