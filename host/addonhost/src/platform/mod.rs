@@ -728,14 +728,14 @@ impl Host {
         if effects.is_empty() {
             return Ok(());
         }
-        let outbound = partner::outbound_of(&effects);
+        let to_platform = partner::to_platform_of(&effects);
         let m = manifest.clone();
         let policy = self.opts.policy;
         self.store
             .write(move |tx| apply_effects(tx, &m, &policy, &effects))
             .await?;
         // Provider mode: the platforms these resources came from hear of it.
-        self.forward_to_platforms(manifest, outbound);
+        self.forward_to_platforms(manifest, to_platform);
         Ok(())
     }
 

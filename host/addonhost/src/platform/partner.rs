@@ -309,8 +309,8 @@ impl Host {
     /// its resources came from (nothing for resources of this host's own
     /// apps). Delivered in the background, retried; failures are logged and
     /// audited.
-    pub(super) fn forward_to_platforms(&self, m: &Arc<Manifest>, outbound: Vec<Outbound>) {
-        if outbound.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+    pub(super) fn forward_to_platforms(&self, m: &Arc<Manifest>, changes: Vec<ToPlatform>) {
+        if changes.is_empty() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         let forwarder = Forwarder {
@@ -319,7 +319,7 @@ impl Host {
             manifest: m.clone(),
         };
         tokio::spawn(async move {
-            for o in outbound {
+            for o in changes {
                 forwarder.deliver(o).await;
             }
         });
@@ -328,7 +328,7 @@ impl Host {
 
 /// One change to send back to a calling platform.
 #[derive(Debug, Clone)]
-pub(super) enum Outbound {
+pub(super) enum ToPlatform {
     /// `PATCH /addons/:uuid/config`.
     Config {
         partner_id: String,
@@ -342,16 +342,16 @@ pub(super) enum Outbound {
 }
 
 /// What of `effects` a calling platform must hear of.
-pub(super) fn outbound_of(effects: &Effects) -> Vec<Outbound> {
-    let mut out: Vec<Outbound> = effects
+pub(super) fn to_platform_of(effects: &Effects) -> Vec<ToPlatform> {
+    let mut out: Vec<ToPlatform> = effects
         .updates
         .iter()
-        .map(|u| Outbound::Config {
+        .map(|u| ToPlatform::Config {
             partner_id: u.partner_id.clone(),
             changes: u.changes.clone(),
         })
         .collect();
-    out.extend(effects.completions.iter().map(|c| Outbound::Provisioned {
+    out.extend(effects.completions.iter().map(|c| ToPlatform::Provisioned {
         partner_id: c.partner_id.clone(),
         config: c.config.clone(),
     }));
@@ -366,9 +366,9 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    async fn deliver(&self, o: Outbound) {
+    async fn deliver(&self, o: ToPlatform) {
         let pid = match &o {
-            Outbound::Config { partner_id, .. } | Outbound::Provisioned { partner_id, .. } => {
+            ToPlatform::Config { partner_id, .. } | ToPlatform::Provisioned { partner_id, .. } => {
                 partner_id.clone()
             }
         };
@@ -423,7 +423,7 @@ impl Forwarder {
     }
 
     /// One attempt; the error says whether trying again may help.
-    async fn send(&self, r: &Resource, link: Link, o: &Outbound) -> Result<(), (String, bool)> {
+    async fn send(&self, r: &Resource, link: Link, o: &ToPlatform) -> Result<(), (String, bool)> {
         let token = self.token(&r.uuid, link.clone()).await?;
         let base = link.platform.trim_end_matches('/');
         let headers = [
@@ -434,11 +434,11 @@ impl Forwarder {
             ),
         ];
         let config: Vec<Value> = match o {
-            Outbound::Config { changes, .. } => changes
+            ToPlatform::Config { changes, .. } => changes
                 .iter()
                 .map(|(n, v)| json!({"name": n, "value": v}))
                 .collect(),
-            Outbound::Provisioned { config, .. } => config
+            ToPlatform::Provisioned { config, .. } => config
                 .iter()
                 .map(|(n, v)| json!({"name": n, "value": v}))
                 .collect(),
@@ -456,7 +456,7 @@ impl Forwarder {
             .await
             .map_err(|e| (e.to_string(), true))?;
         check(&url, &reply)?;
-        if let Outbound::Provisioned { .. } = o {
+        if let ToPlatform::Provisioned { .. } = o {
             let url = format!("{base}/addons/{}/actions/provision", r.uuid);
             let reply = self
                 .client
