@@ -28,6 +28,12 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1;
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv nodejs npm >/dev/null
 fi
 
+step "curl and jq (the service-broker example script)"
+if ! command -v jq >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl jq >/dev/null
+fi
+
 step "PostgreSQL: Debian's postgresql and a throwaway cluster on a free port (the cluster tests and the second pass)"
 eval "$(tests/postgres.sh start --owner-pid $$)"
 export ADDONHOST_TEST_PG ADDONHOST_TEST_PG_DIR
@@ -62,7 +68,7 @@ cargo test --workspace
 step "the tests where the backend matters, again with all state in PostgreSQL"
 ADDONHOST_TEST_BACKEND=postgres cargo test -p addonhost-cli \
   --test lifecycle --test ownership --test rotation --test server --test crash \
-  --test config --test races
+  --test config --test races --test osb
 
 step "benchmark smoke run, Extism baseline included (the full run: see README, Performance)"
 target/debug/bench --quick --extism

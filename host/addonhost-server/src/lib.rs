@@ -11,8 +11,12 @@
 //! processes too (`/addons/<service>/…`), answered with a sandboxing CSP and
 //! never with anyone's identity.
 //!
+//! The Open Service Broker API answers under its own prefix (`/osb`), with
+//! its own credentials ([`osb`]).
+//!
 //! Handlers are thin: they parse, call [`Host`], and render. State is
-//! explicit in [`Server`]: the host, the API token and the sessions.
+//! explicit in [`Server`]: the host, the API token, the broker and the
+//! sessions.
 
 #![warn(missing_docs)]
 
@@ -20,6 +24,7 @@ mod addons;
 mod api;
 mod dashboard;
 mod error;
+pub mod osb;
 mod partner;
 mod platform_api;
 mod sessions;
@@ -93,17 +98,27 @@ pub struct Server {
     pub email: String,
     /// Bounds on connections and clients.
     pub limits: Limits,
+    /// The Open Service Broker API, when it is on.
+    pub osb: Option<osb::Broker>,
     dashboard_sessions: Sessions<()>,
 }
 
 impl Server {
     /// A server for `host`, with its API token, the email its dashboard
-    /// user signs in to add-ons as, and its limits.
-    pub fn new(host: Arc<Host>, token: String, email: String, limits: Limits) -> Arc<Server> {
+    /// user signs in to add-ons as, its limits and its service broker (if
+    /// the Open Service Broker API is on).
+    pub fn new(
+        host: Arc<Host>,
+        token: String,
+        email: String,
+        limits: Limits,
+        osb: Option<osb::Broker>,
+    ) -> Arc<Server> {
         Arc::new(Server {
             token,
             email,
             limits,
+            osb,
             dashboard_sessions: Sessions::new(host.clone(), "dashboard", SESSION_TTL, MAX_SESSIONS),
             host,
         })
@@ -128,7 +143,11 @@ impl Server {
 
 /// The whole application: the add-ons' origins and the platform's routes.
 pub fn app(server: Arc<Server>) -> Router {
-    let platform = Router::new()
+    let mut platform = Router::new();
+    if let Some(broker) = &server.osb {
+        platform = platform.nest(&broker.path, osb::router(server.clone()));
+    }
+    let platform = platform
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_with_token))
         .nest("/api", api::router(server.clone()))
@@ -219,10 +238,21 @@ fn route_class(server: &Server, req: &Request) -> &'static str {
         return "addon_origin";
     }
     let path = req.uri().path();
+    if let Some(broker) = &server.osb {
+        let prefix = broker.path.as_str();
+        if path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        {
+            return "osb";
+        }
+    }
     match path.split('/').nth(1).unwrap_or("") {
         "api" => "api",
         "addons" => "consumption",
         "myapps" => "sso",
+        "partner" => "partner",
+        "platform" => "platform_api",
         "healthz" => "healthz",
         "metrics" => "metrics",
         "" | "apps" | "login" | "logout" | "static" => "dashboard",

@@ -213,6 +213,10 @@ pub enum Command {
     /// Print the API bearer token (created on first use).
     #[command(name = "auth:token")]
     AuthToken,
+    /// Print the Open Service Broker credentials (created on first use) and
+    /// the command that registers the broker with Cloud Foundry.
+    #[command(name = "osb:credentials")]
+    OsbCredentials(server::OsbCredentials),
 }
 
 impl Cli {
@@ -254,6 +258,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{token}");
             return Ok(0);
         }
+        Command::OsbCredentials(o) => return server::osb_credentials(&cli, o).map(|_| 0),
         Command::Run(r) => return config::run(&cli.host()?, r).await,
         Command::Local(l) => return local::run(&cli.host()?, l).await,
         Command::PluginsCheck(c) => return plugins::check(&cli, c).await,
@@ -291,7 +296,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         | Command::Local(_)
         | Command::PluginsCheck(_)
         | Command::Serve(_)
-        | Command::AuthToken => {
+        | Command::AuthToken
+        | Command::OsbCredentials(_) => {
             unreachable!("handled above")
         }
     }?;

@@ -34,11 +34,59 @@ pub struct Serve {
     /// callback_url names, else https://api.heroku.com].
     #[arg(long, env = "ADDONHOST_PLATFORM_API")]
     pub platform_api: Option<String>,
+    /// Where the Open Service Broker API answers (`addonhost osb:credentials`
+    /// prints its credentials).
+    #[arg(long, env = "ADDONHOST_OSB_PATH", default_value = "/osb")]
+    pub osb_path: String,
+    /// Turn the Open Service Broker API off.
+    #[arg(long)]
+    pub no_osb: bool,
     /// Also serve `GET /metrics` on this address, without the API token
     /// (for a scraper on a private network); on the main address it needs
     /// the token.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_bind: Option<std::net::SocketAddr>,
+}
+
+/// `osb:credentials`.
+#[derive(Args, Debug)]
+pub struct OsbCredentials {
+    #[command(flatten)]
+    pub json: super::output::JsonFlag,
+}
+
+/// A broker path: `/` and one or more segments, no trailing slash.
+fn check_osb_path(path: &str) -> anyhow::Result<String> {
+    let trimmed = path.trim_end_matches('/');
+    let ok = trimmed.starts_with('/')
+        && trimmed.len() > 1
+        && trimmed[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        });
+    if !ok {
+        anyhow::bail!(
+            "--osb-path {path:?} is not a path like /osb (a slash, then segments of letters, digits, '-', '.', '_', '~')"
+        );
+    }
+    for taken in [
+        "/api",
+        "/addons",
+        "/myapps",
+        "/apps",
+        "/login",
+        "/logout",
+        "/healthz",
+        "/partner",
+        "/platform",
+    ] {
+        if trimmed == taken || trimmed.starts_with(&format!("{taken}/")) {
+            anyhow::bail!("--osb-path {path:?} is inside the platform's own {taken} routes");
+        }
+    }
+    Ok(trimmed.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +125,13 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         }
     });
     let token = server::token::for_host(&host)?;
+    let osb = match s.no_osb {
+        true => None,
+        false => Some(server::osb::Broker {
+            path: check_osb_path(&s.osb_path)?,
+            credentials: server::osb::credentials::for_host(&host)?,
+        }),
+    };
     // On a shared store: say this server is up, with the components it
     // runs, every few seconds (GET /api/servers lists the servers heard of).
     let beating = host.clone();
@@ -94,7 +149,16 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         header_timeout: std::time::Duration::from_secs(s.header_timeout),
         body_timeout: std::time::Duration::from_secs(s.body_timeout),
     };
-    let server = Server::new(host.clone(), token, s.email.clone(), limits);
+    let broker = osb
+        .as_ref()
+        .map(|b| {
+            format!(
+                ", service broker: http://{addr}{} (`addonhost osb:credentials`)",
+                b.path
+            )
+        })
+        .unwrap_or_default();
+    let server = Server::new(host.clone(), token, s.email.clone(), limits, osb);
     if let Some(bind) = s.metrics_bind {
         let metrics = tokio::net::TcpListener::bind(bind)
             .await
@@ -106,7 +170,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         tokio::spawn(server::serve_metrics(server.clone(), metrics));
     }
     eprintln!(
-        "addonhost serving on http://{addr} (dashboard: http://{addr}/, API token: `addonhost auth:token`)"
+        "addonhost serving on http://{addr} (dashboard: http://{addr}/, API token: `addonhost auth:token`{broker})"
     );
     let served = server::serve(server, listener, super::signal::shutdown_signal()).await;
     heartbeat.abort();
@@ -114,6 +178,38 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         tracing::warn!("cannot take this server off the list: {e:#}");
     }
     served
+}
+
+/// Prints the broker's credentials (made on first use) and how to register
+/// the broker with a platform.
+pub fn osb_credentials(cli: &Cli, o: &OsbCredentials) -> anyhow::Result<()> {
+    let c = match cli.database {
+        Some(_) => server::osb::credentials::for_host(&cli.host()?)?,
+        None => server::osb::credentials::load_or_create(&cli.data)?,
+    };
+    let url = format!(
+        "{}/osb",
+        cli.url
+            .as_deref()
+            .unwrap_or("http://127.0.0.1:5000")
+            .trim_end_matches('/')
+    );
+    if o.json.json {
+        println!(
+            "{}",
+            serde_json::json!({ "username": c.username, "password": c.password, "url": url })
+        );
+        return Ok(());
+    }
+    println!("Broker URL: {url}   (serve --osb-path changes /osb)");
+    println!("Username:   {}", c.username);
+    println!("Password:   {}", c.password);
+    println!();
+    println!(
+        "  cf create-service-broker addonhost {} {} {url}",
+        c.username, c.password
+    );
+    Ok(())
 }
 
 pub fn open(host: &Host, o: &Open) -> anyhow::Result<()> {

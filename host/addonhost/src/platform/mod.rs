@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod naming;
 pub mod oauth;
+pub mod osb;
 pub mod partner;
 pub mod platform_api;
 mod provider;

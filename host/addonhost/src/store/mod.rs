@@ -190,6 +190,55 @@ pub trait Tx {
     fn accept_component(&self, service: &str, hash: &str, now: i64) -> anyhow::Result<()>;
     /// Forgets every accepted hash of `service` but `keep`; how many.
     fn retire_components(&self, service: &str, keep: &str) -> anyhow::Result<usize>;
+
+    // ---- Open Service Broker instances and bindings
+    fn osb_instance(&self, instance_id: &str) -> anyhow::Result<Option<OsbInstance>>;
+    /// Records an instance unless one of that id exists; whether it did.
+    fn insert_osb_instance(&self, i: &OsbInstance) -> anyhow::Result<bool>;
+    /// Replaces what an instance's provisioning asked for (after a plan change).
+    fn set_osb_instance_request(&self, instance_id: &str, request: &str) -> anyhow::Result<()>;
+    /// Forgets an instance and its bindings.
+    fn delete_osb_instance(&self, instance_id: &str) -> anyhow::Result<()>;
+    fn osb_binding(&self, binding_id: &str) -> anyhow::Result<Option<OsbBinding>>;
+    fn osb_bindings_of(&self, instance_id: &str) -> anyhow::Result<Vec<OsbBinding>>;
+    /// Records a binding unless one of that id exists; whether it did.
+    fn insert_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<bool>;
+    /// Rewrites a binding's changing fields (`ready`, `successor`,
+    /// `credentials`, `expires_at`, `created_at`).
+    fn update_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<()>;
+    fn delete_osb_binding(&self, binding_id: &str) -> anyhow::Result<()>;
+}
+
+/// An Open Service Broker service instance: the platform's id for one
+/// resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsbInstance {
+    pub instance_id: String,
+    /// The uuid of the resource it names (made when the id was first seen).
+    pub resource_uuid: String,
+    /// What its provisioning asked for (JSON), to tell a retry from a
+    /// conflicting request with the same id.
+    pub request: String,
+    pub created_at: i64,
+}
+
+/// An Open Service Broker service binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsbBinding {
+    pub binding_id: String,
+    pub instance_id: String,
+    /// What its creation asked for (JSON).
+    pub request: String,
+    /// Answered; `false` while a rotation making it runs (since `created_at`).
+    pub ready: bool,
+    /// The binding a rotation from this one is making or made.
+    pub successor: Option<String>,
+    /// The credentials it holds (JSON), once a rotation replaced them on
+    /// the instance; `None` while they are the instance's current ones.
+    pub credentials: Option<String>,
+    /// When those credentials stop working (Unix seconds).
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
 }
 
 /// A signed-in session as stored.

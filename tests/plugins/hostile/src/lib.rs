@@ -8,7 +8,9 @@
 //! holds its instance until the deadline (`/sleep`), one that echoes what the
 //! host forwarded (`/headers`), one that lies about its framing
 //! (`/desync`) and one that tries to remember what earlier calls left in its
-//! memory (`/remember`).
+//! memory (`/remember`). `--attack pending` answers provisioning later:
+//! `POST /complete/<id>` completes it, `POST /fail/<id>` fails it with the
+//! body as the reason.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +46,9 @@ struct Probe {
     /// (`--slow-rotate-ms N`).
     #[serde(default)]
     slow_rotate_ms: Option<u64>,
+    /// The resource's URL, for a pending provisioning completed later.
+    #[serde(default)]
+    url: Option<String>,
 }
 
 /// Reads the credential record, sleeps `ms`, writes it back one version
@@ -164,7 +169,7 @@ impl Lifecycle for Hostile {
     fn provision(req: ProvisionRequest) -> Result<ProvisionResult, AddonError> {
         let id = format!("hostile-{}", &req.uuid[..8]);
         let url = format!("{}/{id}", req.base_url);
-        let mut cfg: Config = vec![("HOSTILE_URL".into(), url)];
+        let mut cfg: Config = vec![("HOSTILE_URL".into(), url.clone())];
         match option(&req, "attack").unwrap_or("none") {
             "none" | "pending" => {}
             "loop" => {
@@ -285,6 +290,7 @@ impl Lifecycle for Hostile {
             rotate_fail: option(&req, "rotate-fail") == Some("true"),
             sso: option(&req, "sso").map(String::from),
             slow_rotate_ms: option(&req, "slow-rotate-ms").and_then(|v| v.parse().ok()),
+            url: Some(url),
         };
         store::put(&format!("probe/{id}"), &probe)?;
         if option(&req, "attack") == Some("pending") {
@@ -544,6 +550,29 @@ impl Handler for Hostile {
             ["remember"] => remember(),
             ["desync"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("content-length", "0"),
+            // The partner answering a pending provisioning, as a provider's
+            // own machinery would once the resource is ready (or is not).
+            ["complete", id] => {
+                let probe: Probe = store::get(&format!("probe/{id}"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let config = probe
+                    .url
+                    .map(|u| vec![("HOSTILE_URL".to_string(), u)])
+                    .unwrap_or_default();
+                match config::complete(id, &config, Some("completed by the partner")) {
+                    Ok(()) => Response::text(200, "completed\n"),
+                    Err(e) => Response::text(409, format!("{e}\n")),
+                }
+            }
+            ["fail", id] => {
+                let reason = String::from_utf8_lossy(&req.body).into_owned();
+                match config::fail(id, &reason) {
+                    Ok(()) => Response::text(200, "failed\n"),
+                    Err(e) => Response::text(409, format!("{e}\n")),
+                }
+            }
             // Connection handling is the host's, not the add-on's.
             ["hop"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("connection", "close, x-smuggled")

@@ -2,7 +2,7 @@
 
 use tokio_postgres::Row;
 
-use crate::store::{App, Attachment, ConfigVar, Resource};
+use crate::store::{App, Attachment, ConfigVar, OsbBinding, Resource};
 
 pub(super) fn app_row(r: &Row) -> anyhow::Result<App> {
     Ok(App {
@@ -54,5 +54,21 @@ pub(super) fn var_row(r: &Row) -> anyhow::Result<ConfigVar> {
         name: r.try_get(0)?,
         value: r.try_get(1)?,
         attachment_id: r.try_get(2)?,
+    })
+}
+
+pub(super) const OSB_BINDING_COLUMNS: &str =
+    "binding_id, instance_id, request, ready, successor, credentials, expires_at, created_at";
+
+pub(super) fn osb_binding_row(r: &Row) -> anyhow::Result<OsbBinding> {
+    Ok(OsbBinding {
+        binding_id: r.try_get(0)?,
+        instance_id: r.try_get(1)?,
+        request: r.try_get(2)?,
+        ready: r.try_get(3)?,
+        successor: r.try_get(4)?,
+        credentials: r.try_get(5)?,
+        expires_at: r.try_get(6)?,
+        created_at: r.try_get(7)?,
     })
 }

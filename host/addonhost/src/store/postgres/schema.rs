@@ -146,4 +146,24 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service, hash)
     );
     "#,
+    // 2: Open Service Broker instances and bindings.
+    r#"
+    CREATE TABLE osb_instances (
+        instance_id   TEXT PRIMARY KEY,
+        resource_uuid TEXT NOT NULL,
+        request       TEXT NOT NULL,
+        created_at    BIGINT NOT NULL
+    );
+    CREATE TABLE osb_bindings (
+        binding_id  TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        request     TEXT NOT NULL,
+        ready       BOOLEAN NOT NULL,
+        successor   TEXT,
+        credentials TEXT,
+        expires_at  BIGINT,
+        created_at  BIGINT NOT NULL
+    );
+    CREATE INDEX osb_bindings_instance ON osb_bindings(instance_id);
+    "#,
 ];

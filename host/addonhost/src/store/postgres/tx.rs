@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use super::rows::{app_row, attachment_row, resource_row, var_row, RESOURCE_COLUMNS};
+use super::rows::{
+    app_row, attachment_row, osb_binding_row, resource_row, var_row, OSB_BINDING_COLUMNS,
+    RESOURCE_COLUMNS,
+};
 use super::session::{params, PgTx};
 use crate::store::{
-    App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, Release, Resource,
-    ResourceState, ServerRow, Tx,
+    App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
+    Release, Resource, ResourceState, ServerRow, Tx,
 };
 use crate::util::unix_now;
 
@@ -41,6 +44,10 @@ impl Tx for PgTx {
                  OR resource_id IN (SELECT id FROM resources WHERE app_id = $1))",
             "DELETE FROM attachments WHERE app_id = $1",
             "DELETE FROM attachments WHERE resource_id IN (SELECT id FROM resources WHERE app_id = $1)",
+            // The broker's names for the app's resources go with them.
+            "DELETE FROM osb_bindings WHERE instance_id IN (SELECT instance_id FROM osb_instances
+                 WHERE resource_uuid IN (SELECT uuid FROM resources WHERE app_id = $1))",
+            "DELETE FROM osb_instances WHERE resource_uuid IN (SELECT uuid FROM resources WHERE app_id = $1)",
             "DELETE FROM resources WHERE app_id = $1",
             "DELETE FROM apps WHERE id = $1",
         ] {
@@ -624,5 +631,105 @@ impl Tx for PgTx {
             "DELETE FROM plugin_components WHERE service = $1 AND hash <> $2",
             params![service.to_string(), keep.to_string()],
         )? as usize)
+    }
+
+    fn osb_instance(&self, instance_id: &str) -> anyhow::Result<Option<OsbInstance>> {
+        self.one(
+            "SELECT instance_id, resource_uuid, request, created_at FROM osb_instances WHERE instance_id = $1",
+            params![instance_id.to_string()],
+            |r| {
+                Ok(OsbInstance {
+                    instance_id: r.try_get(0)?,
+                    resource_uuid: r.try_get(1)?,
+                    request: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                })
+            },
+        )
+    }
+    fn insert_osb_instance(&self, i: &OsbInstance) -> anyhow::Result<bool> {
+        Ok(self.execute(
+            "INSERT INTO osb_instances (instance_id, resource_uuid, request, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (instance_id) DO NOTHING",
+            params![
+                i.instance_id.clone(),
+                i.resource_uuid.clone(),
+                i.request.clone(),
+                i.created_at
+            ],
+        )? == 1)
+    }
+    fn set_osb_instance_request(&self, instance_id: &str, request: &str) -> anyhow::Result<()> {
+        self.execute(
+            "UPDATE osb_instances SET request = $2 WHERE instance_id = $1",
+            params![instance_id.to_string(), request.to_string()],
+        )?;
+        Ok(())
+    }
+    fn delete_osb_instance(&self, instance_id: &str) -> anyhow::Result<()> {
+        for sql in [
+            "DELETE FROM osb_bindings WHERE instance_id = $1",
+            "DELETE FROM osb_instances WHERE instance_id = $1",
+        ] {
+            self.execute(sql, params![instance_id.to_string()])?;
+        }
+        Ok(())
+    }
+    fn osb_binding(&self, binding_id: &str) -> anyhow::Result<Option<OsbBinding>> {
+        self.one(
+            &format!("SELECT {OSB_BINDING_COLUMNS} FROM osb_bindings WHERE binding_id = $1"),
+            params![binding_id.to_string()],
+            osb_binding_row,
+        )
+    }
+    fn osb_bindings_of(&self, instance_id: &str) -> anyhow::Result<Vec<OsbBinding>> {
+        self.all(
+            &format!(
+                "SELECT {OSB_BINDING_COLUMNS} FROM osb_bindings WHERE instance_id = $1 ORDER BY created_at, binding_id"
+            ),
+            params![instance_id.to_string()],
+            osb_binding_row,
+        )
+    }
+    fn insert_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<bool> {
+        Ok(self.execute(
+            &format!(
+                "INSERT INTO osb_bindings ({OSB_BINDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (binding_id) DO NOTHING"
+            ),
+            params![
+                b.binding_id.clone(),
+                b.instance_id.clone(),
+                b.request.clone(),
+                b.ready,
+                b.successor.clone(),
+                b.credentials.clone(),
+                b.expires_at,
+                b.created_at
+            ],
+        )? == 1)
+    }
+    fn update_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<()> {
+        self.execute(
+            "UPDATE osb_bindings SET ready = $2, successor = $3, credentials = $4, expires_at = $5,
+                                     created_at = $6
+             WHERE binding_id = $1",
+            params![
+                b.binding_id.clone(),
+                b.ready,
+                b.successor.clone(),
+                b.credentials.clone(),
+                b.expires_at,
+                b.created_at
+            ],
+        )?;
+        Ok(())
+    }
+    fn delete_osb_binding(&self, binding_id: &str) -> anyhow::Result<()> {
+        self.execute(
+            "DELETE FROM osb_bindings WHERE binding_id = $1",
+            params![binding_id.to_string()],
+        )?;
+        Ok(())
     }
 }

@@ -56,6 +56,16 @@ pub fn delete_app(tx: &Connection, app_id: i64) -> rusqlite::Result<()> {
         "DELETE FROM attachments WHERE resource_id IN (SELECT id FROM resources WHERE app_id = ?1)",
     )?
     .execute([app_id])?;
+    // The broker's names for the app's resources go with them.
+    tx.prepare_cached(
+        "DELETE FROM osb_bindings WHERE instance_id IN (SELECT instance_id FROM osb_instances
+             WHERE resource_uuid IN (SELECT uuid FROM resources WHERE app_id = ?1))",
+    )?
+    .execute([app_id])?;
+    tx.prepare_cached(
+        "DELETE FROM osb_instances WHERE resource_uuid IN (SELECT uuid FROM resources WHERE app_id = ?1)",
+    )?
+    .execute([app_id])?;
     tx.prepare_cached("DELETE FROM resources WHERE app_id = ?1")?
         .execute([app_id])?;
     tx.prepare_cached("DELETE FROM apps WHERE id = ?1")?

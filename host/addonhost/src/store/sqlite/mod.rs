@@ -5,6 +5,7 @@
 
 mod apps;
 mod kv;
+mod osb;
 mod resources;
 mod schema;
 mod shared;
@@ -21,8 +22,8 @@ use addonhost_sqlite::Db;
 use anyhow::Context;
 
 use super::{
-    App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, Release, Resource,
-    ResourceState, ServerRow, Tx, DB_FILE,
+    App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
+    Release, Resource, ResourceState, ServerRow, Tx, DB_FILE,
 };
 
 /// The statements every provisioning runs, named so a test can check none
@@ -375,6 +376,34 @@ impl Tx for SqliteTx<'_> {
     }
     fn retire_components(&self, service: &str, keep: &str) -> anyhow::Result<usize> {
         Ok(shared::retire_components(self.0, service, keep)?)
+    }
+
+    fn osb_instance(&self, instance_id: &str) -> anyhow::Result<Option<OsbInstance>> {
+        Ok(osb::instance(self.0, instance_id)?)
+    }
+    fn insert_osb_instance(&self, i: &OsbInstance) -> anyhow::Result<bool> {
+        Ok(osb::insert_instance(self.0, i)?)
+    }
+    fn set_osb_instance_request(&self, instance_id: &str, request: &str) -> anyhow::Result<()> {
+        Ok(osb::set_instance_request(self.0, instance_id, request)?)
+    }
+    fn delete_osb_instance(&self, instance_id: &str) -> anyhow::Result<()> {
+        Ok(osb::delete_instance(self.0, instance_id)?)
+    }
+    fn osb_binding(&self, binding_id: &str) -> anyhow::Result<Option<OsbBinding>> {
+        Ok(osb::binding(self.0, binding_id)?)
+    }
+    fn osb_bindings_of(&self, instance_id: &str) -> anyhow::Result<Vec<OsbBinding>> {
+        Ok(osb::bindings_of(self.0, instance_id)?)
+    }
+    fn insert_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<bool> {
+        Ok(osb::insert_binding(self.0, b)?)
+    }
+    fn update_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<()> {
+        Ok(osb::update_binding(self.0, b)?)
+    }
+    fn delete_osb_binding(&self, binding_id: &str) -> anyhow::Result<()> {
+        Ok(osb::delete_binding(self.0, binding_id)?)
     }
 }
 

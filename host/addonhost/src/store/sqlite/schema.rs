@@ -207,4 +207,26 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service, hash)
     ) WITHOUT ROWID;
     "#,
+    // 8: Open Service Broker instances (each naming one resource by its
+    // uuid, with what its provisioning asked for) and bindings (with the
+    // credentials a rotation replaced, and until when they work).
+    r#"
+    CREATE TABLE osb_instances (
+        instance_id   TEXT PRIMARY KEY,
+        resource_uuid TEXT NOT NULL,
+        request       TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE osb_bindings (
+        binding_id  TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        request     TEXT NOT NULL,
+        ready       INTEGER NOT NULL,
+        successor   TEXT,
+        credentials TEXT,
+        expires_at  INTEGER,
+        created_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX osb_bindings_instance ON osb_bindings(instance_id);
+    "#,
 ];
