@@ -35,7 +35,7 @@ fn main() {
             match kind_of(&e) {
                 Some(Kind::NotFound) => 3,
                 Some(Kind::Conflict) => 4,
-                Some(Kind::Invalid) => 2,
+                Some(Kind::Invalid | Kind::Unauthorized) => 2,
                 Some(Kind::Addon) => 5,
                 Some(Kind::Busy | Kind::Unavailable) => 6,
                 None => 1,

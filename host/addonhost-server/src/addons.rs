@@ -52,6 +52,14 @@ pub async fn route_addon_origins(
     let Some(service) = service else {
         return next.run(req).await;
     };
+    // The Partner API on the add-on's own origin (where its SSO can set
+    // its cookies): before the body is read, its credentials are checked.
+    let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix("/heroku/resources") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return crate::partner::handle(&server, &service, rest, req, true).await;
+        }
+    }
     let (parts, body) = req.into_parts();
     let body = match crate::error::read(body).await {
         Ok(b) => b,
@@ -70,7 +78,12 @@ pub async fn route_addon_origins(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    // Signed in from a platform's SSO: its nav header belongs on the page.
+    let nav = crate::dashboard::cookie(&parts.headers, "heroku-nav-data").is_some();
     let mut resp = call(&server, &service, parts, body, &path_and_query, identity).await;
+    if nav {
+        resp = with_nav_header(resp).await;
+    }
     resp.headers_mut().insert(
         HeaderName::from_static("x-content-type-options"),
         HeaderValue::from_static("nosniff"),
@@ -178,5 +191,67 @@ async fn call(
             }
             r
         }
+    }
+}
+
+/// The element Heroku's checks look for on an add-on's dashboard after
+/// SSO; its nav script fills it from the `heroku-nav-data` cookie.
+const NAV_HEADER: &str = r#"<div id="heroku-header"></div>"#;
+
+/// An HTML page with Heroku's nav header element, added right after
+/// `<body…>` when the page lacks one.
+async fn with_nav_header(resp: Response) -> Response {
+    let html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !html || !resp.status().is_success() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, addonhost::runtime::MAX_RESPONSE_BYTES * 2).await
+    else {
+        return (
+            StatusCode::BAD_GATEWAY,
+            "the add-on's page could not be read\n",
+        )
+            .into_response();
+    };
+    Response::from_parts(parts, Body::from(add_nav_header(&bytes)))
+}
+
+fn add_nav_header(page: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(page);
+    if text.contains("heroku-header") {
+        return page.to_vec();
+    }
+    let lower = text.to_ascii_lowercase();
+    let at = lower
+        .find("<body")
+        .and_then(|start| lower[start..].find('>').map(|end| start + end + 1))
+        .unwrap_or(0);
+    let mut out = String::with_capacity(text.len() + NAV_HEADER.len());
+    out.push_str(&text[..at]);
+    out.push_str(NAV_HEADER);
+    out.push_str(&text[at..]);
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::add_nav_header;
+
+    #[test]
+    fn nav_header_goes_right_after_body_once() {
+        let page = add_nav_header(b"<html><BODY class=x><p>hi</p></body></html>");
+        assert_eq!(
+            String::from_utf8(page.clone()).unwrap(),
+            r#"<html><BODY class=x><div id="heroku-header"></div><p>hi</p></body></html>"#
+        );
+        assert_eq!(add_nav_header(&page), page, "never twice");
+        assert!(String::from_utf8(add_nav_header(b"<p>bare</p>"))
+            .unwrap()
+            .starts_with(r#"<div id="heroku-header">"#));
     }
 }

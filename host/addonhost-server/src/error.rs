@@ -21,6 +21,7 @@ pub fn status_of(e: &anyhow::Error) -> StatusCode {
         Some(Kind::NotFound) => StatusCode::NOT_FOUND,
         Some(Kind::Conflict) => StatusCode::CONFLICT,
         Some(Kind::Invalid) => StatusCode::BAD_REQUEST,
+        Some(Kind::Unauthorized) => StatusCode::UNAUTHORIZED,
         Some(Kind::Addon) => StatusCode::UNPROCESSABLE_ENTITY,
         Some(Kind::Busy | Kind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
         None => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,5 +1,7 @@
-//! addonhost's HTTP server: the JSON API, the dashboard, single sign-on, and
-//! the add-ons' own HTTP routes, on axum.
+//! addonhost's HTTP server: the JSON API, the dashboard, single sign-on, the
+//! add-ons' own HTTP routes, and Heroku's protocol both ways (the Partner
+//! API of every plugin, the Platform API remote providers call back), on
+//! axum.
 //!
 //! Two kinds of origin share one listener, told apart by the `Host` header:
 //! the platform's (the API, the dashboard) and one per add-on
@@ -23,6 +25,8 @@ mod api;
 mod dashboard;
 mod error;
 pub mod osb;
+mod partner;
+mod platform_api;
 mod sessions;
 mod sso;
 pub mod token;
@@ -149,6 +153,17 @@ pub fn app(server: Arc<Server>) -> Router {
         .nest("/api", api::router(server.clone()))
         .merge(dashboard::router(server.clone()))
         .route("/myapps/{app}/addons/{attachment}", get(sso::start))
+        // Provider mode: the Partner API of every plugin.
+        .route(
+            "/partner/{service}/heroku/resources",
+            any(partner::on_platform),
+        )
+        .route(
+            "/partner/{service}/heroku/resources/{*rest}",
+            any(partner::on_platform),
+        )
+        // Platform mode: what remote providers call back.
+        .nest("/platform", platform_api::router())
         .route("/addons/{service}", any(addons::consumption))
         .route("/addons/{service}/", any(addons::consumption))
         .route("/addons/{service}/{*rest}", any(addons::consumption))
@@ -236,6 +251,8 @@ fn route_class(server: &Server, req: &Request) -> &'static str {
         "api" => "api",
         "addons" => "consumption",
         "myapps" => "sso",
+        "partner" => "partner",
+        "platform" => "platform_api",
         "healthz" => "healthz",
         "metrics" => "metrics",
         "" | "apps" | "login" | "logout" | "static" => "dashboard",

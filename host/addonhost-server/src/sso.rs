@@ -68,8 +68,13 @@ pub async fn start(
         Ok(f) => f,
         Err(e) => return dashboard::error_page(&e),
     };
+    let action = match &form.action {
+        // A remote add-on: the form goes to its provider.
+        Some(a) => a.clone(),
+        None => format!("{}/sso/login", server.host.addon_origin(&form.service)),
+    };
     let page = SsoFormPage {
-        action: format!("{}/sso/login", server.host.addon_origin(&form.service)),
+        action,
         fields: &form.fields,
     };
     match page.render() {
@@ -88,6 +93,16 @@ fn denied(status: StatusCode, heading: &str, message: String) -> Response {
 /// `POST /sso/login` on the add-on's origin: the plugin decides.
 pub async fn login(server: &Arc<Server>, service: &str, body: &[u8]) -> Response {
     let fields: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    login_fields(server, service, fields).await
+}
+
+/// A login from its fields (a posted form, or a query with the id in the
+/// path for the Partner API's `GET /heroku/resources/:id`).
+pub async fn login_fields(
+    server: &Arc<Server>,
+    service: &str,
+    fields: Vec<(String, String)>,
+) -> Response {
     let login = match login_from_fields(&fields) {
         Ok(l) => l,
         Err(e) => return denied(StatusCode::BAD_REQUEST, "400 Bad Request", e.to_string()),

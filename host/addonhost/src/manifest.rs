@@ -1,6 +1,10 @@
 //! `addon-manifest.json`: Heroku's add-on manifest plus addonhost's keys
 //! (`plans`, `component`, `limits`, `rotation`, `outbound`).
 //!
+//! A manifest with a `component` is a plugin run in the sandbox; one with
+//! Heroku's `api.production` and no component is a remote add-on: a
+//! provider elsewhere that speaks the Add-on Partner API over HTTP.
+//!
 //! Validation works on the raw JSON rather than through serde so that every
 //! error names the field and the rule it broke (`api.config_vars[1]: "kv_url"
 //! must match ^[A-Z][0-9A-Z_]+$`), the way Heroku's kensa reports them.
@@ -16,6 +20,8 @@ pub const FILE_NAME: &str = "addon-manifest.json";
 
 /// Default wall-clock deadline of one plugin call.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Default deadline of one call of a remote provider (Heroku's).
+pub const REMOTE_TIMEOUT_MS: u64 = 30_000;
 /// Default memory cap of one plugin call (all its memories together).
 pub const DEFAULT_MEMORY_MB: u64 = 64;
 /// Default number of calls of one add-on running at once.
@@ -30,8 +36,12 @@ pub struct Manifest {
     pub api: Api,
     /// At least one; exactly one is the default.
     pub plans: Vec<Plan>,
-    /// The component, resolved against the manifest's folder.
+    /// The component, resolved against the manifest's folder (for a remote
+    /// add-on, the folder itself: there is no component).
     pub component: PathBuf,
+    /// Where a remote add-on is reached (`api.production` and no
+    /// `component`); `None` for a plugin.
+    pub remote: Option<Remote>,
     pub limits: Limits,
     pub rotation: Rotation,
     /// Where the add-on's own HTTP requests may go (nowhere by default).
@@ -53,6 +63,38 @@ pub struct Api {
     pub regions: Vec<String>,
     pub requires: Vec<String>,
     pub version: Option<String>,
+    /// The secret a provider presents at the platform's `/oauth/token`
+    /// (`api.client_secret`; the `password` when absent).
+    #[serde(skip)]
+    pub client_secret: String,
+}
+
+/// A remote provider's endpoints, from Heroku's `api.production`: a string
+/// base URL (`/heroku/resources` appended; SSO at `<resources>/<id>`) or
+/// `{"base_url": <resources URL>, "sso_url": …}` (SSO posts to `sso_url`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Remote {
+    /// `POST` here provisions; `<resources_url>/<id>` names a resource.
+    pub resources_url: String,
+    /// Where the signed SSO form is posted; `None`: `<resources_url>/<id>`.
+    pub sso_url: Option<String>,
+}
+
+impl Remote {
+    /// Where the SSO form for the provider's resource `id` is posted.
+    pub fn sso_action(&self, id: &str) -> String {
+        match &self.sso_url {
+            Some(u) => u.clone(),
+            None => format!("{}/{}", self.resources_url, urlencode_segment(id)),
+        }
+    }
+}
+
+/// `s` as one URL path segment.
+pub fn urlencode_segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -229,9 +271,22 @@ impl Manifest {
             Some(_) => return Err(err("api.version", "must be a string")),
         };
 
+        let client_secret = match api.get("client_secret") {
+            None | Some(Value::Null) => password.clone(),
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(_) => return Err(err("api.client_secret", "must be a non-blank string")),
+        };
+
         let plans = parse_plans(root)?;
 
-        let component = required_str(root, "component", "component")?;
+        let remote = match root.get("component") {
+            None | Some(Value::Null) => Some(parse_remote(api)?),
+            Some(_) => None,
+        };
+        let component = match &remote {
+            Some(_) => String::new(),
+            None => required_str(root, "component", "component")?,
+        };
         let component_path = Path::new(&component);
         if component_path.is_absolute()
             || component_path
@@ -244,7 +299,16 @@ impl Manifest {
             ));
         }
 
-        let limits = parse_limits(root)?;
+        let mut limits = parse_limits(root)?;
+        if remote.is_some()
+            && root
+                .get("limits")
+                .and_then(|l| l.get("timeout_ms"))
+                .is_none()
+        {
+            // Heroku gives a provider 30 seconds to answer.
+            limits.timeout_ms = REMOTE_TIMEOUT_MS;
+        }
         let rotation = parse_rotation(root)?;
         let outbound = parse_outbound(root)?;
 
@@ -259,14 +323,51 @@ impl Manifest {
                 regions,
                 requires,
                 version,
+                client_secret,
             },
             plans,
             component: dir.join(component_path),
+            remote,
             limits,
             rotation,
             outbound,
             dir: dir.to_path_buf(),
         })
+    }
+}
+
+/// `api.production` of a manifest without a component: the remote
+/// provider's endpoints.
+fn parse_remote(api: &Map<String, Value>) -> Result<Remote, (String, String)> {
+    let http_url = |field: &str, v: &str| -> Result<String, (String, String)> {
+        match url::Url::parse(v) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
+                Ok(v.trim_end_matches('/').to_string())
+            }
+            _ => Err(err(field, format!("{v:?} must be an http or https URL"))),
+        }
+    };
+    match api.get("production") {
+        None | Some(Value::Null) => Err(err(
+            "component",
+            "is required (or api.production, the URL of a remote add-on that speaks the Add-on Partner API)",
+        )),
+        Some(Value::String(base)) => Ok(Remote {
+            resources_url: format!("{}/heroku/resources", http_url("api.production", base)?),
+            sso_url: None,
+        }),
+        Some(Value::Object(o)) => {
+            let base = required_str(o, "base_url", "api.production.base_url")?;
+            let sso = required_str(o, "sso_url", "api.production.sso_url")?;
+            Ok(Remote {
+                resources_url: http_url("api.production.base_url", &base)?,
+                sso_url: Some(http_url("api.production.sso_url", &sso)?),
+            })
+        }
+        Some(_) => Err(err(
+            "api.production",
+            "must be a URL string or an object with base_url and sso_url",
+        )),
     }
 }
 
@@ -707,6 +808,54 @@ mod tests {
             "outbound.allowed_hosts"
         );
         assert_eq!(field_of(with(|v| v["outbound"] = "all".into())), "outbound");
+    }
+
+    #[test]
+    fn remote_manifest_takes_either_production_form() {
+        let m = with(|v| {
+            v.as_object_mut().unwrap().remove("component");
+            v["api"]["production"] = "https://kv.example.com/".into();
+        })
+        .unwrap();
+        let r = m.remote.expect("a manifest without a component is remote");
+        assert_eq!(r.resources_url, "https://kv.example.com/heroku/resources");
+        assert_eq!(
+            r.sso_action("kv 1"),
+            "https://kv.example.com/heroku/resources/kv%201"
+        );
+        let m = with(|v| {
+            v.as_object_mut().unwrap().remove("component");
+            v["api"]["production"] = serde_json::json!({
+                "base_url": "https://kv.example.com/partner/resources",
+                "sso_url": "https://kv.example.com/sso"});
+        })
+        .unwrap();
+        let r = m.remote.unwrap();
+        assert_eq!(r.resources_url, "https://kv.example.com/partner/resources");
+        assert_eq!(r.sso_action("kv-1"), "https://kv.example.com/sso");
+        assert!(with(|_| {}).unwrap().remote.is_none(), "a component wins");
+    }
+
+    #[test]
+    fn rejects_remote_manifest_without_urls() {
+        let no_component = |v: &mut Value| {
+            v.as_object_mut().unwrap().remove("component");
+        };
+        assert_eq!(field_of(with(no_component)), "component");
+        assert_eq!(
+            field_of(with(|v| {
+                no_component(v);
+                v["api"]["production"] = "ftp://x".into();
+            })),
+            "api.production"
+        );
+        assert_eq!(
+            field_of(with(|v| {
+                no_component(v);
+                v["api"]["production"] = serde_json::json!({"base_url": "https://x"});
+            })),
+            "api.production.sso_url"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod apps;
 mod config;
 mod local;
 mod output;
+mod partner;
 mod plugins;
 mod server;
 mod signal;
@@ -229,6 +230,10 @@ pub enum Command {
     /// database (a rolling deploy; `--only` ends it).
     #[command(name = "plugins:deploy")]
     PluginsDeploy(plugins::Deploy),
+    /// Print the Heroku add-on manifest of a plugin served in provider mode
+    /// (`serve` answers its Partner API under <url>/partner/<service>).
+    #[command(name = "partner:manifest")]
+    PartnerManifest(partner::Manifest),
     /// Print the SSO URL of an add-on's dashboard.
     #[command(name = "addons:open")]
     AddonsOpen(server::Open),
@@ -321,6 +326,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(a) => config::audit(&host, a),
         Command::Plugins(j) => plugins::list(&host, j),
         Command::AddonsOpen(o) => server::open(&host, o),
+        Command::PartnerManifest(m) => partner::manifest(&host, m),
         Command::PluginsTrust(t) => plugins::trust(&host, t),
         Command::PluginsDeploy(d) => plugins::deploy(&host, d),
         Command::PluginsBuild(_)

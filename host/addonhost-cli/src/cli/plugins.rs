@@ -38,7 +38,10 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
                 vec![
                     r.id.clone(),
                     r.name.clone(),
-                    r.language.map_or("unknown", |l| l.name()).to_string(),
+                    match (&r.remote, r.language) {
+                        (Some(_), _) => "remote".to_string(),
+                        (None, l) => l.map_or("unknown", |l| l.name()).to_string(),
+                    },
                     r.component_hash.clone().unwrap_or_else(|| "-".into()),
                     r.loaded_at.map(output::when).unwrap_or_else(|| "-".into()),
                     r.storage
@@ -55,9 +58,10 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
                         .as_ref()
                         .map(outbound_cell)
                         .unwrap_or_else(|| "-".into()),
-                    match &r.error {
-                        Some(e) => format!("{}: {e}", r.status),
-                        None => r.status.clone(),
+                    match (&r.error, &r.remote) {
+                        (Some(e), _) => format!("{}: {e}", r.status),
+                        (None, Some(url)) => format!("{} ({url})", r.status),
+                        (None, None) => r.status.clone(),
                     },
                 ]
             })
@@ -169,7 +173,12 @@ pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
     let dirs = if b.dirs.is_empty() {
         let roots: Vec<PathBuf> = std::env::split_paths(&cli.plugins).collect();
         let catalog = addonhost::platform::Catalog::discover(&roots, &cli.options().policy);
-        let mut dirs: Vec<PathBuf> = catalog.services().map(|s| s.manifest.dir.clone()).collect();
+        // Remote add-ons have nothing to build.
+        let mut dirs: Vec<PathBuf> = catalog
+            .services()
+            .filter(|s| !s.is_remote())
+            .map(|s| s.manifest.dir.clone())
+            .collect();
         dirs.extend(catalog.broken.iter().map(|b| b.dir.clone()));
         if dirs.is_empty() {
             bail!(

@@ -28,6 +28,12 @@ pub struct Serve {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = 10)]
     pub body_timeout: u64,
+    /// Provider mode: the Platform API base of the platform calling this
+    /// server's add-ons, where their own config updates and async
+    /// completions go [default: the one each provision request's
+    /// callback_url names, else https://api.heroku.com].
+    #[arg(long, env = "ADDONHOST_PLATFORM_API")]
+    pub platform_api: Option<String>,
     /// Where the Open Service Broker API answers (`addonhost osb:credentials`
     /// prints its credentials).
     #[arg(long, env = "ADDONHOST_OSB_PATH", default_value = "/osb")]
@@ -66,7 +72,15 @@ fn check_osb_path(path: &str) -> anyhow::Result<String> {
         );
     }
     for taken in [
-        "/api", "/addons", "/myapps", "/apps", "/login", "/logout", "/healthz",
+        "/api",
+        "/addons",
+        "/myapps",
+        "/apps",
+        "/login",
+        "/logout",
+        "/healthz",
+        "/partner",
+        "/platform",
     ] {
         if trimmed == taken || trimmed.starts_with(&format!("{taken}/")) {
             anyhow::bail!("--osb-path {path:?} is inside the platform's own {taken} routes");
@@ -91,6 +105,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
     if cli.url.is_none() {
         opts.public_url = format!("http://{addr}");
     }
+    opts.platform_api = s.platform_api.clone();
     let host = Arc::new(Host::open(opts)?);
     for (id, e) in host.load_all() {
         tracing::error!(addon = %id, "not loaded: {e}");

@@ -261,7 +261,7 @@ impl Host {
             )));
         }
         let pid = provisioned_id(&r)?;
-        let (_, plugin) = self.plugin(&manifest.id)?;
+        let (_, provider) = self.provider(&manifest.id)?;
         let label = self.attachment_label(&r)?;
         self.retrying(&manifest.id, "change-plan", || async {
             let (ctx, effects) = self.context(
@@ -270,10 +270,10 @@ impl Host {
                     partner_id: pid.clone(),
                 },
             );
-            let outcome = plugin.change_plan(ctx, &pid, &plan).await;
+            let outcome = provider.change_plan(ctx, &pid, &plan).await;
             self.log_refusals(&effects).await;
             let effects = take(&effects);
-            let config = outcome.map_err(error::call)?;
+            let config = outcome?;
             if let Some(c) = &config {
                 validate::addon_config(&manifest, c).map_err(|e| {
                     error::addon(format!(
@@ -320,7 +320,7 @@ impl Host {
     ) -> anyhow::Result<AddonChanged> {
         let r = r.clone();
         let pid = provisioned_id(&r)?;
-        let (manifest, plugin) = self.plugin(&r.service)?;
+        let (manifest, provider) = self.provider(&r.service)?;
         let label = self.attachment_label(&r)?;
         self.retrying(&manifest.id, "rotate", || async {
             let (ctx, effects) = self.context(
@@ -329,10 +329,10 @@ impl Host {
                     partner_id: pid.clone(),
                 },
             );
-            let outcome = plugin.rotate(ctx, &pid).await;
+            let outcome = provider.rotate(ctx, &pid).await;
             self.log_refusals(&effects).await;
             let effects = take(&effects);
-            let config = outcome.map_err(error::call)?;
+            let config = outcome?;
             validate::addon_config(&manifest, &config).map_err(|e| {
                 error::addon(format!(
                     "add-on {} answered invalid config: {e}; nothing changed",
@@ -343,20 +343,37 @@ impl Host {
                 "user" => format!("Rotate {label} credentials"),
                 by => format!("Rotate {label} credentials ({by})"),
             };
-            self.apply_change(
-                &manifest,
-                &r,
-                effects,
-                Change {
-                    config: Some(config),
-                    plan: None,
-                    description,
-                    action: "addons:rotate",
-                    actor: actor.into(),
-                    rotation: true,
-                },
-            )
-            .await
+            let changes = config
+                .iter()
+                .map(|(n, v)| (n.clone(), Some(v.clone())))
+                .collect();
+            let changed = self
+                .apply_change(
+                    &manifest,
+                    &r,
+                    effects,
+                    Change {
+                        config: Some(config),
+                        plan: None,
+                        description,
+                        action: "addons:rotate",
+                        actor: actor.into(),
+                        rotation: true,
+                    },
+                )
+                .await?;
+            // Provider mode: a rotation the calling platform did not ask
+            // for (scheduled, or from this host) reaches it all the same.
+            if actor != "platform" {
+                self.forward_to_platforms(
+                    &manifest,
+                    vec![super::partner::ToPlatform::Config {
+                        partner_id: pid.clone(),
+                        changes,
+                    }],
+                );
+            }
+            Ok(changed)
         })
         .await
     }
@@ -474,7 +491,7 @@ impl Host {
                 r.name, r.app
             )));
         }
-        let (manifest, plugin) = self.plugin(&r.service)?;
+        let (manifest, provider) = self.provider(&r.service)?;
         // A resource the add-on never answered for (failed) has nothing
         // for the plugin to destroy.
         let previous = r.state;
@@ -492,15 +509,11 @@ impl Host {
                                 partner_id: pid.clone(),
                             },
                         );
-                        let outcome = plugin.deprovision(ctx, pid).await;
+                        let outcome = provider.deprovision(ctx, pid).await;
                         self.log_refusals(&effects).await;
                         if let Err(e) = outcome {
                             let e = error::UserError {
-                                kind: if e.is_busy() {
-                                    error::Kind::Busy
-                                } else {
-                                    error::Kind::Addon
-                                },
+                                kind: error::kind_of(&e).unwrap_or(error::Kind::Addon),
                                 message: format!("{e}; the add-on was not removed"),
                             };
                             return Err(e.into());

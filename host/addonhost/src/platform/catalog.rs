@@ -299,6 +299,15 @@ impl Catalog {
                 services.insert(m.id.clone(), old.clone());
                 continue;
             }
+            if m.remote.is_some() {
+                // Nothing to compile: the add-on runs at its provider.
+                report.loaded.push(m.id.clone());
+                services.insert(
+                    m.id.clone(),
+                    Arc::new(Service::new(m, OnceLock::new(), print)),
+                );
+                continue;
+            }
             let quickly = if quick {
                 // A component the quick tier cannot compile is compiled
                 // the usual way.
@@ -408,8 +417,19 @@ impl Service {
         }
     }
 
+    /// Whether the add-on runs at a remote provider (no component).
+    pub fn is_remote(&self) -> bool {
+        self.manifest.remote.is_some()
+    }
+
     /// The compiled plugin, loading it on first use.
     pub fn plugin(&self, runtime: &Runtime) -> anyhow::Result<Arc<Plugin>> {
+        if self.is_remote() {
+            anyhow::bail!(
+                "add-on {} is remote: it runs at its provider, not in this host",
+                self.manifest.id
+            );
+        }
         let loaded = self.plugin.get_or_init(|| {
             load(runtime, &self.manifest)
                 .map(Arc::new)

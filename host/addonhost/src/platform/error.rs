@@ -16,6 +16,8 @@ pub enum Kind {
     /// The add-on (or the host) is running as many calls as it may: nothing
     /// was done, and the same request may simply be retried.
     Busy,
+    /// Missing or wrong credentials (the Partner and Platform APIs).
+    Unauthorized,
     /// The store cannot take writes now (its disk is full, or a sync failed
     /// and it acknowledges nothing until a restart): nothing was done.
     Unavailable,
@@ -56,6 +58,14 @@ pub fn invalid(message: impl Into<String>) -> anyhow::Error {
 pub fn unavailable(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Unavailable,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn unauthorized(message: impl Into<String>) -> anyhow::Error {
+    UserError {
+        kind: Kind::Unauthorized,
         message: message.into(),
     }
     .into()

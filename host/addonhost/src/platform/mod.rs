@@ -12,10 +12,16 @@ pub mod context;
 pub mod error;
 pub mod http;
 pub mod naming;
+pub mod oauth;
 pub mod osb;
 pub mod outbound;
+pub mod partner;
+pub mod platform_api;
+mod provider;
 mod provision;
 mod reads;
+mod remote;
+pub mod remote_http;
 mod schedule;
 pub mod sso;
 pub mod validate;
@@ -67,6 +73,11 @@ pub struct HostOptions {
     /// On a shared store, serve add-ons with this server's components even
     /// when the platform accepted other ones (see [`Host::deploy_component`]).
     pub allow_plugin_mismatch: bool,
+    /// Provider mode: the Platform API base of the platforms calling this
+    /// host's add-ons (`https://api.heroku.com`), where partner-initiated
+    /// config updates and async completions go. `None`: the one each
+    /// provisioning's `callback_url` names.
+    pub platform_api: Option<String>,
 }
 
 impl HostOptions {
@@ -80,6 +91,7 @@ impl HostOptions {
             outbound: OutboundPolicy::default(),
             database: None,
             allow_plugin_mismatch: false,
+            platform_api: None,
         }
     }
 }
@@ -166,6 +178,10 @@ pub struct Host {
     started_at: i64,
     /// (add-on id, component hash) found accepted, and when.
     verdicts: Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
+    /// The host's own HTTP calls: remote providers, calling platforms.
+    remote_http: remote_http::Client,
+    /// The key of the Platform API's grants and tokens, once read.
+    grants: std::sync::OnceLock<oauth::Grants>,
 }
 
 /// A plugin as `addonhost plugins` and `GET /api/plugins` list it.
@@ -200,6 +216,9 @@ pub struct PluginStatus {
     /// On a shared store: the component each server heard of lately runs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<cluster::PluginOnServer>,
+    /// A remote add-on's resources URL (its provider's Partner API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     /// Its calls in this process over the last five minutes.
     pub recent: crate::metrics::Recent,
     /// Its calls running now, in this process.
@@ -253,7 +272,28 @@ impl Host {
             server_id: cluster::random_token()[..16].to_string(),
             started_at: crate::util::unix_now(),
             verdicts: Mutex::new(Default::default()),
+            remote_http: remote_http::Client::default(),
+            grants: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where this host serves the Platform API remote providers call back:
+    /// `<public URL>/platform`.
+    pub fn platform_api_url(&self) -> String {
+        format!("{}/platform", self.opts.public_url.trim_end_matches('/'))
+    }
+
+    /// The signer of the Platform API's grants and tokens (its key made on
+    /// first use and shared by every server on the store).
+    pub(super) fn grants(&self) -> anyhow::Result<oauth::Grants> {
+        if let Some(g) = self.grants.get() {
+            return Ok(g.clone());
+        }
+        let key = self.shared_setting("platform-api-key", cluster::random_token)?;
+        Ok(self
+            .grants
+            .get_or_init(|| oauth::Grants::new(key.as_bytes()))
+            .clone())
     }
 
     pub fn options(&self) -> &HostOptions {
@@ -419,7 +459,7 @@ impl Host {
     /// store: its KV, resources and vars are that add-on's. Another folder
     /// claiming the id (a copy elsewhere, a plugin path changed) is refused
     /// until the operator confirms it with [`Host::trust`].
-    fn check_trusted(&self, m: &Manifest) -> anyhow::Result<()> {
+    pub(super) fn check_trusted(&self, m: &Manifest) -> anyhow::Result<()> {
         let key = (m.id.clone(), m.dir.clone());
         if self
             .trusted
@@ -499,6 +539,7 @@ impl Host {
         std::thread::scope(|scope| {
             let loads: Vec<_> = catalog
                 .services()
+                .filter(|s| !s.is_remote())
                 .map(|s| {
                     let load = scope
                         .spawn(move || s.plugin(&self.runtime).err().map(|e| format!("{e:#}")));
@@ -523,6 +564,7 @@ impl Host {
         for s in catalog.services() {
             let m = &s.manifest;
             let (hash, loaded_at, status, error) = match s.plugin(&self.runtime) {
+                _ if s.is_remote() => (None, Some(s.loaded_at), "remote".to_string(), None),
                 Ok(p) => (
                     Some(p.content_hash[..16].to_string()),
                     Some(s.loaded_at),
@@ -534,7 +576,11 @@ impl Host {
             rows.push(PluginStatus {
                 id: m.id.clone(),
                 name: m.name.clone(),
-                language: catalog::Language::detect(&m.dir),
+                language: if s.is_remote() {
+                    None
+                } else {
+                    catalog::Language::detect(&m.dir)
+                },
                 dir: m.dir.clone(),
                 component_hash: hash,
                 loaded_at,
@@ -546,6 +592,7 @@ impl Host {
                 outbound: Some(self.opts.outbound.view(m)),
                 accepted_components: None,
                 servers: Vec::new(),
+                remote: m.remote.as_ref().map(|r| r.resources_url.clone()),
                 recent: self.metrics().recent(&m.id),
                 in_flight: self.runtime.in_flight(&m.id),
             });
@@ -573,6 +620,7 @@ impl Host {
                 outbound: None,
                 accepted_components: None,
                 servers: Vec::new(),
+                remote: None,
                 recent: Default::default(),
                 in_flight: 0,
             });
@@ -598,15 +646,7 @@ impl Host {
     /// (scheme and port those of the public URL): where its pages and SSO
     /// live, so that no script of theirs runs on the platform's origin.
     pub fn addon_origin(&self, service: &str) -> String {
-        let domain = self.opts.addons_domain.as_deref().unwrap_or("localhost");
-        let (scheme, port) = match url::Url::parse(&self.opts.public_url) {
-            Ok(u) => (u.scheme().to_string(), u.port()),
-            Err(_) => ("http".to_string(), None),
-        };
-        match port {
-            Some(p) => format!("{scheme}://{service}.{domain}:{p}"),
-            None => format!("{scheme}://{service}.{domain}"),
-        }
+        addon_origin(&self.opts, service)
     }
 
     /// The add-on a request's `Host` names when it is one of the add-ons'
@@ -705,11 +745,15 @@ impl Host {
         if effects.is_empty() {
             return Ok(());
         }
-        let manifest = manifest.clone();
+        let to_platform = partner::to_platform_of(&effects);
+        let m = manifest.clone();
         let policy = self.opts.policy;
         self.store
-            .write(move |tx| apply_effects(tx, &manifest, &policy, &effects))
-            .await
+            .write(move |tx| apply_effects(tx, &m, &policy, &effects))
+            .await?;
+        // Provider mode: the platforms these resources came from hear of it.
+        self.forward_to_platforms(manifest, to_platform);
+        Ok(())
     }
 
     /// The audit trail, newest first.
@@ -886,6 +930,20 @@ fn apply_effects(
         )?;
     }
     Ok(())
+}
+
+/// The add-on's own origin for a host with `opts` (see
+/// [`Host::addon_origin`]).
+pub fn addon_origin(opts: &HostOptions, service: &str) -> String {
+    let domain = opts.addons_domain.as_deref().unwrap_or("localhost");
+    let (scheme, port) = match url::Url::parse(&opts.public_url) {
+        Ok(u) => (u.scheme().to_string(), u.port()),
+        Err(_) => ("http".to_string(), None),
+    };
+    match port {
+        Some(p) => format!("{scheme}://{service}.{domain}:{p}"),
+        None => format!("{scheme}://{service}.{domain}"),
+    }
 }
 
 /// The app `name`, or an error that says how to find or make it.

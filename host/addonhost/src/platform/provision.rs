@@ -126,13 +126,13 @@ impl Host {
         };
         // This call's mark on the reservation it makes or takes over.
         let owner = uuid::Uuid::new_v4().to_string();
-        let lease = manifest.limits.timeout_ms.div_ceil(1000) as i64 + LEASE_MARGIN_SECONDS;
+        let lease = Host::call_timeout_ms(&manifest).div_ceil(1000) as i64 + LEASE_MARGIN_SECONDS;
         let reserved_at = std::time::Instant::now();
         let (app, resource_id, att_name) = loop {
             // Whether the plugin is loaded decides only once we know this
             // is not a retry of an add-on already answered (which needs no
             // plugin).
-            let plugin_error = self.plugin(&manifest.id).err();
+            let plugin_error = self.provider(&manifest.id).err();
             let reserve = reserve(
                 (manifest.clone(), uuid.clone(), req.app.clone()),
                 asked.clone(),
@@ -163,7 +163,7 @@ impl Host {
                 Reservation::InFlight => self.wait_for_reservation(&uuid).await?,
             }
         };
-        let (_, plugin) = self.plugin(&manifest.id)?;
+        let (_, provider) = self.provider(&manifest.id)?;
         let request = ProvisionRequest {
             uuid: uuid.clone(),
             app: app.name.clone(),
@@ -177,13 +177,10 @@ impl Host {
         let (r, att, config) = loop {
             attempt += 1;
             let (ctx, effects) = self.context(&manifest, Scope::Provisioning);
-            let outcome = plugin.provision(ctx, request.clone()).await;
+            let outcome = provider.provision(ctx, request.clone()).await;
             self.log_refusals(&effects).await;
             let effects = take(&effects);
-            let result = match outcome
-                .map_err(error::call)
-                .and_then(|r| check_provision(&manifest, r))
-            {
+            let result = match outcome.and_then(|r| check_provision(&manifest, r)) {
                 Ok(r) => r,
                 Err(e) => {
                     self.release_reservation(resource_id, &owner, format!("provision failed: {e}"))

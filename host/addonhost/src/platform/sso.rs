@@ -15,6 +15,10 @@ pub struct SsoForm {
     /// The add-on's service, whose SSO route receives the form.
     pub service: String,
     pub fields: Vec<(String, String)>,
+    /// Where a remote add-on's provider takes the form (its `sso_url`, or
+    /// `<resources URL>/<id>`); `None` for a plugin (its own origin's
+    /// `/sso/login`).
+    pub action: Option<String>,
 }
 
 impl SsoForm {
@@ -85,7 +89,8 @@ impl Host {
                     r.name, r.state
                 ))
             })?;
-        let salt = &self.service(&r.service)?.manifest.api.sso_salt;
+        let service = self.service(&r.service)?;
+        let salt = &service.manifest.api.sso_salt;
         let nav =
             serde_json::json!({"app": app, "addon": r.name, "service": r.service}).to_string();
         let mut fields = vec![
@@ -102,10 +107,16 @@ impl Host {
             ("context_app".to_string(), app.to_string()),
             ("nav-data".to_string(), nav),
         ];
+        let action = service.manifest.remote.as_ref().map(|remote| {
+            // Heroku's form carries the user too.
+            fields.push(("user_id".to_string(), email.to_string()));
+            remote.sso_action(&pid)
+        });
         fields.extend(params.iter().cloned());
         Ok(SsoForm {
             service: r.service,
             fields,
+            action,
         })
     }
 

@@ -167,6 +167,8 @@ pub trait Tx {
     fn setting(&self, name: &str) -> anyhow::Result<Option<String>>;
     /// Stores a setting unless one of that name exists.
     fn insert_setting(&self, name: &str, value: &str) -> anyhow::Result<()>;
+    /// Sets (`Some`) or removes (`None`) a setting, whatever it was.
+    fn put_setting(&self, name: &str, value: Option<&str>) -> anyhow::Result<()>;
     /// Makes `owner` the one server to run the scheduled rotation of the
     /// resource `seen`, until `until`: only if nobody holds it at `now` and
     /// the resource was not rotated (nor failed to be) since it was read as

@@ -139,7 +139,11 @@ impl From<anyhow::Error> for OsbError {
             Some(Kind::NotFound | Kind::Invalid) => OsbError::BadRequest(message),
             Some(Kind::Conflict) => OsbError::Concurrency(message),
             Some(Kind::Addon) => OsbError::Unprocessable(message),
-            Some(Kind::Busy | Kind::Unavailable) | None => OsbError::Platform(e),
+            // Unauthorized is the Platform API's (a provider's token), never
+            // a broker call's.
+            Some(Kind::Busy | Kind::Unavailable | Kind::Unauthorized) | None => {
+                OsbError::Platform(e)
+            }
         }
     }
 }

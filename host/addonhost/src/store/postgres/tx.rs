@@ -540,6 +540,20 @@ impl Tx for PgTx {
         )?;
         Ok(())
     }
+    fn put_setting(&self, name: &str, value: Option<&str>) -> anyhow::Result<()> {
+        match value {
+            Some(v) => self.execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name.to_string(), v.to_string()],
+            )?,
+            None => self.execute(
+                "DELETE FROM settings WHERE name = $1",
+                params![name.to_string()],
+            )?,
+        };
+        Ok(())
+    }
     fn claim_rotation(
         &self,
         seen: &Resource,

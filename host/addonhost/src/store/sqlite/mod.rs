@@ -347,6 +347,9 @@ impl Tx for SqliteTx<'_> {
     fn insert_setting(&self, name: &str, value: &str) -> anyhow::Result<()> {
         Ok(shared::insert_setting(self.0, name, value)?)
     }
+    fn put_setting(&self, name: &str, value: Option<&str>) -> anyhow::Result<()> {
+        Ok(shared::put_setting(self.0, name, value)?)
+    }
     fn claim_rotation(
         &self,
         seen: &Resource,

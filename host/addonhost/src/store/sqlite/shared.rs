@@ -64,6 +64,21 @@ pub fn insert_setting(tx: &Connection, name: &str, value: &str) -> rusqlite::Res
     Ok(())
 }
 
+pub fn put_setting(tx: &Connection, name: &str, value: Option<&str>) -> rusqlite::Result<()> {
+    match value {
+        Some(v) => tx
+            .prepare_cached(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![name, v])?,
+        None => tx
+            .prepare_cached("DELETE FROM settings WHERE name = ?1")?
+            .execute(params![name])?,
+    };
+    Ok(())
+}
+
 pub fn claim_rotation(
     tx: &Connection,
     seen: &Resource,

@@ -1,0 +1,59 @@
+//! `partner:manifest`: a plugin as a Heroku add-on partner ships it.
+
+use clap::Args;
+use serde_json::json;
+
+use addonhost::Host;
+
+#[derive(Args, Debug)]
+pub struct Manifest {
+    /// The add-on (a plugin loaded from --plugins).
+    pub service: String,
+    /// The public base URL `addonhost serve` is reached at by the platform
+    /// (https://addons.example.com); the Partner API is under
+    /// <url>/partner/<service> and SSO on the add-on's own origin.
+    #[arg(long)]
+    pub url: String,
+    /// The base URL for `api.test` [default: --url].
+    #[arg(long)]
+    pub test_url: Option<String>,
+}
+
+/// Prints the manifest Heroku's tooling takes (`api.production`,
+/// `api.test`, the vars, secrets, regions and requirements).
+pub fn manifest(host: &Host, a: &Manifest) -> anyhow::Result<()> {
+    let s = host.service(&a.service)?;
+    let m = &s.manifest;
+    if m.remote.is_some() {
+        return Err(addonhost::platform::error::invalid(format!(
+            "add-on {} is remote here: its provider ships its own manifest",
+            m.id
+        )));
+    }
+    let endpoints = |base: &str| {
+        let base = base.trim_end_matches('/');
+        let mut opts = host.options().clone();
+        opts.public_url = base.to_string();
+        json!({
+            "base_url": format!("{base}/partner/{}/heroku/resources", m.id),
+            "sso_url": format!("{}/sso/login", addonhost::platform::addon_origin(&opts, &m.id)),
+        })
+    };
+    let manifest = json!({
+        "id": m.id,
+        "name": m.name,
+        "api": {
+            "config_vars_prefix": m.api.config_vars_prefix,
+            "config_vars": m.api.config_vars,
+            "password": m.api.password,
+            "sso_salt": m.api.sso_salt,
+            "regions": m.api.regions,
+            "requires": m.api.requires,
+            "production": endpoints(&a.url),
+            "test": endpoints(a.test_url.as_deref().unwrap_or(&a.url)),
+            "version": "3",
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&manifest)?);
+    Ok(())
+}

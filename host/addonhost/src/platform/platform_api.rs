@@ -1,0 +1,347 @@
+//! The Platform API side remote providers call back (Heroku's shapes, under
+//! `<public URL>/platform`): `POST /oauth/token` trades the provision
+//! request's grant for a token scoped to that one resource; with it,
+//! `PATCH /addons/:uuid/config` updates the resource's vars,
+//! `POST /addons/:uuid/actions/provision` completes an asynchronous
+//! provisioning, `GET /addons/:uuid` describes it.
+//!
+//! A provider's writes go through the very `CallContext` a plugin's do, so
+//! the rules are the same: only its manifest's vars, renamed for each
+//! attachment, never a var someone else owns, a release per change, every
+//! refusal in the audit trail.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::context::Scope;
+use super::oauth::{Kind, ACCESS_SECONDS, REFRESH_SECONDS};
+use super::{error, naming, take, validate, Host};
+use crate::manifest::Manifest;
+use crate::runtime::Capabilities as _;
+use crate::store::{Resource, ResourceState, Tx};
+use crate::util::unix_now;
+
+/// An add-on as the Platform API describes it (`GET /addons/:uuid`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformAddon {
+    pub id: String,
+    pub name: String,
+    pub addon_service: serde_json::Value,
+    pub plan: serde_json::Value,
+    pub app: serde_json::Value,
+    pub state: String,
+    pub provider_id: Option<String>,
+    pub config_vars: Vec<String>,
+}
+
+/// One var as `PATCH /addons/:uuid/config` takes and answers it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// Settings key of the config a provider sent for a provisioning it has
+/// not completed yet.
+fn pending_key(uuid: &str) -> String {
+    format!("pending-config:{uuid}")
+}
+
+impl Host {
+    /// `POST /oauth/token`: a grant (`grant_type=authorization_code`,
+    /// `code`) or a refresh token (`grant_type=refresh_token`,
+    /// `refresh_token`), with the provider's `client_secret`, for an access
+    /// token scoped to one resource.
+    pub fn oauth_token(
+        &self,
+        params: &BTreeMap<String, String>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let grants = self.grants()?;
+        let now = unix_now();
+        let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+        let (kind, token) = match get("grant_type") {
+            "authorization_code" => (Kind::Grant, get("code")),
+            "refresh_token" => (Kind::Refresh, get("refresh_token")),
+            other => {
+                return Err(error::invalid(format!(
+                    "grant_type {other:?} is not supported: use authorization_code or refresh_token"
+                )))
+            }
+        };
+        let claims = grants.open(kind, token, now).map_err(|why| {
+            error::unauthorized(format!(
+                "the {} is {why}",
+                match kind {
+                    Kind::Grant => "grant code",
+                    _ => "refresh token",
+                }
+            ))
+        })?;
+        let m = self.service(&claims.service)?.manifest.clone();
+        if !crate::sso::ct_eq(
+            get("client_secret").as_bytes(),
+            m.api.client_secret.as_bytes(),
+        ) {
+            return Err(error::unauthorized(format!(
+                "client_secret is not add-on {}'s",
+                m.id
+            )));
+        }
+        let r = self.store.read(|tx| tx.resource_by_uuid(&claims.uuid))?;
+        if !r.is_some_and(|r| r.service == m.id && r.state != ResourceState::Deprovisioned) {
+            return Err(error::unauthorized(format!(
+                "add-on {} has no resource {} any more",
+                m.id, claims.uuid
+            )));
+        }
+        let access = grants.sign(Kind::Access, &m.id, &claims.uuid, now + ACCESS_SECONDS);
+        let refresh = match kind {
+            Kind::Refresh => token.to_string(),
+            _ => grants.sign(Kind::Refresh, &m.id, &claims.uuid, now + REFRESH_SECONDS),
+        };
+        Ok(json!({
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": ACCESS_SECONDS,
+            "token_type": "Bearer",
+        }))
+    }
+
+    /// The add-on a bearer token may act on, named in the path by uuid (or
+    /// name): only the one resource its grant was made for.
+    fn authorized_resource(
+        &self,
+        bearer: &str,
+        addon: &str,
+    ) -> anyhow::Result<(Arc<Manifest>, Resource)> {
+        let claims = self
+            .grants()?
+            .open(Kind::Access, bearer, unix_now())
+            .map_err(|why| error::unauthorized(format!("the access token is {why}")))?;
+        let r = self.store.read(|tx| match tx.resource_by_uuid(addon)? {
+            Some(r) => Ok(Some(r)),
+            None => tx.resource_by_name(addon),
+        })?;
+        let r = match r {
+            Some(r) if r.uuid == claims.uuid && r.service == claims.service => r,
+            _ => {
+                return Err(error::unauthorized(format!(
+                    "this token is for add-on {} only",
+                    claims.uuid
+                )))
+            }
+        };
+        if r.state == ResourceState::Deprovisioned {
+            return Err(error::not_found(format!(
+                "add-on {} is deprovisioned",
+                r.name
+            )));
+        }
+        let m = self.service(&r.service)?.manifest.clone();
+        Ok((m, r))
+    }
+
+    /// `GET /addons/:uuid`.
+    pub fn platform_addon(&self, bearer: &str, addon: &str) -> anyhow::Result<PlatformAddon> {
+        let (m, r) = self.authorized_resource(bearer, addon)?;
+        self.platform_view(&m, &r)
+    }
+
+    fn platform_view(&self, m: &Manifest, r: &Resource) -> anyhow::Result<PlatformAddon> {
+        let config_vars = self
+            .store
+            .read(|tx| resource_config(tx, m, r))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        Ok(PlatformAddon {
+            id: r.uuid.clone(),
+            name: r.name.clone(),
+            addon_service: json!({ "name": r.service }),
+            plan: json!({ "name": format!("{}:{}", r.service, r.plan) }),
+            app: json!({ "name": r.app }),
+            state: r.state.as_str().to_string(),
+            provider_id: r.partner_id.clone(),
+            config_vars,
+        })
+    }
+
+    /// `PATCH /addons/:uuid/config`: sets (a value) or removes (`null`) the
+    /// resource's vars, by manifest name, in one release; answers the
+    /// resource's config afterwards. Before the provisioning is complete the
+    /// vars are kept until `actions/provision` attaches them.
+    pub async fn platform_config_update(
+        &self,
+        bearer: &str,
+        addon: &str,
+        changes: Vec<ConfigEntry>,
+    ) -> anyhow::Result<Vec<ConfigEntry>> {
+        let (m, r) = self.authorized_resource(bearer, addon)?;
+        for c in &changes {
+            let checked = validate::var_allowed(&m, &c.name).and_then(|()| match &c.value {
+                Some(v) => validate::value_ok(&c.name, v),
+                None => Ok(()),
+            });
+            if let Err(why) = checked {
+                let (actor, name, app) = (format!("addon:{}", m.id), r.name.clone(), r.app.clone());
+                let what = crate::util::truncate(&why, 500).to_string();
+                self.store
+                    .write(move |tx| tx.audit(&actor, "refused", Some(&app), Some(&name), &what))
+                    .await?;
+                return Err(error::addon(format!(
+                    "add-on {}: {why}; nothing changed",
+                    m.id
+                )));
+            }
+        }
+        match (r.state, &r.partner_id) {
+            (ResourceState::Provisioning, _) => {
+                let key = pending_key(&r.uuid);
+                let mut pending: BTreeMap<String, String> = self
+                    .store
+                    .read(|tx| tx.setting(&key))?
+                    .and_then(|j| serde_json::from_str(&j).ok())
+                    .unwrap_or_default();
+                for c in changes {
+                    match c.value {
+                        Some(v) => pending.insert(c.name, v),
+                        None => pending.remove(&c.name),
+                    };
+                }
+                let json = serde_json::to_string(&pending)?;
+                self.store
+                    .write(move |tx| tx.put_setting(&key, Some(&json)))
+                    .await?;
+                Ok(pending
+                    .into_iter()
+                    .map(|(name, value)| ConfigEntry {
+                        name,
+                        value: Some(value),
+                    })
+                    .collect())
+            }
+            (ResourceState::Provisioned, Some(pid)) => {
+                let pid = pid.clone();
+                let changes: Vec<(String, Option<String>)> =
+                    changes.into_iter().map(|c| (c.name, c.value)).collect();
+                self.retrying(&m.id, "config update", || async {
+                    let (mut ctx, effects) = self.context(
+                        &m,
+                        Scope::Resource {
+                            partner_id: pid.clone(),
+                        },
+                    );
+                    let outcome = ctx.config_update(
+                        &pid,
+                        changes.clone(),
+                        "updated by the provider through the Platform API",
+                    );
+                    drop(ctx);
+                    self.log_refusals(&effects).await;
+                    match outcome {
+                        Ok(Ok(())) => {}
+                        Ok(Err(why)) | Err(crate::runtime::BudgetExceeded(why)) => {
+                            return Err(error::conflict(format!(
+                                "add-on {}: {why}; nothing changed",
+                                m.id
+                            )))
+                        }
+                    }
+                    self.commit_effects(&m, take(&effects)).await
+                })
+                .await?;
+                let config = self.store.read(|tx| resource_config(tx, &m, &r))?;
+                Ok(config
+                    .into_iter()
+                    .map(|(name, value)| ConfigEntry {
+                        name,
+                        value: Some(value),
+                    })
+                    .collect())
+            }
+            (state, _) => Err(error::conflict(format!(
+                "add-on {} is {state}: its config cannot change",
+                r.name
+            ))),
+        }
+    }
+
+    /// `POST /addons/:uuid/actions/provision`: completes an asynchronous
+    /// provisioning with the config sent before it (one `Attach` release).
+    /// Answering it again for a provisioned add-on changes nothing.
+    pub async fn platform_provisioned(
+        &self,
+        bearer: &str,
+        addon: &str,
+    ) -> anyhow::Result<PlatformAddon> {
+        let (m, r) = self.authorized_resource(bearer, addon)?;
+        let pid = match (r.state, &r.partner_id) {
+            (ResourceState::Provisioned, _) => return self.platform_view(&m, &r),
+            (ResourceState::Provisioning, Some(pid)) => pid.clone(),
+            (state, _) => {
+                return Err(error::conflict(format!(
+                    "add-on {} is {state}: there is no provisioning to complete",
+                    r.name
+                )))
+            }
+        };
+        let key = pending_key(&r.uuid);
+        let config: Vec<(String, String)> = self
+            .store
+            .read(|tx| tx.setting(&key))?
+            .and_then(|j| serde_json::from_str::<BTreeMap<String, String>>(&j).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let (mut ctx, effects) = self.context(
+            &m,
+            Scope::Resource {
+                partner_id: pid.clone(),
+            },
+        );
+        let outcome = ctx.complete(&pid, config, None);
+        drop(ctx);
+        self.log_refusals(&effects).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) | Err(crate::runtime::BudgetExceeded(why)) => {
+                return Err(error::addon(format!(
+                    "add-on {}: {why}; nothing changed",
+                    m.id
+                )))
+            }
+        }
+        self.commit_effects(&m, take(&effects)).await?;
+        self.store
+            .write(move |tx| tx.put_setting(&key, None))
+            .await?;
+        let r = self
+            .store
+            .read(|tx| tx.resource_by_id(r.id))?
+            .ok_or_else(|| error::not_found("the add-on went away"))?;
+        self.platform_view(&m, &r)
+    }
+}
+
+/// The resource's own vars by manifest name (its first attachment's, which
+/// every attachment carries alike).
+pub(super) fn resource_config(
+    tx: &dyn Tx,
+    m: &Manifest,
+    r: &Resource,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if let Some(att) = tx.attachments_of_resource(r.id)?.first() {
+        for var in tx.vars_of_attachment(att.id)? {
+            if let Some(name) =
+                naming::manifest_var(&var.name, &m.api.config_vars_prefix, &att.name)
+            {
+                out.push((name, var.value));
+            }
+        }
+    }
+    Ok(out)
+}

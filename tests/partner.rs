@@ -1,0 +1,1001 @@
+//! Heroku's add-on protocol both ways, over real HTTP between real
+//! processes on 127.0.0.1:
+//! - provider mode: `serve` answers the Add-on Partner API for its plugins,
+//!   checked the way Heroku's kensa checks a partner, for every example;
+//! - platform mode: remote add-ons provisioned, changed, rotated, signed in
+//!   to and destroyed over HTTP — through another addonhost serving kv, and
+//!   through a provider of our own in Python (tests/partners/provider.py),
+//!   sync and async — and every way a provider can misbehave, each a clear
+//!   error with nothing written;
+//! - the Platform API side: a provider's token reaches its own add-on only.
+
+mod support;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{http, snapshot, unix_now, Env, Server};
+
+const PY_PASSWORD: &str = "pyprov-password-0123456789abcdef0123";
+const PY_SALT: &str = "pyprov-salt-0123456789abcdef0123456789";
+
+/// Waits for `what` to hold, up to 20 s (an event, not a clock).
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An environment whose plugin folder holds the given manifests, one folder
+/// per id (remote add-ons: no component).
+fn env_with_manifests(manifests: &[Value]) -> Env {
+    let mut env = Env::new();
+    let dir = env.data().join("remote");
+    for m in manifests {
+        let id = m["id"].as_str().unwrap();
+        std::fs::create_dir_all(dir.join(id)).unwrap();
+        std::fs::write(
+            dir.join(id).join("addon-manifest.json"),
+            serde_json::to_string_pretty(m).unwrap(),
+        )
+        .unwrap();
+    }
+    env.plugins = dir.to_str().unwrap().to_string();
+    env
+}
+
+/// `addonhost partner:manifest` of `service` on `a`, made a remote manifest
+/// for another platform (with the plans addonhost's catalog lists).
+fn remote_manifest_of(a: &Env, server: &Server, service: &str) -> Value {
+    let mut m: Value = serde_json::from_str(&a.ok(&[
+        "partner:manifest",
+        service,
+        "--url",
+        &format!("http://{}", server.addr),
+    ]))
+    .unwrap();
+    let own: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            support::root()
+                .join("plugins")
+                .join(service)
+                .join("addon-manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    m["plans"] = own["plans"].clone();
+    m
+}
+
+// ---------------------------------------------------------------- provider mode
+
+/// The form of a platform's SSO into `id` (with the uuid it provisioned
+/// under), signed with `salt` at `timestamp`.
+fn sso_fields(
+    id: &str,
+    uuid: &str,
+    salt: &str,
+    timestamp: i64,
+    nav: &str,
+) -> Vec<(String, String)> {
+    vec![
+        ("id".into(), id.into()),
+        ("token".into(), addonhost::sso::token(id, salt, timestamp)),
+        ("timestamp".into(), timestamp.to_string()),
+        ("resource_id".into(), uuid.into()),
+        (
+            "resource_token".into(),
+            addonhost::sso::token(uuid, salt, timestamp),
+        ),
+        ("nav-data".into(), nav.into()),
+        ("email".into(), "username@example.com".into()),
+        ("app".into(), "myapp".into()),
+        ("user_id".into(), "user-1".into()),
+    ]
+}
+
+/// Heroku's kensa checks, against one add-on served in provider mode: the
+/// manifest, provisioning with and without credentials, repeated
+/// provisions, plan change, SSO (wrong token, stale timestamp, the nav-data
+/// cookie, an HTML page with the nav header), deprovision.
+fn kensa_checks(a: &Env, server: &Server, service: &str) {
+    let m = remote_manifest_of(a, server, service);
+    let api = &m["api"];
+    // Manifest.
+    assert!(m["id"].as_str().is_some_and(|s| !s.is_empty()), "{m}");
+    assert!(api.is_object());
+    let regions = api["regions"].as_array().unwrap();
+    assert!(regions.iter().any(|r| r == "us" || r == "*"));
+    assert!(!api["password"].as_str().unwrap().is_empty());
+    assert!(api["test"].is_object() && api["production"].is_object());
+    assert!(api.get("username").is_none());
+    let prefix = api["config_vars_prefix"].as_str().unwrap();
+    for v in api["config_vars"].as_array().unwrap() {
+        let v = v.as_str().unwrap();
+        assert!(v.starts_with(&format!("{prefix}_")), "{v}");
+    }
+    let base_url = api["production"]["base_url"].as_str().unwrap();
+    let base_path = url::Url::parse(base_url).unwrap().path().to_string();
+    let auth = http::basic(service, api["password"].as_str().unwrap());
+    let wrong = http::basic("wrong", "secret");
+    let json_headers = |auth: &str| -> Vec<(String, String)> {
+        vec![
+            ("authorization".into(), auth.into()),
+            ("content-type".into(), "application/json".into()),
+            ("accept".into(), "application/json".into()),
+        ]
+    };
+    let call = |method: &str, path: &str, auth: &str, body: &Value| {
+        let headers = json_headers(auth);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        http::request(
+            &server.addr,
+            method,
+            path,
+            &headers,
+            body.to_string().as_bytes(),
+        )
+    };
+    let plans: Vec<&str> = m["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    let payload = |uuid: &str| {
+        json!({
+            "heroku_id": "app7351962@kensa.heroku.com",
+            "plan": plans[0],
+            "callback_url": "http://127.0.0.1:9/vendor/apps/x",
+            "logplex_token": null,
+            "region": "amazon-web-services::us-east-1",
+            "options": {},
+            "uuid": uuid,
+            "an_unknown_field": {"is": "accepted"},
+        })
+    };
+
+    // Provision, with credentials and without.
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let r = call("POST", &base_path, &wrong, &payload(&uuid));
+    assert_eq!(r.status, 401, "{service}: {}", r.text());
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+    let r = call("POST", &base_path, "", &payload(&uuid));
+    assert_eq!(r.status, 401, "{service}: no credentials");
+    let r = call("POST", &base_path, &auth, &payload(&uuid));
+    assert_eq!(r.status, 200, "{service}: {}", r.text());
+    let answer = r.json();
+    let id = answer["id"].as_str().expect("an id").to_string();
+    assert!(
+        !id.contains("7351962"),
+        "the id does not carry the heroku_id"
+    );
+    let config = answer["config"].as_object().expect("config is a hash");
+    for (k, v) in config {
+        assert!(
+            api["config_vars"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == k),
+            "{service}: {k} is in the manifest"
+        );
+        let v = v.as_str().expect("values are strings");
+        if k.ends_with("_URL") {
+            let u = url::Url::parse(v).unwrap();
+            assert!(u.has_host(), "{v}");
+        }
+    }
+    // The same uuid again: the same resource; another: another one.
+    let again = call("POST", &base_path, &auth, &payload(&uuid));
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["id"], answer["id"]);
+    let other = call(
+        "POST",
+        &base_path,
+        &auth,
+        &payload(&uuid::Uuid::new_v4().to_string()),
+    );
+    assert_eq!(other.status, 200);
+    assert_ne!(other.json()["id"], answer["id"], "many_per_app: new ids");
+
+    // Wrong credentials on an unknown id are 401, not 404.
+    let r = call(
+        "PUT",
+        &format!("{base_path}/nope"),
+        &wrong,
+        &json!({"plan": plans[0]}),
+    );
+    assert_eq!(r.status, 401);
+    let r = call(
+        "PUT",
+        &format!("{base_path}/nope"),
+        &auth,
+        &json!({"plan": plans[0]}),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    // Plan change.
+    let path = format!("{base_path}/{id}");
+    let to = plans.last().unwrap();
+    let r = call(
+        "PUT",
+        &path,
+        &wrong,
+        &json!({"plan": to, "heroku_id": "app1@kensa.heroku.com"}),
+    );
+    assert_eq!(r.status, 401);
+    let r = call(
+        "PUT",
+        &path,
+        &auth,
+        &json!({"plan": to, "heroku_id": "app1@kensa.heroku.com", "uuid": uuid}),
+    );
+    assert_eq!(r.status, 200, "{service}: {}", r.text());
+    let info = a.json(&["addons:info", &uuid]);
+    assert_eq!(info["plan"], *to);
+
+    // SSO on the add-on's origin (the manifest's sso_url).
+    let sso_url = url::Url::parse(api["production"]["sso_url"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sso_url.host_str(),
+        Some(format!("{service}.localhost").as_str())
+    );
+    let salt = api["sso_salt"].as_str().unwrap();
+    let nav = "eyJhZGRvbiI6IllvdXIgQWRkb24ifQ";
+    let post = |fields: &[(String, String)]| {
+        server.addon_request(
+            service,
+            "POST",
+            sso_url.path(),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            http::form(fields).as_bytes(),
+        )
+    };
+    let now = unix_now();
+    let mut bad = sso_fields(&id, &uuid, salt, now, nav);
+    bad[1].1 = "invalid".into();
+    assert_eq!(post(&bad).status, 403, "{service}: a wrong token");
+    let stale = sso_fields(&id, &uuid, salt, now - 6 * 60, nav);
+    assert_eq!(post(&stale).status, 403, "{service}: six minutes old");
+    let login = post(&sso_fields(&id, &uuid, salt, now, nav));
+    assert_eq!(login.status, 302, "{service}: {}", login.text());
+    let cookies = login.cookies();
+    assert!(
+        cookies.contains(&format!("heroku-nav-data={nav}")),
+        "{cookies:?}"
+    );
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with(&format!("addonhost_sso_{}", service.replace('-', "_"))))
+        .expect("a session")
+        .clone();
+    let landing = login.header("location").unwrap().to_string();
+    let page = server.addon_request(
+        service,
+        "GET",
+        &landing,
+        &[("cookie", &format!("{session}; heroku-nav-data={nav}"))],
+        b"",
+    );
+    assert_eq!(page.status, 200, "{service}: {}", page.text());
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(
+        page.text().contains(r#"<div id="heroku-header""#),
+        "{service}: the Heroku layout: {}",
+        page.text()
+    );
+    // The id in the path (`GET <base>/heroku/resources/:id`), on the
+    // platform's address, sends the browser to the add-on's origin.
+    let query = http::form(&sso_fields(&id, &uuid, salt, now, nav));
+    let r = server.get(&format!("{path}?{query}"), &[]);
+    assert_eq!(r.status, 307);
+    let to_origin = r.header("location").unwrap().to_string();
+    assert!(to_origin.starts_with(&format!("http://{}", server.addon_host(service))));
+    let origin_path = &to_origin[to_origin.find("/heroku").unwrap()..];
+    let r = server.addon_request(service, "GET", origin_path, &[], b"");
+    assert_eq!(r.status, 302, "{service}: {}", r.text());
+
+    // Deprovision; again is 410.
+    assert_eq!(call("DELETE", &path, &wrong, &json!({})).status, 401);
+    let r = call("DELETE", &path, &auth, &json!({}));
+    assert_eq!(r.status, 200, "{service}: {}", r.text());
+    assert_eq!(call("DELETE", &path, &auth, &json!({})).status, 410);
+    let (code, err) = a.fails(&["addons:info", &uuid]);
+    assert_eq!(code, 3, "deprovisioned: {err}");
+}
+
+#[test]
+fn the_rust_examples_pass_heroku_partner_checks_in_provider_mode() {
+    let a = Env::new();
+    let server = Server::start(&a);
+    for service in ["kv", "exceptions"] {
+        kensa_checks(&a, &server, service);
+    }
+}
+
+#[test]
+fn the_python_and_javascript_examples_pass_heroku_partner_checks_in_provider_mode() {
+    support::polyglot_built();
+    let mut a = Env::new();
+    a.plugins = support::polyglot_roots();
+    let server = Server::start(&a);
+    for service in ["queue", "flags"] {
+        kensa_checks(&a, &server, service);
+    }
+}
+
+#[test]
+fn partner_api_checks_credentials_before_anything_else() {
+    let a = Env::new();
+    let server = Server::start(&a);
+    // Malformed JSON with wrong credentials: 401, the body never read.
+    let r = http::request(
+        &server.addr,
+        "POST",
+        "/partner/kv/heroku/resources",
+        &[("authorization", &http::basic("kv", "not-the-password"))],
+        b"{not json",
+    );
+    assert_eq!(r.status, 401);
+    // Another add-on's password is not this one's.
+    let exceptions: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::root().join("plugins/exceptions/addon-manifest.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let r = http::request(
+        &server.addr,
+        "DELETE",
+        "/partner/kv/heroku/resources/kv-anything",
+        &[(
+            "authorization",
+            &http::basic(
+                "exceptions",
+                exceptions["api"]["password"].as_str().unwrap(),
+            ),
+        )],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    // An unknown add-on is 401 as well: nothing tells what exists.
+    let r = http::request(
+        &server.addr,
+        "POST",
+        "/partner/nosuch/heroku/resources",
+        &[("authorization", &http::basic("nosuch", "x"))],
+        b"{}",
+    );
+    assert_eq!(r.status, 401);
+    // With the right credentials, what cannot be served is a 422.
+    let kv: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::root().join("plugins/kv/addon-manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let auth = http::basic("kv", kv["api"]["password"].as_str().unwrap());
+    let r = http::request(
+        &server.addr,
+        "POST",
+        "/partner/kv/heroku/resources",
+        &[("authorization", &auth)],
+        json!({"uuid": uuid::Uuid::new_v4().to_string(), "plan": "gold"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("no plan \"gold\""));
+}
+
+// ---------------------------------------------------------------- both ways
+
+/// The Add-on Partner API between two addonhosts: A serves kv in provider
+/// mode; B lists it as a remote add-on and runs an app on it.
+#[test]
+fn kv_served_by_one_addonhost_is_an_addon_of_another() {
+    let a = Env::new();
+    let server_a = Server::start(&a);
+    let b = env_with_manifests(&[remote_manifest_of(&a, &server_a, "kv")]);
+    let server_b = Server::start(&b);
+    let b_url = format!("http://{}", server_b.addr);
+
+    let plugins = b.json(&["plugins"]);
+    assert_eq!(plugins[0]["id"], "kv");
+    assert_eq!(plugins[0]["status"], "remote");
+    assert!(plugins[0]["remote"]
+        .as_str()
+        .unwrap()
+        .ends_with("/partner/kv/heroku/resources"));
+
+    // Provision on B, through A.
+    b.ok(&["apps:create", "shop"]);
+    let created: Value = serde_json::from_str(&b.ok(&[
+        "addons:create",
+        "kv:mini",
+        "-a",
+        "shop",
+        "--url",
+        &b_url,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(created["addon"]["state"], "provisioned");
+    let uuid = created["addon"]["uuid"].as_str().unwrap().to_string();
+    let on_a = a.json(&["addons:info", &uuid]);
+    assert_eq!(on_a["state"], "provisioned");
+    assert_eq!(on_a["plan"], "mini");
+    assert_eq!(on_a["addon_id"], created["addon"]["addon_id"]);
+
+    // The app on B consumes KV_URL: a resource A serves.
+    let url = b.ok(&["run", "-a", "shop", "--", "printenv", "KV_URL"]);
+    let kv = support::KvUrl::parse(url.trim());
+    assert!(kv.url.contains(&server_a.addr), "{}", kv.url);
+    assert_eq!(server_a.kv_put(&kv, "greeting", b"hi").status, 201);
+    let got = http::request(
+        &server_a.addr,
+        "GET",
+        &format!("{}/greeting", kv.path),
+        &[("authorization", &kv.auth())],
+        b"",
+    );
+    assert_eq!(got.body, b"hi");
+
+    // Plan change on B reaches A.
+    b.ok(&["addons:upgrade", "KV", "kv:pro", "-a", "shop"]);
+    assert_eq!(a.json(&["addons:info", &uuid])["plan"], "pro");
+    assert_eq!(b.json(&["addons:info", "KV", "-a", "shop"])["plan"], "pro");
+
+    // User rotation on B: A's plugin rotates, B gets the new URL.
+    b.ok(&["addons:rotate", "KV", "-a", "shop"]);
+    let rotated = support::KvUrl::parse(b.config("shop")["KV_URL"].as_str().unwrap());
+    assert_ne!(rotated.password, kv.password);
+    assert_eq!(server_a.kv_put(&rotated, "after", b"1").status, 201);
+
+    // SSO from B's dashboard lands on the kv dashboard A serves.
+    let session = server_b.sign_in();
+    let page = server_b.get("/myapps/shop/addons/KV", &[("cookie", &session)]);
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    let action = html
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        action,
+        format!("http://{}/sso/login", server_a.addon_host("kv")),
+        "B posts to A's kv origin"
+    );
+    let fields: Vec<(String, String)> = html
+        .split("<input")
+        .skip(1)
+        .filter_map(|chunk| {
+            let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
+            let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
+            let value = value
+                .replace("&quot;", "\"")
+                .replace("&#34;", "\"")
+                .replace("&amp;", "&");
+            Some((name.to_string(), value))
+        })
+        .collect();
+    let login = server_a.sso_login("kv", &fields);
+    assert_eq!(login.status, 302, "{}", login.text());
+    let cookies = login.cookies();
+    let sso = cookies
+        .iter()
+        .find(|c| c.starts_with("addonhost_sso_kv="))
+        .unwrap()
+        .clone();
+    let nav = cookies
+        .iter()
+        .find(|c| c.starts_with("heroku-nav-data="))
+        .expect("the nav-data cookie")
+        .clone();
+    let landing = login.header("location").unwrap().to_string();
+    let dashboard = server_a.addon_request(
+        "kv",
+        "GET",
+        &landing,
+        &[("cookie", &format!("{sso}; {nav}"))],
+        b"",
+    );
+    assert_eq!(dashboard.status, 200);
+    let text = dashboard.text();
+    assert!(text.contains(created["addon"]["addon_id"].as_str().unwrap()));
+    assert!(text.contains(r#"<div id="heroku-header"></div>"#), "{text}");
+
+    // A partner-initiated update from A (the kv dashboard's roll) reaches B
+    // as a release.
+    let before = b.config("shop")["KV_URL"].clone();
+    let releases_before = b.release_versions("shop").len();
+    let roll = server_a.addon_request(
+        "kv",
+        "POST",
+        &format!("{landing}/roll"),
+        &[("cookie", &sso)],
+        b"",
+    );
+    assert!(roll.status == 302 || roll.status == 303, "{}", roll.text());
+    wait_for("the rolled KV_URL on B", || {
+        b.config("shop")["KV_URL"] != before
+    });
+    assert_eq!(b.release_versions("shop").len(), releases_before + 1);
+    assert!(b.release_descriptions("shop")[0].contains("Update KV_URL by kv"));
+    let rolled = support::KvUrl::parse(b.config("shop")["KV_URL"].as_str().unwrap());
+    assert_eq!(server_a.kv_put(&rolled, "rolled", b"1").status, 201);
+
+    // Deprovision on B deprovisions on A.
+    b.ok(&["addons:destroy", "KV", "-a", "shop", "--confirm", "shop"]);
+    assert!(!b.config("shop").contains_key("KV_URL"));
+    let (code, err) = a.fails(&["addons:info", &uuid]);
+    assert_eq!(code, 3, "deprovisioned on A too: {err}");
+}
+
+// ---------------------------------------------------------------- a Python provider
+
+/// tests/partners/provider.py, running.
+struct PyProvider {
+    child: Child,
+    port: u16,
+}
+
+impl PyProvider {
+    fn start() -> PyProvider {
+        let mut child = Command::new("python3")
+            .arg(support::root().join("tests/partners/provider.py"))
+            .args([
+                "--id",
+                "pyprov",
+                "--password",
+                PY_PASSWORD,
+                "--salt",
+                PY_SALT,
+                "--slow",
+                "3",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the test provider");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("provider.py said {line:?}"))
+            .parse()
+            .unwrap();
+        PyProvider { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        http::request(
+            &format!("127.0.0.1:{}", self.port),
+            "GET",
+            "/debug/requests",
+            &[],
+            b"",
+        )
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+    }
+
+    /// A manifest for it under `id` (with `password`), on `base`.
+    fn manifest(&self, id: &str, password: &str, base: &str) -> Value {
+        let plans: Vec<Value> = [
+            "basic",
+            "async",
+            "norotate",
+            "wrong-status",
+            "redirect",
+            "slow",
+            "bad-json",
+            "no-id",
+            "unlisted",
+            "not-string",
+            "refuse",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"id": p, "name": p, "default": i == 0}))
+        .collect();
+        let prefix = id.to_ascii_uppercase();
+        json!({
+            "id": id,
+            "name": "A provider in Python",
+            "api": {
+                "config_vars_prefix": prefix,
+                "config_vars": [format!("{prefix}_URL")],
+                "password": password,
+                "sso_salt": PY_SALT,
+                "regions": ["*"],
+                "requires": ["many_per_app"],
+                "production": {"base_url": format!("{base}/heroku/resources"), "sso_url": format!("{base}/sso")},
+                "version": "3",
+            },
+            "plans": plans,
+            "limits": {"timeout_ms": 2000},
+        })
+    }
+}
+
+impl Drop for PyProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_python_provider_is_an_addon_sync_and_async() {
+    let py = PyProvider::start();
+    let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
+    let server = Server::start(&b);
+    let b_url = format!("http://{}", server.addr);
+    b.ok(&["apps:create", "shop"]);
+
+    // Sync.
+    let out = b.ok(&[
+        "addons:create",
+        "pyprov:basic",
+        "-a",
+        "shop",
+        "--url",
+        &b_url,
+    ]);
+    assert!(out.contains("is ready"), "the provider's message: {out}");
+    let url = b.config("shop")["PYPROV_URL"].as_str().unwrap().to_string();
+    assert!(url.starts_with("http://py-1:"), "{url}");
+    assert!(b.release_descriptions("shop")[0].starts_with("Attach PYPROV"));
+    let sent = py.requests();
+    let provision = &sent[0]["body"];
+    assert_eq!(provision["plan"], "basic");
+    assert_eq!(provision["region"], "amazon-web-services::us-east-1");
+    assert_eq!(provision["oauth_grant"]["type"], "authorization_code");
+    assert!(provision["callback_url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{b_url}/platform/vendor/apps/")));
+
+    // Plan change and rotation answer new config: a release each.
+    b.ok(&["addons:upgrade", "PYPROV", "pyprov:norotate", "-a", "shop"]);
+    let upgraded = b.config("shop")["PYPROV_URL"].clone();
+    assert_ne!(upgraded.as_str().unwrap(), url);
+    assert!(b.release_descriptions("shop")[0].contains("to pyprov:norotate"));
+    // This resource's provider has no rotation endpoint for it.
+    let (code, err) = b.fails(&["addons:rotate", "PYPROV", "-a", "shop"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not offer credential rotation"), "{err}");
+    b.ok(&["addons:upgrade", "PYPROV", "pyprov:basic", "-a", "shop"]);
+    let before = b.config("shop")["PYPROV_URL"].clone();
+    b.ok(&["addons:rotate", "PYPROV", "-a", "shop"]);
+    assert_ne!(b.config("shop")["PYPROV_URL"], before);
+
+    // SSO posts the signed form to the provider's sso_url.
+    let session = server.sign_in();
+    let page = server.get("/myapps/shop/addons/PYPROV", &[("cookie", &session)]);
+    let html = page.text();
+    assert!(
+        html.contains(&format!("action=\"{}/sso\"", py.url())),
+        "{html}"
+    );
+    assert!(html.contains("name=\"user_id\""), "{html}");
+    let fields: Vec<(String, String)> = html
+        .split("<input")
+        .skip(1)
+        .filter_map(|c| {
+            let n = c.split("name=\"").nth(1)?.split('"').next()?;
+            let v = c.split("value=\"").nth(1)?.split('"').next()?;
+            Some((
+                n.to_string(),
+                v.replace("&#34;", "\"")
+                    .replace("&quot;", "\"")
+                    .replace("&amp;", "&"),
+            ))
+        })
+        .collect();
+    let landed = http::request(
+        &format!("127.0.0.1:{}", py.port),
+        "POST",
+        "/sso",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        http::form(&fields).as_bytes(),
+    );
+    assert_eq!(landed.status, 200, "{}", landed.text());
+    assert!(landed.text().contains("pyprov py-1"));
+
+    // Async: 202, then the provider completes through B's Platform API.
+    let created: Value = serde_json::from_str(&b.ok(&[
+        "addons:create",
+        "pyprov:async",
+        "-a",
+        "shop",
+        "--as",
+        "LATER",
+        "--url",
+        &b_url,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(created["addon"]["state"], "provisioning");
+    wait_for("the async provisioning to complete", || {
+        b.json(&["addons:info", "LATER", "-a", "shop"])["state"] == "provisioned"
+    });
+    let config = b.config("shop");
+    assert!(config["LATER_URL"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://py-2:"));
+    assert!(b.release_descriptions("shop")[0].starts_with("Attach LATER"));
+
+    // Deprovision.
+    b.ok(&[
+        "addons:destroy",
+        "PYPROV",
+        "-a",
+        "shop",
+        "--confirm",
+        "shop",
+    ]);
+    assert!(!b.config("shop").contains_key("PYPROV_URL"));
+    assert!(py
+        .requests()
+        .iter()
+        .any(|r| r["method"] == "DELETE" && r["path"] == "/heroku/resources/py-1"));
+}
+
+#[test]
+fn a_provider_that_times_out_is_asked_again_with_the_same_uuid() {
+    let py = PyProvider::start();
+    let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
+    b.ok(&["apps:create", "shop"]);
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let before = snapshot(&b, "shop");
+    // The provider sleeps 3 s on its first request for a uuid; we wait 2.
+    let (code, err) = b.fails(&[
+        "addons:create",
+        "pyprov:slow",
+        "-a",
+        "shop",
+        "--uuid",
+        &uuid,
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("did not answer the provision within 2 s"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&b, "shop"), before, "nothing was written");
+    let created = b.create("pyprov:slow", "shop", &["--uuid", &uuid]);
+    assert_eq!(created["addon"]["state"], "provisioned");
+    let uuids: Vec<Value> = py
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/heroku/resources")
+        .map(|r| r["body"]["uuid"].clone())
+        .collect();
+    assert_eq!(
+        uuids,
+        vec![json!(uuid), json!(uuid)],
+        "the retry carried the same uuid"
+    );
+    // And a retry after success is answered here, without asking again.
+    b.create("pyprov:slow", "shop", &["--uuid", &uuid]);
+    assert_eq!(py.requests().len(), 2);
+}
+
+#[test]
+fn a_misbehaving_provider_fails_each_call_clearly_and_writes_nothing() {
+    let py = PyProvider::start();
+    // A closed port: bind one, then let it go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let b = env_with_manifests(&[
+        py.manifest("pyprov", PY_PASSWORD, &py.url()),
+        py.manifest(
+            "pywrong",
+            "not-the-password-0123456789abcdef0123",
+            &py.url(),
+        ),
+        py.manifest("pygone", PY_PASSWORD, &closed_url),
+    ]);
+    b.ok(&["apps:create", "shop"]);
+    let before = snapshot(&b, "shop");
+    let cases: &[(&str, &str)] = &[
+        ("pyprov:wrong-status", "answered 500 to the provision"),
+        ("pyprov:redirect", "answered 302 to the provision"),
+        ("pyprov:bad-json", "malformed JSON"),
+        ("pyprov:no-id", "without an \"id\""),
+        (
+            "pyprov:unlisted",
+            "DATABASE_URL is not in the manifest's api.config_vars",
+        ),
+        ("pyprov:not-string", "PYPROV_URL is 42, not a string"),
+        (
+            "pyprov:refuse",
+            "the provider refused the provision: no capacity left in this region",
+        ),
+        ("pywrong:basic", "refused our credentials (401"),
+        ("pygone:basic", "its provider is unreachable"),
+    ];
+    for (spec, expected) in cases {
+        let (code, err) = b.fails(&["addons:create", spec, "-a", "shop"]);
+        assert_eq!(code, 5, "{spec}: {err}");
+        assert!(err.contains(expected), "{spec}: {err}");
+        assert_eq!(snapshot(&b, "shop"), before, "{spec}: nothing was written");
+    }
+}
+
+#[test]
+fn platform_api_tokens_reach_only_their_own_addon() {
+    let py = PyProvider::start();
+    let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
+    let server = Server::start(&b);
+    let b_url = format!("http://{}", server.addr);
+    b.ok(&["apps:create", "shop"]);
+    b.ok(&[
+        "addons:create",
+        "pyprov:basic",
+        "-a",
+        "shop",
+        "--url",
+        &b_url,
+    ]);
+    b.ok(&[
+        "addons:create",
+        "pyprov:basic",
+        "-a",
+        "shop",
+        "--as",
+        "OTHER",
+        "--url",
+        &b_url,
+    ]);
+    let sent = py.requests();
+    let (first, second) = (&sent[0]["body"], &sent[1]["body"]);
+    let token_with = |form: &str| {
+        http::request(
+            &server.addr,
+            "POST",
+            "/platform/oauth/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            form.as_bytes(),
+        )
+    };
+    let code = first["oauth_grant"]["code"].as_str().unwrap();
+    let r = token_with(&format!(
+        "grant_type=authorization_code&code={code}&client_secret=wrong"
+    ));
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = token_with(&format!(
+        "grant_type=authorization_code&code={code}x&client_secret={PY_PASSWORD}"
+    ));
+    assert_eq!(r.status, 401, "an altered grant");
+    // The first grant's signature on the second's payload (the other uuid):
+    // a forged grant for another add-on.
+    let part = |code: &str, i: usize| code.split('.').nth(i).unwrap().to_string();
+    let other_code = second["oauth_grant"]["code"].as_str().unwrap();
+    let forged = format!(
+        "{}.{}.{}",
+        part(code, 0),
+        part(other_code, 1),
+        part(code, 2)
+    );
+    let r = token_with(&format!(
+        "grant_type=authorization_code&code={forged}&client_secret={PY_PASSWORD}"
+    ));
+    assert_eq!(r.status, 401, "a forged grant: {}", r.text());
+    let r = token_with(&format!(
+        "grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}"
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["access_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let patch = |uuid: &str, bearer: &str, body: Value| {
+        http::request(
+            &server.addr,
+            "PATCH",
+            &format!("/platform/addons/{uuid}/config"),
+            &[
+                ("authorization", bearer),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let first_uuid = first["uuid"].as_str().unwrap();
+    let second_uuid = second["uuid"].as_str().unwrap();
+    let before = snapshot(&b, "shop");
+    // Another add-on's uuid: refused, whatever the body.
+    let r = patch(
+        second_uuid,
+        &bearer,
+        json!({"config": [{"name": "PYPROV_URL", "value": "http://x@y/z"}]}),
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    // No token.
+    assert_eq!(patch(first_uuid, "", json!({"config": []})).status, 401);
+    // A var the manifest does not list: 422, audited, nothing changed.
+    let r = patch(
+        first_uuid,
+        &bearer,
+        json!({"config": [{"name": "DATABASE_URL", "value": "postgres://evil@x/y"}]}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("DATABASE_URL"));
+    assert_eq!(snapshot(&b, "shop"), before);
+    let audit = b.ok(&["audit", "-a", "shop"]);
+    assert!(audit.contains("DATABASE_URL"), "{audit}");
+    // Its own var: one release, under its attachment's name.
+    let r = patch(
+        first_uuid,
+        &bearer,
+        json!({"config": [{"name": "PYPROV_URL", "value": "http://new:pw@pyprov.example/py-1"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!([{"name": "PYPROV_URL", "value": "http://new:pw@pyprov.example/py-1"}])
+    );
+    let config = b.config("shop");
+    assert_eq!(config["PYPROV_URL"], "http://new:pw@pyprov.example/py-1");
+    assert_ne!(config["OTHER_URL"], "http://new:pw@pyprov.example/py-1");
+    assert!(b.release_descriptions("shop")[0].contains("Update PYPROV_URL by pyprov"));
+    // A var the user took over stays the user's.
+    b.ok(&[
+        "config:set",
+        "PYPROV_URL=http://mine@x/y",
+        "-a",
+        "shop",
+        "--force",
+    ]);
+    let r = patch(
+        first_uuid,
+        &bearer,
+        json!({"config": [{"name": "PYPROV_URL", "value": "http://again@x/y"}]}),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(b.config("shop")["PYPROV_URL"], "http://mine@x/y");
+    // GET /addons/:uuid describes it.
+    let info = http::request(
+        &server.addr,
+        "GET",
+        &format!("/platform/addons/{first_uuid}"),
+        &[("authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(info.status, 200);
+    assert_eq!(info.json()["addon_service"]["name"], "pyprov");
+    assert_eq!(info.json()["state"], "provisioned");
+}
