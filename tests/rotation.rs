@@ -348,3 +348,27 @@ fn cli_processes_and_api_clients_on_several_apps_lose_nothing() {
         );
     }
 }
+
+/// Eight rotations of one add-on at once: each reads the add-on's record and
+/// writes new credentials, so all but one find what they read changed when
+/// they commit. Each runs again after a random pause until it gets through:
+/// all eight succeed, one release each.
+#[test]
+fn eight_rotations_of_one_add_on_at_once_all_get_through() {
+    let env = Env::new();
+    env.ok(&["apps:create", "shop"]);
+    env.create("kv", "shop", &[]);
+    let before = env.release_versions("shop").len();
+    let env = std::sync::Arc::new(env);
+    let rotations: Vec<_> = (0..8)
+        .map(|_| {
+            let env = env.clone();
+            std::thread::spawn(move || env.run(&["addons:rotate", "KV", "-a", "shop"]))
+        })
+        .collect();
+    for r in rotations {
+        let r = r.join().unwrap();
+        assert_eq!(r.code, 0, "a rotation failed: {}", r.stderr);
+    }
+    assert_eq!(env.release_versions("shop").len(), before + 8);
+}

@@ -694,7 +694,10 @@ impl Host {
         loop {
             n += 1;
             match attempt().await {
-                Err(e) if reads::is_stale(&e) && n < reads::ATTEMPTS => continue,
+                Err(e) if reads::is_stale(&e) && n < reads::ATTEMPTS => {
+                    reads::back_off(n).await;
+                    continue;
+                }
                 r => return r.map_err(|e| provision::stale_to_conflict(e, addon, call)),
             }
         }

@@ -197,7 +197,10 @@ impl Host {
             match self.store.write(complete).await {
                 Ok(w) => break w,
                 // What the call read changed meanwhile: run it again.
-                Err(e) if reads::is_stale(&e) && attempt < reads::ATTEMPTS => continue,
+                Err(e) if reads::is_stale(&e) && attempt < reads::ATTEMPTS => {
+                    reads::back_off(attempt).await;
+                    continue;
+                }
                 Err(e) if e.is::<ReservationLost>() => {
                     let why = self
                         .store

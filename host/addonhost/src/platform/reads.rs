@@ -16,8 +16,19 @@ use sha2::{Digest, Sha256};
 
 use crate::store::Tx;
 
-/// How many times a call is run when what it read keeps changing.
-pub const ATTEMPTS: usize = 3;
+/// How many times a call is run when what it read keeps changing: each
+/// round of contenders lets at least one commit, so this many calls racing
+/// on the same records all get through.
+pub const ATTEMPTS: usize = 8;
+
+/// A random pause before attempt `attempt` (from 1) runs again, growing with
+/// the attempts: contenders that lost together do not start over in step.
+pub async fn back_off(attempt: usize) {
+    use rand::Rng;
+    let most_ms = 1u64 << attempt.min(6);
+    let ms = rand::rng().random_range(0..=most_ms);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
 
 type Hash = [u8; 32];
 
