@@ -284,6 +284,61 @@ impl From<Error> for Failure {
     }
 }
 
+/// Name lookups of one add-on outstanding at once, across all its calls.
+/// A lookup runs on one of tokio's blocking threads and cannot be cancelled:
+/// when the request's timeout fires the thread keeps waiting for the
+/// resolver, so a partner answering its own names slowly could otherwise
+/// park every blocking thread of the host (which the PostgreSQL store and
+/// every other add-on's lookups need). Each lookup holds its add-on's permit
+/// until the resolver answers, not until the request gives up.
+pub const MAX_LOOKUPS_PER_ADDON: usize = 4;
+/// Name lookups outstanding at once for all add-ons together, well below
+/// tokio's 512 blocking threads.
+pub const MAX_LOOKUPS: usize = 64;
+
+/// The system resolver, as `lookup` runs it (on a blocking thread).
+fn system_lookup(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok((name, port).to_socket_addrs()?.take(16).collect())
+}
+
+/// Resolves `name` with `resolve` on a blocking thread, under the host's and
+/// `addon`'s lookup limits (see [`MAX_LOOKUPS_PER_ADDON`]).
+async fn lookup(
+    addon: &str,
+    name: &str,
+    port: u16,
+    resolve: fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
+) -> std::io::Result<Vec<SocketAddr>> {
+    use tokio::sync::Semaphore;
+    static ALL: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    static PER_ADDON: OnceLock<Mutex<std::collections::HashMap<String, Arc<Semaphore>>>> =
+        OnceLock::new();
+    let mine = PER_ADDON
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(addon.to_string())
+        .or_insert_with(|| Arc::new(Semaphore::new(MAX_LOOKUPS_PER_ADDON)))
+        .clone();
+    let busy =
+        |what: &str| std::io::Error::other(format!("too many name lookups in flight {what}"));
+    // Waiting for a permit holds nothing: the request's timeout may cancel it.
+    let own = (mine.acquire_owned().await).map_err(|_| busy("for this add-on"))?;
+    let all = ALL
+        .get_or_init(|| Arc::new(Semaphore::new(MAX_LOOKUPS)))
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| busy("on this host"))?;
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let _held = (own, all);
+        resolve(&name, port)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
@@ -431,11 +486,9 @@ impl Plan {
         let port = self.target.port;
         let addrs: Vec<SocketAddr> = match &self.target.host {
             TargetHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-            TargetHost::Name(name) => tokio::net::lookup_host((name.as_str(), port))
+            TargetHost::Name(name) => lookup(&self.spent.addon, name, port, system_lookup)
                 .await
-                .map_err(|e| self.error(format_args!("resolving {name}: {e}")))?
-                .take(16)
-                .collect(),
+                .map_err(|e| self.error(format_args!("resolving {name}: {e}")))?,
         };
         if addrs.is_empty() {
             return Err(self
@@ -618,5 +671,49 @@ mod tests {
         assert_eq!(margin(1000), Duration::from_millis(100));
         assert_eq!(margin(100), Duration::from_millis(20));
         assert_eq!(margin(30_000), Duration::from_millis(500));
+    }
+
+    static HANGING: AtomicU64 = AtomicU64::new(0);
+    static MOST_HANGING: AtomicU64 = AtomicU64::new(0);
+
+    /// A partner's resolver that takes its time over every name.
+    fn slow_resolver(_: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let now = HANGING.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST_HANGING.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        HANGING.fetch_sub(1, Ordering::SeqCst);
+        Ok(vec![SocketAddr::from(([192, 0, 2, 1], port))])
+    }
+
+    /// A partner whose names resolve slowly gives each request a 1 ms
+    /// timeout and makes hundreds of them: the lookups its timeouts gave up
+    /// on keep their blocking threads, and without a bound that outlives the
+    /// timeout they would take every blocking thread of the host.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookups_a_partner_gave_up_on_still_count_against_its_bound() {
+        let mut tries = Vec::new();
+        for i in 0..200 {
+            tries.push(tokio::spawn(async move {
+                let name = format!("n{i}.slow.example");
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(1),
+                    lookup("slow-dns", &name, 80, slow_resolver),
+                )
+                .await;
+            }));
+        }
+        for t in tries {
+            t.await.unwrap();
+        }
+        // Everything the partner started is still running on blocking threads.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let most = MOST_HANGING.load(Ordering::SeqCst);
+        assert!(
+            most as usize <= MAX_LOOKUPS_PER_ADDON,
+            "{most} lookups of one add-on hung at once"
+        );
+        // Another add-on still resolves.
+        let other = lookup("other", "localhost", 80, system_lookup).await;
+        assert!(other.is_ok(), "{other:?}");
     }
 }
