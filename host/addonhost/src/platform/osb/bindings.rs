@@ -338,22 +338,7 @@ impl Host {
             )));
         };
         if let Some(row) = &row {
-            let asked: super::instances::Asked =
-                serde_json::from_str(&row.request).map_err(anyhow::Error::from)?;
-            if service_id != asked.service_id {
-                return Err(OsbError::BadRequest(format!(
-                    "instance {iid} is of service_id {}, not {service_id}",
-                    asked.service_id
-                )));
-            }
-            if let Some(o) = self.osb_offering(&asked.service_id)? {
-                if o.plan_by_id(plan_id).is_none() {
-                    return Err(OsbError::BadRequest(format!(
-                        "service {} has no plan_id {plan_id:?}",
-                        o.name
-                    )));
-                }
-            }
+            self.osb_check_ids(row, service_id, plan_id)?;
         }
         if !b.ready {
             return Err(OsbError::Concurrency(format!(

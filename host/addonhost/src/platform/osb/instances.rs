@@ -154,6 +154,33 @@ fn parse_asked(row: &OsbInstance) -> Result<Asked, OsbError> {
 }
 
 impl Host {
+    /// The recorded request of instance `row`, once `service_id` and
+    /// `plan_id` of a request about it are checked to be its own.
+    pub(super) fn osb_check_ids(
+        &self,
+        row: &OsbInstance,
+        service_id: &str,
+        plan_id: &str,
+    ) -> Result<Asked, OsbError> {
+        let asked = parse_asked(row)?;
+        let id = &row.instance_id;
+        if service_id != asked.service_id {
+            return Err(OsbError::BadRequest(format!(
+                "instance {id} is of service_id {}, not {service_id}",
+                asked.service_id
+            )));
+        }
+        if let Some(o) = self.osb_offering(&asked.service_id)? {
+            if o.plan_by_id(plan_id).is_none() {
+                return Err(OsbError::BadRequest(format!(
+                    "service {} has no plan_id {plan_id:?}",
+                    o.name
+                )));
+            }
+        }
+        Ok(asked)
+    }
+
     /// The platform's dashboard URL of a resource (its SSO link), from its
     /// first attachment.
     pub(super) fn osb_dashboard_url(&self, app: &str, attachments: &[String]) -> Option<String> {
@@ -498,21 +525,7 @@ impl Host {
         let Some((row, r)) = self.osb_lookup(id)? else {
             return Err(OsbError::Gone(format!("instance {id} does not exist")));
         };
-        let asked = parse_asked(&row)?;
-        if service_id != asked.service_id {
-            return Err(OsbError::BadRequest(format!(
-                "instance {id} is of service_id {}, not {service_id}",
-                asked.service_id
-            )));
-        }
-        if let Some(o) = self.osb_offering(&asked.service_id)? {
-            if o.plan_by_id(plan_id).is_none() {
-                return Err(OsbError::BadRequest(format!(
-                    "service {} has no plan_id {plan_id:?}",
-                    o.name
-                )));
-            }
-        }
+        self.osb_check_ids(&row, service_id, plan_id)?;
         let r = match r {
             Some(r) if r.state != ResourceState::Deprovisioned => r,
             _ => {
