@@ -177,6 +177,7 @@ async fn call(
             Response::from_parts(parts, Body::from(body))
         }
         Err(e) => {
+            let e = anyhow::Error::from(e);
             let status = match status_of(&e) {
                 s @ (StatusCode::NOT_FOUND
                 | StatusCode::CONFLICT

@@ -333,7 +333,7 @@ fn banners(statuses: Vec<addonhost::platform::PluginStatus>) -> Vec<Banner> {
 async fn apps(State(server): State<Arc<Server>>) -> Response {
     let apps = match server.host.apps() {
         Ok(a) => a,
-        Err(e) => return error_page(&e),
+        Err(e) => return error_page(&e.into()),
     };
     let apps = apps
         .into_iter()
@@ -408,7 +408,7 @@ async fn app_page(State(server): State<Arc<Server>>, Path(app): Path<String>) ->
     let (info, config, releases) =
         match (host.app_info(&app), host.config(&app), host.releases(&app)) {
             (Ok(i), Ok(c), Ok(r)) => (i, c, r),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error_page(&e),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error_page(&e.into()),
         };
     let now = addonhost::util::unix_now();
     let addons = info
@@ -483,6 +483,6 @@ async fn rotate(
 ) -> Response {
     match server.host.rotate_addon(&addon, Some(&app)).await {
         Ok(_) => Redirect::to(&format!("/apps/{}", encode(&app))).into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => error_page(&e.into()),
     }
 }

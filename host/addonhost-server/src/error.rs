@@ -47,6 +47,12 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+impl From<addonhost::Error> for ApiError {
+    fn from(e: addonhost::Error) -> Self {
+        ApiError(e.into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(&self.0);

@@ -162,7 +162,7 @@ pub async fn handle(
                     Json(a.body),
                 )
                     .into_response(),
-                Err(e) => failure(e),
+                Err(e) => failure(e.into()),
             }
         }
         (Method::PUT, Some(id), 1) => {
@@ -179,18 +179,18 @@ pub async fn handle(
                 }))
                 .into_response(),
                 Ok(None) => Json(json!({ "message": format!("on plan {plan}") })).into_response(),
-                Err(e) => failure(e),
+                Err(e) => failure(e.into()),
             }
         }
         (Method::DELETE, Some(id), 1) => match host.partner_deprovision(service, &id).await {
             Ok(true) => Json(json!({})).into_response(),
             Ok(false) => message(StatusCode::GONE, &format!("{id} was deprovisioned already")),
-            Err(e) => failure(e),
+            Err(e) => failure(e.into()),
         },
         (Method::POST, Some(id), 2) if segments[1] == "rotate" => {
             match host.partner_rotate(service, &id).await {
                 Ok(config) => Json(json!({ "config": config_object(&config) })).into_response(),
-                Err(e) => failure(e),
+                Err(e) => failure(e.into()),
             }
         }
         (m, _, _) => message(

@@ -119,7 +119,7 @@ async fn token(State(s): State<Arc<Server>>, req: Request) -> Response {
     };
     match s.host.oauth_token(&params) {
         Ok(answer) => Json(answer).into_response(),
-        Err(e) => failure(e),
+        Err(e) => failure(e.into()),
     }
 }
 
@@ -133,7 +133,7 @@ async fn addon(
     };
     match s.host.platform_addon(&token, &addon) {
         Ok(a) => Json(a).into_response(),
-        Err(e) => failure(e),
+        Err(e) => failure(e.into()),
     }
 }
 
@@ -148,7 +148,7 @@ async fn config(State(s): State<Arc<Server>>, Path(addon): Path<String>, req: Re
     };
     // The token first: nobody else's body is read.
     if let Err(e) = s.host.platform_addon(&token, &addon) {
-        return failure(e);
+        return failure(e.into());
     }
     let body = match read(req.into_body()).await {
         Ok(b) => b,
@@ -170,7 +170,7 @@ async fn config(State(s): State<Arc<Server>>, Path(addon): Path<String>, req: Re
         .await
     {
         Ok(config) => Json(config).into_response(),
-        Err(e) => failure(e),
+        Err(e) => failure(e.into()),
     }
 }
 
@@ -184,6 +184,6 @@ async fn provisioned(
     };
     match s.host.platform_provisioned(&token, &addon).await {
         Ok(a) => Json(a).into_response(),
-        Err(e) => failure(e),
+        Err(e) => failure(e.into()),
     }
 }

@@ -37,9 +37,10 @@ impl<T: Serialize + DeserializeOwned> Sessions<T> {
     /// A new session carrying `value`; its id.
     pub async fn create(&self, value: &T) -> anyhow::Result<String> {
         let data = serde_json::to_string(value)?;
-        self.host
+        Ok(self
+            .host
             .create_session(&self.kind, data, self.ttl, self.max)
-            .await
+            .await?)
     }
 
     /// The value of session `id`, if it exists and has not expired.
@@ -52,7 +53,7 @@ impl<T: Serialize + DeserializeOwned> Sessions<T> {
 
     /// Ends session `id`.
     pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
-        self.host.end_session(id).await
+        Ok(self.host.end_session(id).await?)
     }
 }
 

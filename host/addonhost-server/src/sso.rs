@@ -66,7 +66,7 @@ pub async fn start(
         .sso_form(&app, &attachment, &server.email, &params, now)
     {
         Ok(f) => f,
-        Err(e) => return dashboard::error_page(&e),
+        Err(e) => return dashboard::error_page(&e.into()),
     };
     let action = match &form.action {
         // A remote add-on: the form goes to its provider.
@@ -153,6 +153,7 @@ pub async fn login_fields(
             format!("The add-on refused the login: {why}"),
         ),
         Err(e) => {
+            let e = anyhow::Error::from(e);
             let status = match crate::error::status_of(&e) {
                 StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
                 StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,

@@ -21,4 +21,5 @@ pub mod sso;
 pub mod store;
 pub mod util;
 
+pub use platform::error::{Error, Kind, Result};
 pub use platform::{Host, HostOptions, Policy};

@@ -279,7 +279,7 @@ impl Cli {
     }
 
     fn host(&self) -> anyhow::Result<Host> {
-        Host::open(self.options())
+        Ok(Host::open(self.options())?)
     }
 }
 

@@ -141,17 +141,19 @@ impl Host {
     }
 
     /// Add-ons of one app (owned or attached) or of all apps.
-    pub fn addons(&self, app: Option<&str>) -> anyhow::Result<Vec<AddonView>> {
-        self.store.read(|tx| {
-            let app_id = match app {
-                Some(a) => Some(super::app_named(tx, a)?.id),
-                None => None,
-            };
-            tx.list_resources(app_id)?
-                .iter()
-                .map(|r| self.view(tx, r))
-                .collect()
-        })
+    pub fn addons(&self, app: Option<&str>) -> crate::Result<Vec<AddonView>> {
+        self.store
+            .read(|tx| {
+                let app_id = match app {
+                    Some(a) => Some(super::app_named(tx, a)?.id),
+                    None => None,
+                };
+                tx.list_resources(app_id)?
+                    .iter()
+                    .map(|r| self.view(tx, r))
+                    .collect()
+            })
+            .map_err(Into::into)
     }
 
     /// Finds an add-on by resource name or uuid, or by attachment name on `app`.
@@ -201,11 +203,13 @@ impl Host {
         }
     }
 
-    pub fn addon_info(&self, addon: &str, app: Option<&str>) -> anyhow::Result<AddonView> {
-        self.store.read(|tx| {
-            let r = self.resolve(tx, addon, app)?;
-            self.view(tx, &r)
-        })
+    pub fn addon_info(&self, addon: &str, app: Option<&str>) -> crate::Result<AddonView> {
+        self.store
+            .read(|tx| {
+                let r = self.resolve(tx, addon, app)?;
+                self.view(tx, &r)
+            })
+            .map_err(Into::into)
     }
 
     pub(super) fn parse_spec(&self, spec: &str) -> anyhow::Result<(Arc<Manifest>, String)> {
@@ -239,7 +243,7 @@ impl Host {
         addon: &str,
         spec: &str,
         app: Option<&str>,
-    ) -> anyhow::Result<AddonChanged> {
+    ) -> crate::Result<AddonChanged> {
         let r = self.store.read(|tx| self.resolve(tx, addon, app))?;
         let spec = if spec.contains(':') {
             spec.to_string()
@@ -252,13 +256,11 @@ impl Host {
             return Err(error::invalid(format!(
                 "{} is a {} add-on; it cannot become {}",
                 r.name, r.service, manifest.id
-            )));
+            ))
+            .into());
         }
         if plan == r.plan {
-            return Err(error::invalid(format!(
-                "{} is already on plan {plan}",
-                r.name
-            )));
+            return Err(error::invalid(format!("{} is already on plan {plan}", r.name)).into());
         }
         let pid = provisioned_id(&r)?;
         let (_, provider) = self.provider(&manifest.id)?;
@@ -299,6 +301,7 @@ impl Host {
             .await
         })
         .await
+        .map_err(Into::into)
     }
 
     /// Rotates an add-on's credentials (`addons:rotate`).
@@ -306,9 +309,9 @@ impl Host {
         &self,
         addon: &str,
         app: Option<&str>,
-    ) -> anyhow::Result<AddonChanged> {
+    ) -> crate::Result<AddonChanged> {
         let r = self.store.read(|tx| self.resolve(tx, addon, app))?;
-        self.rotate_resource(&r, "user").await
+        self.rotate_resource(&r, "user").await.map_err(Into::into)
     }
 
     /// Rotates one resource's credentials on behalf of `actor` (`user`,
@@ -483,13 +486,14 @@ impl Host {
         addon: &str,
         app: Option<&str>,
         confirm: Option<&str>,
-    ) -> anyhow::Result<AddonChanged> {
+    ) -> crate::Result<AddonChanged> {
         let r = self.store.read(|tx| self.resolve(tx, addon, app))?;
         if confirm != Some(r.app.as_str()) {
             return Err(error::invalid(format!(
                 "destroying {} deletes its data; confirm with --confirm {}",
                 r.name, r.app
-            )));
+            ))
+            .into());
         }
         let (manifest, provider) = self.provider(&r.service)?;
         // A resource the add-on never answered for (failed) has nothing
@@ -538,7 +542,7 @@ impl Host {
                 if call_plugin {
                     self.set_state(&r, previous).await?;
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         let addon = self.store.read(|tx| {

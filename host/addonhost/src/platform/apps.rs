@@ -36,14 +36,15 @@ fn check_app_name(name: &str) -> anyhow::Result<()> {
 
 impl Host {
     /// Creates an app with its first release.
-    pub fn create_app(&self, name: &str, region: Option<&str>) -> anyhow::Result<App> {
+    pub fn create_app(&self, name: &str, region: Option<&str>) -> crate::Result<App> {
         check_app_name(name)?;
         let region = region.unwrap_or("us");
         if !REGIONS.contains(&region) {
             return Err(error::invalid(format!(
                 "unknown region {region:?}; regions: {}",
                 REGIONS.join(", ")
-            )));
+            ))
+            .into());
         }
         let (owned_name, region) = (name.to_string(), region.to_string());
         self.store.write_blocking(move |tx| {
@@ -56,14 +57,19 @@ impl Host {
             tx.audit("user", "apps:create", Some(name), None, &region)?;
             Ok(())
         })?;
-        self.store.read(|tx| super::app_named(tx, name))
+        self.store
+            .read(|tx| super::app_named(tx, name))
+            .map_err(Into::into)
     }
 
-    pub fn apps(&self) -> anyhow::Result<Vec<App>> {
-        self.store.read(|tx| tx.list_apps()).context("listing apps")
+    pub fn apps(&self) -> crate::Result<Vec<App>> {
+        self.store
+            .read(|tx| tx.list_apps())
+            .context("listing apps")
+            .map_err(Into::into)
     }
 
-    pub fn app_info(&self, name: &str) -> anyhow::Result<AppInfo> {
+    pub fn app_info(&self, name: &str) -> crate::Result<AppInfo> {
         let (app, config_vars, release) = self.store.read(|tx| {
             let app = super::app_named(tx, name)?;
             let vars = tx.config_vars(app.id)?.len();
@@ -82,12 +88,12 @@ impl Host {
     /// Deprovisions the app's add-ons, then deletes the app. Stops at the
     /// first add-on that fails to deprovision, leaving the app (and that
     /// add-on) in place.
-    pub async fn destroy_app(&self, name: &str, confirm: Option<&str>) -> anyhow::Result<()> {
+    pub async fn destroy_app(&self, name: &str, confirm: Option<&str>) -> crate::Result<()> {
         self.store.read(|tx| super::app_named(tx, name))?;
         if confirm != Some(name) {
             return Err(error::invalid(format!(
                 "destroying {name} deletes its config, releases and add-ons; confirm with --confirm {name}"
-            )));
+            )).into());
         }
         let owned: Vec<_> = self
             .addons(Some(name))?
@@ -113,5 +119,6 @@ impl Host {
                 Ok(())
             })
             .await
+            .map_err(Into::into)
     }
 }

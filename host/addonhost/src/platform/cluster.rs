@@ -6,6 +6,7 @@
 //! With SQLite there is one server per data dir; the same rows are kept so
 //! both backends run one code path (sessions then survive a restart too).
 
+use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,7 @@ impl Host {
         data: String,
         ttl: Duration,
         max: u64,
-    ) -> anyhow::Result<String> {
+    ) -> crate::Result<String> {
         let id = random_token();
         let (id_hash, kind) = (hash_of(&id), kind.to_string());
         let ttl = ttl.as_secs() as i64;
@@ -104,20 +105,23 @@ impl Host {
     }
 
     /// The data of session `id` of `kind`, if it is valid now.
-    pub fn session(&self, kind: &str, id: &str) -> anyhow::Result<Option<String>> {
+    pub fn session(&self, kind: &str, id: &str) -> crate::Result<Option<String>> {
         if id.len() != 64 {
             return Ok(None);
         }
         let id_hash = hash_of(id);
-        self.store.read(|tx| tx.session(&id_hash, kind, unix_now()))
+        self.store
+            .read(|tx| tx.session(&id_hash, kind, unix_now()))
+            .map_err(Into::into)
     }
 
     /// Ends session `id`.
-    pub async fn end_session(&self, id: &str) -> anyhow::Result<()> {
+    pub async fn end_session(&self, id: &str) -> crate::Result<()> {
         let id_hash = hash_of(id);
         self.store
             .write(move |tx| tx.delete_session(&id_hash))
             .await
+            .map_err(Into::into)
     }
 
     /// The shared setting `name`, made by `make` and stored if there is
@@ -126,21 +130,23 @@ impl Host {
         &self,
         name: &str,
         make: impl FnOnce() -> String,
-    ) -> anyhow::Result<String> {
+    ) -> crate::Result<String> {
         if let Some(v) = self.store.read(|tx| tx.setting(name))? {
             return Ok(v);
         }
         let (name, value) = (name.to_string(), make());
-        self.store.write_blocking(move |tx| {
-            tx.insert_setting(&name, &value)?;
-            tx.setting(&name)?
-                .ok_or_else(|| anyhow::anyhow!("setting {name} vanished as it was stored"))
-        })
+        self.store
+            .write_blocking(move |tx| {
+                tx.insert_setting(&name, &value)?;
+                tx.setting(&name)?
+                    .ok_or_else(|| anyhow::anyhow!("setting {name} vanished as it was stored"))
+            })
+            .map_err(Into::into)
     }
 
     /// Records that this server is up at `address`, with the components it
     /// runs; servers call it every few seconds.
-    pub async fn heartbeat(&self, address: &str) -> anyhow::Result<()> {
+    pub async fn heartbeat(&self, address: &str) -> crate::Result<()> {
         let plugins: BTreeMap<String, String> = self
             .catalog()
             .services()
@@ -154,19 +160,25 @@ impl Host {
             address: address.to_string(),
             started_at: self.started_at,
             seen_at: unix_now(),
-            plugins: serde_json::to_string(&plugins)?,
+            plugins: serde_json::to_string(&plugins).context("encoding the plugin list")?,
         };
-        self.store.write(move |tx| tx.record_server(&row)).await
+        self.store
+            .write(move |tx| tx.record_server(&row))
+            .await
+            .map_err(Into::into)
     }
 
     /// Takes this server off the list (on shutdown).
-    pub async fn leave(&self) -> anyhow::Result<()> {
+    pub async fn leave(&self) -> crate::Result<()> {
         let id = self.server_id.clone();
-        self.store.write(move |tx| tx.delete_server(&id)).await
+        self.store
+            .write(move |tx| tx.delete_server(&id))
+            .await
+            .map_err(Into::into)
     }
 
     /// The servers heard of lately, this one included once it beat.
-    pub fn servers(&self) -> anyhow::Result<Vec<ServerView>> {
+    pub fn servers(&self) -> crate::Result<Vec<ServerView>> {
         let since = unix_now() - SERVER_SILENT_SECONDS;
         let rows = self.store.read(|tx| tx.servers(since))?;
         Ok(rows
@@ -200,8 +212,10 @@ impl Host {
     }
 
     /// The component hashes the platform serves add-on `id` with.
-    pub fn accepted_components(&self, id: &str) -> anyhow::Result<Vec<String>> {
-        self.store.read(|tx| tx.accepted_components(id))
+    pub fn accepted_components(&self, id: &str) -> crate::Result<Vec<String>> {
+        self.store
+            .read(|tx| tx.accepted_components(id))
+            .map_err(Into::into)
     }
 
     /// `plugins:deploy`: accepts the component of the add-on in `dir` for
@@ -213,7 +227,7 @@ impl Host {
         &self,
         dir: &std::path::Path,
         only: bool,
-    ) -> anyhow::Result<(String, String, usize)> {
+    ) -> crate::Result<(String, String, usize)> {
         let m = Manifest::load(dir).map_err(|e| error::invalid(e.to_string()))?;
         let bytes = std::fs::read(&m.component).map_err(|e| {
             error::invalid(format!(

@@ -37,7 +37,7 @@ fn check_user_var(name: &str) -> anyhow::Result<()> {
 
 impl Host {
     /// Every var of the app with its owner.
-    pub fn config(&self, app: &str) -> anyhow::Result<Vec<ConfigVarView>> {
+    pub fn config(&self, app: &str) -> crate::Result<Vec<ConfigVarView>> {
         let (vars, owners) = self.store.read(|tx| {
             let app = super::app_named(tx, app)?;
             Ok((tx.config_vars(app.id)?, tx.var_owners(app.id)?))
@@ -57,11 +57,13 @@ impl Host {
     }
 
     /// One var's value.
-    pub fn config_get(&self, app: &str, name: &str) -> anyhow::Result<Option<String>> {
-        self.store.read(|tx| {
-            let app = super::app_named(tx, app)?;
-            Ok(tx.config_var(app.id, name)?.map(|v| v.value))
-        })
+    pub fn config_get(&self, app: &str, name: &str) -> crate::Result<Option<String>> {
+        self.store
+            .read(|tx| {
+                let app = super::app_named(tx, app)?;
+                Ok(tx.config_var(app.id, name)?.map(|v| v.value))
+            })
+            .map_err(Into::into)
     }
 
     /// Sets user vars in one release. An add-on's var is refused unless
@@ -71,23 +73,18 @@ impl Host {
         app: &str,
         pairs: &[(String, String)],
         force: bool,
-    ) -> anyhow::Result<Release> {
+    ) -> crate::Result<Release> {
         if pairs.is_empty() {
-            return Err(error::invalid("nothing to set: give NAME=value pairs"));
+            return Err(error::invalid("nothing to set: give NAME=value pairs").into());
         }
         self.config_change(app, pairs, &[], force)
     }
 
     /// Removes user vars in one release; an add-on's var is refused unless
     /// `force`, which makes the name the user's.
-    pub fn config_unset(
-        &self,
-        app: &str,
-        names: &[String],
-        force: bool,
-    ) -> anyhow::Result<Release> {
+    pub fn config_unset(&self, app: &str, names: &[String], force: bool) -> crate::Result<Release> {
         if names.is_empty() {
-            return Err(error::invalid("nothing to unset: give var names"));
+            return Err(error::invalid("nothing to unset: give var names").into());
         }
         self.config_change(app, &[], names, force)
     }
@@ -104,11 +101,9 @@ impl Host {
         set: &[(String, String)],
         unset: &[String],
         force: bool,
-    ) -> anyhow::Result<Release> {
+    ) -> crate::Result<Release> {
         if set.is_empty() && unset.is_empty() {
-            return Err(error::invalid(
-                "nothing to change: give vars to set or unset",
-            ));
+            return Err(error::invalid("nothing to change: give vars to set or unset").into());
         }
         for (name, _) in set {
             check_user_var(name)?;
@@ -116,95 +111,100 @@ impl Host {
         if let Some(name) = unset.iter().find(|n| set.iter().any(|(s, _)| s == *n)) {
             return Err(error::invalid(format!(
                 "config var {name} is both set and unset in one change"
-            )));
+            ))
+            .into());
         }
         let (app, set, unset) = (app.to_string(), set.to_vec(), unset.to_vec());
-        self.store.write_blocking(move |tx| {
-            let app = app.as_str();
-            let app_row = super::app_named(tx, app)?;
-            let owners = tx.var_owners(app_row.id)?;
-            for name in &unset {
-                if tx.config_var(app_row.id, name)?.is_none() {
-                    return Err(error::not_found(format!(
-                        "config var {name} is not set on app {app}"
-                    )));
+        self.store
+            .write_blocking(move |tx| {
+                let app = app.as_str();
+                let app_row = super::app_named(tx, app)?;
+                let owners = tx.var_owners(app_row.id)?;
+                for name in &unset {
+                    if tx.config_var(app_row.id, name)?.is_none() {
+                        return Err(error::not_found(format!(
+                            "config var {name} is not set on app {app}"
+                        )));
+                    }
                 }
-            }
-            let names = set.iter().map(|(n, _)| n).chain(&unset);
-            for name in names.clone() {
-                refuse_addon_var(tx, app_row.id, name, force, &owners)?;
-            }
-            // Vars forced away from an add-on: the name is the user's now.
-            let mut taken = Vec::new();
-            for name in names {
-                if let Some(att) = tx
-                    .config_var(app_row.id, name)?
-                    .and_then(|v| v.attachment_id)
-                {
-                    tx.take_over_var(att, name)?;
-                    taken.push(format!(
-                        "{name} from {}",
-                        owners.get(&att).map(|o| o.0.as_str()).unwrap_or("?")
-                    ));
+                let names = set.iter().map(|(n, _)| n).chain(&unset);
+                for name in names.clone() {
+                    refuse_addon_var(tx, app_row.id, name, force, &owners)?;
                 }
-            }
-            for (name, value) in &set {
-                tx.upsert_var(app_row.id, name, value, None)?;
-            }
-            for name in &unset {
-                tx.delete_var(app_row.id, name)?;
-            }
-            let list = |v: Vec<&str>| v.join(", ");
-            let set_names: Vec<&str> = set.iter().map(|(n, _)| n.as_str()).collect();
-            let unset_names: Vec<&str> = unset.iter().map(String::as_str).collect();
-            let description = match (set_names.is_empty(), unset_names.is_empty()) {
-                (false, true) => format!("Set {}", list(set_names.clone())),
-                (true, false) => format!("Remove {}", list(unset_names.clone())),
-                _ => format!(
-                    "Set {}; remove {}",
-                    list(set_names.clone()),
-                    list(unset_names.clone())
-                ),
-            };
-            let version = tx.insert_release(app_row.id, &description, "user")?;
-            let forced = if taken.is_empty() {
-                String::new()
-            } else {
-                format!(" (forced: took over {})", taken.join(", "))
-            };
-            if !set_names.is_empty() {
-                tx.audit(
-                    "user",
-                    "config:set",
-                    Some(app),
-                    None,
-                    &format!("{}{forced}", list(set_names)),
-                )?;
-            }
-            if !unset_names.is_empty() {
-                let forced = if set.is_empty() {
-                    forced
-                } else {
-                    String::new()
+                // Vars forced away from an add-on: the name is the user's now.
+                let mut taken = Vec::new();
+                for name in names {
+                    if let Some(att) = tx
+                        .config_var(app_row.id, name)?
+                        .and_then(|v| v.attachment_id)
+                    {
+                        tx.take_over_var(att, name)?;
+                        taken.push(format!(
+                            "{name} from {}",
+                            owners.get(&att).map(|o| o.0.as_str()).unwrap_or("?")
+                        ));
+                    }
+                }
+                for (name, value) in &set {
+                    tx.upsert_var(app_row.id, name, value, None)?;
+                }
+                for name in &unset {
+                    tx.delete_var(app_row.id, name)?;
+                }
+                let list = |v: Vec<&str>| v.join(", ");
+                let set_names: Vec<&str> = set.iter().map(|(n, _)| n.as_str()).collect();
+                let unset_names: Vec<&str> = unset.iter().map(String::as_str).collect();
+                let description = match (set_names.is_empty(), unset_names.is_empty()) {
+                    (false, true) => format!("Set {}", list(set_names.clone())),
+                    (true, false) => format!("Remove {}", list(unset_names.clone())),
+                    _ => format!(
+                        "Set {}; remove {}",
+                        list(set_names.clone()),
+                        list(unset_names.clone())
+                    ),
                 };
-                tx.audit(
-                    "user",
-                    "config:unset",
-                    Some(app),
-                    None,
-                    &format!("{}{forced}", list(unset_names)),
-                )?;
-            }
-            release(tx, app_row.id, version)
-        })
+                let version = tx.insert_release(app_row.id, &description, "user")?;
+                let forced = if taken.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (forced: took over {})", taken.join(", "))
+                };
+                if !set_names.is_empty() {
+                    tx.audit(
+                        "user",
+                        "config:set",
+                        Some(app),
+                        None,
+                        &format!("{}{forced}", list(set_names)),
+                    )?;
+                }
+                if !unset_names.is_empty() {
+                    let forced = if set.is_empty() {
+                        forced
+                    } else {
+                        String::new()
+                    };
+                    tx.audit(
+                        "user",
+                        "config:unset",
+                        Some(app),
+                        None,
+                        &format!("{}{forced}", list(unset_names)),
+                    )?;
+                }
+                release(tx, app_row.id, version)
+            })
+            .map_err(Into::into)
     }
 
     /// Releases, newest first.
-    pub fn releases(&self, app: &str) -> anyhow::Result<Vec<Release>> {
-        self.store.read(|tx| {
-            let app = super::app_named(tx, app)?;
-            tx.releases(app.id)
-        })
+    pub fn releases(&self, app: &str) -> crate::Result<Vec<Release>> {
+        self.store
+            .read(|tx| {
+                let app = super::app_named(tx, app)?;
+                tx.releases(app.id)
+            })
+            .map_err(Into::into)
     }
 }
 

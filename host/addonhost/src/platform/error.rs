@@ -89,12 +89,122 @@ pub fn call(e: crate::runtime::CallError) -> anyhow::Error {
     .into()
 }
 
-/// The kind of `e`, if it is a [`UserError`].
+/// The kind of `e`, if it is a [`UserError`] or a typed [`Error`] with a
+/// kind.
 pub fn kind_of(e: &anyhow::Error) -> Option<Kind> {
     if let Some(u) = e.downcast_ref::<UserError>() {
         return Some(u.kind);
     }
+    if let Some(typed) = e.downcast_ref::<Error>() {
+        return typed.kind();
+    }
     let unavailable = e.downcast_ref::<addonhost_sqlite::StoreError>().is_some()
         || e.downcast_ref::<crate::store::Unavailable>().is_some();
     unavailable.then_some(Kind::Unavailable)
+}
+
+/// What [`Host`](crate::Host)'s methods fail with: one variant per [`Kind`],
+/// each carrying the message for the user (with its context, outermost
+/// first), and [`Error::Internal`] for failures no user input explains (a
+/// bug, an I/O error), kept whole with its chain of causes.
+///
+/// An embedder matches on the variant to answer its own users (the server
+/// maps them to HTTP statuses, the command line to exit codes).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An app, add-on, service or plan that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A name already taken, a var owned by someone else.
+    #[error("{0}")]
+    Conflict(String),
+    /// Malformed input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The add-on failed or answered something invalid.
+    #[error("{0}")]
+    Addon(String),
+    /// The add-on (or the host) is running as many calls as it may: nothing
+    /// was done, and the same request may simply be retried.
+    #[error("{0}")]
+    Busy(String),
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The store cannot take writes now: nothing was done.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else: not the caller's doing.
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+/// `Result` with [`Error`], what [`Host`](crate::Host)'s methods return.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The error's kind; `None` for [`Error::Internal`].
+    pub fn kind(&self) -> Option<Kind> {
+        Some(match self {
+            Error::NotFound(_) => Kind::NotFound,
+            Error::Conflict(_) => Kind::Conflict,
+            Error::Invalid(_) => Kind::Invalid,
+            Error::Addon(_) => Kind::Addon,
+            Error::Busy(_) => Kind::Busy,
+            Error::Unauthorized(_) => Kind::Unauthorized,
+            Error::Unavailable(_) => Kind::Unavailable,
+            Error::Internal(_) => return None,
+        })
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    /// Sorts a failure from inside the library by its kind, keeping the
+    /// whole message (its context included) for the user.
+    fn from(e: anyhow::Error) -> Self {
+        let Some(kind) = kind_of(&e) else {
+            return Error::Internal(e);
+        };
+        let message = format!("{e:#}");
+        match kind {
+            Kind::NotFound => Error::NotFound(message),
+            Kind::Conflict => Error::Conflict(message),
+            Kind::Invalid => Error::Invalid(message),
+            Kind::Addon => Error::Addon(message),
+            Kind::Busy => Error::Busy(message),
+            Kind::Unauthorized => Error::Unauthorized(message),
+            Kind::Unavailable => Error::Unavailable(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn a_user_error_keeps_its_kind_and_context_at_the_boundary() {
+        let e: Error = Err::<(), _>(not_found("no app named shop"))
+            .context("destroying shop")
+            .unwrap_err()
+            .into();
+        assert!(matches!(&e, Error::NotFound(m) if m == "destroying shop: no app named shop"));
+        // Back inside anyhow (as the server and the CLI hold it), the kind is
+        // still found.
+        assert_eq!(kind_of(&anyhow::Error::from(e)), Some(Kind::NotFound));
+    }
+
+    #[test]
+    fn an_unexplained_failure_is_internal_with_its_causes() {
+        let io = std::io::Error::other("disk on fire");
+        let e: Error = anyhow::Error::from(io).context("writing").into();
+        assert!(matches!(e, Error::Internal(_)));
+        assert_eq!(e.kind(), None);
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e)),
+            "writing: disk on fire"
+        );
+    }
 }

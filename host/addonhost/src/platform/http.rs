@@ -3,6 +3,7 @@
 //! it changes — its KV, a partner-initiated update of its config vars —
 //! is applied, with the ownership checks and a release, when it succeeds.
 
+use anyhow::Context as _;
 use bytes::Bytes;
 
 use super::context::Scope;
@@ -28,12 +29,10 @@ impl Host {
         service: &str,
         mut request: http::Request<Bytes>,
         identity: Option<Identity>,
-    ) -> anyhow::Result<http::Response<Bytes>> {
+    ) -> crate::Result<http::Response<Bytes>> {
         let (manifest, plugin) = self.plugin(service)?;
         if !plugin.serves_http() {
-            return Err(error::not_found(format!(
-                "add-on {service} does not serve HTTP"
-            )));
+            return Err(error::not_found(format!("add-on {service} does not serve HTTP")).into());
         }
         let headers = request.headers_mut();
         let forged: Vec<_> = headers
@@ -45,8 +44,12 @@ impl Host {
             headers.remove(k);
         }
         if let Some(id) = identity {
-            headers.insert(USER_HEADER, id.user.parse()?);
-            headers.insert(RESOURCE_HEADER, id.resource.parse()?);
+            let value = |v: &str| {
+                v.parse()
+                    .context("an identity header that is no header value")
+            };
+            headers.insert(USER_HEADER, value(&id.user)?);
+            headers.insert(RESOURCE_HEADER, value(&id.resource)?);
         }
         self.retrying(service, "http", || async {
             let (ctx, effects) = self.context(&manifest, Scope::Service);
@@ -59,5 +62,6 @@ impl Host {
             Ok(response)
         })
         .await
+        .map_err(Into::into)
     }
 }

@@ -246,7 +246,7 @@ pub struct ServiceView {
 
 impl Host {
     /// Opens the data dir (creating it) and discovers the plugins.
-    pub fn open(opts: HostOptions) -> anyhow::Result<Host> {
+    pub fn open(opts: HostOptions) -> crate::Result<Host> {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let store = Arc::new(
             match &opts.database {
@@ -425,7 +425,7 @@ impl Host {
     }
 
     /// One service, or a not-found error listing the known ones.
-    pub fn service(&self, id: &str) -> anyhow::Result<Arc<Service>> {
+    pub fn service(&self, id: &str) -> crate::Result<Arc<Service>> {
         let catalog = self.catalog();
         catalog.get(id).cloned().ok_or_else(|| {
             let known: Vec<_> = catalog.services().map(|s| s.manifest.id.clone()).collect();
@@ -440,12 +440,12 @@ impl Host {
                     if known.is_empty() { "none".to_string() } else { known.join(", ") }
                 )),
             }
-        })
+        }).map_err(Into::into)
     }
 
     /// The compiled plugin of a service, once its folder is the one the
     /// store knows for it (see [`Host::trust`]).
-    pub fn plugin(&self, service: &str) -> anyhow::Result<(Arc<Manifest>, Arc<Plugin>)> {
+    pub fn plugin(&self, service: &str) -> crate::Result<(Arc<Manifest>, Arc<Plugin>)> {
         let s = self.service(service)?;
         self.check_trusted(&s.manifest)?;
         let plugin = s
@@ -504,7 +504,7 @@ impl Host {
 
     /// Binds the add-on in `dir` to its id in this store (`plugins:trust`),
     /// beside any folder already bound to it.
-    pub fn trust(&self, dir: &std::path::Path) -> anyhow::Result<String> {
+    pub fn trust(&self, dir: &std::path::Path) -> crate::Result<String> {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("cannot open plugin folder {}", dir.display()))?;
@@ -520,7 +520,7 @@ impl Host {
     }
 
     /// What add-on `id` keeps in its KV, against its quota.
-    pub fn storage(&self, id: &str) -> anyhow::Result<StorageView> {
+    pub fn storage(&self, id: &str) -> crate::Result<StorageView> {
         let (keys, bytes) = self.store.read(|tx| tx.kv_usage(id))?;
         Ok(StorageView {
             keys,
@@ -760,14 +760,16 @@ impl Host {
     }
 
     /// The audit trail, newest first.
-    pub fn audit(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<store::AuditEntry>> {
-        self.store.read(|tx| {
-            if let Some(a) = app {
-                app_named(tx, a)?;
-            }
-            tx.audit_entries(app, limit)
-                .context("reading the audit trail")
-        })
+    pub fn audit(&self, app: Option<&str>, limit: i64) -> crate::Result<Vec<store::AuditEntry>> {
+        self.store
+            .read(|tx| {
+                if let Some(a) = app {
+                    app_named(tx, a)?;
+                }
+                tx.audit_entries(app, limit)
+                    .context("reading the audit trail")
+            })
+            .map_err(Into::into)
     }
 }
 

@@ -12,6 +12,7 @@
 //! `POST /addons/:uuid/actions/provision`. The host makes those calls, never
 //! the plugin.
 
+use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,7 +138,7 @@ impl Host {
         &self,
         service: &str,
         req: ProvisionV3,
-    ) -> anyhow::Result<PartnerAnswer> {
+    ) -> crate::Result<PartnerAnswer> {
         let m = self.service(service)?.manifest.clone();
         let uuid = req
             .uuid
@@ -186,7 +187,7 @@ impl Host {
         let app = partner_app_name(&uuid);
         if let Err(e) = self.create_app(&app, Some(our_region(req.region.as_deref()))) {
             // A retry (or a concurrent request) for this uuid made it.
-            if error::kind_of(&e) != Some(error::Kind::Conflict) {
+            if e.kind() != Some(error::Kind::Conflict) {
                 return Err(e);
             }
         }
@@ -197,7 +198,10 @@ impl Host {
             grant: req.oauth_grant.clone(),
             ..Link::default()
         };
-        let (key, json) = (link_key(&uuid), serde_json::to_string(&link)?);
+        let (key, json) = (
+            link_key(&uuid),
+            serde_json::to_string(&link).context("encoding the link")?,
+        );
         let keep_token = self.store.read(|tx| tx.setting(&key))?;
         if keep_token.is_none() {
             self.store
@@ -241,7 +245,8 @@ impl Host {
                         .as_deref()
                         .map(|m| format!(": {m}"))
                         .unwrap_or_default()
-                )))
+                ))
+                .into())
             }
         })
     }
@@ -261,7 +266,7 @@ impl Host {
         service: &str,
         id: &str,
         plan: &str,
-    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    ) -> crate::Result<Option<Vec<(String, String)>>> {
         let r = self.partner_resource(service, id)?;
         let plan = plan.strip_prefix(&format!("{service}:")).unwrap_or(plan);
         if r.plan == plan {
@@ -283,16 +288,18 @@ impl Host {
         &self,
         service: &str,
         id: &str,
-    ) -> anyhow::Result<Vec<(String, String)>> {
+    ) -> crate::Result<Vec<(String, String)>> {
         let r = self.partner_resource(service, id)?;
         self.rotate_resource(&r, "platform").await?;
         let m = self.service(service)?.manifest.clone();
-        self.store.read(|tx| resource_config(tx, &m, &r))
+        self.store
+            .read(|tx| resource_config(tx, &m, &r))
+            .map_err(Into::into)
     }
 
     /// `DELETE /heroku/resources/:id`; `false` when it was deprovisioned
     /// already (Heroku's 410).
-    pub async fn partner_deprovision(&self, service: &str, id: &str) -> anyhow::Result<bool> {
+    pub async fn partner_deprovision(&self, service: &str, id: &str) -> crate::Result<bool> {
         let r = self.partner_resource(service, id)?;
         if r.state == ResourceState::Deprovisioned {
             return Ok(false);

@@ -10,6 +10,7 @@
 //! attachment, never a var someone else owns, a release per change, every
 //! refusal in the audit trail.
 
+use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -58,7 +59,7 @@ impl Host {
     pub fn oauth_token(
         &self,
         params: &BTreeMap<String, String>,
-    ) -> anyhow::Result<serde_json::Value> {
+    ) -> crate::Result<serde_json::Value> {
         let grants = self.grants()?;
         let now = unix_now();
         let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
@@ -68,7 +69,8 @@ impl Host {
             other => {
                 return Err(error::invalid(format!(
                     "grant_type {other:?} is not supported: use authorization_code or refresh_token"
-                )))
+                ))
+                .into())
             }
         };
         let claims = grants.open(kind, token, now).map_err(|why| {
@@ -85,17 +87,17 @@ impl Host {
             get("client_secret").as_bytes(),
             m.api.client_secret.as_bytes(),
         ) {
-            return Err(error::unauthorized(format!(
-                "client_secret is not add-on {}'s",
-                m.id
-            )));
+            return Err(
+                error::unauthorized(format!("client_secret is not add-on {}'s", m.id)).into(),
+            );
         }
         let r = self.store.read(|tx| tx.resource_by_uuid(&claims.uuid))?;
         if !r.is_some_and(|r| r.service == m.id && r.state != ResourceState::Deprovisioned) {
             return Err(error::unauthorized(format!(
                 "add-on {} has no resource {} any more",
                 m.id, claims.uuid
-            )));
+            ))
+            .into());
         }
         let access = grants.sign(Kind::Access, &m.id, &claims.uuid, now + ACCESS_SECONDS);
         let refresh = match kind {
@@ -145,9 +147,9 @@ impl Host {
     }
 
     /// `GET /addons/:uuid`.
-    pub fn platform_addon(&self, bearer: &str, addon: &str) -> anyhow::Result<PlatformAddon> {
+    pub fn platform_addon(&self, bearer: &str, addon: &str) -> crate::Result<PlatformAddon> {
         let (m, r) = self.authorized_resource(bearer, addon)?;
-        self.platform_view(&m, &r)
+        self.platform_view(&m, &r).map_err(Into::into)
     }
 
     fn platform_view(&self, m: &Manifest, r: &Resource) -> anyhow::Result<PlatformAddon> {
@@ -178,7 +180,7 @@ impl Host {
         bearer: &str,
         addon: &str,
         changes: Vec<ConfigEntry>,
-    ) -> anyhow::Result<Vec<ConfigEntry>> {
+    ) -> crate::Result<Vec<ConfigEntry>> {
         let (m, r) = self.authorized_resource(bearer, addon)?;
         for c in &changes {
             let checked = validate::var_allowed(&m, &c.name).and_then(|()| match &c.value {
@@ -191,10 +193,9 @@ impl Host {
                 self.store
                     .write(move |tx| tx.audit(&actor, "refused", Some(&app), Some(&name), &what))
                     .await?;
-                return Err(error::addon(format!(
-                    "add-on {}: {why}; nothing changed",
-                    m.id
-                )));
+                return Err(
+                    error::addon(format!("add-on {}: {why}; nothing changed", m.id)).into(),
+                );
             }
         }
         match (r.state, &r.partner_id) {
@@ -211,7 +212,8 @@ impl Host {
                         None => pending.remove(&c.name),
                     };
                 }
-                let json = serde_json::to_string(&pending)?;
+                let json =
+                    serde_json::to_string(&pending).context("encoding the pending changes")?;
                 self.store
                     .write(move |tx| tx.put_setting(&key, Some(&json)))
                     .await?;
@@ -265,7 +267,8 @@ impl Host {
             (state, _) => Err(error::conflict(format!(
                 "add-on {} is {state}: its config cannot change",
                 r.name
-            ))),
+            ))
+            .into()),
         }
     }
 
@@ -276,16 +279,17 @@ impl Host {
         &self,
         bearer: &str,
         addon: &str,
-    ) -> anyhow::Result<PlatformAddon> {
+    ) -> crate::Result<PlatformAddon> {
         let (m, r) = self.authorized_resource(bearer, addon)?;
         let pid = match (r.state, &r.partner_id) {
-            (ResourceState::Provisioned, _) => return self.platform_view(&m, &r),
+            (ResourceState::Provisioned, _) => return Ok(self.platform_view(&m, &r)?),
             (ResourceState::Provisioning, Some(pid)) => pid.clone(),
             (state, _) => {
                 return Err(error::conflict(format!(
                     "add-on {} is {state}: there is no provisioning to complete",
                     r.name
-                )))
+                ))
+                .into())
             }
         };
         let key = pending_key(&r.uuid);
@@ -308,10 +312,7 @@ impl Host {
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(why)) | Err(crate::runtime::BudgetExceeded(why)) => {
-                return Err(error::addon(format!(
-                    "add-on {}: {why}; nothing changed",
-                    m.id
-                )))
+                return Err(error::addon(format!("add-on {}: {why}; nothing changed", m.id)).into())
             }
         }
         self.commit_effects(&m, take(&effects)).await?;
@@ -322,7 +323,7 @@ impl Host {
             .store
             .read(|tx| tx.resource_by_id(r.id))?
             .ok_or_else(|| error::not_found("the add-on went away"))?;
-        self.platform_view(&m, &r)
+        self.platform_view(&m, &r).map_err(Into::into)
     }
 }
 

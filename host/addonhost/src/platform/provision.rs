@@ -84,7 +84,7 @@ enum Reservation {
 
 impl Host {
     /// Provisions an add-on and attaches it to the app (CONTRACT §Provision).
-    pub async fn create_addon(&self, req: CreateAddon) -> anyhow::Result<AddonCreated> {
+    pub async fn create_addon(&self, req: CreateAddon) -> crate::Result<AddonCreated> {
         let service = req.spec.split(':').next().unwrap_or("").to_string();
         let r = self.provision(req).await;
         // Only ids of the catalog become label values.
@@ -103,7 +103,7 @@ impl Host {
                 })
                 .inc();
         }
-        r
+        r.map_err(Into::into)
     }
 
     async fn provision(&self, req: CreateAddon) -> anyhow::Result<AddonCreated> {

@@ -77,7 +77,7 @@ impl Host {
         email: &str,
         params: &[(String, String)],
         timestamp: i64,
-    ) -> anyhow::Result<SsoForm> {
+    ) -> crate::Result<SsoForm> {
         let r = self.store.read(|tx| self.resolve(tx, addon, Some(app)))?;
         let pid = r
             .partner_id
@@ -122,7 +122,7 @@ impl Host {
 
     /// Asks the add-on's `sso.verify` about a posted login. The call may read
     /// only the resource the login names.
-    pub async fn sso_verify(&self, service: &str, login: Login) -> anyhow::Result<Verdict> {
+    pub async fn sso_verify(&self, service: &str, login: Login) -> crate::Result<Verdict> {
         let (manifest, plugin) = self.plugin(service)?;
         let known = self
             .store
@@ -150,5 +150,6 @@ impl Host {
             Ok(verdict)
         })
         .await
+        .map_err(Into::into)
     }
 }

@@ -99,12 +99,12 @@ fn offering(broker: &str, m: &Manifest, component_hash: Option<&str>) -> Offerin
 impl Host {
     /// This broker's id, made on first use and kept in the store (so every
     /// server sharing it derives the same catalog ids).
-    pub fn osb_broker_id(&self) -> anyhow::Result<String> {
+    pub fn osb_broker_id(&self) -> crate::Result<String> {
         self.shared_setting(BROKER_ID_SETTING, || uuid::Uuid::new_v4().to_string())
     }
 
     /// The catalog: every add-on with a valid manifest, by id.
-    pub fn osb_offerings(&self) -> anyhow::Result<Vec<Offering>> {
+    pub fn osb_offerings(&self) -> crate::Result<Vec<Offering>> {
         let broker = self.osb_broker_id()?;
         Ok(self
             .catalog()
@@ -117,7 +117,7 @@ impl Host {
     }
 
     /// The offering with catalog id `id`.
-    pub fn osb_offering(&self, id: &str) -> anyhow::Result<Option<Offering>> {
+    pub fn osb_offering(&self, id: &str) -> crate::Result<Option<Offering>> {
         Ok(self.osb_offerings()?.into_iter().find(|o| o.id == id))
     }
 }

@@ -131,8 +131,8 @@ impl Host {
                 Ok(name)
             }
             // Made by a request running alongside.
-            Err(e) if error::kind_of(&e) == Some(error::Kind::Conflict) => Ok(name),
-            Err(e) => Err(e),
+            Err(e) if e.kind() == Some(error::Kind::Conflict) => Ok(name),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -302,14 +302,14 @@ impl Host {
                 })
                 .await
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         let created = match created {
             Ok(c) => c,
             Err(e) => {
                 // Nothing was provisioned: the id is free for any request.
                 self.osb_forget(&id, &uuid).await?;
-                return Err(match error::kind_of(&e) {
+                return Err(match e.kind() {
                     // One per app, a name taken: the platform's rule, not a
                     // retry gone wrong.
                     Some(error::Kind::Conflict) => OsbError::Unprocessable(format!("{e:#}")),

@@ -130,6 +130,12 @@ pub enum OsbError {
     Platform(anyhow::Error),
 }
 
+impl From<crate::Error> for OsbError {
+    fn from(e: crate::Error) -> Self {
+        OsbError::from(anyhow::Error::from(e))
+    }
+}
+
 impl From<anyhow::Error> for OsbError {
     /// The usual reading of a platform error; call sites that know better
     /// map it themselves.
