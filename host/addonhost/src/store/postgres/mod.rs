@@ -15,6 +15,8 @@
 //! PostgreSQL refuses for a conflict (serialization failure, deadlock, a
 //! unique key two inserts raced for) is run again, a few times.
 
+mod kv;
+mod osb;
 mod rows;
 mod schema;
 mod session;

@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::rows::{
-    app_row, attachment_row, osb_binding_row, resource_row, var_row, OSB_BINDING_COLUMNS,
-    RESOURCE_COLUMNS,
-};
+use super::rows::{app_row, attachment_row, resource_row, var_row, RESOURCE_COLUMNS};
 use super::session::{params, PgTx};
+use super::{kv, osb};
 use crate::store::{
     App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
     Release, Resource, ResourceState, ServerRow, Tx,
@@ -369,65 +367,13 @@ impl Tx for PgTx {
     }
 
     fn kv_get(&self, service: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        self.one(
-            "SELECT value FROM plugin_kv WHERE service = $1 AND key = $2",
-            params![service.to_string(), key.to_string()],
-            |r| Ok(r.try_get(0)?),
-        )
+        kv::kv_get(self, service, key)
     }
     fn kv_put(&self, service: &str, key: &str, value: Option<&[u8]>) -> anyhow::Result<()> {
-        let (keys, bytes) = match value {
-            Some(v) => {
-                // The old length and the write in one statement.
-                let rows = self.query(
-                    "WITH old AS (SELECT octet_length(value)::BIGINT AS len FROM plugin_kv
-                                  WHERE service = $1 AND key = $2),
-                          put AS (INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
-                                  ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value)
-                     SELECT (SELECT len FROM old)",
-                    params![service.to_string(), key.to_string(), v.to_vec()],
-                )?;
-                let old: Option<i64> = rows[0].try_get(0)?;
-                match old {
-                    Some(len) => (0i64, v.len() as i64 - len),
-                    None => (1, (key.len() + v.len()) as i64),
-                }
-            }
-            None => {
-                let rows = self.query(
-                    "DELETE FROM plugin_kv WHERE service = $1 AND key = $2
-                     RETURNING octet_length(value)::BIGINT",
-                    params![service.to_string(), key.to_string()],
-                )?;
-                match rows.first() {
-                    Some(r) => (-1, -(key.len() as i64 + r.try_get::<_, i64>(0)?)),
-                    None => (0, 0),
-                }
-            }
-        };
-        let mut usage = self.usage.borrow_mut();
-        let entry = usage.entry(service.to_string()).or_default();
-        entry.0 += keys;
-        entry.1 += bytes;
-        Ok(())
+        kv::kv_put(self, service, key, value)
     }
     fn kv_usage(&self, service: &str) -> anyhow::Result<(u64, u64)> {
-        // What is committed, read outside the transaction, plus its own
-        // writes: reading the usage rows inside would make every two
-        // writers of an add-on conflict. Concurrent calls on other
-        // connections may so together pass a quota by what they write at
-        // once (each call's writes are bounded).
-        let rows = self.outside(
-            "SELECT COALESCE(SUM(keys), 0)::BIGINT, COALESCE(SUM(bytes), 0)::BIGINT
-             FROM plugin_kv_usage WHERE service = $1",
-            params![service.to_string()],
-        )?;
-        let (mut keys, mut bytes): (i64, i64) = (rows[0].try_get(0)?, rows[0].try_get(1)?);
-        if let Some((k, b)) = self.usage.borrow().get(service) {
-            keys += k;
-            bytes += b;
-        }
-        Ok((keys.max(0) as u64, bytes.max(0) as u64))
+        kv::kv_usage(self, service)
     }
     fn kv_keys(
         &self,
@@ -436,37 +382,10 @@ impl Tx for PgTx {
         after: Option<&str>,
         limit: usize,
     ) -> anyhow::Result<Vec<String>> {
-        let start = match after {
-            Some(a) if a >= prefix => a,
-            _ => prefix,
-        };
-        let keys: Vec<String> = self.all(
-            "SELECT key FROM plugin_kv WHERE service = $1 AND key >= $2 AND key > $3 ORDER BY key LIMIT $4",
-            params![
-                service.to_string(),
-                start.to_string(),
-                after.unwrap_or("").to_string(),
-                limit as i64
-            ],
-            |r| Ok(r.try_get(0)?),
-        )?;
-        Ok(keys
-            .into_iter()
-            .take_while(|k| k.starts_with(prefix))
-            .collect())
+        kv::kv_keys(self, service, prefix, after, limit)
     }
     fn kv_count(&self, service: &str, prefix: &str) -> anyhow::Result<u64> {
-        let rows = match crate::store::prefix_end(prefix) {
-            Some(end) => self.query(
-                "SELECT COUNT(*) FROM plugin_kv WHERE service = $1 AND key >= $2 AND key < $3",
-                params![service.to_string(), prefix.to_string(), end],
-            )?,
-            None => self.query(
-                "SELECT COUNT(*) FROM plugin_kv WHERE service = $1",
-                params![service.to_string()],
-            )?,
-        };
-        Ok(rows[0].try_get::<_, i64>(0)? as u64)
+        kv::kv_count(self, service, prefix)
     }
     fn plugin_dirs(&self, service: &str) -> anyhow::Result<Vec<String>> {
         self.all(
@@ -634,102 +553,30 @@ impl Tx for PgTx {
     }
 
     fn osb_instance(&self, instance_id: &str) -> anyhow::Result<Option<OsbInstance>> {
-        self.one(
-            "SELECT instance_id, resource_uuid, request, created_at FROM osb_instances WHERE instance_id = $1",
-            params![instance_id.to_string()],
-            |r| {
-                Ok(OsbInstance {
-                    instance_id: r.try_get(0)?,
-                    resource_uuid: r.try_get(1)?,
-                    request: r.try_get(2)?,
-                    created_at: r.try_get(3)?,
-                })
-            },
-        )
+        osb::osb_instance(self, instance_id)
     }
     fn insert_osb_instance(&self, i: &OsbInstance) -> anyhow::Result<bool> {
-        Ok(self.execute(
-            "INSERT INTO osb_instances (instance_id, resource_uuid, request, created_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (instance_id) DO NOTHING",
-            params![
-                i.instance_id.clone(),
-                i.resource_uuid.clone(),
-                i.request.clone(),
-                i.created_at
-            ],
-        )? == 1)
+        osb::insert_osb_instance(self, i)
     }
     fn set_osb_instance_request(&self, instance_id: &str, request: &str) -> anyhow::Result<()> {
-        self.execute(
-            "UPDATE osb_instances SET request = $2 WHERE instance_id = $1",
-            params![instance_id.to_string(), request.to_string()],
-        )?;
-        Ok(())
+        osb::set_osb_instance_request(self, instance_id, request)
     }
     fn delete_osb_instance(&self, instance_id: &str) -> anyhow::Result<()> {
-        for sql in [
-            "DELETE FROM osb_bindings WHERE instance_id = $1",
-            "DELETE FROM osb_instances WHERE instance_id = $1",
-        ] {
-            self.execute(sql, params![instance_id.to_string()])?;
-        }
-        Ok(())
+        osb::delete_osb_instance(self, instance_id)
     }
     fn osb_binding(&self, binding_id: &str) -> anyhow::Result<Option<OsbBinding>> {
-        self.one(
-            &format!("SELECT {OSB_BINDING_COLUMNS} FROM osb_bindings WHERE binding_id = $1"),
-            params![binding_id.to_string()],
-            osb_binding_row,
-        )
+        osb::osb_binding(self, binding_id)
     }
     fn osb_bindings_of(&self, instance_id: &str) -> anyhow::Result<Vec<OsbBinding>> {
-        self.all(
-            &format!(
-                "SELECT {OSB_BINDING_COLUMNS} FROM osb_bindings WHERE instance_id = $1 ORDER BY created_at, binding_id"
-            ),
-            params![instance_id.to_string()],
-            osb_binding_row,
-        )
+        osb::osb_bindings_of(self, instance_id)
     }
     fn insert_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<bool> {
-        Ok(self.execute(
-            &format!(
-                "INSERT INTO osb_bindings ({OSB_BINDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (binding_id) DO NOTHING"
-            ),
-            params![
-                b.binding_id.clone(),
-                b.instance_id.clone(),
-                b.request.clone(),
-                b.ready,
-                b.successor.clone(),
-                b.credentials.clone(),
-                b.expires_at,
-                b.created_at
-            ],
-        )? == 1)
+        osb::insert_osb_binding(self, b)
     }
     fn update_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<()> {
-        self.execute(
-            "UPDATE osb_bindings SET ready = $2, successor = $3, credentials = $4, expires_at = $5,
-                                     created_at = $6
-             WHERE binding_id = $1",
-            params![
-                b.binding_id.clone(),
-                b.ready,
-                b.successor.clone(),
-                b.credentials.clone(),
-                b.expires_at,
-                b.created_at
-            ],
-        )?;
-        Ok(())
+        osb::update_osb_binding(self, b)
     }
     fn delete_osb_binding(&self, binding_id: &str) -> anyhow::Result<()> {
-        self.execute(
-            "DELETE FROM osb_bindings WHERE binding_id = $1",
-            params![binding_id.to_string()],
-        )?;
-        Ok(())
+        osb::delete_osb_binding(self, binding_id)
     }
 }
