@@ -6,6 +6,7 @@
 mod addons;
 mod apps;
 pub mod catalog;
+mod change;
 pub mod cluster;
 mod config;
 pub mod context;
@@ -423,7 +424,7 @@ fn apply_effects(
             continue;
         }
         for att in tx.attachments_of_resource(r.id)? {
-            addons::write_config(tx, m, &r, &att, config)?;
+            change::write_config(tx, m, &r, &att, config)?;
             tx.insert_release(
                 att.app_id,
                 &format!("Attach {} ({})", att.name, r.name),

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::addons::{write_config, AddonCreated, CreateAddon};
+use super::addons::{AddonCreated, CreateAddon};
+use super::change::write_config;
 use super::context::Scope;
 use super::reads;
 use super::{apply_effects, error, naming, take, validate, Host};
