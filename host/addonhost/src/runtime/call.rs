@@ -1,0 +1,268 @@
+//! Calls into a loaded plugin: a fresh store per call within the plugin's
+//! slots and limits, run to its deadline, and its outcome sorted into a
+//! [`CallError`] that names the plugin, the call and the reason.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{ComponentNamedList, Lift, Lower, ResourceTable};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{AddonError, Login, ProvisionRequest, ProvisionResult, Verdict};
+use super::exports::Export;
+use super::limits::{self, LogBudget, MemoryLimiter, MAX_RESOURCES};
+use super::stderr::TailPipe;
+use super::{
+    error, outbound, report_refusals, CallError, CallState, Capabilities, Plugin, EPOCH_TICK,
+};
+use crate::manifest::Limits;
+use crate::metrics::outcome_of;
+
+impl Plugin {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether the component exports `wasi:http/incoming-handler`.
+    pub fn serves_http(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// A slot for one more call of this plugin, or why there is none.
+    pub(super) fn slot(&self, call: &'static str) -> Result<limits::Slot, CallError> {
+        let limit = self.limits.concurrency as usize;
+        self.slots
+            .try_acquire(&self.id, limit)
+            .map_err(|full| CallError::Busy {
+                plugin: self.id.clone(),
+                call,
+                full,
+            })
+    }
+
+    pub(super) fn new_store(&self, caps: Box<dyn Capabilities>) -> Store<CallState> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
+        let http_hooks = outbound::Outbound::new(
+            &self.id,
+            caps.outbound(),
+            deadline,
+            self.limits.timeout_ms,
+            self.metrics.clone(),
+        );
+        let state = CallState {
+            wasi: None,
+            stderr: TailPipe::default(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks,
+            table,
+            limiter: MemoryLimiter::new((self.limits.memory_mb as usize) << 20),
+            log: LogBudget::default(),
+            caps,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_max_component_handles(MAX_RESOURCES);
+        // Every epoch tick the guest yields to the executor, so a busy plugin
+        // never holds a server thread; past the deadline it is interrupted.
+        // (Running a first slice without yielding was measured: no gain on a
+        // release build, see docs/performance.md.)
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store
+    }
+
+    /// Runs one export in a fresh instance under the plugin's limits.
+    async fn run<P, R>(
+        &self,
+        call: &'static str,
+        caps: Box<dyn Capabilities>,
+        export: &Export<P, R>,
+        params: P,
+    ) -> Result<R, CallError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        let _slot = self.slot(call)?;
+        let mut store = self.new_store(caps);
+        let deadline = Duration::from_millis(self.limits.timeout_ms);
+        let span = tracing::info_span!("call", addon = %self.id, call);
+        let outcome = tokio::time::timeout(
+            deadline + EPOCH_TICK * 4,
+            tracing::Instrument::instrument(
+                async {
+                    let instance = self
+                        .pre
+                        .instance_pre()
+                        .instantiate_async(&mut store)
+                        .await?;
+                    export.call(&mut store, &instance, params).await
+                },
+                span,
+            ),
+        )
+        .await;
+        let hit_memory = store.data().limiter.hit;
+        report_refusals(store.data_mut());
+        self.classify(call, outcome, hit_memory, &store.data().stderr)
+    }
+
+    /// Maps a call's outcome (`Err(_)` from the outer timer) to a [`CallError`]
+    /// naming the plugin, the call and the reason.
+    pub(super) fn classify<R>(
+        &self,
+        call: &'static str,
+        outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+        hit_memory: bool,
+        stderr: &TailPipe,
+    ) -> Result<R, CallError> {
+        let timeout = || CallError::Timeout {
+            plugin: self.id.clone(),
+            call,
+            timeout_ms: self.limits.timeout_ms,
+        };
+        match outcome {
+            Ok(Ok(r)) => Ok(r),
+            // Blocked in the host (e.g. a WASI sleep) past the deadline.
+            Err(_elapsed) => Err(timeout()),
+            Ok(Err(e)) => {
+                if hit_memory {
+                    return Err(CallError::MemoryLimit {
+                        plugin: self.id.clone(),
+                        call,
+                        memory_mb: self.limits.memory_mb,
+                    });
+                }
+                match error::limit_of(&e) {
+                    Some(error::Limit::Budget(what)) => {
+                        return Err(CallError::Budget {
+                            plugin: self.id.clone(),
+                            call,
+                            what,
+                        })
+                    }
+                    Some(error::Limit::Pool) => {
+                        return Err(CallError::Busy {
+                            plugin: self.id.clone(),
+                            call,
+                            full: limits::Full::Host(limits::MAX_CALLS_IN_FLIGHT),
+                        })
+                    }
+                    None => {}
+                }
+                match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => Err(timeout()),
+                    trap => Err(CallError::Trap {
+                        plugin: self.id.clone(),
+                        call,
+                        reason: error::explain(trap, &e, &stderr.contents()),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Counts and times one call, whatever became of it.
+    pub(super) fn observe<T>(
+        &self,
+        call: &'static str,
+        started: Instant,
+        r: Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        self.metrics
+            .plugin_call(&self.id, call, outcome_of(&r), started.elapsed());
+        r
+    }
+
+    fn addon_error(&self, e: AddonError) -> CallError {
+        CallError::Addon {
+            plugin: self.id.clone(),
+            message: e.message,
+        }
+    }
+
+    /// `lifecycle.provision`.
+    pub async fn provision(
+        &self,
+        caps: Box<dyn Capabilities>,
+        request: ProvisionRequest,
+    ) -> Result<ProvisionResult, CallError> {
+        let started = Instant::now();
+        let r = self
+            .run("provision", caps, &self.exports.provision, (request,))
+            .await
+            .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
+        self.observe("provision", started, r)
+    }
+
+    /// `lifecycle.deprovision`.
+    pub async fn deprovision(
+        &self,
+        caps: Box<dyn Capabilities>,
+        id: &str,
+    ) -> Result<(), CallError> {
+        let id = id.to_string();
+        let started = Instant::now();
+        let r = self
+            .run("deprovision", caps, &self.exports.deprovision, (id,))
+            .await
+            .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
+        self.observe("deprovision", started, r)
+    }
+
+    /// `lifecycle.change-plan`.
+    pub async fn change_plan(
+        &self,
+        caps: Box<dyn Capabilities>,
+        id: &str,
+        plan: &str,
+    ) -> Result<Option<Vec<(String, String)>>, CallError> {
+        let (id, plan) = (id.to_string(), plan.to_string());
+        let started = Instant::now();
+        let r = self
+            .run("change-plan", caps, &self.exports.change_plan, (id, plan))
+            .await
+            .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
+        self.observe("change-plan", started, r)
+    }
+
+    /// `credentials.rotate`.
+    pub async fn rotate(
+        &self,
+        caps: Box<dyn Capabilities>,
+        id: &str,
+    ) -> Result<Vec<(String, String)>, CallError> {
+        let id = id.to_string();
+        let started = Instant::now();
+        let r = self
+            .run("rotate", caps, &self.exports.rotate, (id,))
+            .await
+            .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
+        self.observe("rotate", started, r)
+    }
+
+    /// `sso.verify`.
+    pub async fn verify(
+        &self,
+        caps: Box<dyn Capabilities>,
+        login: Login,
+    ) -> Result<Verdict, CallError> {
+        let started = Instant::now();
+        let r = self
+            .run("sso-verify", caps, &self.exports.verify, (login,))
+            .await
+            .map(|(verdict,)| verdict);
+        self.observe("sso-verify", started, r)
+    }
+}
