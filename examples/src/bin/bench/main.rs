@@ -19,8 +19,10 @@
 mod bare_http;
 mod call;
 mod extism;
+mod open_loop;
 mod platform;
 mod postgres;
+mod reload;
 mod requests;
 
 use std::path::{Path, PathBuf};
@@ -359,7 +361,7 @@ fn latency(
     for percent in [25, 50, 80] {
         let rate = max_rate * percent as f64 / 100.0;
         eprintln!("bench: provisioning open loop at {rate:.0}/s ({percent} % of {max_rate:.0}/s)");
-        let ours = platform::provisioning_open_loop(&server, rate, seconds)?;
+        let ours = open_loop::provisioning_open_loop(&server, rate, seconds)?;
         anyhow::ensure!(
             ours.failed == 0,
             "{} provisionings failed at {rate:.0}/s, the first with {}",
@@ -367,9 +369,9 @@ fn latency(
             ours.first_failure.as_deref().unwrap_or("?")
         );
         let base_dir = tempfile::tempdir()?;
-        let base = platform::sqlite_open_loop(base_dir.path(), rate, seconds)?;
+        let base = open_loop::sqlite_open_loop(base_dir.path(), rate, seconds)?;
         let three =
-            |l: &platform::OpenLoop| format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.p999));
+            |l: &open_loop::OpenLoop| format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.p999));
         rows.push(row(
             format!(
                 "provisioning latency p50 / p99 / p99.9 at {percent} % of max ({rate:.0}/s, open loop)"
@@ -476,7 +478,7 @@ fn reload(
     eprintln!("bench: {reloads} hot reloads under load");
     let reload_plugins = plugin_copies(&tmp.join("r"), &["kv"])?;
     let server = Server::start(&tmp.join("reload"), reload_plugins.to_str().unwrap())?;
-    let mut r = platform::hot_reload(&server, &reload_plugins.join("kv"), reloads)?;
+    let mut r = reload::hot_reload(&server, &reload_plugins.join("kv"), reloads)?;
     drop(server);
     r.compiled.sort();
     r.cached.sort();
@@ -542,7 +544,7 @@ fn distinct_copies(root: &Path, name: &str, n: u64) -> anyhow::Result<PathBuf> {
             })
             .collect();
         std::fs::write(dir.join("addon-manifest.json"), m.to_string())?;
-        std::fs::write(dir.join(&file), platform::variant(&component, i))?;
+        std::fs::write(dir.join(&file), reload::variant(&component, i))?;
     }
     Ok(root.to_path_buf())
 }

@@ -7,12 +7,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use base64::Engine as _;
 
 /// The `addonhost` binary built next to this one.
 pub fn addonhost_bin() -> PathBuf {
@@ -310,7 +307,7 @@ pub fn provisioning_spread(
     Ok(load_of(all, started.elapsed(), failed, first_failure))
 }
 
-fn rand_u64() -> u64 {
+pub fn rand_u64() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -356,7 +353,7 @@ pub fn sqlite_baseline(dir: &Path, clients: usize, per_client: usize) -> anyhow:
 
 /// A database with addonhost's schema and settings in `dir`, holding apps
 /// `base-0` … `base-<n-1>`; a way to open connections to it.
-fn sqlite_apps(
+pub fn sqlite_apps(
     dir: &Path,
     n: usize,
 ) -> anyhow::Result<impl Fn() -> anyhow::Result<rusqlite::Connection>> {
@@ -381,151 +378,9 @@ fn sqlite_apps(
     Ok(open)
 }
 
-/// Latency percentiles of an open-loop run, each request timed from the
-/// moment it was due.
-pub struct OpenLoop {
-    pub p50: Duration,
-    pub p99: Duration,
-    pub p999: Duration,
-    pub failed: usize,
-    pub first_failure: Option<String>,
-}
-
-/// Senders of an open-loop run: enough that a request rarely waits for a
-/// free one at these rates (when it does, the wait counts in its latency).
-const OPEN_LOOP_SENDERS: usize = 64;
-
-/// Sends requests at `rate` per second for `duration`: request k is due at
-/// start + k / rate whatever became of the earlier ones (an open loop: a
-/// slow answer does not slow the arrivals), and is timed from then, so any
-/// queueing — for a sender, a connection, the server — is in its latency
-/// (no coordinated omission). Each of `senders` (a thread each) takes the
-/// next request due; `send(k)` makes request k and says what failed.
-fn open_loop<S>(rate: f64, duration: Duration, senders: Vec<S>) -> anyhow::Result<OpenLoop>
-where
-    S: FnMut(usize) -> anyhow::Result<Option<String>> + Send + 'static,
-{
-    let total = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now() + Duration::from_millis(20);
-    let threads: Vec<_> = senders
-        .into_iter()
-        .map(|mut send| {
-            let next = next.clone();
-            std::thread::spawn(
-                move || -> anyhow::Result<(Vec<Duration>, usize, Option<String>)> {
-                    let mut lat = Vec::new();
-                    let (mut failed, mut first_failure) = (0, None);
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        if k >= total {
-                            break;
-                        }
-                        let due = start + Duration::from_secs_f64(k as f64 / rate);
-                        let now = Instant::now();
-                        if due > now {
-                            std::thread::sleep(due - now);
-                        }
-                        if let Some(failure) = send(k)? {
-                            failed += 1;
-                            first_failure.get_or_insert(failure);
-                        }
-                        lat.push(due.elapsed());
-                    }
-                    Ok((lat, failed, first_failure))
-                },
-            )
-        })
-        .collect();
-    let mut all = Vec::with_capacity(total);
-    let (mut failed, mut first_failure) = (0, None);
-    for t in threads {
-        let (lat, f, first) = t.join().expect("open-loop sender")?;
-        all.extend(lat);
-        failed += f;
-        first_failure = first_failure.or(first);
-    }
-    all.sort();
-    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    Ok(OpenLoop {
-        p50: at(0.5),
-        p99: at(0.99),
-        p999: at(0.999),
-        failed,
-        first_failure,
-    })
-}
-
-/// Provisioning over HTTP at a fixed `rate` (see [`open_loop`]): each
-/// sender provisions onto an app of its own through `POST
-/// /api/apps/:app/addons`.
-pub fn provisioning_open_loop(
-    server: &Server,
-    rate: f64,
-    duration: Duration,
-) -> anyhow::Result<OpenLoop> {
-    let auth = server.auth();
-    let run = format!("o{:x}", rand_u64());
-    let mut senders = Vec::new();
-    for c in 0..OPEN_LOOP_SENDERS {
-        let mut conn = Conn::connect(&server.addr)?;
-        let app = format!("{run}-{c}");
-        let (status, text) = conn.request(
-            "POST",
-            "/api/apps",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            format!(r#"{{"name": "{app}"}}"#).as_bytes(),
-        )?;
-        if status != 201 {
-            bail!(
-                "creating an app: {status} {}",
-                String::from_utf8_lossy(&text)
-            );
-        }
-        let auth = auth.clone();
-        senders.push(move |k: usize| -> anyhow::Result<Option<String>> {
-            let body = format!(r#"{{"plan": "kv:mini", "as": "K{k}"}}"#);
-            let (status, text) = conn.request(
-                "POST",
-                &format!("/api/apps/{app}/addons"),
-                &[
-                    ("authorization", &auth),
-                    ("content-type", "application/json"),
-                ],
-                body.as_bytes(),
-            )?;
-            Ok((status != 201).then(|| format!("{status} {}", String::from_utf8_lossy(&text))))
-        });
-    }
-    open_loop(rate, duration, senders)
-}
-
-/// The baseline of [`provisioning_open_loop`]: the bare SQLite transactions
-/// of [`sqlite_baseline`] at the same fixed rate, a connection per sender.
-pub fn sqlite_open_loop(dir: &Path, rate: f64, duration: Duration) -> anyhow::Result<OpenLoop> {
-    let open = sqlite_apps(dir, OPEN_LOOP_SENDERS)?;
-    let mut senders = Vec::new();
-    for c in 0..OPEN_LOOP_SENDERS {
-        let mut conn = open()?;
-        let app: i64 = conn.query_row(
-            "SELECT id FROM apps WHERE name = ?1",
-            [format!("base-{c}")],
-            |r| r.get(0),
-        )?;
-        senders.push(move |k: usize| -> anyhow::Result<Option<String>> {
-            baseline_provision(&mut conn, app, &format!("{k}-{:x}", rand_u64()), k)?;
-            Ok(None)
-        });
-    }
-    open_loop(rate, duration, senders)
-}
-
 /// One provisioning's writes as bare SQLite transactions (see
 /// [`sqlite_baseline`]), the `i`-th of its client onto app `app`.
-fn baseline_provision(
+pub fn baseline_provision(
     conn: &mut rusqlite::Connection,
     app: i64,
     uuid: &str,
@@ -583,158 +438,4 @@ fn baseline_provision(
     )?;
     tx.commit()?;
     Ok(())
-}
-
-/// A copy of `component` made different by a trailing custom section, so it
-/// hashes (and compiles) as a new version.
-pub fn variant(component: &[u8], n: u64) -> Vec<u8> {
-    use wasm_encoder::{Encode, Section};
-    let section = wasm_encoder::CustomSection {
-        name: "addonhost-bench".into(),
-        data: n.to_le_bytes().to_vec().into(),
-    };
-    let mut out = component.to_vec();
-    out.push(section.id());
-    section.encode(&mut out);
-    out
-}
-
-/// What [`hot_reload`] measured: file renamed → `/api/plugins` shows the new
-/// hash, for new versions and for versions already compiled; reads served
-/// and failed meanwhile.
-pub struct Reloads {
-    pub compiled: Vec<Duration>,
-    pub cached: Vec<Duration>,
-    pub served: u64,
-    pub failed: u64,
-}
-
-/// Hot reload under load: a client reads a kv key over HTTP without pause
-/// while the component is replaced, `reloads` times by new versions and as
-/// many times by versions already compiled.
-pub fn hot_reload(server: &Server, plugin_dir: &Path, reloads: u64) -> anyhow::Result<Reloads> {
-    let auth = server.auth();
-    let mut api = Conn::connect(&server.addr)?;
-    let (s, _) = api.request(
-        "POST",
-        "/api/apps",
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        br#"{"name": "reload"}"#,
-    )?;
-    if s != 201 {
-        bail!("creating the app: {s}");
-    }
-    let (s, _) = api.request(
-        "POST",
-        "/api/apps/reload/addons",
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        br#"{"plan": "kv:mini"}"#,
-    )?;
-    if s != 201 {
-        bail!("provisioning kv: {s}");
-    }
-    let (_, config) = api.get("/api/apps/reload/config", &[("authorization", &auth)])?;
-    let config: serde_json::Value = serde_json::from_slice(&config)?;
-    let url = config["KV_URL"].as_str().context("KV_URL")?.to_string();
-    let parsed = url::Url::parse(&url)?;
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            parsed.username(),
-            parsed.password().unwrap_or("")
-        ))
-    );
-    let key_path = format!("{}/k", parsed.path());
-    let (s, _) = api.request("PUT", &key_path, &[("authorization", &basic)], b"v")?;
-    if !(200..300).contains(&s) {
-        bail!("writing a key: {s}");
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let reader = {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let addr = server.addr.clone();
-        std::thread::spawn(move || {
-            let mut conn = Conn::connect(&addr).ok();
-            while !stop.load(Ordering::Relaxed) {
-                let r = conn
-                    .as_mut()
-                    .map(|c| c.get(&key_path, &[("authorization", &basic)]));
-                match r {
-                    Some(Ok((200, body))) if body == b"v" => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => {
-                        conn = Conn::connect(&addr).ok();
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-    };
-    let component = plugin_dir.join("kv.wasm");
-    let original = std::fs::read(&component)?;
-    let mut swaps = Vec::new();
-    // `reloads` new versions (each compiled on arrival), then as many
-    // switches back to versions already compiled (cache hits): the second
-    // half measures the swap itself.
-    let mut cached = Vec::new();
-    for step in 1..=2 * reloads {
-        let n = if step <= reloads { step } else { 1 + step % 2 };
-        let bytes = variant(&original, n);
-        let hash = &addonhost::runtime::cache::content_hash(&bytes)[..16];
-        let tmp = plugin_dir.join("kv.wasm.tmp");
-        std::fs::write(&tmp, &bytes)?;
-        let t = Instant::now();
-        std::fs::rename(&tmp, &component)?;
-        loop {
-            let (_, body) = api.get("/api/plugins", &[("authorization", &auth)])?;
-            if String::from_utf8_lossy(&body).contains(hash) {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                bail!("reload {step} did not happen within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if step <= reloads {
-            swaps.push(t.elapsed());
-        } else {
-            cached.push(t.elapsed());
-        }
-        // A new version serves from the quick tier first; the next change
-        // comes once its optimized build has replaced it (as saves in
-        // development do, seconds apart), so each swap is timed alone.
-        let settled = Instant::now();
-        loop {
-            let (_, body) = api.get("/api/plugins", &[("authorization", &auth)])?;
-            let list: serde_json::Value = serde_json::from_slice(&body)?;
-            let quick = list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|p| p["id"] == "kv" && p["origin"] == "quick");
-            if !quick {
-                break;
-            }
-            if settled.elapsed() > Duration::from_secs(30) {
-                bail!("reload {step}: the optimized build did not arrive within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    reader.join().expect("reader thread");
-    Ok(Reloads {
-        compiled: swaps,
-        cached,
-        served: ok.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-    })
 }

@@ -1,0 +1,153 @@
+//! Provisioning latency at a given load: requests sent at a fixed rate, each
+//! timed from the moment it was due, against addonhost and bare SQLite.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::platform::{baseline_provision, rand_u64, sqlite_apps, Conn, Server};
+
+/// Latency percentiles of an open-loop run, each request timed from the
+/// moment it was due.
+pub struct OpenLoop {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub failed: usize,
+    pub first_failure: Option<String>,
+}
+
+/// Senders of an open-loop run: enough that a request rarely waits for a
+/// free one at these rates (when it does, the wait counts in its latency).
+const OPEN_LOOP_SENDERS: usize = 64;
+
+/// Sends requests at `rate` per second for `duration`: request k is due at
+/// start + k / rate whatever became of the earlier ones (an open loop: a
+/// slow answer does not slow the arrivals), and is timed from then, so any
+/// queueing — for a sender, a connection, the server — is in its latency
+/// (no coordinated omission). Each of `senders` (a thread each) takes the
+/// next request due; `send(k)` makes request k and says what failed.
+fn open_loop<S>(rate: f64, duration: Duration, senders: Vec<S>) -> anyhow::Result<OpenLoop>
+where
+    S: FnMut(usize) -> anyhow::Result<Option<String>> + Send + 'static,
+{
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(20);
+    let threads: Vec<_> = senders
+        .into_iter()
+        .map(|mut send| {
+            let next = next.clone();
+            std::thread::spawn(
+                move || -> anyhow::Result<(Vec<Duration>, usize, Option<String>)> {
+                    let mut lat = Vec::new();
+                    let (mut failed, mut first_failure) = (0, None);
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if k >= total {
+                            break;
+                        }
+                        let due = start + Duration::from_secs_f64(k as f64 / rate);
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        if let Some(failure) = send(k)? {
+                            failed += 1;
+                            first_failure.get_or_insert(failure);
+                        }
+                        lat.push(due.elapsed());
+                    }
+                    Ok((lat, failed, first_failure))
+                },
+            )
+        })
+        .collect();
+    let mut all = Vec::with_capacity(total);
+    let (mut failed, mut first_failure) = (0, None);
+    for t in threads {
+        let (lat, f, first) = t.join().expect("open-loop sender")?;
+        all.extend(lat);
+        failed += f;
+        first_failure = first_failure.or(first);
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Ok(OpenLoop {
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        failed,
+        first_failure,
+    })
+}
+
+/// Provisioning over HTTP at a fixed `rate` (see [`open_loop`]): each
+/// sender provisions onto an app of its own through `POST
+/// /api/apps/:app/addons`.
+pub fn provisioning_open_loop(
+    server: &Server,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<OpenLoop> {
+    let auth = server.auth();
+    let run = format!("o{:x}", rand_u64());
+    let mut senders = Vec::new();
+    for c in 0..OPEN_LOOP_SENDERS {
+        let mut conn = Conn::connect(&server.addr)?;
+        let app = format!("{run}-{c}");
+        let (status, text) = conn.request(
+            "POST",
+            "/api/apps",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            format!(r#"{{"name": "{app}"}}"#).as_bytes(),
+        )?;
+        if status != 201 {
+            bail!(
+                "creating an app: {status} {}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+        let auth = auth.clone();
+        senders.push(move |k: usize| -> anyhow::Result<Option<String>> {
+            let body = format!(r#"{{"plan": "kv:mini", "as": "K{k}"}}"#);
+            let (status, text) = conn.request(
+                "POST",
+                &format!("/api/apps/{app}/addons"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body.as_bytes(),
+            )?;
+            Ok((status != 201).then(|| format!("{status} {}", String::from_utf8_lossy(&text))))
+        });
+    }
+    open_loop(rate, duration, senders)
+}
+
+/// The baseline of [`provisioning_open_loop`]: the bare SQLite transactions
+/// of [`sqlite_baseline`] at the same fixed rate, a connection per sender.
+pub fn sqlite_open_loop(dir: &Path, rate: f64, duration: Duration) -> anyhow::Result<OpenLoop> {
+    let open = sqlite_apps(dir, OPEN_LOOP_SENDERS)?;
+    let mut senders = Vec::new();
+    for c in 0..OPEN_LOOP_SENDERS {
+        let mut conn = open()?;
+        let app: i64 = conn.query_row(
+            "SELECT id FROM apps WHERE name = ?1",
+            [format!("base-{c}")],
+            |r| r.get(0),
+        )?;
+        senders.push(move |k: usize| -> anyhow::Result<Option<String>> {
+            baseline_provision(&mut conn, app, &format!("{k}-{:x}", rand_u64()), k)?;
+            Ok(None)
+        });
+    }
+    open_loop(rate, duration, senders)
+}
