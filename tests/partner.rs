@@ -999,3 +999,88 @@ fn platform_api_tokens_reach_only_their_own_addon() {
     assert_eq!(info.json()["addon_service"]["name"], "pyprov");
     assert_eq!(info.json()["state"], "provisioned");
 }
+
+#[test]
+fn a_partner_flooding_the_platform_api_is_held_to_its_rate() {
+    // A partner with a good token could make the host write a release and
+    // an audit entry per request, as fast as it sends them. Its bucket here:
+    // 5 requests an hour (the token exchange is one of them).
+    let py = PyProvider::start();
+    let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
+    let server = Server::start_with(
+        b.command(&["serve", "--port", "0", "--platform-api-rate", "5"]),
+        &b,
+    );
+    let b_url = format!("http://{}", server.addr);
+    b.ok(&["apps:create", "shop"]);
+    b.ok(&[
+        "addons:create",
+        "pyprov:basic",
+        "-a",
+        "shop",
+        "--url",
+        &b_url,
+    ]);
+    let sent = py.requests();
+    let code = sent[0]["body"]["oauth_grant"]["code"].as_str().unwrap();
+    let uuid = sent[0]["body"]["uuid"].as_str().unwrap();
+    let r = http::request(
+        &server.addr,
+        "POST",
+        "/platform/oauth/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let bearer = format!("Bearer {}", r.json()["access_token"].as_str().unwrap());
+    let releases_before = b.release_versions("shop").len();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = http::request(
+            &server.addr,
+            "PATCH",
+            &format!("/platform/addons/{uuid}/config"),
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            json!({"config": [{"name": "PYPROV_URL", "value": format!("http://u:p@pyprov.example/{i}")}]})
+                .to_string()
+                .as_bytes(),
+        );
+        if r.status == 429 {
+            assert_eq!(r.json()["id"], "rate_limit", "{}", r.text());
+            assert!(
+                r.json()["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("5 requests an hour"),
+                "{}",
+                r.text()
+            );
+            assert_eq!(r.header("retry-after"), Some("720"));
+        }
+        statuses.push(r.status);
+    }
+    // The test provider spent some of the five itself while provisioning.
+    let ok = statuses.iter().take_while(|s| **s == 200).count();
+    assert!((1..=4).contains(&ok), "{statuses:?}");
+    assert!(statuses[ok..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Only the requests within the rate wrote anything.
+    assert_eq!(b.release_versions("shop").len(), releases_before + ok);
+    assert_eq!(
+        b.config("shop")["PYPROV_URL"],
+        format!("http://u:p@pyprov.example/{}", ok - 1)
+    );
+    // Once over, the partner's reads wait too; the user's own commands are
+    // not metered.
+    let r = http::request(
+        &server.addr,
+        "GET",
+        &format!("/platform/addons/{uuid}"),
+        &[("authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 429);
+    b.ok(&["config:set", "OWN=1", "-a", "shop"]);
+}

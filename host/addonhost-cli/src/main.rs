@@ -37,7 +37,7 @@ fn main() {
                 Some(Kind::Conflict) => 4,
                 Some(Kind::Invalid | Kind::Unauthorized) => 2,
                 Some(Kind::Addon) => 5,
-                Some(Kind::Busy | Kind::Unavailable) => 6,
+                Some(Kind::Busy | Kind::Unavailable | Kind::RateLimited) => 6,
                 None => 1,
             }
         }

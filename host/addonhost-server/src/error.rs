@@ -14,8 +14,8 @@ use addonhost::platform::error::{kind_of, Kind};
 /// Largest request body the server reads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// The status for a platform error: 404, 409, 400, 422 (the add-on failed),
-/// 503 (busy: retry), else 500.
+/// The status for a platform error: 404, 409, 400, 401, 422 (the add-on
+/// failed), 503 (busy: retry), 429 (over a rate), else 500.
 pub fn status_of(e: &anyhow::Error) -> StatusCode {
     match kind_of(e) {
         Some(Kind::NotFound) => StatusCode::NOT_FOUND,
@@ -24,6 +24,7 @@ pub fn status_of(e: &anyhow::Error) -> StatusCode {
         Some(Kind::Unauthorized) => StatusCode::UNAUTHORIZED,
         Some(Kind::Addon) => StatusCode::UNPROCESSABLE_ENTITY,
         Some(Kind::Busy | Kind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(Kind::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
         None => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -56,9 +56,19 @@ fn error(status: StatusCode, id: &str, message: &str) -> Response {
     r
 }
 
-fn failure(e: anyhow::Error) -> Response {
+fn failure(s: &Server, e: anyhow::Error) -> Response {
     let status = status_of(&e);
     let id = match status {
+        StatusCode::TOO_MANY_REQUESTS => {
+            let mut r = error(status, "rate_limit", &format!("{e:#}"));
+            // Long enough for the bucket to hold a request again.
+            let per_hour = s.host.options().platform_api_rate.max(1);
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(3600u32.div_ceil(per_hour)),
+            );
+            return r;
+        }
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::CONFLICT => "conflict",
@@ -119,7 +129,7 @@ async fn token(State(s): State<Arc<Server>>, req: Request) -> Response {
     };
     match s.host.oauth_token(&params) {
         Ok(answer) => Json(answer).into_response(),
-        Err(e) => failure(e.into()),
+        Err(e) => failure(&s, e.into()),
     }
 }
 
@@ -133,7 +143,7 @@ async fn addon(
     };
     match s.host.platform_addon(&token, &addon) {
         Ok(a) => Json(a).into_response(),
-        Err(e) => failure(e.into()),
+        Err(e) => failure(&s, e.into()),
     }
 }
 
@@ -148,7 +158,7 @@ async fn config(State(s): State<Arc<Server>>, Path(addon): Path<String>, req: Re
     };
     // The token first: nobody else's body is read.
     if let Err(e) = s.host.platform_addon(&token, &addon) {
-        return failure(e.into());
+        return failure(&s, e.into());
     }
     let body = match read(req.into_body()).await {
         Ok(b) => b,
@@ -170,7 +180,7 @@ async fn config(State(s): State<Arc<Server>>, Path(addon): Path<String>, req: Re
         .await
     {
         Ok(config) => Json(config).into_response(),
-        Err(e) => failure(e.into()),
+        Err(e) => failure(&s, e.into()),
     }
 }
 
@@ -184,6 +194,6 @@ async fn provisioned(
     };
     match s.host.platform_provisioned(&token, &addon).await {
         Ok(a) => Json(a).into_response(),
-        Err(e) => failure(e.into()),
+        Err(e) => failure(&s, e.into()),
     }
 }

@@ -34,6 +34,11 @@ pub struct Serve {
     /// callback_url names, else https://api.heroku.com].
     #[arg(long, env = "ADDONHOST_PLATFORM_API")]
     pub platform_api: Option<String>,
+    /// Platform API requests an hour each add-on's partner may make (a
+    /// bucket that size, refilled continuously, per server; 0: no limit).
+    /// Past it the Platform API answers 429 with Retry-After.
+    #[arg(long, env = "ADDONHOST_PLATFORM_API_RATE", default_value_t = 4500)]
+    pub platform_api_rate: u32,
     /// Where the Open Service Broker API answers (`addonhost osb:credentials`
     /// prints its credentials).
     #[arg(long, env = "ADDONHOST_OSB_PATH", default_value = "/osb")]
@@ -106,6 +111,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         opts.public_url = format!("http://{addr}");
     }
     opts.platform_api = s.platform_api.clone();
+    opts.platform_api_rate = s.platform_api_rate;
     let host = Arc::new(Host::open(opts)?);
     for (id, e) in host.load_all() {
         tracing::error!(addon = %id, "not loaded: {e}");

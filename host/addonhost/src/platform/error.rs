@@ -21,6 +21,9 @@ pub enum Kind {
     /// The store cannot take writes now (its disk is full, or a sync failed
     /// and it acknowledges nothing until a restart): nothing was done.
     Unavailable,
+    /// The caller made more requests than its rate allows (a partner on the
+    /// Platform API): nothing was done; retry later.
+    RateLimited,
 }
 
 /// A user-facing error: what happened, to what, and what to do next.
@@ -66,6 +69,14 @@ pub fn unavailable(message: impl Into<String>) -> anyhow::Error {
 pub fn unauthorized(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Unauthorized,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn rate_limited(message: impl Into<String>) -> anyhow::Error {
+    UserError {
+        kind: Kind::RateLimited,
         message: message.into(),
     }
     .into()
@@ -135,6 +146,9 @@ pub enum Error {
     /// The store cannot take writes now: nothing was done.
     #[error("{0}")]
     Unavailable(String),
+    /// Over the caller's rate: nothing was done; retry later.
+    #[error("{0}")]
+    RateLimited(String),
     /// Anything else: not the caller's doing.
     #[error(transparent)]
     Internal(anyhow::Error),
@@ -154,6 +168,7 @@ impl Error {
             Error::Busy(_) => Kind::Busy,
             Error::Unauthorized(_) => Kind::Unauthorized,
             Error::Unavailable(_) => Kind::Unavailable,
+            Error::RateLimited(_) => Kind::RateLimited,
             Error::Internal(_) => return None,
         })
     }
@@ -175,6 +190,7 @@ impl From<anyhow::Error> for Error {
             Kind::Busy => Error::Busy(message),
             Kind::Unauthorized => Error::Unauthorized(message),
             Kind::Unavailable => Error::Unavailable(message),
+            Kind::RateLimited => Error::RateLimited(message),
         }
     }
 }

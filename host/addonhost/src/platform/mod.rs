@@ -22,6 +22,7 @@ pub mod platform_api;
 mod plugins;
 mod provider;
 mod provision;
+mod rate;
 mod reads;
 mod remote;
 pub mod remote_http;
@@ -68,6 +69,8 @@ pub struct Host {
     remote_http: remote_http::Client,
     /// The key of the Platform API's grants and tokens, once read.
     grants: std::sync::OnceLock<oauth::Grants>,
+    /// Each partner's Platform API requests, metered (in this process).
+    platform_api_rate: rate::RateLimit,
 }
 
 impl Host {
@@ -92,6 +95,7 @@ impl Host {
             store,
             runtime,
             catalog: RwLock::new(Arc::new(catalog)),
+            platform_api_rate: rate::RateLimit::new(opts.platform_api_rate),
             opts,
             trusted: Mutex::new(Default::default()),
             rotating: Mutex::new(Default::default()),

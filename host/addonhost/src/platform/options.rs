@@ -42,6 +42,10 @@ pub struct HostOptions {
     /// config updates and async completions go. `None`: the one each
     /// provisioning's `callback_url` names.
     pub platform_api: Option<String>,
+    /// Platform API requests an hour each add-on's partner may make (a
+    /// bucket that size, refilled continuously; Heroku's own limit is 4,500
+    /// an hour); 0 turns the limit off.
+    pub platform_api_rate: u32,
 }
 
 impl HostOptions {
@@ -56,6 +60,7 @@ impl HostOptions {
             database: None,
             allow_plugin_mismatch: false,
             platform_api: None,
+            platform_api_rate: 4500,
         }
     }
 }

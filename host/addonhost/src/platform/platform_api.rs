@@ -82,6 +82,7 @@ impl Host {
                 }
             ))
         })?;
+        self.charge_platform_api(&claims.service)?;
         let m = self.service(&claims.service)?.manifest.clone();
         if !crate::sso::ct_eq(
             get("client_secret").as_bytes(),
@@ -112,6 +113,19 @@ impl Host {
         }))
     }
 
+    /// One request of `service`'s partner against its Platform API rate
+    /// (checked once its token is known good, so nobody else can spend it).
+    fn charge_platform_api(&self, service: &str) -> anyhow::Result<()> {
+        self.platform_api_rate.take(service).map_err(|wait| {
+            error::rate_limited(format!(
+                "add-on {service} is over its Platform API rate of {} requests an hour; \
+                 retry in {} s",
+                self.platform_api_rate.per_hour(),
+                wait.as_secs().max(1)
+            ))
+        })
+    }
+
     /// The add-on a bearer token may act on, named in the path by uuid (or
     /// name): only the one resource its grant was made for.
     fn authorized_resource(
@@ -123,6 +137,7 @@ impl Host {
             .grants()?
             .open(Kind::Access, bearer, unix_now())
             .map_err(|why| error::unauthorized(format!("the access token is {why}")))?;
+        self.charge_platform_api(&claims.service)?;
         let r = self.store.read(|tx| match tx.resource_by_uuid(addon)? {
             Some(r) => Ok(Some(r)),
             None => tx.resource_by_name(addon),

@@ -147,9 +147,8 @@ impl From<anyhow::Error> for OsbError {
             Some(Kind::Addon) => OsbError::Unprocessable(message),
             // Unauthorized is the Platform API's (a provider's token), never
             // a broker call's.
-            Some(Kind::Busy | Kind::Unavailable | Kind::Unauthorized) | None => {
-                OsbError::Platform(e)
-            }
+            Some(Kind::Busy | Kind::Unavailable | Kind::Unauthorized | Kind::RateLimited)
+            | None => OsbError::Platform(e),
         }
     }
 }
