@@ -854,6 +854,31 @@ fn a_misbehaving_provider_fails_each_call_clearly_and_writes_nothing() {
     }
 }
 
+/// `POST /platform/oauth/token` with a form body.
+fn platform_token(server: &Server, form: &str) -> http::Response {
+    http::request(
+        &server.addr,
+        "POST",
+        "/platform/oauth/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+}
+
+/// `PATCH /platform/addons/:uuid/config` with `bearer` (`Bearer …`, or empty).
+fn platform_patch(server: &Server, uuid: &str, bearer: &str, body: Value) -> http::Response {
+    http::request(
+        &server.addr,
+        "PATCH",
+        &format!("/platform/addons/{uuid}/config"),
+        &[
+            ("authorization", bearer),
+            ("content-type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
 #[test]
 fn platform_api_tokens_reach_only_their_own_addon() {
     let py = PyProvider::start();
@@ -881,15 +906,7 @@ fn platform_api_tokens_reach_only_their_own_addon() {
     ]);
     let sent = py.requests();
     let (first, second) = (&sent[0]["body"], &sent[1]["body"]);
-    let token_with = |form: &str| {
-        http::request(
-            &server.addr,
-            "POST",
-            "/platform/oauth/token",
-            &[("content-type", "application/x-www-form-urlencoded")],
-            form.as_bytes(),
-        )
-    };
+    let token_with = |form: &str| platform_token(&server, form);
     let code = first["oauth_grant"]["code"].as_str().unwrap();
     let r = token_with(&format!(
         "grant_type=authorization_code&code={code}&client_secret=wrong"
@@ -919,18 +936,7 @@ fn platform_api_tokens_reach_only_their_own_addon() {
     assert_eq!(r.status, 200, "{}", r.text());
     let token = r.json()["access_token"].as_str().unwrap().to_string();
     let bearer = format!("Bearer {token}");
-    let patch = |uuid: &str, bearer: &str, body: Value| {
-        http::request(
-            &server.addr,
-            "PATCH",
-            &format!("/platform/addons/{uuid}/config"),
-            &[
-                ("authorization", bearer),
-                ("content-type", "application/json"),
-            ],
-            body.to_string().as_bytes(),
-        )
-    };
+    let patch = |uuid: &str, bearer: &str, body: Value| platform_patch(&server, uuid, bearer, body);
     let first_uuid = first["uuid"].as_str().unwrap();
     let second_uuid = second["uuid"].as_str().unwrap();
     let before = snapshot(&b, "shop");
@@ -1024,29 +1030,21 @@ fn a_partner_flooding_the_platform_api_is_held_to_its_rate() {
     let sent = py.requests();
     let code = sent[0]["body"]["oauth_grant"]["code"].as_str().unwrap();
     let uuid = sent[0]["body"]["uuid"].as_str().unwrap();
-    let r = http::request(
-        &server.addr,
-        "POST",
-        "/platform/oauth/token",
-        &[("content-type", "application/x-www-form-urlencoded")],
-        format!("grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}").as_bytes(),
+    let r = platform_token(
+        &server,
+        &format!("grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}"),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let bearer = format!("Bearer {}", r.json()["access_token"].as_str().unwrap());
     let releases_before = b.release_versions("shop").len();
     let mut statuses = Vec::new();
     for i in 0..20 {
-        let r = http::request(
-            &server.addr,
-            "PATCH",
-            &format!("/platform/addons/{uuid}/config"),
-            &[
-                ("authorization", &bearer),
-                ("content-type", "application/json"),
-            ],
-            json!({"config": [{"name": "PYPROV_URL", "value": format!("http://u:p@pyprov.example/{i}")}]})
-                .to_string()
-                .as_bytes(),
+        let value = format!("http://u:p@pyprov.example/{i}");
+        let r = platform_patch(
+            &server,
+            uuid,
+            &bearer,
+            json!({"config": [{"name": "PYPROV_URL", "value": value}]}),
         );
         if r.status == 429 {
             assert_eq!(r.json()["id"], "rate_limit", "{}", r.text());
