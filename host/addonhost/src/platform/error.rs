@@ -27,10 +27,14 @@ pub enum Kind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct UserError {
+    /// What kind of failure it is, for the exit code or HTTP status.
     pub kind: Kind,
+    /// The message for the user: what happened, to what, and what to do next.
     pub message: String,
 }
 
+/// A [`Kind::NotFound`] error: an app, add-on, service or plan that does not
+/// exist.
 pub fn not_found(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::NotFound,
@@ -39,6 +43,8 @@ pub fn not_found(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Conflict`] error: a name already taken, a var owned by someone
+/// else.
 pub fn conflict(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Conflict,
@@ -47,6 +53,7 @@ pub fn conflict(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Invalid`] error: malformed input.
 pub fn invalid(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Invalid,
@@ -55,6 +62,8 @@ pub fn invalid(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Unavailable`] error: the store cannot take writes now; nothing was
+/// done.
 pub fn unavailable(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Unavailable,
@@ -63,6 +72,7 @@ pub fn unavailable(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Unauthorized`] error: missing or wrong credentials.
 pub fn unauthorized(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Unauthorized,
@@ -71,6 +81,7 @@ pub fn unauthorized(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Addon`] error: the add-on failed or answered something invalid.
 pub fn addon(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Addon,

@@ -122,6 +122,7 @@ impl Host {
             .clone())
     }
 
+    /// The options this host was opened with.
     pub fn options(&self) -> &HostOptions {
         &self.opts
     }
@@ -134,6 +135,8 @@ impl Host {
             .clone()
     }
 
+    /// The wasmtime runtime running this host's plugins (engine, artifact
+    /// cache, call slots).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }
