@@ -22,6 +22,8 @@ pub fn mask(value: &str) -> String {
     format!("{head}****")
 }
 
+/// A Unix time for people, in UTC: `2026-11-30 03:09:49` (the number itself if
+/// it is out of range).
 pub fn when(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()

@@ -10,6 +10,8 @@
 //! `outbound`, `reserved`, `sso` and `display` are leaves. Nothing here knows HTTP
 //! servers, command lines or file watchers.
 
+#![warn(missing_docs)]
+
 pub mod display;
 pub mod manifest;
 pub mod metrics;

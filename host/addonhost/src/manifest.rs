@@ -32,7 +32,10 @@ pub const DEFAULT_CONCURRENCY: u64 = 64;
 pub struct Manifest {
     /// Service slug (`kv`), `^[a-z][a-z0-9-]{1,49}$`.
     pub id: String,
+    /// The human-readable service name (`Key-Value Store`), shown in the
+    /// catalog and dashboard.
     pub name: String,
+    /// Heroku's `api` section: config vars, secrets, regions, requirements.
     pub api: Api,
     /// At least one; exactly one is the default.
     pub plans: Vec<Plan>,
@@ -42,7 +45,11 @@ pub struct Manifest {
     /// Where a remote add-on is reached (`api.production` and no
     /// `component`); `None` for a plugin.
     pub remote: Option<Remote>,
+    /// What one call of the add-on may use (addonhost's `limits` key, defaults
+    /// when absent).
     pub limits: Limits,
+    /// Whether and how often the server rotates credentials on its own
+    /// (addonhost's `rotation` key).
     pub rotation: Rotation,
     /// Where the add-on's own HTTP requests may go (nowhere by default).
     pub outbound: Outbound,
@@ -50,18 +57,31 @@ pub struct Manifest {
     pub dir: PathBuf,
 }
 
+/// The manifest's `api` object (Heroku's format).
 #[derive(Debug, Clone, Serialize)]
 pub struct Api {
     /// Prefix of every config var (`KV`); the default attachment name.
     pub config_vars_prefix: String,
     /// Every var the add-on may ever set, each starting with `PREFIX_`.
     pub config_vars: Vec<String>,
+    /// The Partner API secret (`api.password`, at least 32 characters): the
+    /// Basic auth password of every Partner API call between the platform
+    /// and the add-on's provider. Never serialized.
     #[serde(skip)]
     pub password: String,
+    /// The shared SSO secret (`api.sso_salt`, at least 32 characters) the SSO
+    /// tokens are hashed with. Never serialized.
     #[serde(skip)]
     pub sso_salt: String,
+    /// Where the add-on is offered (`api.regions`); always contains `us` or
+    /// `*`.
     pub regions: Vec<String>,
+    /// Platform features the add-on asks for (`api.requires`): `attachable`,
+    /// `many_per_app` (several resources on one app, the second under a
+    /// generated name).
     pub requires: Vec<String>,
+    /// `api.version` as written (Heroku's `"3"`), `None` when absent; not
+    /// interpreted by the host.
     pub version: Option<String>,
     /// The secret a provider presents at the platform's `/oauth/token`
     /// (`api.client_secret`; the `password` when absent).
@@ -97,17 +117,27 @@ pub fn urlencode_segment(s: &str) -> String {
         .replace('+', "%20")
 }
 
+/// One plan the add-on offers (addonhost's `plans` key).
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// The plan's slug (`mini`), unique in the manifest; what `addons:create
+    /// svc:plan` names.
     pub id: String,
+    /// Its human-readable name.
     pub name: String,
+    /// Whether it is the plan given when none is asked for; exactly one plan of
+    /// a manifest is.
     pub default: bool,
 }
 
 /// Per-call limits a plugin runs under.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Limits {
+    /// Memory cap of one call in MiB, all its memories together (1–4096;
+    /// default [`DEFAULT_MEMORY_MB`]).
     pub memory_mb: u64,
+    /// Wall-clock deadline of one call in milliseconds (1–600000; default
+    /// [`DEFAULT_TIMEOUT_MS`], or [`REMOTE_TIMEOUT_MS`] for a remote provider).
     pub timeout_ms: u64,
     /// Calls of the add-on that may run at once; more are refused as busy.
     pub concurrency: u64,
@@ -145,8 +175,11 @@ pub struct Outbound {
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {field}: {rule}")]
 pub struct ManifestError {
+    /// The manifest file that failed.
     pub path: PathBuf,
+    /// The field at fault, as a JSON path (`api.config_vars[2]`).
     pub field: String,
+    /// The rule it broke, phrased to follow the field (`must be an array`).
     pub rule: String,
 }
 
@@ -159,6 +192,7 @@ impl Manifest {
             .unwrap_or(&self.plans[0])
     }
 
+    /// The plan with id `id`, `None` if the add-on does not offer it.
     pub fn plan(&self, id: &str) -> Option<&Plan> {
         self.plans.iter().find(|p| p.id == id)
     }

@@ -33,43 +33,71 @@ pub fn outcome_of<T>(r: &Result<T, CallError>) -> &'static str {
     }
 }
 
+/// Labels of `addonhost_plugin_calls_total`: which add-on, which export, how
+/// the call ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
+    /// The add-on id (from the catalog, so bounded by the operator's plugin
+    /// folders).
     pub addon: String,
+    /// The export called (`provision`, `rotate`, `sso-verify`, …), from the
+    /// runtime's fixed list.
     pub call: &'static str,
+    /// How it ended, as [`outcome_of`] names it: `ok`, `addon_error`,
+    /// `timeout`, `memory`, `trap` or `rejected`.
     pub outcome: &'static str,
 }
 
+/// Labels of the plugin call duration histogram: add-on and export, without the
+/// outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AddonCall {
+    /// The add-on id.
     pub addon: String,
+    /// The export called.
     pub call: &'static str,
 }
 
+/// The single `addon` label of the per-add-on gauges and counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AddonLabel {
+    /// The add-on id.
     pub addon: String,
 }
 
+/// Labels of the per-add-on outcome counters (provisionings, scheduled
+/// rotations, outbound requests).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AddonOutcome {
+    /// The add-on id.
     pub addon: String,
+    /// The outcome, from the fixed list of the counter it labels (see its field
+    /// on [`Metrics`]).
     pub outcome: &'static str,
 }
 
+/// Labels of `addonhost_http_requests_total`, set by the server for every
+/// request it answers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
+    /// The route class (`api`, `dashboard`, `consumption`, `addon_origin`,
+    /// `osb`, …), never the raw path.
     pub route: &'static str,
+    /// The HTTP status answered.
     pub status: u16,
 }
 
+/// The `route` label of the HTTP request duration histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
+    /// The route class, as in [`HttpLabels::route`].
     pub route: &'static str,
 }
 
+/// The `outcome` label of the plugin reload counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
+    /// `loaded`, `failed` or `removed`.
     pub outcome: &'static str,
 }
 
@@ -82,23 +110,58 @@ fn seconds_histogram() -> Histogram {
 /// process, as in tests, keep theirs apart).
 pub struct Metrics {
     registry: Registry,
+    /// Plugin calls by add-on, export and outcome
+    /// (`addonhost_plugin_calls_total`), counted by the runtime after every
+    /// call.
     pub plugin_calls: Family<CallLabels, Counter>,
+    /// How long each plugin call took, instantiation included
+    /// (`addonhost_plugin_call_duration_seconds`).
     pub plugin_call_seconds: Family<AddonCall, Histogram>,
+    /// Calls of each add-on running now (instance slots in use); read from the
+    /// runtime when the metrics are encoded by [`crate::Host::metrics_text`].
     pub plugin_calls_in_flight: Family<AddonLabel, Gauge>,
+    /// How many calls each add-on may run at once (its manifest's
+    /// `limits.concurrency`); set at encoding time.
     pub plugin_concurrency_limit: Family<AddonLabel, Gauge>,
+    /// Keys each add-on keeps in its KV, read from the store at encoding time.
     pub kv_keys: Family<AddonLabel, Gauge>,
+    /// Bytes (keys plus values) each add-on keeps in its KV, read from the
+    /// store at encoding time.
     pub kv_bytes: Family<AddonLabel, Gauge>,
+    /// Writes of an add-on the ownership rules refused: config vars it does not
+    /// own, resources not its own.
     pub config_updates_refused: Family<AddonLabel, Counter>,
+    /// Provisionings by add-on and outcome: `provisioned`, `pending` or
+    /// `failed`.
     pub provisionings: Family<AddonOutcome, Counter>,
+    /// Scheduled credential rotations by add-on and outcome: `due`, `ok` or
+    /// `failed`.
     pub scheduled_rotations: Family<AddonOutcome, Counter>,
+    /// Outbound HTTP requests of add-ons by outcome: `answered`, `refused`,
+    /// `timeout`, `too_large`, `failed`, `over_budget`; a body cut off after
+    /// its answer counts again as `body_timeout` or `body_too_large`.
     pub outbound_requests: Family<AddonOutcome, Counter>,
+    /// Releases made by this process (on any app), counted by the store backend
+    /// as it writes them.
     pub releases: Counter,
+    /// HTTP requests by route class and status; counted by the server, not the
+    /// library.
     pub http_requests: Family<HttpLabels, Counter>,
+    /// How long HTTP requests took to answer, by route class; observed by the
+    /// server.
     pub http_request_seconds: Family<RouteLabel, Histogram>,
+    /// Commit latency of successful [`crate::store::Store::write`]s and
+    /// `write_blocking`s: submitted to durable.
     pub store_write_seconds: Histogram,
+    /// Batches the SQLite engine has committed since it opened (0 on
+    /// PostgreSQL); read at encoding time.
     pub store_batches: Gauge,
+    /// Writes the SQLite engine has committed since it opened; divided by
+    /// [`Metrics::store_batches`] it gives writes per batch.
     pub store_writes: Gauge,
+    /// Size of the SQLite write-ahead log in bytes, read at encoding time.
     pub store_wal_bytes: Gauge,
+    /// Plugin versions reloaded, by outcome (`loaded`, `failed`, `removed`).
     pub reloads: Family<OutcomeLabel, Counter>,
     /// The last five minutes of each add-on's calls.
     window: Mutex<HashMap<String, Window>>,
@@ -111,6 +174,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A fresh set of metrics, every one registered under the `addonhost_`
+    /// prefix and at zero.
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("addonhost");
         let plugin_calls = Family::<CallLabels, Counter>::default();
@@ -310,7 +375,10 @@ impl Metrics {
 /// An add-on's calls over the last five minutes.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Recent {
+    /// Calls that ended in the window, whatever their outcome.
     pub calls: u64,
+    /// Of those, the calls that did not end `ok` (add-on errors, traps,
+    /// timeouts, limits, rejections).
     pub errors: u64,
     /// The 99th percentile of the calls' durations, in milliseconds (the
     /// upper bound of its bucket; `None` without calls).

@@ -25,11 +25,15 @@ pub const MAX_PATTERNS: usize = 100;
 /// `http` or `https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
+    /// Plain `http://`, port 80 by default.
     Http,
+    /// `https://`, port 443 by default.
     Https,
 }
 
 impl Scheme {
+    /// The scheme named `s` (any case), `None` for anything but `http` and
+    /// `https`.
     pub fn parse(s: &str) -> Option<Scheme> {
         match s.to_ascii_lowercase().as_str() {
             "http" => Some(Scheme::Http),
@@ -38,6 +42,7 @@ impl Scheme {
         }
     }
 
+    /// The port a URL of this scheme means when it names none.
     pub fn default_port(self) -> u16 {
         match self {
             Scheme::Http => 80,
@@ -45,6 +50,7 @@ impl Scheme {
         }
     }
 
+    /// The scheme as a URL writes it, lowercase.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
@@ -68,23 +74,33 @@ pub enum HostPattern {
 /// One entry of an allow-list: scheme, host and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AllowedHost {
+    /// The scheme a request must use.
     pub scheme: Scheme,
+    /// The host or hosts it may reach.
     pub host: HostPattern,
+    /// The one port allowed (the scheme's default when the pattern names none).
     pub port: u16,
 }
 
 /// Where a request goes, as the host reads its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The request's scheme.
     pub scheme: Scheme,
     /// A lowercase name without a trailing dot, or an address.
     pub host: TargetHost,
+    /// The port it goes to (the scheme's default when the URL names none).
     pub port: u16,
 }
 
+/// The host a request names: a DNS name, to be resolved and checked, or an
+/// address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetHost {
+    /// A DNS name, lowercase, without a trailing dot.
     Name(String),
+    /// An address written in the URL (IPv4-mapped IPv6 already made IPv4 by
+    /// [`canonical`]).
     Ip(IpAddr),
 }
 
@@ -249,6 +265,7 @@ impl AllowList {
         Ok(AllowList(list))
     }
 
+    /// Whether the list allows nothing.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

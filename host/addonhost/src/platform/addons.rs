@@ -18,6 +18,8 @@ use crate::store::{Attachment, Resource, ResourceState, Tx};
 /// `addons:create`.
 #[derive(Debug, Clone, Default)]
 pub struct CreateAddon {
+    /// The app the resource is created on; it owns (is billed for) the resource
+    /// and gets the first attachment.
     pub app: String,
     /// `service` or `service:plan`.
     pub spec: String,
@@ -32,19 +34,30 @@ pub struct CreateAddon {
 /// An add-on as listings show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AddonView {
+    /// The resource's globally unique name (`kv-…`).
     pub name: String,
+    /// The add-on id it is an instance of.
     pub service: String,
+    /// The plan id it is on.
     pub plan: String,
+    /// Where it is in its lifecycle.
     pub state: ResourceState,
     /// The app that owns (bills) the resource.
     pub app: String,
+    /// Where it is attached, as `app::NAME`.
     pub attachments: Vec<String>,
+    /// The platform's id (the provisioning's idempotency key).
     pub uuid: String,
+    /// The add-on's own id for it (what its provision returned); `None` until
+    /// it answered.
     pub addon_id: Option<String>,
+    /// The add-on's last message for the user, or why provisioning failed.
     pub message: Option<String>,
     /// The vars its attachments own, by app name.
     pub config_vars: Vec<String>,
+    /// When it was created (Unix seconds).
     pub created_at: i64,
+    /// Its credential rotation state.
     pub rotation: RotationView,
 }
 
@@ -62,15 +75,18 @@ pub struct RotationView {
     pub next_at: Option<i64>,
     /// The last scheduled rotation's failure, until one succeeds.
     pub error: Option<String>,
+    /// Scheduled rotations failed in a row since the last success.
     pub failures: i64,
 }
 
 /// The outcome of `addons:create`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AddonCreated {
+    /// The add-on as it is now.
     pub addon: AddonView,
     /// (app var name, value) set on the app.
     pub config: Vec<(String, String)>,
+    /// The add-on's message for the user, if it gave one.
     pub message: Option<String>,
     /// The resource already existed for this uuid; nothing changed.
     pub existing: bool,
@@ -79,9 +95,13 @@ pub struct AddonCreated {
 /// The outcome of a plan change, rotation or deprovision.
 #[derive(Debug, Clone, Serialize)]
 pub struct AddonChanged {
+    /// The add-on after the change (for a deprovision, as it was last).
     pub addon: AddonView,
     /// App var names whose value changed, appeared or went away.
     pub changed: Vec<String>,
+    /// The version of the release the change made (one is made on every app the
+    /// resource is attached to; this is the last one's); `None` when it had no
+    /// attachment.
     pub release: Option<i64>,
 }
 
@@ -203,6 +223,8 @@ impl Host {
         }
     }
 
+    /// `addons:info`: the add-on named by resource name or uuid, or by
+    /// attachment name on `app`.
     pub fn addon_info(&self, addon: &str, app: Option<&str>) -> crate::Result<AddonView> {
         self.store
             .read(|tx| {

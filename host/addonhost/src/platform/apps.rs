@@ -12,10 +12,14 @@ pub const REGIONS: &[&str] = &["us", "eu"];
 /// `apps:info`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppInfo {
+    /// The app itself (its fields flattened into the JSON).
     #[serde(flatten)]
     pub app: App,
+    /// The add-ons it owns or has attached.
     pub addons: Vec<AddonView>,
+    /// How many config vars it has, user-set and add-on-owned.
     pub config_vars: usize,
+    /// Its current release version (0 before the first).
     pub release: i64,
 }
 
@@ -62,6 +66,7 @@ impl Host {
             .map_err(Into::into)
     }
 
+    /// Every app, by name (`apps`).
     pub fn apps(&self) -> crate::Result<Vec<App>> {
         self.store
             .read(|tx| tx.list_apps())
@@ -69,6 +74,8 @@ impl Host {
             .map_err(Into::into)
     }
 
+    /// `apps:info`: the app with its add-ons, its number of vars and its
+    /// current release.
     pub fn app_info(&self, name: &str) -> crate::Result<AppInfo> {
         let (app, config_vars, release) = self.store.read(|tx| {
             let app = super::app_named(tx, name)?;

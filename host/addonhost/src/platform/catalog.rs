@@ -22,6 +22,7 @@ use crate::runtime::{Origin, Plugin, Runtime};
 
 /// One service in the catalog.
 pub struct Service {
+    /// Its validated manifest; the folder it came from is `manifest.dir`.
     pub manifest: Arc<Manifest>,
     plugin: OnceLock<Result<Arc<Plugin>, String>>,
     /// Hash of the manifest file and component as loaded (reload compares it).
@@ -35,20 +36,27 @@ pub struct Service {
 /// A plugin folder that could not be listed, with the reason.
 #[derive(Debug, Clone, Serialize)]
 pub struct Broken {
+    /// The plugin folder.
     pub dir: PathBuf,
+    /// What is wrong with it (an invalid manifest, a folder named unlike its
+    /// id, an id claimed twice…).
     pub error: String,
 }
 
 /// The services of every plugin folder.
 pub struct Catalog {
     services: BTreeMap<String, Arc<Service>>,
+    /// The folders that could not become services, with why; listed by
+    /// `addonhost plugins`.
     pub broken: Vec<Broken>,
 }
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ReloadReport {
+    /// Ids of the services loaded anew: new ones and changed ones.
     pub loaded: Vec<String>,
+    /// Ids of the services whose folder went away; they are no longer served.
     pub removed: Vec<String>,
     /// (service or folder, error): the previous version, if any, keeps serving.
     pub failed: Vec<(String, String)>,
@@ -59,6 +67,7 @@ pub struct ReloadReport {
 }
 
 impl ReloadReport {
+    /// Whether the reload loaded, removed and failed nothing.
     pub fn is_empty(&self) -> bool {
         self.loaded.is_empty() && self.removed.is_empty() && self.failed.is_empty()
     }
@@ -90,8 +99,11 @@ pub fn plugin_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
+    /// A Rust crate on `plugins/sdk`, built for `wasm32-wasip2`.
     Rust,
+    /// Python on `plugins/sdk-python`, made a component by componentize-py.
     Python,
+    /// JavaScript on `plugins/sdk-js`, made a component by componentize-js.
     Js,
 }
 
@@ -379,10 +391,12 @@ impl Catalog {
         })
     }
 
+    /// The services, by id.
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.services.values()
     }
 
+    /// The service of add-on id `id`, if its folder loaded.
     pub fn get(&self, id: &str) -> Option<&Arc<Service>> {
         self.services.get(id)
     }

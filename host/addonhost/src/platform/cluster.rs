@@ -28,9 +28,14 @@ const COMPONENT_VERDICT_TTL: Duration = Duration::from_secs(2);
 /// A server sharing the store, as `GET /api/servers` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerView {
+    /// The server's random id, new at every start.
     pub id: String,
+    /// Where it serves (`http://host:port`).
     pub address: String,
+    /// When it started (Unix seconds).
     pub started_at: i64,
+    /// Its last heartbeat (Unix seconds); a server silent for
+    /// [`SERVER_SILENT_SECONDS`] is not listed.
     pub seen_at: i64,
     /// Add-on id → hex SHA-256 of the component it runs.
     pub plugins: BTreeMap<String, String>,
@@ -41,7 +46,9 @@ pub struct ServerView {
 /// The component a server runs for an add-on.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginOnServer {
+    /// The server's id.
     pub server: String,
+    /// Where it serves.
     pub address: String,
     /// Hex SHA-256 of the component, `None` if that server has not loaded it.
     pub component_hash: Option<String>,

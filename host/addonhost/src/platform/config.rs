@@ -12,7 +12,9 @@ use crate::store::{Release, Tx};
 /// One var with who owns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigVarView {
+    /// The var's name as the app sees it.
     pub name: String,
+    /// Its value.
     pub value: String,
     /// The owning add-on resource (`kv-shaped-48213`), `None` for the user.
     pub addon: Option<String>,

@@ -20,6 +20,7 @@ use super::validate;
 
 /// Largest KV key and value a plugin may store.
 pub const MAX_KV_KEY: usize = 1024;
+/// Largest KV value, in bytes.
 pub const MAX_KV_VALUE: usize = 1 << 20;
 
 /// Bytes one call may write through the host (KV keys and values, config
@@ -40,6 +41,8 @@ pub enum Scope {
     /// call's return value.
     Provisioning,
     /// A call about one resource: only its vars (by the add-on's id).
+    /// `partner_id` is that id, as the add-on returned it from `provision`.
+    #[allow(missing_docs)] // one-line variant: its fields are named in its doc
     Resource { partner_id: String },
     /// A call the add-on makes on its own behalf (HTTP, schedule): any of
     /// its own resources.
@@ -49,9 +52,16 @@ pub enum Scope {
 /// Writes the call asked for, applied when it succeeds.
 #[derive(Debug, Default)]
 pub struct Effects {
+    /// KV writes by key: `Some` stores the value, `None` deletes the key; the
+    /// last write of a key wins.
     pub kv: BTreeMap<String, Option<Vec<u8>>>,
+    /// Config var changes the add-on made on its own behalf, after the
+    /// ownership checks.
     pub updates: Vec<Update>,
+    /// Pending provisionings the add-on completed.
     pub completions: Vec<Completion>,
+    /// Pending provisionings the add-on failed: (partner id, message for the
+    /// user, at most 1000 bytes).
     pub failures: Vec<(String, String)>,
     /// Writes that were refused: logged to the audit trail whatever the
     /// call's outcome.
@@ -74,16 +84,24 @@ impl Effects {
 /// A partner-initiated change of one resource's vars (manifest names).
 #[derive(Debug)]
 pub struct Update {
+    /// The add-on's id of the resource.
     pub partner_id: String,
+    /// (manifest var name, new value or `None` to remove it), in the order
+    /// asked.
     pub changes: Vec<(String, Option<String>)>,
+    /// Why, in the add-on's words (at most 200 bytes); goes to the audit trail.
     pub reason: String,
 }
 
 /// A pending provisioning the add-on completed.
 #[derive(Debug)]
 pub struct Completion {
+    /// The add-on's id of the resource, the one it returned as pending.
     pub partner_id: String,
+    /// (manifest var name, value) to set, already validated like a provision's
+    /// answer.
     pub config: Vec<(String, String)>,
+    /// The add-on's message for the user, if any.
     pub message: Option<String>,
 }
 

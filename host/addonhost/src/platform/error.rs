@@ -30,10 +30,14 @@ pub enum Kind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct UserError {
+    /// What kind of failure it is, for the exit code or HTTP status.
     pub kind: Kind,
+    /// The message for the user: what happened, to what, and what to do next.
     pub message: String,
 }
 
+/// A [`Kind::NotFound`] error: an app, add-on, service or plan that does not
+/// exist.
 pub fn not_found(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::NotFound,
@@ -42,6 +46,8 @@ pub fn not_found(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Conflict`] error: a name already taken, a var owned by someone
+/// else.
 pub fn conflict(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Conflict,
@@ -50,6 +56,7 @@ pub fn conflict(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Invalid`] error: malformed input.
 pub fn invalid(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Invalid,
@@ -58,6 +65,8 @@ pub fn invalid(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Unavailable`] error: the store cannot take writes now; nothing was
+/// done.
 pub fn unavailable(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Unavailable,
@@ -66,6 +75,7 @@ pub fn unavailable(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Unauthorized`] error: missing or wrong credentials.
 pub fn unauthorized(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Unauthorized,
@@ -74,6 +84,8 @@ pub fn unauthorized(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::RateLimited`] error: the caller is over its rate; nothing was
+/// done.
 pub fn rate_limited(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::RateLimited,
@@ -82,6 +94,7 @@ pub fn rate_limited(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A [`Kind::Addon`] error: the add-on failed or answered something invalid.
 pub fn addon(message: impl Into<String>) -> anyhow::Error {
     UserError {
         kind: Kind::Addon,

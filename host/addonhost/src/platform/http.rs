@@ -11,11 +11,14 @@ use super::{error, take, Host};
 
 /// Headers the host sets after SSO; any arriving from outside are removed.
 pub const USER_HEADER: &str = "x-addonhost-user";
+/// Carries the add-on's id of the resource the SSO session signed in to
+/// ([`Identity::resource`]).
 pub const RESOURCE_HEADER: &str = "x-addonhost-resource";
 
 /// Who the host vouches for on this request (from the add-on's SSO session).
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The signed-in user, as the add-on's SSO session names them.
     pub user: String,
     /// The add-on's id of the resource signed in to.
     pub resource: String,

@@ -126,6 +126,7 @@ impl Host {
             .clone())
     }
 
+    /// The options this host was opened with.
     pub fn options(&self) -> &HostOptions {
         &self.opts
     }
@@ -138,6 +139,8 @@ impl Host {
             .clone()
     }
 
+    /// The wasmtime runtime running this host's plugins (engine, artifact
+    /// cache, call slots).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }

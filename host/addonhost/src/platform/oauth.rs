@@ -22,8 +22,12 @@ pub const REFRESH_SECONDS: i64 = 365 * 24 * 3600;
 /// What a grant or token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// The one-time grant in a provision request's `oauth_grant` (good for
+    /// [`GRANT_SECONDS`]).
     Grant,
+    /// A bearer token for the Platform API (good for [`ACCESS_SECONDS`]).
     Access,
+    /// A token traded for a new access token (good for [`REFRESH_SECONDS`]).
     Refresh,
 }
 
@@ -40,8 +44,11 @@ impl Kind {
 /// What a valid grant or token names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
+    /// The add-on id it was issued to.
     pub service: String,
+    /// The resource (platform uuid) it gives access to.
     pub uuid: String,
+    /// When it stops being accepted (Unix seconds).
     pub expires_at: i64,
 }
 
@@ -52,6 +59,8 @@ pub struct Grants {
 }
 
 impl Grants {
+    /// Grants and tokens signed (HMAC-SHA256) with `key`: every server sharing
+    /// a store uses the same key, so a token made by one opens on all.
     pub fn new(key: &[u8]) -> Grants {
         Grants { key: key.to_vec() }
     }

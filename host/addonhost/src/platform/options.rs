@@ -35,7 +35,8 @@ pub struct HostOptions {
     /// dir (the compiled-plugin cache stays in the data dir either way).
     pub database: Option<String>,
     /// On a shared store, serve add-ons with this server's components even
-    /// when the platform accepted other ones (see [`Host::deploy_component`]).
+    /// when the platform accepted other ones (see
+    /// [`Host::deploy_component`](crate::Host::deploy_component)).
     pub allow_plugin_mismatch: bool,
     /// Provider mode: the Platform API base of the platforms calling this
     /// host's add-ons (`https://api.heroku.com`), where partner-initiated
@@ -49,6 +50,12 @@ pub struct HostOptions {
 }
 
 impl HostOptions {
+    /// Options for a host with its state in `data_dir` and its plugins in
+    /// the folders under `plugin_dirs`; the rest as a local development
+    /// host has them: served at `http://127.0.0.1:5000`, add-on origins
+    /// under `localhost`, the default [`Policy`], outbound requests limited
+    /// only by what each add-on declares, state in SQLite, and the Platform
+    /// API each provisioning's `callback_url` names.
     pub fn new(data_dir: impl Into<PathBuf>, plugin_dirs: Vec<PathBuf>) -> Self {
         HostOptions {
             data_dir: data_dir.into(),

@@ -16,6 +16,8 @@ use crate::runtime::Grant;
 /// The operator's say over add-ons' outbound requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboundPolicy {
+    /// The add-ons that may make no outbound request at all, whatever they
+    /// declare (`--deny-outbound`).
     pub deny: Deny,
     /// The most any add-on may reach: a declared host outside it is
     /// dropped (`None`: what add-ons declare).
@@ -25,6 +27,8 @@ pub struct OutboundPolicy {
 /// Add-ons whose outbound requests the operator refuses outright.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Deny {
+    /// Nothing denied: each add-on reaches what it declares (within the
+    /// ceiling).
     #[default]
     Nobody,
     /// Every add-on.
@@ -86,6 +90,8 @@ impl OutboundPolicy {
         }
     }
 
+    /// What `m` declares, what its calls may reach after the operator's
+    /// options, and which option narrowed it.
     pub fn view(&self, m: &Manifest) -> OutboundView {
         let declared = m.outbound.allowed_hosts.clone();
         let (allowed, narrowed_by) = self.narrow(&m.id, &declared);

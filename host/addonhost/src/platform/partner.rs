@@ -34,25 +34,48 @@ const DELIVERY_ATTEMPTS: u32 = 5;
 /// Heroku's `POST /heroku/resources` body (v3); unknown fields are accepted.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ProvisionV3 {
+    /// The platform's id for the resource, the idempotency key (required; must
+    /// be a UUID).
     pub uuid: Option<String>,
+    /// The platform's attachment name; accepted but not used (the resource
+    /// lives on an app of its own here).
     pub name: Option<String>,
+    /// The plan id (Heroku sometimes sends `service:plan`); the manifest's
+    /// default plan when absent.
     pub plan: Option<String>,
+    /// Heroku's region (`amazon-web-services::us-east-1`), mapped to ours for
+    /// the resource's app.
     pub region: Option<String>,
+    /// The platform's URL for this resource (`…/vendor/apps/<uuid>`); names the
+    /// Platform API base when the host options do not.
     pub callback_url: Option<String>,
+    /// The user's `--key value` options; non-string values are passed to the
+    /// plugin as JSON text.
     #[serde(default)]
     pub options: Option<Map<String, Value>>,
+    /// The grant to trade for a Platform API token, kept for the plugin's own
+    /// later changes.
     pub oauth_grant: Option<OauthGrant>,
+    /// Legacy `app123@heroku.com` id; accepted, not used.
     pub heroku_id: Option<String>,
+    /// Where the platform takes the resource's logs; accepted, not used.
     pub log_input_url: Option<String>,
+    /// The syslog drain token (only with `requires: syslog_drain`); accepted,
+    /// not used.
     pub log_drain_token: Option<String>,
 }
 
 /// The grant a provider trades for a Platform API token.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct OauthGrant {
+    /// The one-time authorization code, exchanged at the platform's
+    /// `/oauth/token`.
     pub code: String,
+    /// The grant's `type` (Heroku's `authorization_code`).
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
+    /// When the code stops being accepted, as the platform wrote it (a
+    /// timestamp string).
     #[serde(default)]
     pub expires_at: Option<String>,
 }
@@ -60,7 +83,9 @@ pub struct OauthGrant {
 /// What the Partner API answers: a status and a JSON body.
 #[derive(Debug, Clone)]
 pub struct PartnerAnswer {
+    /// The HTTP status to answer (200, 202, 404, 422, …).
     pub status: u16,
+    /// The JSON body to answer.
     pub body: Value,
 }
 

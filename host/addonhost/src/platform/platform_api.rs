@@ -28,20 +28,31 @@ use crate::util::unix_now;
 /// An add-on as the Platform API describes it (`GET /addons/:uuid`).
 #[derive(Debug, Clone, Serialize)]
 pub struct PlatformAddon {
+    /// The resource's platform uuid.
     pub id: String,
+    /// The resource's name (`kv-…`).
     pub name: String,
+    /// `{"name": <add-on id>}`.
     pub addon_service: serde_json::Value,
+    /// `{"name": "<add-on id>:<plan>"}`.
     pub plan: serde_json::Value,
+    /// `{"name": <owning app>}`.
     pub app: serde_json::Value,
+    /// `provisioning`, `provisioned`, … (see [`crate::store::ResourceState`]).
     pub state: String,
+    /// The provider's id for the resource, once its provision answered.
     pub provider_id: Option<String>,
+    /// The resource's vars by manifest name (`KV_URL`), as its first attachment
+    /// holds them.
     pub config_vars: Vec<String>,
 }
 
 /// One var as `PATCH /addons/:uuid/config` takes and answers it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ConfigEntry {
+    /// The manifest's var name (`KV_URL`).
     pub name: String,
+    /// Its value; `null` removes it.
     pub value: Option<String>,
 }
 

@@ -14,17 +14,23 @@ use crate::runtime::Plugin;
 /// A plugin as `addonhost plugins` and `GET /api/plugins` list it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginStatus {
+    /// The add-on id (for a folder whose manifest is invalid, the folder's
+    /// name).
     pub id: String,
+    /// The manifest's service name (empty when the manifest is invalid).
     pub name: String,
     /// `None` when its folder has none of the files that tell.
     pub language: Option<catalog::Language>,
+    /// The plugin folder.
     pub dir: PathBuf,
     /// First 16 hex digits of the component's SHA-256, once loaded.
     pub component_hash: Option<String>,
+    /// When the version serving now was loaded (Unix seconds).
     pub loaded_at: Option<i64>,
     /// `compiled`, `cache-hit` or `quick` (see [`crate::runtime::Origin`]), once loaded.
     pub origin: Option<crate::runtime::Origin>,
-    /// `loaded`, `error`, `invalid manifest`.
+    /// `loaded`, `remote` (served by its provider), `error`, or
+    /// `invalid manifest`.
     pub status: String,
     /// Why it is not loaded, or why a newer version was refused.
     pub error: Option<String>,
@@ -55,19 +61,30 @@ pub struct PluginStatus {
 /// An add-on's KV storage against its quota.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StorageView {
+    /// Keys stored.
     pub keys: u64,
+    /// Bytes stored, keys plus values.
     pub bytes: u64,
+    /// Most keys it may store (the operator's [`crate::Policy::kv_quota_keys`],
+    /// the same for every add-on).
     pub quota_keys: u64,
+    /// Most bytes it may store (the operator's
+    /// [`crate::Policy::kv_quota_bytes`]).
     pub quota_bytes: u64,
 }
 
 /// A service as the catalog lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceView {
+    /// The add-on id.
     pub id: String,
+    /// Its human-readable name.
     pub name: String,
+    /// The plans it offers, the default among them.
     pub plans: Vec<crate::manifest::Plan>,
+    /// Every config var it may set, unrenamed (`KV_URL`).
     pub config_vars: Vec<String>,
+    /// Its plugin folder.
     pub dir: PathBuf,
 }
 

@@ -23,10 +23,20 @@ pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// How one call went wrong before any answer could be read.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    /// No connection could be made, or it broke before the answer's head
+    /// (`url`: what was called; `reason`: the error and its causes).
+    #[allow(missing_docs)] // one-line variant: its fields are named in its doc
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// No whole answer came from `url` within the client's timeout (`after`),
+    /// connecting included.
+    #[allow(missing_docs)] // one-line variant: its fields are named in its doc
     #[error("{url} did not answer within {} s", .after.as_secs())]
     TimedOut { url: String, after: Duration },
+    /// The request to `url` could not be made (an invalid or non-`http` URL)
+    /// or its answer not read (larger than [`MAX_ANSWER_BYTES`], cut off);
+    /// `reason` says which.
+    #[allow(missing_docs)] // one-line variant: its fields are named in its doc
     #[error("{url}: {reason}")]
     Bad { url: String, reason: String },
 }
@@ -34,8 +44,11 @@ pub enum Failure {
 /// An answer, read whole.
 #[derive(Debug)]
 pub struct Answer {
+    /// The HTTP status.
     pub status: u16,
+    /// The `Content-Type` header, when present and readable as text.
     pub content_type: Option<String>,
+    /// The whole body, at most [`MAX_ANSWER_BYTES`].
     pub body: Bytes,
 }
 
@@ -61,6 +74,8 @@ impl Default for Client {
 }
 
 impl Client {
+    /// A client whose every call (connecting and reading the whole answer) must
+    /// finish within `timeout`.
     pub fn new(timeout: Duration) -> Client {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));

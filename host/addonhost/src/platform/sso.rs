@@ -14,6 +14,10 @@ use crate::store::ResourceState;
 pub struct SsoForm {
     /// The add-on's service, whose SSO route receives the form.
     pub service: String,
+    /// The form's fields in order: `id`, `token`, `resource_id`,
+    /// `resource_token`, `timestamp`, `email`, `app`, `context_app`, `nav-data`
+    /// (`user_id` for a remote provider), then the extra query params passed
+    /// through.
     pub fields: Vec<(String, String)>,
     /// Where a remote add-on's provider takes the form (its `sso_url`, or
     /// `<resources URL>/<id>`); `None` for a plugin (its own origin's

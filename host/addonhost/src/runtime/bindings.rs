@@ -1,5 +1,12 @@
 //! Host bindings of the `addon` world, generated from `wit/`.
 
+// `bindgen!` generates the items of this module (interface modules, host
+// traits, `add_to_linker` functions, the world's structs). It carries over
+// the doc comments written in `wit/addon.wit`, but the scaffolding it adds
+// around them has none and cannot be given any here: `wit/addon.wit` is
+// where these types are documented.
+#![allow(missing_docs)]
+
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "addon",

@@ -39,6 +39,7 @@ pub struct ArtifactCache {
 }
 
 impl ArtifactCache {
+    /// The cache in `dir` (the host uses `<data dir>/cache`).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ArtifactCache { dir: dir.into() }
     }
@@ -50,14 +51,14 @@ impl ArtifactCache {
             .join(format!("{content_hash}-{:016x}.cwasm", h.finish()))
     }
 
-    /// The compiled component for `bytes` (whose SHA-256 is `content_hash`),
-    /// from the cache or compiled now and stored.
     /// Whether an entry for `content_hash` compiled by `engine` is stored.
     pub fn contains(&self, engine: &Engine, content_hash: &str) -> bool {
         let path = self.entry(engine, content_hash);
         path.is_file() && sum_path(&path).is_file()
     }
 
+    /// The compiled component for `bytes` (whose SHA-256 is `content_hash`),
+    /// from the cache or compiled now and stored.
     pub fn load(
         &self,
         engine: &Engine,

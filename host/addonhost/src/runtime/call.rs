@@ -18,10 +18,13 @@ use crate::manifest::Limits;
 use crate::metrics::outcome_of;
 
 impl Plugin {
+    /// The add-on id the plugin serves.
     pub fn id(&self) -> &str {
         &self.id
     }
 
+    /// The limits its calls run under (its manifest's, within the operator's
+    /// ceilings).
     pub fn limits(&self) -> Limits {
         self.limits
     }

@@ -44,8 +44,14 @@ pub trait Capabilities: Send {
     ) -> Budgeted<Result<(), String>>;
     /// Fails a pending provisioning.
     fn fail(&mut self, id: &str, message: &str) -> Budgeted<Result<(), String>>;
+    /// The value of `key` in the add-on's own KV, as this call sees it (its own
+    /// buffered writes first); `None` if unset.
     fn kv_get(&mut self, key: &str) -> Budgeted<Option<Vec<u8>>>;
+    /// Stores `value` under `key` in the add-on's own KV, kept only if the call
+    /// succeeds. `Err` (answered to the plugin) for a key or value over the
+    /// size caps.
     fn kv_set(&mut self, key: &str, value: Vec<u8>) -> Budgeted<Result<(), String>>;
+    /// Deletes `key` from the add-on's own KV, kept only if the call succeeds.
     fn kv_delete(&mut self, key: &str) -> Budgeted<()>;
     /// Up to `limit` (at most [`MAX_LIST_KEYS`]) keys starting with
     /// `prefix` that sort after `after` (all, when `None`), in order.
@@ -57,6 +63,8 @@ pub trait Capabilities: Send {
     ) -> Budgeted<Vec<String>>;
     /// How many keys start with `prefix`.
     fn kv_count_keys(&mut self, prefix: &str) -> Budgeted<u64>;
+    /// Logs `message` for the operator at `level`, tagged with the add-on (and
+    /// the resource the call is about).
     fn log(&mut self, level: Level, message: &str);
     /// Where this call's outbound HTTP requests may go. Nothing unless the
     /// implementation grants it.

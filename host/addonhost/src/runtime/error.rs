@@ -9,43 +9,72 @@ use super::limits::{BudgetExceeded, Full, MAX_RESOURCES};
 /// Why a plugin call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
+    /// The call ran past its wall-clock deadline and was interrupted (epoch
+    /// interruption).
     #[error(
         "add-on {plugin}: {call} timed out after {timeout_ms} ms (the plugin's limits.timeout_ms)"
     )]
     Timeout {
+        /// The add-on id.
         plugin: String,
+        /// The export called (`provision`, `rotate`, …).
         call: &'static str,
+        /// The deadline it ran past, in milliseconds (the manifest's
+        /// `limits.timeout_ms`).
         timeout_ms: u64,
     },
+    /// The call tried to grow its memories past the add-on's cap and was
+    /// stopped.
     #[error("add-on {plugin}: {call} exceeded its memory limit of {memory_mb} MiB (all of the call's memories together)")]
     MemoryLimit {
+        /// The add-on id.
         plugin: String,
+        /// The export called.
         call: &'static str,
+        /// The cap it hit, in MiB (the manifest's `limits.memory_mb`).
         memory_mb: u64,
     },
     /// The call asked the host to hold or write more than one call may.
     #[error("add-on {plugin}: {call} exceeded its budget: {what}")]
     Budget {
+        /// The add-on id.
         plugin: String,
+        /// The export called.
         call: &'static str,
+        /// Which budget, and how much was asked, in words for the user.
         what: String,
     },
     /// Too many calls are running already; nothing was started.
     #[error("add-on {plugin}: {}; try again shortly", busy_reason(*.full))]
     Busy {
+        /// The add-on id.
         plugin: String,
+        /// The export that was refused.
         call: &'static str,
+        /// Which limit was full: the add-on's `limits.concurrency`, or the
+        /// host's slots for all plugins.
         full: Full,
     },
+    /// The plugin crashed (a wasm trap: a panic, an abort, a stack overflow, a
+    /// bad memory access).
     #[error("add-on {plugin}: {call} crashed: {reason}")]
     Trap {
+        /// The add-on id.
         plugin: String,
+        /// The export called.
         call: &'static str,
+        /// The trap in words, followed by the plugin's last lines on stderr
+        /// when it wrote any.
         reason: String,
     },
     /// The plugin answered with an error meant for the user.
     #[error("add-on {plugin}: {message}")]
-    Addon { plugin: String, message: String },
+    Addon {
+        /// The add-on id.
+        plugin: String,
+        /// What the plugin said, shown to the user as it is.
+        message: String,
+    },
 }
 
 fn busy_reason(full: Full) -> String {

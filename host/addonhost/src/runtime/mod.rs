@@ -258,6 +258,7 @@ impl Runtime {
         &self.metrics
     }
 
+    /// The wasmtime engine every plugin of this runtime is compiled for.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -60,6 +60,8 @@ use crate::outbound::{self, AllowList, Target, TargetHost};
 /// narrowed them, and, when the operator cut them, how (for messages).
 #[derive(Debug, Clone)]
 pub struct Grant {
+    /// The hosts the call may reach (shared: most calls get
+    /// [`AllowList::none`]).
     pub allowed: Arc<AllowList>,
     /// The operator's option that narrowed or emptied the add-on's list.
     pub narrowed_by: Option<&'static str>,

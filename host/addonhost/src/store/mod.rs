@@ -50,8 +50,12 @@ pub const DB_FILE: &str = "addonhost.db";
 /// or not at all.
 pub trait Tx {
     // ---- apps, releases, audit
+    /// Creates an app in `region` (its name must be free: the store's unique
+    /// index refuses a taken one); its row id.
     fn insert_app(&self, name: &str, region: &str) -> anyhow::Result<i64>;
+    /// The app named `name`, `None` if there is none.
     fn app_by_name(&self, name: &str) -> anyhow::Result<Option<App>>;
+    /// Every app, by name.
     fn list_apps(&self) -> anyhow::Result<Vec<App>>;
     /// Deletes an app and everything hanging off it.
     fn delete_app(&self, app_id: i64) -> anyhow::Result<()>;
@@ -59,6 +63,9 @@ pub trait Tx {
     fn insert_release(&self, app_id: i64, description: &str, actor: &str) -> anyhow::Result<i64>;
     /// Releases, newest first.
     fn releases(&self, app_id: i64) -> anyhow::Result<Vec<Release>>;
+    /// Appends an entry to the audit trail, stamped now: who (`user`,
+    /// `platform`, an add-on…) did `action` (`apps:create`, `addons:rotate`, …)
+    /// to which app and add-on resource, with a human-readable `detail`.
     fn audit(
         &self,
         actor: &str,
@@ -71,8 +78,12 @@ pub trait Tx {
     fn audit_entries(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<AuditEntry>>;
 
     // ---- config vars
+    /// Every config var of the app, user-set and add-on-owned alike.
     fn config_vars(&self, app_id: i64) -> anyhow::Result<Vec<ConfigVar>>;
+    /// One config var of the app, `None` if it is not set.
     fn config_var(&self, app_id: i64, name: &str) -> anyhow::Result<Option<ConfigVar>>;
+    /// The vars an attachment owns (what its add-on set under that attachment's
+    /// name).
     fn vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<Vec<ConfigVar>>;
     /// Sets a var, owned by an attachment or (`None`) by the user.
     fn upsert_var(
@@ -82,7 +93,11 @@ pub trait Tx {
         value: &str,
         owner: Option<i64>,
     ) -> anyhow::Result<()>;
+    /// Removes a var from the app, whoever owns it (the platform checks
+    /// ownership before).
     fn delete_var(&self, app_id: i64, name: &str) -> anyhow::Result<()>;
+    /// Removes every var an attachment owns (on detach or deprovision); how
+    /// many.
     fn delete_vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<usize>;
     /// The app's attachments: attachment id → (resource name, attachment
     /// name), to say who owns a var.
@@ -94,9 +109,15 @@ pub trait Tx {
     fn taken_over(&self, attachment_id: i64, name: &str) -> anyhow::Result<bool>;
 
     // ---- resources and attachments
+    /// The resource with platform uuid `uuid`, in any state.
     fn resource_by_uuid(&self, uuid: &str) -> anyhow::Result<Option<Resource>>;
+    /// The resource named `name` (its globally unique name, such as `kv-…`), in
+    /// any state.
     fn resource_by_name(&self, name: &str) -> anyhow::Result<Option<Resource>>;
+    /// The resource with row id `id`, in any state.
     fn resource_by_id(&self, id: i64) -> anyhow::Result<Option<Resource>>;
+    /// The resource of add-on `service` that the add-on knows as `partner_id`
+    /// (the id its provision returned).
     fn resource_by_partner_id(
         &self,
         service: &str,
@@ -109,6 +130,9 @@ pub trait Tx {
     fn provisioned_of_service(&self, service: &str) -> anyhow::Result<Vec<Resource>>;
     /// A new resource in state `provisioning`; its id.
     fn insert_resource(&self, r: &NewResource) -> anyhow::Result<i64>;
+    /// Records an add-on's answer about a resource: its partner id, state, plan
+    /// and user-facing message (each replacing the stored one); stamps
+    /// `updated_at`.
     fn update_resource(
         &self,
         id: i64,
@@ -129,12 +153,19 @@ pub trait Tx {
     /// Records a failed scheduled rotation and when to retry it (ending
     /// the claim on it).
     fn rotation_failed(&self, id: i64, error: &str, retry_at: i64) -> anyhow::Result<()>;
+    /// Attaches resource `resource_id` to app `app_id` as `name` (unique per
+    /// app); the attachment's id.
     fn insert_attachment(&self, resource_id: i64, app_id: i64, name: &str) -> anyhow::Result<i64>;
+    /// Removes an attachment (its vars are removed separately, by
+    /// [`Tx::delete_vars_of_attachment`]).
     fn delete_attachment(&self, id: i64) -> anyhow::Result<()>;
+    /// Every attachment of a resource, to any app.
     fn attachments_of_resource(&self, resource_id: i64) -> anyhow::Result<Vec<Attachment>>;
+    /// The attachment named `name` on the app, `None` if that name is free.
     fn attachment_by_name(&self, app_id: i64, name: &str) -> anyhow::Result<Option<Attachment>>;
 
     // ---- the add-ons' KV
+    /// The value stored under `key` in add-on `service`'s private KV.
     fn kv_get(&self, service: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
     /// Stores (`Some`) or deletes (`None`) one key, keeping the service's
     /// usage (see [`Tx::kv_usage`]) in step.
@@ -154,7 +185,12 @@ pub trait Tx {
     fn kv_count(&self, service: &str, prefix: &str) -> anyhow::Result<u64>;
 
     // ---- which folders may serve an add-on id
+    /// The folders add-on id `service` is bound to in this store, oldest
+    /// binding first: a plugin of that id found in another folder is not
+    /// served.
     fn plugin_dirs(&self, service: &str) -> anyhow::Result<Vec<String>>;
+    /// Binds add-on id `service` to folder `dir`, beside any folder it is bound
+    /// to already.
     fn trust_plugin_dir(&self, service: &str, dir: &str) -> anyhow::Result<()>;
 
     // ---- what every server shares
@@ -163,7 +199,10 @@ pub trait Tx {
     fn insert_session(&self, s: &NewSession) -> anyhow::Result<()>;
     /// A session's data, if it exists and has not expired at `now`.
     fn session(&self, id_hash: &str, kind: &str, now: i64) -> anyhow::Result<Option<String>>;
+    /// Forgets a session (sign-out), of whatever kind.
     fn delete_session(&self, id_hash: &str) -> anyhow::Result<()>;
+    /// A shared setting (the API token, the broker's id and credentials, the
+    /// Platform API signing key…), `None` if never stored.
     fn setting(&self, name: &str) -> anyhow::Result<Option<String>>;
     /// Stores a setting unless one of that name exists.
     fn insert_setting(&self, name: &str, value: &str) -> anyhow::Result<()>;
@@ -184,14 +223,19 @@ pub trait Tx {
     fn record_server(&self, s: &ServerRow) -> anyhow::Result<()>;
     /// Servers seen at or after `seen_since`.
     fn servers(&self, seen_since: i64) -> anyhow::Result<Vec<ServerRow>>;
+    /// Forgets a server's row (when it stops).
     fn delete_server(&self, id: &str) -> anyhow::Result<()>;
     /// The component hashes the platform serves add-on `service` with.
     fn accepted_components(&self, service: &str) -> anyhow::Result<Vec<String>>;
+    /// Adds `hash` to the component hashes add-on `service` is served with,
+    /// stamped `now`.
     fn accept_component(&self, service: &str, hash: &str, now: i64) -> anyhow::Result<()>;
     /// Forgets every accepted hash of `service` but `keep`; how many.
     fn retire_components(&self, service: &str, keep: &str) -> anyhow::Result<usize>;
 
     // ---- Open Service Broker instances and bindings
+    /// The broker's instance of that id, `None` if never provisioned (or
+    /// deprovisioned since).
     fn osb_instance(&self, instance_id: &str) -> anyhow::Result<Option<OsbInstance>>;
     /// Records an instance unless one of that id exists; whether it did.
     fn insert_osb_instance(&self, i: &OsbInstance) -> anyhow::Result<bool>;
@@ -199,13 +243,16 @@ pub trait Tx {
     fn set_osb_instance_request(&self, instance_id: &str, request: &str) -> anyhow::Result<()>;
     /// Forgets an instance and its bindings.
     fn delete_osb_instance(&self, instance_id: &str) -> anyhow::Result<()>;
+    /// The broker's binding of that id, `None` if unknown (or unbound since).
     fn osb_binding(&self, binding_id: &str) -> anyhow::Result<Option<OsbBinding>>;
+    /// Every binding of an instance, predecessors of rotations included.
     fn osb_bindings_of(&self, instance_id: &str) -> anyhow::Result<Vec<OsbBinding>>;
     /// Records a binding unless one of that id exists; whether it did.
     fn insert_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<bool>;
     /// Rewrites a binding's changing fields (`ready`, `successor`,
     /// `credentials`, `expires_at`, `created_at`).
     fn update_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<()>;
+    /// Forgets a binding (unbind).
     fn delete_osb_binding(&self, binding_id: &str) -> anyhow::Result<()>;
 }
 
@@ -213,19 +260,24 @@ pub trait Tx {
 /// resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OsbInstance {
+    /// The id the broker's client (the platform, e.g. Cloud Foundry) chose for
+    /// the instance.
     pub instance_id: String,
     /// The uuid of the resource it names (made when the id was first seen).
     pub resource_uuid: String,
     /// What its provisioning asked for (JSON), to tell a retry from a
     /// conflicting request with the same id.
     pub request: String,
+    /// When the broker first recorded it (Unix seconds).
     pub created_at: i64,
 }
 
 /// An Open Service Broker service binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OsbBinding {
+    /// The id the broker's client chose for the binding.
     pub binding_id: String,
+    /// The instance it binds to ([`OsbInstance::instance_id`]).
     pub instance_id: String,
     /// What its creation asked for (JSON).
     pub request: String,
@@ -238,6 +290,8 @@ pub struct OsbBinding {
     pub credentials: Option<String>,
     /// When those credentials stop working (Unix seconds).
     pub expires_at: Option<i64>,
+    /// When it was created or, for a rotation, when that rotation started (Unix
+    /// seconds).
     pub created_at: i64,
 }
 
@@ -247,8 +301,11 @@ pub struct NewSession<'a> {
     pub id_hash: &'a str,
     /// `dashboard`, or `sso:<add-on>`.
     pub kind: &'a str,
+    /// What the session carries (JSON, opaque to the store).
     pub data: &'a str,
+    /// When it stops being valid (Unix seconds).
     pub expires_at: i64,
+    /// The current time (Unix seconds), to drop the sessions expired by then.
     pub now: i64,
     /// Most sessions of this kind kept.
     pub max: u64,
@@ -257,9 +314,11 @@ pub struct NewSession<'a> {
 /// A server sharing the store.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerRow {
+    /// The server's random id, new at every start.
     pub id: String,
     /// Where it serves (`http://host:port`).
     pub address: String,
+    /// When it started (Unix seconds).
     pub started_at: i64,
     /// Its last heartbeat.
     pub seen_at: i64,
@@ -420,13 +479,21 @@ impl Store {
 pub enum ResourceState {
     /// Reserved, or answered `pending` by the add-on.
     Provisioning,
+    /// Answered by the add-on: in use, its config vars set.
     Provisioned,
+    /// Being removed: its deprovision call is under way.
     Deprovisioning,
+    /// Removed; kept for the record, listed nowhere.
     Deprovisioned,
+    /// The add-on failed a pending provisioning: its attachments and vars are
+    /// gone and its message says why. (A provision refused at once leaves no
+    /// resource at all.)
     Failed,
 }
 
 impl ResourceState {
+    /// The state as stored and shown (`provisioning`, …), the inverse of its
+    /// `FromStr`.
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceState::Provisioning => "provisioning",
@@ -459,39 +526,56 @@ impl std::str::FromStr for ResourceState {
     }
 }
 
+/// An app: a named application with config vars and releases.
 #[derive(Debug, Clone, Serialize)]
 pub struct App {
+    /// The store's row id (not shown to users).
     #[serde(skip)]
     pub id: i64,
+    /// Its unique name, as users type it.
     pub name: String,
+    /// Where it runs (`us` or `eu`); what an add-on's provision is told.
     pub region: String,
+    /// When it was created (Unix seconds).
     pub created_at: i64,
 }
 
 /// One provisioned add-on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resource {
+    /// The store's row id (not shown to users).
     #[serde(skip)]
     pub id: i64,
     /// The platform's id, the idempotency key of provisioning.
     pub uuid: String,
+    /// Its globally unique name (`kv-…`), what users and the dashboard call it.
     pub name: String,
+    /// The add-on id (manifest `id`) of the service it belongs to.
     pub service: String,
+    /// The plan it is on (a plan id of its manifest).
     pub plan: String,
     /// The app that owns (bills) it.
     pub app: String,
+    /// The row id of [`Resource::app`].
     #[serde(skip)]
     pub app_id: i64,
     /// The add-on's own id for it, once the add-on answered.
     pub partner_id: Option<String>,
+    /// Where it is in its lifecycle.
     pub state: ResourceState,
+    /// What the add-on last said to show the user (its provision or plan change
+    /// `message`, or why it failed).
     pub message: Option<String>,
+    /// When it was reserved (Unix seconds).
     pub created_at: i64,
+    /// When its state, plan or message last changed (Unix seconds).
     pub updated_at: i64,
     /// Unix seconds of the last successful rotation.
     pub rotated_at: Option<i64>,
     /// Why the last scheduled rotation failed, until one succeeds.
     pub rotation_error: Option<String>,
+    /// Scheduled rotations failed in a row since the last success (drives the
+    /// retry backoff).
     pub rotation_failures: i64,
     /// When a failed scheduled rotation is retried.
     pub next_rotation_at: Option<i64>,
@@ -509,13 +593,21 @@ pub struct Resource {
 
 /// What a reservation writes of a new resource.
 pub struct NewResource<'a> {
+    /// The platform's id for it (the caller's idempotency key, or a fresh
+    /// uuid).
     pub uuid: &'a str,
+    /// Its globally unique name.
     pub name: &'a str,
+    /// The add-on id.
     pub service: &'a str,
+    /// The plan asked for.
     pub plan: &'a str,
+    /// The app that owns it.
     pub app_id: i64,
     /// The call holding the reservation, and until when.
     pub reserved_by: &'a str,
+    /// Until when (Unix seconds) [`NewResource::reserved_by`] holds it; past it
+    /// another call may claim it.
     pub reserved_until: i64,
     /// What the provisioning asked for (JSON).
     pub request: &'a str,
@@ -524,39 +616,62 @@ pub struct NewResource<'a> {
 /// The link of a resource to an app under a name.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attachment {
+    /// The store's row id; what owned config vars point at.
     #[serde(skip)]
     pub id: i64,
+    /// The row id of the attached resource.
     #[serde(skip)]
     pub resource_id: i64,
+    /// The name of the app it is attached to (not necessarily the resource's
+    /// owner).
     pub app: String,
+    /// The row id of that app.
     #[serde(skip)]
     pub app_id: i64,
+    /// The attachment name (default the manifest prefix, e.g. `KV`): the
+    /// add-on's vars appear on the app renamed under it.
     pub name: String,
 }
 
+/// A config var of an app: what its processes get in their environment.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ConfigVar {
+    /// Its name, as the app sees it (after renaming to the attachment name).
     pub name: String,
+    /// Its value.
     pub value: String,
     /// The owning attachment, `None` for the user.
     #[serde(skip)]
     pub attachment_id: Option<i64>,
 }
 
+/// One release of an app: every config change makes one, "rebuilding and
+/// restarting" it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Release {
+    /// Its number, 1 for the first, gap-free per app.
     pub version: i64,
+    /// What changed (`Initial release`, `Attach KV (kv-…)`, `Set FOO, BAR`, …).
     pub description: String,
+    /// Who made it (`user`, or the add-on or platform acting on its own).
     pub actor: String,
+    /// When it was made (Unix seconds).
     pub created_at: i64,
 }
 
+/// One line of the audit trail, as [`Tx::audit`] wrote it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
+    /// When (Unix seconds).
     pub at: i64,
+    /// Who acted.
     pub actor: String,
+    /// What was done (`apps:create`, `addons:rotate`, …).
     pub action: String,
+    /// The app concerned, if any.
     pub app: Option<String>,
+    /// The add-on resource concerned (its name), if any.
     pub addon: Option<String>,
+    /// Free text for the reader.
     pub detail: String,
 }

@@ -39,9 +39,13 @@ struct Asked {
 /// `PUT /v2/service_instances/:instance_id/service_bindings/:binding_id`.
 #[derive(Debug, Clone)]
 pub struct BindRequest {
+    /// The instance to bind, by the platform's id for it.
     pub instance_id: String,
+    /// The id the platform chose for the binding: the bind's idempotency key.
     pub binding_id: String,
+    /// The offering's catalog id; must be the instance's own (else 400).
     pub service_id: String,
+    /// A plan id of that offering.
     pub plan_id: String,
     /// `bind_resource.app_guid` (or the deprecated top-level `app_guid`).
     pub app_guid: Option<String>,
@@ -65,6 +69,8 @@ pub enum BindingState {
 /// A binding as the platform gets it.
 #[derive(Debug, Clone)]
 pub struct Binding {
+    /// The credentials the app gets: the resource's config vars by manifest
+    /// name (for a binding a rotation replaced, the ones it held).
     pub credentials: Credentials,
     /// When its credentials stop working (Unix seconds): set once a
     /// rotation replaced them.

@@ -19,6 +19,8 @@ const BROKER_ID_SETTING: &str = "osb-broker-id";
 /// A service offering: one add-on.
 #[derive(Debug, Clone)]
 pub struct Offering {
+    /// The offering's catalog id: a UUID derived from this broker's id and the
+    /// add-on id, the same across restarts and servers.
     pub id: String,
     /// The add-on id (`kv`): CLI-friendly, `^[a-z][a-z0-9-]*$`.
     pub name: String,
@@ -34,25 +36,30 @@ pub struct Offering {
     /// `1.0.0+<component hash>` once the plugin is loaded: changes when
     /// another component serves the add-on.
     pub maintenance_version: Option<String>,
+    /// Its plans, in the manifest's order.
     pub plans: Vec<OfferedPlan>,
 }
 
 /// A plan of an offering.
 #[derive(Debug, Clone)]
 pub struct OfferedPlan {
+    /// The plan's catalog id, derived like the offering's.
     pub id: String,
     /// The manifest's plan id (`mini`).
     pub name: String,
     /// The manifest's plan name.
     pub description: String,
+    /// Whether it is the manifest's default plan.
     pub default: bool,
 }
 
 impl Offering {
+    /// The plan with catalog id `id`.
     pub fn plan_by_id(&self, id: &str) -> Option<&OfferedPlan> {
         self.plans.iter().find(|p| p.id == id)
     }
 
+    /// The plan whose manifest id is `name` (`mini`).
     pub fn plan_named(&self, name: &str) -> Option<&OfferedPlan> {
         self.plans.iter().find(|p| p.name == name)
     }

@@ -49,12 +49,21 @@ impl Asked {
 /// `PUT /v2/service_instances/:instance_id`.
 #[derive(Debug, Clone)]
 pub struct ProvisionRequest {
+    /// The id the platform chose for the instance: the broker's idempotency
+    /// key.
     pub instance_id: String,
+    /// The offering asked for, by its catalog id (derived from the add-on id,
+    /// see [`super::catalog::Offering`]).
     pub service_id: String,
+    /// The plan asked for, by its catalog id.
     pub plan_id: String,
+    /// The platform-side group (organization and space, or cluster and
+    /// namespace) asking; it chooses the app the add-on is provisioned on.
     pub place: Place,
     /// The request's `parameters`, handed to the add-on as its options.
     pub parameters: BTreeMap<String, String>,
+    /// The `accepts_incomplete=true` query: the platform can poll, so an add-on
+    /// answering `pending` may be answered 202 instead of 422 `AsyncRequired`.
     pub accepts_incomplete: bool,
     /// `maintenance_info.version`, if the platform sent it.
     pub maintenance_version: Option<String>,
@@ -64,12 +73,23 @@ pub struct ProvisionRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProvisionOutcome {
     /// Provisioned by this request (201).
-    Created { dashboard_url: Option<String> },
+    Created {
+        /// The platform's SSO link to the resource, once it has an
+        /// attachment.
+        dashboard_url: Option<String>,
+    },
     /// Already provisioned, for the same request (200).
-    Existing { dashboard_url: Option<String> },
+    Existing {
+        /// The platform's SSO link to the resource, once it has an
+        /// attachment.
+        dashboard_url: Option<String>,
+    },
     /// The add-on completes it later (202); poll `last_operation`.
     Pending {
+        /// The platform's SSO link to the resource, once it has an attachment.
         dashboard_url: Option<String>,
+        /// The operation id to pass to `last_operation` (`provision-<resource
+        /// name>`).
         operation: String,
     },
 }
@@ -77,27 +97,43 @@ pub enum ProvisionOutcome {
 /// `PATCH /v2/service_instances/:instance_id`.
 #[derive(Debug, Clone)]
 pub struct UpdateRequest {
+    /// The instance to update.
     pub instance_id: String,
+    /// The offering's catalog id; must be the instance's own (else 400).
     pub service_id: String,
+    /// The plan to change to by its catalog id; `None` keeps the plan.
     pub plan_id: Option<String>,
+    /// New parameters, if sent: add-ons take options only when provisioned, so
+    /// anything but the original ones is refused (422).
     pub parameters: Option<BTreeMap<String, String>>,
+    /// `maintenance_info.version`, if the platform sent it; must match the
+    /// catalog's (else 422 `MaintenanceInfoConflict`).
     pub maintenance_version: Option<String>,
 }
 
 /// `GET /v2/service_instances/:instance_id`.
 #[derive(Debug, Clone)]
 pub struct InstanceView {
+    /// The offering's catalog id.
     pub service_id: String,
+    /// The catalog id of the plan it is on now (after any plan change made
+    /// outside the broker).
     pub plan_id: String,
+    /// The platform's SSO link to the resource, when it has an attachment.
     pub dashboard_url: Option<String>,
+    /// The parameters it was provisioned with.
     pub parameters: BTreeMap<String, String>,
 }
 
 /// The state `last_operation` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperationState {
+    /// The add-on has not answered yet (or the instance's resource is not
+    /// reserved yet).
     InProgress,
+    /// The resource is provisioned.
     Succeeded,
+    /// The provisioning failed; the description says why.
     Failed,
 }
 
@@ -112,9 +148,12 @@ impl OperationState {
     }
 }
 
+/// What `GET …/last_operation` answers about an instance's provisioning.
 #[derive(Debug, Clone)]
 pub struct LastOperation {
+    /// Where the provisioning is.
     pub state: OperationState,
+    /// Words for the user: the add-on's message, or why it failed.
     pub description: Option<String>,
 }
 

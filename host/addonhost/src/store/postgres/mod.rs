@@ -373,6 +373,7 @@ async fn serve(
 }
 
 impl PgStore {
+    /// Runs `f` in a read-only `REPEATABLE READ` snapshot.
     pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
         off_executor(|| {
             let tx = self.begin(Mode::Read)?;
@@ -396,6 +397,7 @@ impl PgStore {
             .subscribe()
     }
 
+    /// [`PgStore::write_blocking`] on a blocking thread, for async callers.
     pub async fn write<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
@@ -406,6 +408,9 @@ impl PgStore {
             .map_err(|e| anyhow::anyhow!("a write to the database panicked: {e}"))?
     }
 
+    /// Runs `f` as one `SERIALIZABLE` transaction, committed when it succeeds;
+    /// run again (from scratch) while PostgreSQL refuses it for a conflict, so
+    /// `f` must not have effects outside the transaction.
     pub fn write_blocking<T>(
         &self,
         mut f: impl FnMut(&dyn Tx) -> anyhow::Result<T>,

@@ -90,15 +90,20 @@ impl SqliteStore {
         (self.db.commits(), self.writes.load(Ordering::Relaxed), wal)
     }
 
+    /// Why a commit failed at or after `since`, if one did (see
+    /// [`crate::store::Store::write_failure_since`]).
     pub fn failure_since(&self, since: std::time::Instant) -> Option<String> {
         self.db.failure_since(since)
     }
 
+    /// Runs `f` on a reader connection's snapshot; never waits for a commit.
     pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
         let conn = self.db.read()?;
         f(&SqliteTx(&conn, Cell::new(0)))
     }
 
+    /// Runs `f` in the writer's transaction (its own savepoint); resolves once
+    /// the commit is on disk.
     pub async fn write<T: Send + 'static>(
         &self,
         mut f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
@@ -110,6 +115,8 @@ impl SqliteStore {
         Ok(v)
     }
 
+    /// Runs `f` in the writer's transaction; resolves before its commit (see
+    /// [`crate::store::Store::write_staged`]).
     pub async fn write_staged<T: Send + 'static>(
         &self,
         mut f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
@@ -124,6 +131,7 @@ impl SqliteStore {
         Ok(v)
     }
 
+    /// [`SqliteStore::write`] for synchronous callers.
     pub fn write_blocking<T: Send + 'static>(
         &self,
         mut f: impl FnMut(&dyn Tx) -> anyhow::Result<T> + Send + 'static,
