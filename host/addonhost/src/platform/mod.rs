@@ -10,6 +10,7 @@ pub mod cluster;
 mod config;
 pub mod context;
 pub mod error;
+mod forward;
 pub mod http;
 pub mod naming;
 pub mod oauth;
@@ -73,10 +74,11 @@ pub struct HostOptions {
     /// On a shared store, serve add-ons with this server's components even
     /// when the platform accepted other ones (see [`Host::deploy_component`]).
     pub allow_plugin_mismatch: bool,
-    /// Provider mode: the Platform API base of the platforms calling this
-    /// host's add-ons (`https://api.heroku.com`), where partner-initiated
-    /// config updates and async completions go. `None`: the one each
-    /// provisioning's `callback_url` names.
+    /// Provider mode: the Platform API base of the platform calling this
+    /// host's add-ons, where partner-initiated config updates and async
+    /// completions go; `None` is Heroku's (`https://api.heroku.com`). The
+    /// only platform called back: a provisioning whose `callback_url` lies
+    /// elsewhere is refused.
     pub platform_api: Option<String>,
 }
 
@@ -182,6 +184,8 @@ pub struct Host {
     remote_http: remote_http::Client,
     /// The key of the Platform API's grants and tokens, once read.
     grants: std::sync::OnceLock<oauth::Grants>,
+    /// Provider mode: changes on their way back to the calling platform.
+    deliveries: forward::Deliveries,
 }
 
 /// A plugin as `addonhost plugins` and `GET /api/plugins` list it.
@@ -274,6 +278,7 @@ impl Host {
             verdicts: Mutex::new(Default::default()),
             remote_http: remote_http::Client::default(),
             grants: std::sync::OnceLock::new(),
+            deliveries: Default::default(),
         })
     }
 
@@ -748,7 +753,7 @@ impl Host {
         if effects.is_empty() {
             return Ok(());
         }
-        let to_platform = partner::to_platform_of(&effects);
+        let to_platform = forward::to_platform_of(&effects);
         let m = manifest.clone();
         let policy = self.opts.policy;
         self.store
