@@ -112,6 +112,9 @@ pub struct Policy {
     pub kv_quota_bytes: u64,
     /// Keys each add-on may keep in its KV.
     pub kv_quota_keys: u64,
+    /// Audit entries kept of each actor (the user, each add-on, each
+    /// platform), the newest; 0 keeps them all.
+    pub audit_keep: u64,
 }
 
 impl Default for Policy {
@@ -122,6 +125,7 @@ impl Default for Policy {
             max_concurrency: 256,
             kv_quota_bytes: 1 << 30,
             kv_quota_keys: 1_000_000,
+            audit_keep: crate::store::DEFAULT_AUDIT_KEEP,
         }
     }
 }
@@ -265,6 +269,7 @@ impl Host {
             Some(ArtifactCache::new(opts.data_dir.join("cache"))),
             metrics,
         )?;
+        crate::store::set_audit_keep(opts.policy.audit_keep);
         let catalog = Catalog::discover(&opts.plugin_dirs, &opts.policy);
         Ok(Host {
             store,
@@ -735,6 +740,13 @@ impl Host {
                     Some(addon),
                     what,
                 )?;
+            }
+            // The add-on decides how often it is refused: its entries are
+            // pruned on each such write, not only every few entries.
+            let actors: std::collections::BTreeSet<String> =
+                refusals.iter().map(|(a, _)| format!("addon:{a}")).collect();
+            for actor in &actors {
+                tx.prune_audit(actor, crate::store::audit_keep())?;
             }
             Ok(())
         });
