@@ -194,6 +194,87 @@ fn log_lines_refusals_and_kv_operations_of_one_call_are_bounded() {
     );
 }
 
+/// A server whose audit trail keeps `keep` entries of each actor, and a
+/// call of the hostile add-on refused `count` times.
+fn audit_env(keep: i64) -> (Env, Server) {
+    let env = Env::with_plugin_copies(&["hostile"], |_, m| {
+        m["limits"]["timeout_ms"] = json!(30_000);
+    });
+    let mut serve = env.command(&["serve", "--port", "0"]);
+    serve.env("ADDONHOST_AUDIT_KEEP", keep.to_string());
+    let server = Server::start_with(serve, &env);
+    server.app_with("shop", &[]);
+    (env, server)
+}
+
+fn refusal_flood(server: &Server, count: u32) {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let mut body = hostile(json!({"attack": "refusal-flood", "count": count.to_string()}));
+    // Each its own attachment name: the colors run out.
+    body["as"] = json!(format!("FLOOD{}", CALLS.fetch_add(1, Ordering::Relaxed)));
+    let r = server.api("POST", "/api/apps/shop/addons", Some(body));
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+fn refusals_of_hostile(env: &Env) -> Vec<String> {
+    env.db().strings(
+        "SELECT detail FROM audit WHERE actor = 'addon:hostile' AND action = 'refused' ORDER BY id",
+        &[],
+    )
+}
+
+/// One call refused 2,000 times for the same reason leaves two audit
+/// entries: the first refusal in full, and one count of the rest.
+#[test]
+fn a_call_refused_thousands_of_times_leaves_its_first_refusal_and_a_count() {
+    let (env, server) = audit_env(10_000);
+    refusal_flood(&server, 2000);
+    let one_call = refusals_of_hostile(&env);
+    assert_eq!(one_call.len(), 2, "{one_call:#?}");
+    assert!(
+        one_call[0].contains("still being provisioned"),
+        "{}",
+        one_call[0]
+    );
+    assert!(
+        one_call[1].contains("1999 more refusals of this kind"),
+        "{}",
+        one_call[1]
+    );
+}
+
+/// A hostile add-on refused on every call, call after call: the audit trail
+/// keeps the newest `--audit-keep` entries of the add-on, and the user's own
+/// entries are not pushed out by it.
+#[test]
+fn an_addon_refused_on_every_call_wears_out_only_its_own_audit_entries() {
+    const KEEP: i64 = 100;
+    let (env, server) = audit_env(KEEP);
+    refusal_flood(&server, 2000);
+    for _ in 0..60 {
+        refusal_flood(&server, 3);
+    }
+    let kept = env.db().count(
+        "SELECT COUNT(*) AS n FROM audit WHERE actor = 'addon:hostile'",
+        &[],
+    );
+    assert!(kept <= KEEP, "{kept} audit entries of the add-on kept");
+    let newest = refusals_of_hostile(&env);
+    assert!(
+        newest.last().is_some_and(|d| d.contains("more refusals")),
+        "the newest entries are the ones kept: {newest:#?}"
+    );
+    assert!(
+        !newest.iter().any(|d| d.contains("1999 more")),
+        "the oldest went first"
+    );
+    let users = env.db().count(
+        "SELECT COUNT(*) AS n FROM audit WHERE actor <> 'addon:hostile'",
+        &[],
+    );
+    assert!(users >= 61, "the user's own entries stay: {users}");
+}
+
 #[test]
 fn list_keys_answers_at_most_its_documented_cap() {
     let env = Env::new();

@@ -157,7 +157,8 @@ fn kensa_checks(a: &Env, server: &Server, service: &str) {
         json!({
             "heroku_id": "app7351962@kensa.heroku.com",
             "plan": plans[0],
-            "callback_url": "http://127.0.0.1:9/vendor/apps/x",
+            // Heroku's own: this host answers to Heroku unless configured.
+            "callback_url": format!("https://api.heroku.com/vendor/apps/{uuid}"),
             "logplex_token": null,
             "region": "amazon-web-services::us-east-1",
             "options": {},
@@ -409,11 +410,37 @@ fn partner_api_checks_credentials_before_anything_else() {
 /// mode; B lists it as a remote add-on and runs an app on it.
 #[test]
 fn kv_served_by_one_addonhost_is_an_addon_of_another() {
-    let a = Env::new();
-    let server_a = Server::start(&a);
-    let b = env_with_manifests(&[remote_manifest_of(&a, &server_a, "kv")]);
+    // B first, so A can be told B is its platform; B learns of A's kv once
+    // A is up (its plugin folder is watched).
+    let b = env_with_manifests(&[]);
+    std::fs::create_dir_all(&b.plugins).unwrap();
     let server_b = Server::start(&b);
     let b_url = format!("http://{}", server_b.addr);
+    let a = Env::new();
+    let server_a = Server::start_with(
+        a.command(&[
+            "serve",
+            "--port",
+            "0",
+            "--platform-api",
+            &format!("{b_url}/platform"),
+        ]),
+        &a,
+    );
+    let manifest = remote_manifest_of(&a, &server_a, "kv");
+    let staged = b.data().join("kv-staged");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(
+        staged.join("addon-manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(&staged, std::path::Path::new(&b.plugins).join("kv")).unwrap();
+    wait_for("B serving A's kv", || {
+        let list = server_b.api("GET", "/api/plugins", None).json();
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|p| p["id"] == "kv" && p["status"] == "remote"))
+    });
 
     let plugins = b.json(&["plugins"]);
     assert_eq!(plugins[0]["id"], "kv");
@@ -1081,4 +1108,312 @@ fn a_partner_flooding_the_platform_api_is_held_to_its_rate() {
     );
     assert_eq!(r.status, 429);
     b.ok(&["config:set", "OWN=1", "-a", "shop"]);
+}
+
+// ---------------------------------------------------------------- talking back to the platform
+
+/// A platform's Platform API for provider-mode tests, on an ephemeral port
+/// of 127.0.0.1: it answers `/oauth/token`, `PATCH …/config` and
+/// `…/actions/provision`, records every request, and counts the requests
+/// it holds unanswered (all of them while `hold` is on: a platform that
+/// never answers). One thread per connection; holds end when it is dropped.
+struct FakePlatform {
+    port: u16,
+    state: std::sync::Arc<(std::sync::Mutex<PlatformState>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct PlatformState {
+    /// (method, path, body) of every request, in arrival order.
+    requests: Vec<(String, String, String)>,
+    /// Connections accepted in all.
+    accepted: usize,
+    /// Requests accepted and not answered yet, and the most ever at once.
+    open: usize,
+    most_open: usize,
+    hold: bool,
+    stopped: bool,
+}
+
+impl FakePlatform {
+    fn start(hold: bool) -> FakePlatform {
+        use std::sync::{Arc, Condvar, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new((
+            Mutex::new(PlatformState {
+                hold,
+                ..Default::default()
+            }),
+            Condvar::new(),
+        ));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                {
+                    let mut st = shared.0.lock().unwrap();
+                    if st.stopped {
+                        break;
+                    }
+                    st.accepted += 1;
+                    st.open += 1;
+                    st.most_open = st.most_open.max(st.open);
+                }
+                let shared = shared.clone();
+                std::thread::spawn(move || FakePlatform::serve(conn, &shared));
+            }
+        });
+        FakePlatform { port, state }
+    }
+
+    fn serve(
+        conn: std::net::TcpStream,
+        shared: &(std::sync::Mutex<PlatformState>, std::sync::Condvar),
+    ) {
+        use std::io::{Read, Write};
+        let answered = |st: &mut PlatformState| st.open -= 1;
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        let mut length = 0usize;
+        let request_line = match reader.read_line(&mut line) {
+            Ok(n) if n > 0 => line.trim().to_string(),
+            _ => return answered(&mut shared.0.lock().unwrap()),
+        };
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length.min(1 << 20)];
+        let _ = reader.read_exact(&mut body);
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or_default().to_string(),
+            parts.next().unwrap_or_default().to_string(),
+        );
+        let (lock, cvar) = shared;
+        let mut st = lock.lock().unwrap();
+        st.requests.push((
+            method.clone(),
+            path.clone(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while st.hold && !st.stopped && Instant::now() < deadline {
+            st = cvar.wait_timeout(st, Duration::from_secs(1)).unwrap().0;
+        }
+        // Answered as far as the host can tell from here on.
+        answered(&mut st);
+        drop(st);
+        let (status, answer) = if path.ends_with("/oauth/token") {
+            (
+                200,
+                json!({"access_token": "token", "refresh_token": "refresh", "expires_in": 28800, "token_type": "Bearer"}),
+            )
+        } else if method == "PATCH" && path.ends_with("/config") {
+            (200, json!([]))
+        } else if path.ends_with("/actions/provision") {
+            (200, json!({}))
+        } else {
+            (404, json!({"id": "not_found", "message": "no such route"}))
+        };
+        let answer = answer.to_string();
+        let mut conn = conn;
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+    }
+
+    /// The Platform API base it serves: `http://127.0.0.1:<port>/platform`.
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/platform", self.port)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut PlatformState) -> T) -> T {
+        f(&mut self.state.0.lock().unwrap())
+    }
+
+    /// Answers everything held, and everything from now on.
+    fn release(&self) {
+        self.with(|st| st.hold = false);
+        self.state.1.notify_all();
+    }
+}
+
+impl Drop for FakePlatform {
+    fn drop(&mut self) {
+        self.with(|st| st.stopped = true);
+        self.state.1.notify_all();
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// `serve` on a new data dir, answering to the platform at `platform`.
+fn provider_with_platform(platform: Option<&str>) -> (Env, Server) {
+    let a = Env::new();
+    let mut command = a.command(&["serve", "--port", "0"]);
+    if let Some(p) = platform {
+        command.args(["--platform-api", p]);
+    }
+    let server = Server::start_with(command, &a);
+    (a, server)
+}
+
+/// A Partner API provision of kv on `server`, as a platform sends it.
+fn partner_provision(a: &Env, server: &Server, uuid: &str, callback_url: &str) -> http::Response {
+    let m = remote_manifest_of(a, server, "kv");
+    let auth = http::basic("kv", m["api"]["password"].as_str().unwrap());
+    let body = json!({
+        "uuid": uuid,
+        "plan": "mini",
+        "region": "amazon-web-services::us-east-1",
+        "callback_url": callback_url,
+        "oauth_grant": {"code": format!("grant-{uuid}"), "type": "authorization_code"},
+        "options": {},
+    });
+    http::request(
+        &server.addr,
+        "POST",
+        "/partner/kv/heroku/resources",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// A hostile partner names an internal address as its `callback_url`: the
+/// provisioning is refused, naming why, and the address is never called —
+/// without `--platform-api` (Heroku's is the only platform) and with it.
+#[test]
+fn a_callback_url_off_the_configured_platform_is_refused_and_never_called() {
+    let target = FakePlatform::start(false);
+    let elsewhere = FakePlatform::start(false);
+    for configured in [None, Some(elsewhere.base())] {
+        let (a, server) = provider_with_platform(configured.as_deref());
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let callback = format!("{}/vendor/apps/{uuid}", target.base());
+        let r = partner_provision(&a, &server, &uuid, &callback);
+        if r.status == 200 {
+            // Provisioned: a rotation on this host goes back to the
+            // platform, which is wherever the request said.
+            let rotated = server.api("POST", &format!("/api/addons/{uuid}/rotate"), None);
+            assert_eq!(rotated.status, 200, "{}", rotated.text());
+            let start = Instant::now();
+            while target.with(|st| st.accepted) == 0 && start.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let called = target.with(|st| st.requests.clone());
+        assert!(
+            called.is_empty(),
+            "the host called the callback_url's address (platform {configured:?}): {called:?}"
+        );
+        assert_eq!(r.status, 422, "{}", r.text());
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains("callback_url"), "{message}");
+        assert!(message.contains(&callback), "{message}");
+        let platform = configured
+            .clone()
+            .unwrap_or("https://api.heroku.com".into());
+        assert!(message.contains(&platform), "names the platform: {message}");
+        let (code, _) = a.fails(&["addons:info", &uuid]);
+        assert_eq!(code, 3, "nothing was provisioned");
+    }
+    // The configured platform's own callback_url is served.
+    let (a, server) = provider_with_platform(Some(&target.base()));
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let callback = format!("{}/vendor/apps/{uuid}", target.base());
+    let r = partner_provision(&a, &server, &uuid, &callback);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(target.with(|st| st.requests.is_empty()));
+}
+
+/// 200 changes of 20 resources while the platform never answers: the host
+/// holds a few deliveries at once, not one per change; once the platform
+/// answers, each resource's newest value is what it gets last, in a
+/// bounded number of requests.
+#[test]
+fn a_platform_that_never_answers_holds_few_deliveries_and_gets_the_newest_values() {
+    const RESOURCES: usize = 20;
+    const ROUNDS: usize = 10;
+    // The host's bound on deliveries of one add-on in flight.
+    const IN_FLIGHT: usize = 4;
+    let platform = FakePlatform::start(true);
+    let (a, server) = provider_with_platform(Some(&platform.base()));
+    let uuids: Vec<String> = (0..RESOURCES)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    for uuid in &uuids {
+        let callback = format!("{}/vendor/apps/{uuid}", platform.base());
+        let r = partner_provision(&a, &server, uuid, &callback);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for _ in 0..ROUNDS {
+        for uuid in &uuids {
+            let r = server.api("POST", &format!("/api/addons/{uuid}/rotate"), None);
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+    wait_for("deliveries reaching the platform", || {
+        platform.with(|st| st.open) >= IN_FLIGHT
+    });
+    let held = platform.with(|st| st.most_open);
+    assert!(
+        held <= IN_FLIGHT,
+        "{held} requests held at once by a platform that never answers, for {} changes",
+        RESOURCES * ROUNDS
+    );
+    let newest: Vec<String> = uuids
+        .iter()
+        .map(|u| {
+            let app = format!(
+                "partner-{}",
+                u.replace('-', "").chars().take(22).collect::<String>()
+            );
+            a.config(&app)["KV_URL"].as_str().unwrap().to_string()
+        })
+        .collect();
+    platform.release();
+    wait_for("every resource's newest KV_URL at the platform", || {
+        let requests = platform.with(|st| st.requests.clone());
+        uuids.iter().zip(&newest).all(|(uuid, url)| {
+            requests
+                .iter()
+                .rev()
+                .find(|(m, p, _)| m == "PATCH" && p.contains(uuid.as_str()))
+                .is_some_and(|(_, _, body)| body.contains(url.as_str()))
+        })
+    });
+    let (most_open, patches) = platform.with(|st| {
+        (
+            st.most_open,
+            st.requests.iter().filter(|(m, _, _)| m == "PATCH").count(),
+        )
+    });
+    eprintln!(
+        "{} changes: {held} requests held at most, {most_open} at once in all, {patches} config deliveries",
+        RESOURCES * ROUNDS
+    );
+    assert!(
+        most_open <= IN_FLIGHT,
+        "{most_open} requests at once once the platform answered"
+    );
+    assert!(
+        patches <= 2 * RESOURCES,
+        "{patches} config deliveries for {} changes of {RESOURCES} resources",
+        RESOURCES * ROUNDS
+    );
 }

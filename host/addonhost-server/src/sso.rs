@@ -123,12 +123,7 @@ pub async fn login_fields(
                 Ok(id) => id,
                 Err(e) => return crate::error::ApiError::from(e).into_response(),
             };
-            let landing = if session.landing.starts_with('/') && !session.landing.starts_with("//")
-            {
-                session.landing
-            } else {
-                "/".to_string()
-            };
+            let landing = landing_path(session.landing);
             let mut r = Redirect::to(&landing).into_response();
             *r.status_mut() = StatusCode::FOUND;
             // Host-only cookies of the add-on's origin: no other add-on and
@@ -189,6 +184,52 @@ pub fn identity(
             // signed out; it cannot be served as someone else.
             tracing::warn!(addon = %service, "cannot read the SSO session: {e:#}");
             None
+        }
+    }
+}
+
+/// Where a login lands: the plugin's page when it is a path of the add-on's
+/// own origin, else `/`. Browsers read `\` as `/` and drop tabs and
+/// newlines, so `/\evil.example` or `/<tab>/evil.example` would be the
+/// scheme-relative `//evil.example`: a backslash, whitespace or a control
+/// character anywhere is refused outright, as is a second leading `/`.
+fn landing_path(landing: String) -> String {
+    let plain = landing.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    if plain && landing.starts_with('/') && !landing.starts_with("//") {
+        landing
+    } else {
+        "/".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin (or whoever crafts its landing) sends the browser elsewhere
+    /// with what browsers read as another origin: a backslash is a slash to
+    /// them, tabs and newlines are dropped, and a scheme-relative `//` is a
+    /// host.
+    #[test]
+    fn a_landing_that_browsers_read_as_another_origin_lands_on_the_root() {
+        for attack in [
+            "//evil.example",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/\\/evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "/dashboard\\..\\..\\evil",
+            "",
+        ] {
+            assert_eq!(landing_path(attack.to_string()), "/", "{attack:?}");
+        }
+        for fine in ["/", "/dashboard/abc?x=1&y=%2F%2F#top", "/a//b"] {
+            assert_eq!(landing_path(fine.to_string()), fine);
         }
     }
 }

@@ -474,6 +474,17 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
         return non_public_v4(embedded(s[6], s[7])).map(|_| "NAT64 of a non-public IPv4 address");
     }
+    // NAT64 for local use (RFC 8215): whatever the local translator reaches,
+    // wherever in the address it puts the IPv4 one.
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        return Some("NAT64 local-use (64:ff9b:1::/48)");
+    }
+    // IPv4-translated (::ffff:0:a.b.c.d, SIIT): the IPv4 address it is.
+    // (IPv4-mapped ::ffff:a.b.c.d is made IPv4 by `canonical`.)
+    if s[..5] == [0, 0, 0, 0, 0xffff] && s[5] == 0 {
+        return non_public_v4(embedded(s[6], s[7]))
+            .map(|_| "IPv4-translated form of a non-public IPv4 address");
+    }
     if s[0] == 0x2002 {
         return non_public_v4(embedded(s[1], s[2])).map(|_| "6to4 of a non-public IPv4 address");
     }
@@ -635,6 +646,32 @@ mod tests {
             "2606:4700::1111",
             "64:ff9b::5db8:d822",
         ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(non_public(addr), None, "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn nat64_local_use_and_ipv4_translated_forms_of_internal_addresses_are_not_public() {
+        for ip in [
+            // NAT64 local-use (RFC 8215): routed to whatever the local
+            // translator reaches, the metadata service included.
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:a9fe:a9:fe00::",
+            "64:ff9b:1::5db8:d822",
+            // IPv4-translated (SIIT, ::ffff:0:0:0/96) of internal addresses.
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:5",
+            // IPv4-mapped, written out in hex.
+            "::ffff:a9fe:a9fe",
+            "::ffff:a00:5",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert!(non_public(addr).is_some(), "{ip} must not count as public");
+        }
+        // The same forms of a public IPv4 address stay public.
+        for ip in ["::ffff:0:5db8:d822", "::ffff:5db8:d822"] {
             let addr: IpAddr = ip.parse().unwrap();
             assert_eq!(non_public(addr), None, "{ip} is public");
         }

@@ -108,6 +108,16 @@ pub struct Cli {
         help_heading = "Operator limits"
     )]
     pub max_kv_keys: u64,
+    /// Audit entries kept of each actor (the user, each add-on, each
+    /// platform): the newest; 0 keeps every one.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_AUDIT_KEEP",
+        default_value_t = addonhost::store::DEFAULT_AUDIT_KEEP,
+        help_heading = "Operator limits"
+    )]
+    pub audit_keep: u64,
     /// Refuse every outbound HTTP request of every add-on, or (with
     /// `=ADDON,…`) of the add-ons named, whatever their manifests declare.
     #[arg(
@@ -274,6 +284,7 @@ impl Cli {
             max_concurrency: self.max_concurrency,
             kv_quota_bytes: self.max_kv_mb.saturating_mul(1 << 20),
             kv_quota_keys: self.max_kv_keys,
+            audit_keep: self.audit_keep,
         };
         opts
     }

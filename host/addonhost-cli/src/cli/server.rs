@@ -30,8 +30,9 @@ pub struct Serve {
     pub body_timeout: u64,
     /// Provider mode: the Platform API base of the platform calling this
     /// server's add-ons, where their own config updates and async
-    /// completions go [default: the one each provision request's
-    /// callback_url names, else https://api.heroku.com].
+    /// completions go; the only platform called back (a provision request
+    /// whose callback_url is elsewhere is refused) [default:
+    /// https://api.heroku.com].
     #[arg(long, env = "ADDONHOST_PLATFORM_API")]
     pub platform_api: Option<String>,
     /// Platform API requests an hour each add-on's partner may make (a

@@ -144,7 +144,7 @@ impl Host {
             if actor != "platform" {
                 self.forward_to_platforms(
                     &manifest,
-                    vec![super::partner::ToPlatform::Config {
+                    vec![super::forward::ToPlatform::Config {
                         partner_id: pid.clone(),
                         changes,
                     }],

@@ -7,7 +7,7 @@
 //! call's outcome — or dropped if the call traps, times out or fails. So a
 //! plugin that dies half-way leaves the store exactly as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::manifest::Manifest;
@@ -28,11 +28,40 @@ pub const MAX_KV_VALUE: usize = 1 << 20;
 pub const MAX_CALL_WRITE_BYTES: usize = 8 << 20;
 /// KV operations (reads included) one call may make.
 pub const MAX_CALL_KV_OPS: usize = 100_000;
-/// Refused writes of one call kept for the audit trail; past it one entry
-/// says how many more there were.
-pub const MAX_CALL_REFUSALS: usize = 100;
 /// Longest refusal kept.
 const MAX_REFUSAL_BYTES: usize = 500;
+
+/// What a refused write tried, for the audit trail: of each kind, a call's
+/// first refusal is kept in full and the rest are counted in one entry, so
+/// a call leaves at most two entries per kind whatever it tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// A resource the call may not touch (another's, unknown, not yet made).
+    Resource,
+    /// A resource that is not provisioned.
+    State,
+    /// A var not in the manifest.
+    Var,
+    /// A value that is not allowed.
+    Value,
+    /// A var owned by another add-on or taken over by the user.
+    Ownership,
+    /// An outbound HTTP request.
+    Outbound,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Resource => "resource out of reach",
+            Refusal::State => "resource not provisioned",
+            Refusal::Var => "var not in the manifest",
+            Refusal::Value => "value not allowed",
+            Refusal::Ownership => "var not its own",
+            Refusal::Outbound => "outbound request",
+        }
+    }
+}
 
 /// Which resources this call may touch.
 #[derive(Debug, Clone)]
@@ -121,7 +150,9 @@ pub struct CallContext {
 struct Spent {
     written: usize,
     kv_ops: usize,
-    refusals: usize,
+    /// Refusals of each kind: (how many, where their count entry is in
+    /// `Effects::refusals` once there is one).
+    refusals: HashMap<Refusal, (usize, Option<usize>)>,
 }
 
 impl CallContext {
@@ -220,27 +251,37 @@ impl CallContext {
         vars
     }
 
-    /// Records a refused write for the audit trail (the first
-    /// [`MAX_CALL_REFUSALS`], then a count) and answers it to the plugin.
-    fn refuse(&mut self, what: String) -> String {
-        self.spent.refusals += 1;
-        let n = self.spent.refusals;
-        if n <= MAX_CALL_REFUSALS {
-            tracing::warn!(addon = %self.service(), "refused: {what}");
+    /// Records a refused write for the audit trail (the call's first of
+    /// its kind in full, the others counted in one entry) and answers it to
+    /// the plugin.
+    fn refuse(&mut self, kind: Refusal, what: String) -> String {
+        let service = self.service().to_string();
+        let (n, count_at) = {
+            let seen = self.spent.refusals.entry(kind).or_insert((0, None));
+            seen.0 += 1;
+            *seen
+        };
+        let mut effects = self.effects();
+        if n == 1 {
+            tracing::warn!(addon = %service, "refused: {what}");
             let kept = crate::util::truncate(&what, MAX_REFUSAL_BYTES).to_string();
-            self.effects()
-                .refusals
-                .push((self.service().to_string(), kept));
-        } else {
-            let more = format!(
-                "…and {} more refusals in this call (only the first {MAX_CALL_REFUSALS} are recorded)",
-                n - MAX_CALL_REFUSALS
-            );
-            let service = self.service().to_string();
-            let mut effects = self.effects();
-            match effects.refusals.get_mut(MAX_CALL_REFUSALS) {
-                Some(last) => last.1 = more,
-                None => effects.refusals.push((service, more)),
+            effects.refusals.push((service, kept));
+            return what;
+        }
+        let more = format!(
+            "…and {} more refusals of this kind ({}) in this call",
+            n - 1,
+            kind.as_str()
+        );
+        match count_at.and_then(|i| effects.refusals.get_mut(i)) {
+            Some(entry) => entry.1 = more,
+            None => {
+                effects.refusals.push((service, more));
+                let at = effects.refusals.len() - 1;
+                drop(effects);
+                if let Some(seen) = self.spent.refusals.get_mut(&kind) {
+                    seen.1 = Some(at);
+                }
             }
         }
         what
@@ -458,7 +499,7 @@ impl Capabilities for CallContext {
     /// A refused outbound request goes to the audit trail like a refused
     /// write (and counts among the call's refusals).
     fn outbound_refused(&mut self, _url: &str, why: &str) {
-        self.refuse(why.to_string());
+        self.refuse(Refusal::Outbound, why.to_string());
     }
 }
 
@@ -472,21 +513,24 @@ impl CallContext {
     ) -> Result<(), String> {
         let r = match self.resource_in_scope(id) {
             Ok(r) => r,
-            Err(e) => return Err(self.refuse(e)),
+            Err(e) => return Err(self.refuse(Refusal::Resource, e)),
         };
         if r.state != ResourceState::Provisioned {
-            return Err(self.refuse(format!("resource {id} is {}, not provisioned", r.state)));
+            return Err(self.refuse(
+                Refusal::State,
+                format!("resource {id} is {}, not provisioned", r.state),
+            ));
         }
         if changes.is_empty() {
             return Ok(());
         }
         for (name, value) in &changes {
             if let Err(e) = validate::var_allowed(&self.manifest, name) {
-                return Err(self.refuse(e));
+                return Err(self.refuse(Refusal::Var, e));
             }
             if let Some(v) = value {
                 if let Err(e) = validate::value_ok(name, v) {
-                    return Err(self.refuse(e));
+                    return Err(self.refuse(Refusal::Value, e));
                 }
             }
         }
@@ -517,7 +561,7 @@ impl CallContext {
             Ok(None)
         })?;
         if let Some(why) = refused {
-            return Err(self.refuse(why));
+            return Err(self.refuse(Refusal::Ownership, why));
         }
         self.effects().updates.push(Update {
             partner_id: id.to_string(),

@@ -11,6 +11,7 @@ pub mod cluster;
 mod config;
 pub mod context;
 pub mod error;
+mod forward;
 pub mod http;
 pub mod naming;
 pub mod oauth;
@@ -71,6 +72,8 @@ pub struct Host {
     grants: std::sync::OnceLock<oauth::Grants>,
     /// Each partner's Platform API requests, metered (in this process).
     platform_api_rate: rate::RateLimit,
+    /// Provider mode: changes on their way back to the calling platform.
+    deliveries: forward::Deliveries,
 }
 
 impl Host {
@@ -90,6 +93,7 @@ impl Host {
             Some(ArtifactCache::new(opts.data_dir.join("cache"))),
             metrics,
         )?;
+        crate::store::set_audit_keep(opts.policy.audit_keep);
         let catalog = Catalog::discover(&opts.plugin_dirs, &opts.policy);
         Ok(Host {
             store,
@@ -104,6 +108,7 @@ impl Host {
             verdicts: Mutex::new(Default::default()),
             remote_http: remote_http::Client::default(),
             grants: std::sync::OnceLock::new(),
+            deliveries: Default::default(),
         })
     }
 
@@ -278,6 +283,13 @@ impl Host {
                     what,
                 )?;
             }
+            // The add-on decides how often it is refused: its entries are
+            // pruned on each such write, not only every few entries.
+            let actors: std::collections::BTreeSet<String> =
+                refusals.iter().map(|(a, _)| format!("addon:{a}")).collect();
+            for actor in &actors {
+                tx.prune_audit(actor, crate::store::audit_keep())?;
+            }
             Ok(())
         });
         if let Err(e) = r.await {
@@ -295,7 +307,7 @@ impl Host {
         if effects.is_empty() {
             return Ok(());
         }
-        let to_platform = partner::to_platform_of(&effects);
+        let to_platform = forward::to_platform_of(&effects);
         let m = manifest.clone();
         let policy = self.opts.policy;
         self.store

@@ -38,10 +38,11 @@ pub struct HostOptions {
     /// when the platform accepted other ones (see
     /// [`Host::deploy_component`](crate::Host::deploy_component)).
     pub allow_plugin_mismatch: bool,
-    /// Provider mode: the Platform API base of the platforms calling this
-    /// host's add-ons (`https://api.heroku.com`), where partner-initiated
-    /// config updates and async completions go. `None`: the one each
-    /// provisioning's `callback_url` names.
+    /// Provider mode: the Platform API base of the platform calling this
+    /// host's add-ons, where partner-initiated config updates and async
+    /// completions go; `None` is Heroku's (`https://api.heroku.com`). The
+    /// only platform called back: a provisioning whose `callback_url` lies
+    /// elsewhere is refused.
     pub platform_api: Option<String>,
     /// Platform API requests an hour each add-on's partner may make (a
     /// bucket that size, refilled continuously; Heroku's own limit is 4,500
@@ -86,6 +87,9 @@ pub struct Policy {
     pub kv_quota_bytes: u64,
     /// Keys each add-on may keep in its KV.
     pub kv_quota_keys: u64,
+    /// Audit entries kept of each actor (the user, each add-on, each
+    /// platform), the newest; 0 keeps them all.
+    pub audit_keep: u64,
 }
 
 impl Default for Policy {
@@ -96,6 +100,7 @@ impl Default for Policy {
             max_concurrency: 256,
             kv_quota_bytes: 1 << 30,
             kv_quota_keys: 1_000_000,
+            audit_keep: crate::store::DEFAULT_AUDIT_KEEP,
         }
     }
 }

@@ -9,27 +9,18 @@
 //! roll from its dashboard, an async completion) goes back to the calling
 //! platform: the request's `oauth_grant` is traded for a token at the
 //! platform's `/oauth/token`, then `PATCH /addons/:uuid/config` and
-//! `POST /addons/:uuid/actions/provision`. The host makes those calls, never
-//! the plugin.
+//! `POST /addons/:uuid/actions/provision` (see `forward.rs`). The host makes
+//! those calls, never the plugin, and only to the platform its operator
+//! configured: a provision request's `callback_url` elsewhere is refused.
 
 use anyhow::Context as _;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::context::Effects;
 use super::platform_api::resource_config;
-use super::remote_http::{self, Client};
 use super::{error, AddonCreated, CreateAddon, Host};
-use crate::manifest::Manifest;
-use crate::store::{Resource, ResourceState, Store};
-use crate::util::unix_now;
-
-/// Attempts at delivering one change to the calling platform.
-const DELIVERY_ATTEMPTS: u32 = 5;
+use crate::store::{Resource, ResourceState};
 
 /// Heroku's `POST /heroku/resources` body (v3); unknown fields are accepted.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -91,17 +82,17 @@ pub struct PartnerAnswer {
 
 /// How this host reaches the platform a resource came from; kept per uuid.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Link {
-    service: String,
+pub(super) struct Link {
+    pub(super) service: String,
     /// The platform's Platform API base (`https://api.heroku.com`).
-    platform: String,
-    grant: Option<OauthGrant>,
-    access_token: Option<String>,
-    access_expires_at: Option<i64>,
-    refresh_token: Option<String>,
+    pub(super) platform: String,
+    pub(super) grant: Option<OauthGrant>,
+    pub(super) access_token: Option<String>,
+    pub(super) access_expires_at: Option<i64>,
+    pub(super) refresh_token: Option<String>,
 }
 
-fn link_key(uuid: &str) -> String {
+pub(super) fn link_key(uuid: &str) -> String {
     format!("partner-link:{uuid}")
 }
 
@@ -123,17 +114,31 @@ fn our_region(region: Option<&str>) -> &'static str {
     }
 }
 
-/// The Platform API base a `callback_url` names
-/// (`https://api.heroku.com/vendor/apps/<uuid>` → `https://api.heroku.com`).
-fn platform_of(callback_url: &str) -> Option<String> {
-    let (base, _) = callback_url.rsplit_once("/vendor/apps/")?;
-    url::Url::parse(base).ok()?;
-    Some(base.to_string())
+/// The platform a host answers to when the operator names none.
+pub const HEROKU_API: &str = "https://api.heroku.com";
+
+/// Whether `callback_url` (`<base>/vendor/apps/<uuid>`) lies on the platform
+/// whose API base is `platform`: the same scheme, host and port, under its
+/// path. The error says what differs.
+fn check_callback(callback_url: &str, platform: &str) -> Result<(), String> {
+    let cb = url::Url::parse(callback_url).map_err(|e| format!("is not a URL ({e})"))?;
+    let base = url::Url::parse(platform).map_err(|e| format!("cannot be checked: {e}"))?;
+    if !cb.username().is_empty() || cb.password().is_some() {
+        return Err("carries credentials".into());
+    }
+    if cb.origin() != base.origin() {
+        return Err(format!("is not on {}", base.origin().ascii_serialization()));
+    }
+    let prefix = format!("{}/", base.path().trim_end_matches('/'));
+    if !cb.path().starts_with(&prefix) {
+        return Err(format!("is not under {prefix}"));
+    }
+    Ok(())
 }
 
 /// Where the platform at `base` trades grants for tokens (Heroku's is on
 /// another host).
-fn token_url(base: &str) -> String {
+pub(super) fn token_url(base: &str) -> String {
     match url::Url::parse(base) {
         Ok(u) if u.host_str() == Some("api.heroku.com") => {
             "https://id.heroku.com/oauth/token".into()
@@ -143,6 +148,17 @@ fn token_url(base: &str) -> String {
 }
 
 impl Host {
+    /// The Platform API base this host answers to in provider mode:
+    /// `--platform-api`, else Heroku's.
+    pub fn partner_platform(&self) -> String {
+        self.opts
+            .platform_api
+            .as_deref()
+            .unwrap_or(HEROKU_API)
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     /// Whether `user:password` are add-on `service`'s Partner API
     /// credentials (its id and `api.password`, compared in constant time).
     /// A service that is not a plugin here never matches.
@@ -203,12 +219,21 @@ impl Host {
                 other => Some((k, other.to_string())),
             })
             .collect();
-        let platform = self
-            .opts
-            .platform_api
-            .clone()
-            .or_else(|| req.callback_url.as_deref().and_then(platform_of))
-            .unwrap_or_else(|| "https://api.heroku.com".to_string());
+        // This host calls back only the platform its operator configured:
+        // a callback_url elsewhere (an internal address, a metadata service)
+        // is refused before anything is made, never called.
+        let platform = self.partner_platform();
+        if let Some(cb) = req.callback_url.as_deref() {
+            check_callback(cb, &platform).map_err(|why| {
+                error::invalid(format!(
+                    "callback_url {cb:?} {why}: this host calls back only the platform it is configured for, {platform} ({})",
+                    match self.opts.platform_api {
+                        Some(_) => "--platform-api",
+                        None => "the default; set --platform-api for another platform",
+                    }
+                ))
+            })?;
+        }
         let app = partner_app_name(&uuid);
         if let Err(e) = self.create_app(&app, Some(our_region(req.region.as_deref()))) {
             // A retry (or a concurrent request) for this uuid made it.
@@ -336,259 +361,6 @@ impl Host {
             .await?;
         Ok(true)
     }
-
-    /// Sends what a call of `m` changed on its own behalf to the platforms
-    /// its resources came from (nothing for resources of this host's own
-    /// apps). Delivered in the background, retried; failures are logged and
-    /// audited.
-    pub(super) fn forward_to_platforms(&self, m: &Arc<Manifest>, changes: Vec<ToPlatform>) {
-        if changes.is_empty() || tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        let forwarder = Forwarder {
-            store: self.store.clone(),
-            client: self.remote_http.clone(),
-            manifest: m.clone(),
-        };
-        tokio::spawn(async move {
-            for o in changes {
-                forwarder.deliver(o).await;
-            }
-        });
-    }
-}
-
-/// One change to send back to a calling platform.
-#[derive(Debug, Clone)]
-pub(super) enum ToPlatform {
-    /// `PATCH /addons/:uuid/config`.
-    Config {
-        partner_id: String,
-        changes: Vec<(String, Option<String>)>,
-    },
-    /// The config, then `POST /addons/:uuid/actions/provision`.
-    Provisioned {
-        partner_id: String,
-        config: Vec<(String, String)>,
-    },
-}
-
-/// What of `effects` a calling platform must hear of.
-pub(super) fn to_platform_of(effects: &Effects) -> Vec<ToPlatform> {
-    let mut out: Vec<ToPlatform> = effects
-        .updates
-        .iter()
-        .map(|u| ToPlatform::Config {
-            partner_id: u.partner_id.clone(),
-            changes: u.changes.clone(),
-        })
-        .collect();
-    out.extend(effects.completions.iter().map(|c| ToPlatform::Provisioned {
-        partner_id: c.partner_id.clone(),
-        config: c.config.clone(),
-    }));
-    out
-}
-
-/// Delivers changes to calling platforms.
-struct Forwarder {
-    store: Arc<Store>,
-    client: Client,
-    manifest: Arc<Manifest>,
-}
-
-impl Forwarder {
-    async fn deliver(&self, o: ToPlatform) {
-        let pid = match &o {
-            ToPlatform::Config { partner_id, .. } | ToPlatform::Provisioned { partner_id, .. } => {
-                partner_id.clone()
-            }
-        };
-        let service = self.manifest.id.clone();
-        let found = self.store.read(|tx| {
-            let Some(r) = tx.resource_by_partner_id(&service, &pid)? else {
-                return Ok(None);
-            };
-            let link = tx.setting(&link_key(&r.uuid))?;
-            Ok(link.map(|l| (r, l)))
-        });
-        let (r, link) = match found {
-            Ok(Some((r, l))) => match serde_json::from_str::<Link>(&l) {
-                Ok(link) => (r, link),
-                Err(e) => {
-                    tracing::error!(addon = %service, "unreadable platform link of {}: {e}", r.uuid);
-                    return;
-                }
-            },
-            // A resource of one of this host's own apps: nothing to send.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(addon = %service, "cannot read the platform link: {e:#}");
-                return;
-            }
-        };
-        let mut last = String::new();
-        for attempt in 0..DELIVERY_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-            }
-            match self.send(&r, link.clone(), &o).await {
-                Ok(()) => {
-                    tracing::info!(addon = %service, uuid = %r.uuid, "change delivered to {}", link.platform);
-                    return;
-                }
-                Err((e, retry)) => {
-                    tracing::warn!(addon = %service, uuid = %r.uuid, "delivery to {} failed: {e}", link.platform);
-                    last = e;
-                    if !retry {
-                        break;
-                    }
-                }
-            }
-        }
-        let (actor, name, app) = (format!("addon:{service}"), r.name.clone(), r.app.clone());
-        let what = format!("not delivered to the platform {}: {last}", link.platform);
-        let _ = self
-            .store
-            .write(move |tx| tx.audit(&actor, "partner:forward", Some(&app), Some(&name), &what))
-            .await;
-    }
-
-    /// One attempt; the error says whether trying again may help.
-    async fn send(&self, r: &Resource, link: Link, o: &ToPlatform) -> Result<(), (String, bool)> {
-        let token = self.token(&r.uuid, link.clone()).await?;
-        let base = link.platform.trim_end_matches('/');
-        let headers = [
-            ("authorization", format!("Bearer {token}")),
-            (
-                "accept",
-                "application/vnd.heroku+json; version=3".to_string(),
-            ),
-        ];
-        let config: Vec<Value> = match o {
-            ToPlatform::Config { changes, .. } => changes
-                .iter()
-                .map(|(n, v)| json!({"name": n, "value": v}))
-                .collect(),
-            ToPlatform::Provisioned { config, .. } => config
-                .iter()
-                .map(|(n, v)| json!({"name": n, "value": v}))
-                .collect(),
-        };
-        let url = format!("{base}/addons/{}/config", r.uuid);
-        let body = json!({ "config": config }).to_string().into_bytes();
-        let reply = self
-            .client
-            .send(
-                http::Method::PATCH,
-                &url,
-                &headers,
-                Some(("application/json", body)),
-            )
-            .await
-            .map_err(|e| (e.to_string(), true))?;
-        check(&url, &reply)?;
-        if let ToPlatform::Provisioned { .. } = o {
-            let url = format!("{base}/addons/{}/actions/provision", r.uuid);
-            let reply = self
-                .client
-                .send(
-                    http::Method::POST,
-                    &url,
-                    &headers,
-                    Some(("application/json", b"{}".to_vec())),
-                )
-                .await
-                .map_err(|e| (e.to_string(), true))?;
-            check(&url, &reply)?;
-        }
-        Ok(())
-    }
-
-    /// An access token for resource `uuid`: the one kept while it is good,
-    /// else one traded for the refresh token or, first, the grant.
-    async fn token(&self, uuid: &str, mut link: Link) -> Result<String, (String, bool)> {
-        let now = unix_now();
-        if let (Some(t), Some(exp)) = (&link.access_token, link.access_expires_at) {
-            if exp > now + 60 {
-                return Ok(t.clone());
-            }
-        }
-        let secret = self.manifest.api.client_secret.clone();
-        let form: Vec<(&str, String)> = match (&link.refresh_token, &link.grant) {
-            (Some(refresh), _) => vec![
-                ("grant_type", "refresh_token".into()),
-                ("refresh_token", refresh.clone()),
-                ("client_secret", secret),
-            ],
-            (None, Some(grant)) => vec![
-                ("grant_type", "authorization_code".into()),
-                ("code", grant.code.clone()),
-                ("client_secret", secret),
-            ],
-            (None, None) => return Err((
-                "the provision request carried no oauth_grant: the platform cannot be called back"
-                    .into(),
-                false,
-            )),
-        };
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish()
-            .into_bytes();
-        let url = token_url(&link.platform);
-        let reply = self
-            .client
-            .send(
-                http::Method::POST,
-                &url,
-                &[],
-                Some(("application/x-www-form-urlencoded", body)),
-            )
-            .await
-            .map_err(|e| (e.to_string(), true))?;
-        check(&url, &reply)?;
-        let answer: BTreeMap<String, Value> = serde_json::from_slice(&reply.body)
-            .map_err(|e| (format!("{url} answered malformed JSON: {e}"), false))?;
-        let access = answer
-            .get("access_token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| (format!("{url} answered no access_token"), false))?
-            .to_string();
-        link.access_token = Some(access.clone());
-        link.access_expires_at = Some(
-            now + answer
-                .get("expires_in")
-                .and_then(Value::as_i64)
-                .unwrap_or(3600),
-        );
-        if let Some(refresh) = answer.get("refresh_token").and_then(Value::as_str) {
-            link.refresh_token = Some(refresh.to_string());
-        }
-        let (key, json) = (
-            link_key(uuid),
-            serde_json::to_string(&link).unwrap_or_default(),
-        );
-        if let Err(e) = self
-            .store
-            .write(move |tx| tx.put_setting(&key, Some(&json)))
-            .await
-        {
-            tracing::warn!("cannot keep the platform token of {uuid}: {e:#}");
-        }
-        Ok(access)
-    }
-}
-
-/// A 2xx, or the error (worth retrying for a 5xx or 429).
-fn check(url: &str, reply: &remote_http::Answer) -> Result<(), (String, bool)> {
-    match reply.status {
-        200..=299 => Ok(()),
-        s => Err((
-            format!("{url} answered {s}: {}", reply.snippet()),
-            s >= 500 || s == 429,
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -596,16 +368,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn platform_base_comes_from_the_callback_url() {
-        assert_eq!(
-            platform_of("https://api.heroku.com/vendor/apps/01234567-89ab-cdef-0123-456789abcdef"),
-            Some("https://api.heroku.com".into())
-        );
-        assert_eq!(
-            platform_of("http://127.0.0.1:5001/platform/vendor/apps/x"),
-            Some("http://127.0.0.1:5001/platform".into())
-        );
-        assert_eq!(platform_of("http://127.0.0.1/elsewhere"), None);
+    fn callback_urls_off_the_configured_platform_are_refused() {
+        let heroku = "https://api.heroku.com";
+        let ok = |cb: &str, p: &str| check_callback(cb, p).is_ok();
+        assert!(ok(
+            "https://api.heroku.com/vendor/apps/01234567-89ab-cdef-0123-456789abcdef",
+            heroku
+        ));
+        assert!(ok(
+            "http://127.0.0.1:5001/platform/vendor/apps/x",
+            "http://127.0.0.1:5001/platform"
+        ));
+        for attack in [
+            "http://169.254.169.254/latest/meta-data/vendor/apps/x",
+            "http://10.0.0.5/admin/vendor/apps/x",
+            "http://api.heroku.com/vendor/apps/x",
+            "https://api.heroku.com.evil.example/vendor/apps/x",
+            "https://api.heroku.com@evil.example/vendor/apps/x",
+            "https://user:pw@api.heroku.com/vendor/apps/x",
+            "https://api.heroku.com:8443/vendor/apps/x",
+            "not a url",
+        ] {
+            assert!(!ok(attack, heroku), "{attack}");
+        }
+        assert!(!ok(
+            "http://127.0.0.1:5001/platformx/vendor/apps/x",
+            "http://127.0.0.1:5001/platform"
+        ));
+        assert!(!ok(
+            "http://127.0.0.1:5002/platform/vendor/apps/x",
+            "http://127.0.0.1:5001/platform"
+        ));
         assert_eq!(
             token_url("https://api.heroku.com"),
             "https://id.heroku.com/oauth/token"

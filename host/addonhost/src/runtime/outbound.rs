@@ -459,10 +459,8 @@ impl Plan {
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if let Some(length) = declared {
-            if already + length > MAX_OUTBOUND_RESPONSE_BYTES {
-                return Err(Failure("too_large", self.error(over_cap(already + length))));
-            }
+        if let Some(total) = declared.and_then(|length| declared_over_cap(already, length)) {
+            return Err(Failure("too_large", self.error(over_cap(total))));
         }
         let body = Capped {
             url: self.url.clone(),
@@ -551,6 +549,14 @@ impl Plan {
 
 fn earliest(a: Instant, b: Instant) -> Instant {
     a.min(b)
+}
+
+/// The call's response bytes with a response declaring `length`, when that
+/// is over the cap.
+fn declared_over_cap(already: u64, length: u64) -> Option<u64> {
+    // A partner chooses `length`: up to u64::MAX.
+    let total = already.saturating_add(length);
+    (total > MAX_OUTBOUND_RESPONSE_BYTES).then_some(total)
 }
 
 fn over_cap(bytes: u64) -> String {
@@ -673,6 +679,20 @@ mod tests {
         assert_eq!(margin(1000), Duration::from_millis(100));
         assert_eq!(margin(100), Duration::from_millis(20));
         assert_eq!(margin(30_000), Duration::from_millis(500));
+    }
+
+    /// A partner declares the largest Content-Length there is after the
+    /// call received some bytes: refused as too large, never an overflow
+    /// (a panic in the host).
+    #[test]
+    fn a_huge_declared_content_length_is_too_large_not_an_overflow() {
+        assert_eq!(declared_over_cap(0, 10), None);
+        assert_eq!(declared_over_cap(1, u64::MAX), Some(u64::MAX));
+        assert_eq!(declared_over_cap(u64::MAX, u64::MAX), Some(u64::MAX));
+        assert_eq!(
+            declared_over_cap(MAX_OUTBOUND_RESPONSE_BYTES, 1),
+            Some(MAX_OUTBOUND_RESPONSE_BYTES + 1)
+        );
     }
 
     static HANGING: AtomicU64 = AtomicU64::new(0);

@@ -42,6 +42,35 @@ pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+/// Audit entries kept of each actor (the user, each add-on, each platform)
+/// unless the operator says otherwise.
+pub const DEFAULT_AUDIT_KEEP: u64 = 10_000;
+/// Every how many audit entries (by id) the writer's older ones are pruned:
+/// pruning walks `keep` index entries, so it is not done on every write.
+pub const AUDIT_PRUNE_EVERY: i64 = 16;
+
+/// The retention of the audit trail: one per process, like the store it
+/// bounds, set once by the host from the operator's policy (each backend's
+/// `Tx::audit` reads it, and the transactions have no other way to it).
+static AUDIT_KEEP: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_AUDIT_KEEP);
+
+/// Keeps the newest `keep` audit entries of each actor from now on (0: all).
+pub fn set_audit_keep(keep: u64) {
+    AUDIT_KEEP.store(keep, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The newest audit entries kept of each actor (0: all).
+pub fn audit_keep() -> u64 {
+    AUDIT_KEEP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether the audit entry just written as `id` is one after which its
+/// actor's older entries are pruned.
+pub(crate) fn audit_prune_due(id: i64) -> bool {
+    id % AUDIT_PRUNE_EVERY == 0 && audit_keep() > 0
+}
+
 /// The database file inside a data dir.
 pub const DB_FILE: &str = "addonhost.db";
 
@@ -74,6 +103,10 @@ pub trait Tx {
         addon: Option<&str>,
         detail: &str,
     ) -> anyhow::Result<()>;
+    /// Deletes all but the newest `keep` audit entries of `actor` (none
+    /// when `keep` is 0: no bound); how many went. [`Tx::audit`] calls it
+    /// every [`AUDIT_PRUNE_EVERY`] entries with [`audit_keep`].
+    fn prune_audit(&self, actor: &str, keep: u64) -> anyhow::Result<u64>;
     /// The audit trail, newest first, of one app or all.
     fn audit_entries(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<AuditEntry>>;
 

@@ -96,8 +96,8 @@ impl Tx for PgTx {
         addon: Option<&str>,
         detail: &str,
     ) -> anyhow::Result<()> {
-        self.execute(
-            "INSERT INTO audit (at, actor, action, app, addon, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        let rows = self.query(
+            "INSERT INTO audit (at, actor, action, app, addon, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             params![
                 unix_now(),
                 actor.to_string(),
@@ -107,7 +107,21 @@ impl Tx for PgTx {
                 detail.to_string()
             ],
         )?;
+        let id: i64 = rows[0].try_get(0)?;
+        if crate::store::audit_prune_due(id) {
+            self.prune_audit(actor, crate::store::audit_keep())?;
+        }
         Ok(())
+    }
+    fn prune_audit(&self, actor: &str, keep: u64) -> anyhow::Result<u64> {
+        if keep == 0 {
+            return Ok(0);
+        }
+        self.execute(
+            "DELETE FROM audit WHERE actor = $1 AND id <=
+               (SELECT id FROM audit WHERE actor = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            params![actor.to_string(), keep as i64],
+        )
     }
     fn audit_entries(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
         self.all(

@@ -123,7 +123,24 @@ pub fn audit(
         "INSERT INTO audit (at, actor, action, app, addon, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![unix_now(), actor, action, app, addon, detail])?;
+    if crate::store::audit_prune_due(tx.last_insert_rowid()) {
+        prune_audit(tx, actor, crate::store::audit_keep())?;
+    }
     Ok(())
+}
+
+/// Deletes all but the newest `keep` entries of `actor` (0: none).
+pub fn prune_audit(tx: &Connection, actor: &str, keep: u64) -> rusqlite::Result<u64> {
+    if keep == 0 {
+        return Ok(0);
+    }
+    let gone = tx
+        .prepare_cached(
+            "DELETE FROM audit WHERE actor = ?1 AND id <=
+               (SELECT id FROM audit WHERE actor = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![actor, keep as i64])?;
+    Ok(gone as u64)
 }
 
 pub fn audit_entries(

@@ -194,6 +194,9 @@ impl Tx for SqliteTx<'_> {
     ) -> anyhow::Result<()> {
         Ok(apps::audit(self.0, actor, action, app, addon, detail)?)
     }
+    fn prune_audit(&self, actor: &str, keep: u64) -> anyhow::Result<u64> {
+        Ok(apps::prune_audit(self.0, actor, keep)?)
+    }
     fn audit_entries(&self, app: Option<&str>, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
         Ok(apps::audit_entries(self.0, app, limit)?)
     }

@@ -229,4 +229,8 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX osb_bindings_instance ON osb_bindings(instance_id);
     "#,
+    // 9: the audit trail's retention keeps the newest entries of each actor.
+    r#"
+    CREATE INDEX audit_actor ON audit(actor, id);
+    "#,
 ];
