@@ -30,15 +30,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body::{Body, Frame};
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime::component::{Linker, Resource};
@@ -48,13 +44,19 @@ use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::types::HostOutgoingRequest;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
+mod body;
+mod lookup;
+
+pub use lookup::{MAX_LOOKUPS, MAX_LOOKUPS_PER_ADDON};
+
 use super::limits::{
-    BudgetExceeded, MAX_OUTBOUND_IN_FLIGHT, MAX_OUTBOUND_REQUESTS, MAX_OUTBOUND_RESPONSE_BYTES,
-    OUTBOUND_CONNECT_TIMEOUT,
+    BudgetExceeded, MAX_OUTBOUND_IN_FLIGHT, MAX_OUTBOUND_REQUESTS, OUTBOUND_CONNECT_TIMEOUT,
 };
 use super::CallState;
 use crate::metrics::Metrics;
 use crate::outbound::{self, AllowList, Target, TargetHost};
+use body::{declared_over_cap, over_cap, Capped};
+use lookup::{lookup, system_lookup};
 
 /// What one call may reach: its add-on's allowed hosts as the operator
 /// narrowed them, and, when the operator cut them, how (for messages).
@@ -286,61 +288,6 @@ impl From<Error> for Failure {
     }
 }
 
-/// Name lookups of one add-on outstanding at once, across all its calls.
-/// A lookup runs on one of tokio's blocking threads and cannot be cancelled:
-/// when the request's timeout fires the thread keeps waiting for the
-/// resolver, so a partner answering its own names slowly could otherwise
-/// park every blocking thread of the host (which the PostgreSQL store and
-/// every other add-on's lookups need). Each lookup holds its add-on's permit
-/// until the resolver answers, not until the request gives up.
-pub const MAX_LOOKUPS_PER_ADDON: usize = 4;
-/// Name lookups outstanding at once for all add-ons together, well below
-/// tokio's 512 blocking threads.
-pub const MAX_LOOKUPS: usize = 64;
-
-/// The system resolver, as `lookup` runs it (on a blocking thread).
-fn system_lookup(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    use std::net::ToSocketAddrs;
-    Ok((name, port).to_socket_addrs()?.take(16).collect())
-}
-
-/// Resolves `name` with `resolve` on a blocking thread, under the host's and
-/// `addon`'s lookup limits (see [`MAX_LOOKUPS_PER_ADDON`]).
-async fn lookup(
-    addon: &str,
-    name: &str,
-    port: u16,
-    resolve: fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
-) -> std::io::Result<Vec<SocketAddr>> {
-    use tokio::sync::Semaphore;
-    static ALL: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    static PER_ADDON: OnceLock<Mutex<std::collections::HashMap<String, Arc<Semaphore>>>> =
-        OnceLock::new();
-    let mine = PER_ADDON
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(addon.to_string())
-        .or_insert_with(|| Arc::new(Semaphore::new(MAX_LOOKUPS_PER_ADDON)))
-        .clone();
-    let busy =
-        |what: &str| std::io::Error::other(format!("too many name lookups in flight {what}"));
-    // Waiting for a permit holds nothing: the request's timeout may cancel it.
-    let own = (mine.acquire_owned().await).map_err(|_| busy("for this add-on"))?;
-    let all = ALL
-        .get_or_init(|| Arc::new(Semaphore::new(MAX_LOOKUPS)))
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| busy("on this host"))?;
-    let name = name.to_string();
-    tokio::task::spawn_blocking(move || {
-        let _held = (own, all);
-        resolve(&name, port)
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
@@ -551,21 +498,6 @@ fn earliest(a: Instant, b: Instant) -> Instant {
     a.min(b)
 }
 
-/// The call's response bytes with a response declaring `length`, when that
-/// is over the cap.
-fn declared_over_cap(already: u64, length: u64) -> Option<u64> {
-    // A partner chooses `length`: up to u64::MAX.
-    let total = already.saturating_add(length);
-    (total > MAX_OUTBOUND_RESPONSE_BYTES).then_some(total)
-}
-
-fn over_cap(bytes: u64) -> String {
-    format!(
-        "its response would bring this call's response bodies to {bytes} bytes, over the cap of {} MiB per call",
-        MAX_OUTBOUND_RESPONSE_BYTES >> 20
-    )
-}
-
 /// The TLS client: the Mozilla root store, ring's algorithms, TLS 1.2+.
 fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, Error> {
     use tokio_rustls::rustls;
@@ -586,92 +518,9 @@ fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, Error> {
         .map_err(|e| Error::InternalError(Some(e)))
 }
 
-/// A response body that ends in an error past the call's response-byte cap
-/// or its deadline.
-struct Capped {
-    url: String,
-    started: Instant,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    spent: Arc<Spent>,
-}
-
-struct CappedBody {
-    inner: hyper::body::Incoming,
-    capped: Capped,
-    done: bool,
-}
-
-impl Capped {
-    fn wrap(self, inner: hyper::body::Incoming) -> WasiBody {
-        CappedBody {
-            inner,
-            capped: self,
-            done: false,
-        }
-        .boxed_unsync()
-    }
-
-    fn error(&self, what: impl std::fmt::Display) -> Error {
-        Error::InternalError(Some(format!("outbound request to {}: {what}", self.url)))
-    }
-}
-
-impl Body for CappedBody {
-    type Data = Bytes;
-    type Error = Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let n = data.len() as u64;
-                    let total = this.capped.spent.received.fetch_add(n, Ordering::Relaxed) + n;
-                    if total > MAX_OUTBOUND_RESPONSE_BYTES {
-                        this.done = true;
-                        this.capped.spent.record("body_too_large");
-                        return Poll::Ready(Some(Err(this.capped.error(format_args!(
-                            "the response bodies of this call passed the cap of {} MiB; the rest was not read",
-                            MAX_OUTBOUND_RESPONSE_BYTES >> 20
-                        )))));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.done = true;
-                Poll::Ready(Some(Err(this
-                    .capped
-                    .error(format_args!("reading the response: {e}")))))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.capped.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.done = true;
-                    this.capped.spent.record("body_timeout");
-                    let ms = this.capped.started.elapsed().as_millis();
-                    Poll::Ready(Some(Err(this.capped.error(format_args!(
-                        "timed out after {ms} ms reading the response (outbound requests end before the call's deadline)"
-                    )))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done || self.inner.is_end_stream()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::limits::MAX_OUTBOUND_RESPONSE_BYTES;
     use super::*;
 
     #[test]
