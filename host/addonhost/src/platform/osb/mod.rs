@@ -19,6 +19,7 @@ mod bindings;
 pub mod catalog;
 mod context;
 mod instances;
+mod lifecycle;
 
 use std::collections::BTreeMap;
 
@@ -30,9 +31,8 @@ use super::Host;
 pub use bindings::{BindRequest, Binding, BindingState};
 pub use catalog::{OfferedPlan, Offering};
 pub use context::Place;
-pub use instances::{
-    InstanceView, LastOperation, OperationState, ProvisionOutcome, ProvisionRequest, UpdateRequest,
-};
+pub use instances::{ProvisionOutcome, ProvisionRequest};
+pub use lifecycle::{InstanceView, LastOperation, OperationState, UpdateRequest};
 
 /// The OSB API versions the broker speaks: 2.13 through 2.17 (minors).
 pub const MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 13..=17;
