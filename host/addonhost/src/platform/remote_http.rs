@@ -23,22 +23,32 @@ pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// How one call went wrong before any answer could be read.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// No connection could be made, or it broke before the answer's head
-    /// (`url`: what was called; `reason`: the error and its causes).
-    #[allow(missing_docs)] // one-line variant: its fields are named in its doc
+    /// No connection could be made, or it broke before the answer's head.
     #[error("cannot reach {url}: {reason}")]
-    Unreachable { url: String, reason: String },
-    /// No whole answer came from `url` within the client's timeout (`after`),
-    /// connecting included.
-    #[allow(missing_docs)] // one-line variant: its fields are named in its doc
+    Unreachable {
+        /// What was called.
+        url: String,
+        /// The error and its causes.
+        reason: String,
+    },
+    /// No whole answer came within the client's timeout, connecting
+    /// included.
     #[error("{url} did not answer within {} s", .after.as_secs())]
-    TimedOut { url: String, after: Duration },
-    /// The request to `url` could not be made (an invalid or non-`http` URL)
-    /// or its answer not read (larger than [`MAX_ANSWER_BYTES`], cut off);
-    /// `reason` says which.
-    #[allow(missing_docs)] // one-line variant: its fields are named in its doc
+    TimedOut {
+        /// What was called.
+        url: String,
+        /// The timeout that passed.
+        after: Duration,
+    },
+    /// The request could not be made (an invalid or non-`http` URL) or its
+    /// answer not read (larger than [`MAX_ANSWER_BYTES`], cut off).
     #[error("{url}: {reason}")]
-    Bad { url: String, reason: String },
+    Bad {
+        /// What was called.
+        url: String,
+        /// Which of those, and why.
+        reason: String,
+    },
 }
 
 /// An answer, read whole.

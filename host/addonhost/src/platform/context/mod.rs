@@ -71,9 +71,11 @@ pub enum Scope {
     /// call's return value.
     Provisioning,
     /// A call about one resource: only its vars (by the add-on's id).
-    /// `partner_id` is that id, as the add-on returned it from `provision`.
-    #[allow(missing_docs)] // one-line variant: its fields are named in its doc
-    Resource { partner_id: String },
+    Resource {
+        /// The add-on's id of the resource, as it returned it from
+        /// `provision`.
+        partner_id: String,
+    },
     /// A call the add-on makes on its own behalf (HTTP, schedule): any of
     /// its own resources.
     Service,
