@@ -19,7 +19,7 @@ use crate::store::{self, ResourceState, Store, Tx};
 
 use super::naming;
 
-/// Largest KV key and value a plugin may store.
+/// Largest KV key a plugin may store, in bytes.
 pub const MAX_KV_KEY: usize = 1024;
 /// Largest KV value, in bytes.
 pub const MAX_KV_VALUE: usize = 1 << 20;
