@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use platform::Server;
 
-struct Row {
+pub struct Row {
     what: String,
     ours: String,
     baseline: String,
@@ -38,7 +38,7 @@ struct Row {
     target: String,
 }
 
-fn row(
+pub fn row(
     what: impl Into<String>,
     ours: impl Into<String>,
     baseline: impl Into<String>,
@@ -58,16 +58,16 @@ fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-fn ratio(ours: f64, base: f64) -> String {
+pub fn ratio(ours: f64, base: f64) -> String {
     format!("{:.2}x", ours / base)
 }
 
 /// A plugin folder holding copies of the named example add-ons.
-fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
+pub fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
     let dir = root.join("plugins");
     for name in names {
         let src = Path::new("plugins").join(name);
@@ -89,7 +89,7 @@ fn plugin_copies(root: &Path, names: &[&str]) -> anyhow::Result<PathBuf> {
 /// from the repository root after `addonhost plugins:build`.
 #[derive(clap::Parser)]
 #[command(name = "bench")]
-struct Opts {
+pub struct Opts {
     /// A smoke run: a few iterations of every row (seconds, not minutes).
     #[arg(long)]
     quick: bool,
@@ -207,7 +207,7 @@ fn main() -> anyhow::Result<()> {
         max_rate = http(&opts, tmp.path(), &mut rows)?;
     }
     if opts.wants(Group::Latency) {
-        latency(&opts, tmp.path(), max_rate, &mut rows)?;
+        open_loop::rows(&opts, tmp.path(), max_rate, &mut rows)?;
     }
     if opts.wants(Group::Postgres) && (!opts.quick || std::env::var("ADDONHOST_TEST_PG").is_ok()) {
         postgres_rows(&opts, tmp.path(), &mut rows)?;
@@ -333,56 +333,6 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<Option<f
     drop(server);
 
     Ok(max_rate)
-}
-
-/// Provisioning latency open loop: requests sent at 25, 50 and 80 % of the
-/// maximum rate, each timed from the moment it was due, against bare SQLite
-/// transactions of the same shape sent at the same rates.
-fn latency(
-    opts: &Opts,
-    tmp: &Path,
-    max_rate: Option<f64>,
-    rows: &mut Vec<Row>,
-) -> anyhow::Result<()> {
-    let kv_only = plugin_copies(&tmp.join("lat"), &["kv"])?;
-    let server = Server::start(&tmp.join("latency"), kv_only.to_str().unwrap())?;
-    let max_rate = match max_rate {
-        Some(rate) => rate,
-        None => {
-            eprintln!("bench: the maximum provisioning rate (32 clients, closed loop)");
-            let per_client = opts
-                .provisions
-                .unwrap_or(if opts.quick { 32 } else { 3200 })
-                / 32;
-            platform::provisioning(&server, 32, per_client.max(1))?.per_second
-        }
-    };
-    let seconds = Duration::from_secs_f64(if opts.quick { 0.5 } else { 5.0 });
-    for percent in [25, 50, 80] {
-        let rate = max_rate * percent as f64 / 100.0;
-        eprintln!("bench: provisioning open loop at {rate:.0}/s ({percent} % of {max_rate:.0}/s)");
-        let ours = open_loop::provisioning_open_loop(&server, rate, seconds)?;
-        anyhow::ensure!(
-            ours.failed == 0,
-            "{} provisionings failed at {rate:.0}/s, the first with {}",
-            ours.failed,
-            ours.first_failure.as_deref().unwrap_or("?")
-        );
-        let base_dir = tempfile::tempdir()?;
-        let base = open_loop::sqlite_open_loop(base_dir.path(), rate, seconds)?;
-        let three =
-            |l: &open_loop::OpenLoop| format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.p999));
-        rows.push(row(
-            format!(
-                "provisioning latency p50 / p99 / p99.9 at {percent} % of max ({rate:.0}/s, open loop)"
-            ),
-            three(&ours),
-            format!("{} SQLite", three(&base)),
-            ratio(ours.p99.as_secs_f64(), base.p99.as_secs_f64()),
-            if percent == 50 { "p99 ≤ 5 ms" } else { "" },
-        ));
-    }
-    Ok(())
 }
 
 fn postgres_rows(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use crate::platform::{baseline_provision, rand_u64, sqlite_apps, Conn, Server};
+use crate::{ms, ratio, row, Opts, Row};
 
 /// Latency percentiles of an open-loop run, each request timed from the
 /// moment it was due.
@@ -147,6 +148,83 @@ pub fn sqlite_open_loop(dir: &Path, rate: f64, duration: Duration) -> anyhow::Re
         senders.push(move |k: usize| -> anyhow::Result<Option<String>> {
             baseline_provision(&mut conn, app, &format!("{k}-{:x}", rand_u64()), k)?;
             Ok(None)
+        });
+    }
+    open_loop(rate, duration, senders)
+}
+
+/// Provisioning latency open loop: requests sent at 25, 50 and 80 % of the
+/// maximum rate, each timed from the moment it was due, against bare SQLite
+/// transactions of the same shape sent at the same rates.
+pub fn rows(
+    opts: &Opts,
+    tmp: &Path,
+    max_rate: Option<f64>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let kv_only = crate::plugin_copies(&tmp.join("lat"), &["kv"])?;
+    let server = crate::platform::Server::start(&tmp.join("latency"), kv_only.to_str().unwrap())?;
+    let max_rate = match max_rate {
+        Some(rate) => rate,
+        None => {
+            eprintln!("bench: the maximum provisioning rate (32 clients, closed loop)");
+            let per_client = opts
+                .provisions
+                .unwrap_or(if opts.quick { 32 } else { 3200 })
+                / 32;
+            crate::platform::provisioning(&server, 32, per_client.max(1))?.per_second
+        }
+    };
+    let seconds = Duration::from_secs_f64(if opts.quick { 0.5 } else { 5.0 });
+    for percent in [25, 50, 80] {
+        let rate = max_rate * percent as f64 / 100.0;
+        eprintln!("bench: provisioning open loop at {rate:.0}/s ({percent} % of {max_rate:.0}/s)");
+        let ours = provisioning_open_loop(&server, rate, seconds)?;
+        anyhow::ensure!(
+            ours.failed == 0,
+            "{} provisionings failed at {rate:.0}/s, the first with {}",
+            ours.failed,
+            ours.first_failure.as_deref().unwrap_or("?")
+        );
+        let base_dir = tempfile::tempdir()?;
+        let base = sqlite_open_loop(base_dir.path(), rate, seconds)?;
+        let three = |l: &OpenLoop| format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.p999));
+        rows.push(row(
+            format!(
+                "provisioning latency p50 / p99 / p99.9 at {percent} % of max ({rate:.0}/s, open loop)"
+            ),
+            three(&ours),
+            format!("{} SQLite", three(&base)),
+            ratio(ours.p99.as_secs_f64(), base.p99.as_secs_f64()),
+            if percent == 50 { "p99 ≤ 5 ms" } else { "" },
+        ));
+        if percent == 50 {
+            // What the same senders measure against a request that does
+            // nothing: the part of the latency that is this machine's (the
+            // two cores shared by the senders and the server, thread
+            // wake-ups), not the provisioning's.
+            let floor = healthz_open_loop(&server, rate, seconds)?;
+            rows.push(row(
+                format!("  the same open loop on GET /healthz ({rate:.0}/s): the harness floor"),
+                three(&floor),
+                "",
+                "",
+                "",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `GET /healthz` (no add-on, no store) at a fixed `rate`, sent and timed as
+/// [`provisioning_open_loop`] sends and times its requests.
+fn healthz_open_loop(server: &Server, rate: f64, duration: Duration) -> anyhow::Result<OpenLoop> {
+    let mut senders = Vec::new();
+    for _ in 0..OPEN_LOOP_SENDERS {
+        let mut conn = Conn::connect(&server.addr)?;
+        senders.push(move |_k: usize| -> anyhow::Result<Option<String>> {
+            let (status, _) = conn.get("/healthz", &[])?;
+            Ok((status != 200).then(|| format!("{status}")))
         });
     }
     open_loop(rate, duration, senders)
