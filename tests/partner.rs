@@ -881,6 +881,17 @@ fn a_misbehaving_provider_fails_each_call_clearly_and_writes_nothing() {
     }
 }
 
+/// `addons:create pyprov:basic -a shop` (as `as_name`, if given), with the
+/// server's own address as the platform the provider calls back.
+fn create_pyprov(b: &Env, server: &Server, as_name: Option<&str>) {
+    let url = format!("http://{}", server.addr);
+    let mut args = vec!["addons:create", "pyprov:basic", "-a", "shop", "--url", &url];
+    if let Some(name) = as_name {
+        args.extend(["--as", name]);
+    }
+    b.ok(&args);
+}
+
 /// `POST /platform/oauth/token` with a form body.
 fn platform_token(server: &Server, form: &str) -> http::Response {
     http::request(
@@ -911,26 +922,9 @@ fn platform_api_tokens_reach_only_their_own_addon() {
     let py = PyProvider::start();
     let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
     let server = Server::start(&b);
-    let b_url = format!("http://{}", server.addr);
     b.ok(&["apps:create", "shop"]);
-    b.ok(&[
-        "addons:create",
-        "pyprov:basic",
-        "-a",
-        "shop",
-        "--url",
-        &b_url,
-    ]);
-    b.ok(&[
-        "addons:create",
-        "pyprov:basic",
-        "-a",
-        "shop",
-        "--as",
-        "OTHER",
-        "--url",
-        &b_url,
-    ]);
+    create_pyprov(&b, &server, None);
+    create_pyprov(&b, &server, Some("OTHER"));
     let sent = py.requests();
     let (first, second) = (&sent[0]["body"], &sent[1]["body"]);
     let token_with = |form: &str| platform_token(&server, form);
@@ -1044,16 +1038,8 @@ fn a_partner_flooding_the_platform_api_is_held_to_its_rate() {
         b.command(&["serve", "--port", "0", "--platform-api-rate", "5"]),
         &b,
     );
-    let b_url = format!("http://{}", server.addr);
     b.ok(&["apps:create", "shop"]);
-    b.ok(&[
-        "addons:create",
-        "pyprov:basic",
-        "-a",
-        "shop",
-        "--url",
-        &b_url,
-    ]);
+    create_pyprov(&b, &server, None);
     let sent = py.requests();
     let code = sent[0]["body"]["oauth_grant"]["code"].as_str().unwrap();
     let uuid = sent[0]["body"]["uuid"].as_str().unwrap();

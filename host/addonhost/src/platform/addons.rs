@@ -351,10 +351,20 @@ impl Host {
                 return Err(e.into());
             }
         };
+        Ok(self.changed(&r, changed, release)?)
+    }
+
+    /// What a change to `r` answers: the add-on as the store has it now.
+    pub(super) fn changed(
+        &self,
+        r: &Resource,
+        changed: Vec<String>,
+        release: Option<i64>,
+    ) -> anyhow::Result<AddonChanged> {
         let addon = self.store.read(|tx| {
             let r = tx
                 .resource_by_id(r.id)?
-                .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
+                .ok_or_else(|| anyhow::anyhow!("add-on {} vanished", r.name))?;
             self.view(tx, &r)
         })?;
         Ok(AddonChanged {

@@ -214,17 +214,7 @@ impl Host {
             }
         };
         let (changed, release) = self.store.write(write).await?;
-        let addon = self.store.read(|tx| {
-            let r = tx
-                .resource_by_id(r.id)?
-                .ok_or_else(|| anyhow::anyhow!("add-on vanished"))?;
-            self.view(tx, &r)
-        })?;
-        Ok(AddonChanged {
-            addon,
-            changed,
-            release,
-        })
+        self.changed(&r, changed, release)
     }
 }
 
