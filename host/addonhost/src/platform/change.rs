@@ -214,7 +214,7 @@ impl Host {
             }
         };
         let (changed, release) = self.store.write(write).await?;
-        self.changed(&r, changed, release)
+        self.changed(r, changed, release)
     }
 }
 
