@@ -235,10 +235,18 @@ fn json_log_lines_parse_and_carry_the_addon_and_the_request_id() {
             .filter(|l| l.starts_with('{'))
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect();
-        if parsed.iter().any(|v| v["message"] == "request") {
+        // The first request's line may be written before the second's: wait
+        // for the line of the request under test, not just any request line.
+        if parsed
+            .iter()
+            .any(|v| v["message"] == "request" && v["span"]["request_id"] == request_id.as_str())
+        {
             break parsed;
         }
-        assert!(Instant::now() < deadline, "no request line logged");
+        assert!(
+            Instant::now() < deadline,
+            "no request line with id {request_id} logged"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = child.kill();
