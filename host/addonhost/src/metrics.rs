@@ -8,7 +8,7 @@
 //! client sends becomes a label value.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -163,8 +163,91 @@ pub struct Metrics {
     pub store_wal_bytes: Gauge,
     /// Plugin versions reloaded, by outcome (`loaded`, `failed`, `removed`).
     pub reloads: Family<OutcomeLabel, Counter>,
-    /// The last five minutes of each add-on's calls.
-    window: Mutex<HashMap<String, Window>>,
+    /// Each add-on's call metrics, resolved once (see [`AddonMetrics`]).
+    addons: Mutex<HashMap<String, Arc<AddonMetrics>>>,
+}
+
+/// The exports a plugin call can be of, as the `call` label names them.
+const CALLS: [&str; 6] = [
+    "provision",
+    "deprovision",
+    "change-plan",
+    "rotate",
+    "sso-verify",
+    "http",
+];
+/// Every outcome [`outcome_of`] names.
+const OUTCOMES: [&str; 6] = ["ok", "addon_error", "timeout", "memory", "trap", "rejected"];
+
+/// One add-on's call metrics: its series of the call counter and histogram,
+/// looked up on first use of each and kept, and its five-minute window. A
+/// call records into these handles without building label values or
+/// searching the families (a fresh instance per call makes the call's own
+/// bookkeeping count). Shared by every loaded version of the add-on.
+pub struct AddonMetrics {
+    addon: String,
+    calls: [OnceLock<Histogram>; CALLS.len()],
+    outcomes: [[OnceLock<Counter>; OUTCOMES.len()]; CALLS.len()],
+    window: Mutex<Window>,
+    /// Where the series live.
+    families: (Family<CallLabels, Counter>, Family<AddonCall, Histogram>),
+}
+
+impl AddonMetrics {
+    /// Records one call of export `call` that ended with `outcome`, started
+    /// at `started` and took `took`.
+    pub fn record(
+        &self,
+        call: &'static str,
+        outcome: &'static str,
+        started: Instant,
+        took: Duration,
+    ) {
+        let c = CALLS.iter().position(|&k| k == call);
+        let o = OUTCOMES.iter().position(|&k| k == outcome);
+        let (calls, seconds) = &self.families;
+        match (c, o) {
+            (Some(c), Some(o)) => {
+                self.outcomes[c][o]
+                    .get_or_init(|| {
+                        calls
+                            .get_or_create(&self.call_labels(call, outcome))
+                            .clone()
+                    })
+                    .inc();
+                self.calls[c]
+                    .get_or_init(|| seconds.get_or_create(&self.addon_call(call)).clone())
+                    .observe(took.as_secs_f64());
+            }
+            // A label outside the fixed lists (none today): counted all the
+            // same, the slow way.
+            _ => {
+                calls.get_or_create(&self.call_labels(call, outcome)).inc();
+                seconds
+                    .get_or_create(&self.addon_call(call))
+                    .observe(took.as_secs_f64());
+            }
+        }
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(started + took, outcome != "ok", took);
+    }
+
+    fn call_labels(&self, call: &'static str, outcome: &'static str) -> CallLabels {
+        CallLabels {
+            addon: self.addon.clone(),
+            call,
+            outcome,
+        }
+    }
+
+    fn addon_call(&self, call: &'static str) -> AddonCall {
+        AddonCall {
+            addon: self.addon.clone(),
+            call,
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -309,11 +392,29 @@ impl Metrics {
             store_writes,
             store_wal_bytes,
             reloads,
-            window: Mutex::new(HashMap::new()),
+            addons: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Records one plugin call.
+    /// Add-on `addon`'s call metrics, to record its calls into.
+    pub fn for_addon(&self, addon: &str) -> Arc<AddonMetrics> {
+        let mut addons = self.addons.lock().unwrap_or_else(|p| p.into_inner());
+        addons
+            .entry(addon.to_string())
+            .or_insert_with(|| {
+                Arc::new(AddonMetrics {
+                    addon: addon.to_string(),
+                    calls: Default::default(),
+                    outcomes: Default::default(),
+                    window: Mutex::default(),
+                    families: (self.plugin_calls.clone(), self.plugin_call_seconds.clone()),
+                })
+            })
+            .clone()
+    }
+
+    /// Records one plugin call (the runtime records through
+    /// [`Metrics::for_addon`]'s handles instead).
     pub fn plugin_call(
         &self,
         addon: &str,
@@ -321,25 +422,8 @@ impl Metrics {
         outcome: &'static str,
         took: Duration,
     ) {
-        self.plugin_calls
-            .get_or_create(&CallLabels {
-                addon: addon.to_string(),
-                call,
-                outcome,
-            })
-            .inc();
-        self.plugin_call_seconds
-            .get_or_create(&AddonCall {
-                addon: addon.to_string(),
-                call,
-            })
-            .observe(took.as_secs_f64());
-        self.window
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(addon.to_string())
-            .or_default()
-            .record(Instant::now(), outcome != "ok", took);
+        self.for_addon(addon)
+            .record(call, outcome, Instant::now() - took, took);
     }
 
     /// Records one outbound HTTP request of `addon` (or the cut-off of its
@@ -363,11 +447,15 @@ impl Metrics {
 
     /// An add-on's calls over the last five minutes.
     pub fn recent(&self, addon: &str) -> Recent {
-        self.window
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let addons = self.addons.lock().unwrap_or_else(|p| p.into_inner());
+        addons
             .get(addon)
-            .map(|w| w.recent(Instant::now()))
+            .map(|a| {
+                a.window
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .recent(Instant::now())
+            })
             .unwrap_or_default()
     }
 }

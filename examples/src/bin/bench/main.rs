@@ -238,10 +238,10 @@ fn calls(opts: &Opts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 1a. A trivial provision: the cost of a call by itself.
     let minimal = call::minimal_addon()?;
     let m = rt.block_on(call::measure(&minimal, calls))?;
-    call_rows(rows, "trivial provision", &m, "≤ 1.3x, ≤ 10 µs");
+    call_rows(rows, "trivial provision", &m, "≤ 1.2x, ≤ 10 µs");
     // 1b. A real one: the kv example's provision (JSON, random, KV round trips).
     let c = rt.block_on(call::measure("plugins/kv/kv.wasm", calls))?;
-    call_rows(rows, "kv provision", &c, "≤ 1.3x");
+    call_rows(rows, "kv provision", &c, "≤ 1.2x");
 
     // 1c. The same logic as an Extism plugin (its own build: wasmtime 43).
     if !opts.extism() {

@@ -2,6 +2,8 @@
 //! slots and limits, run to its deadline, and its outcome sorted into a
 //! [`CallError`] that names the plugin, the call and the reason.
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{ComponentNamedList, Lift, Lower, ResourceTable};
@@ -16,6 +18,24 @@ use super::{
 };
 use crate::manifest::Limits;
 use crate::metrics::outcome_of;
+
+/// A call cut off by the outer timer of [`until`].
+pub(super) struct Elapsed;
+
+/// Runs `call` until `deadline`, past which a call blocked in the host (a
+/// WASI sleep, a slow outbound request) is cut off; a call running guest code
+/// is interrupted sooner, by its epoch deadline. The timer is armed only if
+/// the first poll does not finish the call: most calls never wait, and
+/// registering a timer and removing it is a measurable part of a short one.
+pub(super) async fn until<F: Future>(deadline: Instant, call: F) -> Result<F::Output, Elapsed> {
+    let mut call = std::pin::pin!(call);
+    match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => tokio::time::timeout_at(deadline.into(), call)
+            .await
+            .map_err(|_| Elapsed),
+    }
+}
 
 impl Plugin {
     /// The add-on id the plugin serves.
@@ -36,20 +56,21 @@ impl Plugin {
 
     /// A slot for one more call of this plugin, or why there is none.
     pub(super) fn slot(&self, call: &'static str) -> Result<limits::Slot, CallError> {
-        let limit = self.limits.concurrency as usize;
-        self.slots
-            .try_acquire(&self.id, limit)
-            .map_err(|full| CallError::Busy {
-                plugin: self.id.clone(),
-                call,
-                full,
-            })
+        self.slots.try_acquire().map_err(|full| CallError::Busy {
+            plugin: self.id.clone(),
+            call,
+            full,
+        })
     }
 
-    pub(super) fn new_store(&self, caps: Box<dyn Capabilities>) -> Store<CallState> {
+    /// A fresh store for one call that must end by `deadline`.
+    pub(super) fn new_store(
+        &self,
+        caps: Box<dyn Capabilities>,
+        deadline: Instant,
+    ) -> Store<CallState> {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
         let http_hooks = outbound::Outbound::new(
             &self.id,
             caps.outbound(),
@@ -98,10 +119,10 @@ impl Plugin {
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
         let _slot = self.slot(call)?;
-        let mut store = self.new_store(caps);
-        let deadline = Duration::from_millis(self.limits.timeout_ms);
+        let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
+        let mut store = self.new_store(caps, deadline);
         let span = tracing::info_span!("call", addon = %self.id, call);
-        let outcome = tokio::time::timeout(
+        let outcome = until(
             deadline + EPOCH_TICK * 4,
             tracing::Instrument::instrument(
                 async {
@@ -126,7 +147,7 @@ impl Plugin {
     pub(super) fn classify<R>(
         &self,
         call: &'static str,
-        outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+        outcome: Result<wasmtime::Result<R>, Elapsed>,
         hit_memory: bool,
         stderr: &TailPipe,
     ) -> Result<R, CallError> {
@@ -183,8 +204,8 @@ impl Plugin {
         started: Instant,
         r: Result<T, CallError>,
     ) -> Result<T, CallError> {
-        self.metrics
-            .plugin_call(&self.id, call, outcome_of(&r), started.elapsed());
+        self.calls
+            .record(call, outcome_of(&r), started, started.elapsed());
         r
     }
 

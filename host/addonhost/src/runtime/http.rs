@@ -3,7 +3,7 @@
 //! same deadline and memory cap as any other call. Its outbound requests go
 //! through [`super::outbound`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,6 +11,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
+use super::call::until;
 use super::{CallError, CallState, Capabilities, Plugin, EPOCH_TICK};
 
 /// Largest response body an add-on may answer.
@@ -50,8 +51,8 @@ impl Plugin {
             message: "this add-on does not serve HTTP".into(),
         })?;
         let _slot = self.slot("http")?;
-        let mut store = self.new_store(caps);
-        let deadline = Duration::from_millis(self.limits.timeout_ms) + EPOCH_TICK * 4;
+        let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
+        let mut store = self.new_store(caps, deadline);
         let (sender, receiver) = tokio::sync::oneshot::channel::<
             Result<hyper::Response<HyperOutgoingBody>, ErrorCode>,
         >();
@@ -70,7 +71,7 @@ impl Plugin {
                 .to_bytes();
             Ok::<_, String>(http::Response::from_parts(parts, body))
         });
-        let outcome = tokio::time::timeout(deadline, async {
+        let outcome = until(deadline + EPOCH_TICK * 4, async {
             let req = store
                 .data_mut()
                 .http()

@@ -163,30 +163,54 @@ impl Default for Slots {
     }
 }
 
-impl Slots {
-    /// A slot for a call of `addon`, whose limit is `limit` calls at once.
-    /// A changed limit (a reload) takes effect for calls that start after it.
-    pub fn try_acquire(&self, addon: &str, limit: usize) -> Result<Slot, Full> {
-        let sem = {
-            let mut map = self.per_addon.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = map
-                .entry(addon.to_string())
-                .or_insert_with(|| (limit, Arc::new(Semaphore::new(limit))));
-            if entry.0 != limit {
-                *entry = (limit, Arc::new(Semaphore::new(limit)));
-            }
-            entry.1.clone()
-        };
-        let addon_permit = sem.try_acquire_owned().map_err(|_| Full::Addon(limit))?;
-        let all = self
-            .all
-            .clone()
+/// One add-on's slots, resolved when a version of it is loaded: a call takes
+/// a slot without looking the add-on up.
+#[derive(Clone)]
+pub struct AddonSlots {
+    limit: usize,
+    addon: Arc<Semaphore>,
+    all: Arc<Semaphore>,
+}
+
+impl AddonSlots {
+    /// A slot for one more call, or which limit is full.
+    pub fn try_acquire(&self) -> Result<Slot, Full> {
+        let addon = (self.addon.clone())
+            .try_acquire_owned()
+            .map_err(|_| Full::Addon(self.limit))?;
+        let all = (self.all.clone())
             .try_acquire_owned()
             .map_err(|_| Full::Host(MAX_CALLS_IN_FLIGHT))?;
         Ok(Slot {
-            _addon: addon_permit,
+            _addon: addon,
             _all: all,
         })
+    }
+}
+
+impl Slots {
+    /// The slots of `addon`, whose limit is `limit` calls at once. A version
+    /// loaded with the same limit shares them with the versions before it; a
+    /// changed limit (a reload) starts afresh for the calls of the new
+    /// version.
+    pub fn for_addon(&self, addon: &str, limit: usize) -> AddonSlots {
+        let mut map = self.per_addon.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry(addon.to_string())
+            .or_insert_with(|| (limit, Arc::new(Semaphore::new(limit))));
+        if entry.0 != limit {
+            *entry = (limit, Arc::new(Semaphore::new(limit)));
+        }
+        AddonSlots {
+            limit,
+            addon: entry.1.clone(),
+            all: self.all.clone(),
+        }
+    }
+
+    /// A slot for a call of `addon`, whose limit is `limit` calls at once.
+    pub fn try_acquire(&self, addon: &str, limit: usize) -> Result<Slot, Full> {
+        self.for_addon(addon, limit).try_acquire()
     }
 
     /// Calls of `addon` running now.

@@ -136,12 +136,15 @@ pub struct Plugin {
     proxy: Option<wasmtime_wasi_http::p2::bindings::ProxyPre<CallState>>,
     limits: Limits,
     engine: Engine,
-    slots: Arc<Slots>,
+    /// Its instance slots, shared with every other loaded version of it.
+    slots: limits::AddonSlots,
     /// Hex SHA-256 of the component.
     pub content_hash: String,
     /// Whether this load compiled or hit the artifact cache.
     pub origin: Origin,
     metrics: Arc<Metrics>,
+    /// Its call metrics, resolved once.
+    calls: Arc<crate::metrics::AddonMetrics>,
 }
 
 impl Runtime {
@@ -374,10 +377,11 @@ fn plugin_of(
         proxy,
         limits,
         engine: engine.clone(),
-        slots: slots.clone(),
+        slots: slots.for_addon(id, limits.concurrency as usize),
         content_hash,
         origin,
         metrics: metrics.clone(),
+        calls: metrics.for_addon(id),
     })
 }
 
