@@ -58,7 +58,7 @@ pub(crate) fn sync_batches(
         let already = poisoned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let synced = match already {
             Some(why) => Err(Failure::Unavailable(why)),
-            None => sync_wal(wal, &mut file).map_err(|e| {
+            None => sync_file(wal, &mut file).map_err(|e| {
                 let why: Arc<str> = format!(
                     "the store could not make its writes durable (syncing {} failed: {e}); it acknowledges no write until addonhost restarts",
                     wal.display()
@@ -77,9 +77,9 @@ pub(crate) fn sync_batches(
     }
 }
 
-/// `fdatasync` of the WAL through `file`, opened once (and again only if the
-/// WAL at `path` is another file now).
-pub(crate) fn sync_wal(path: &Path, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
+/// `fdatasync` of the file at `path` (the WAL, the database) through `file`,
+/// opened once (and again only if the file at `path` is another one now).
+pub(crate) fn sync_file(path: &Path, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let current = std::fs::metadata(path)?.ino();
     if file
@@ -191,10 +191,9 @@ thread_local! {
 }
 
 /// When the writer next checkpoints so that the WAL starts over (see
-/// [`REWIND_EVERY`]).
+/// [`REWIND_FRAMES`]).
 #[derive(Default)]
 pub(crate) struct Rewind {
-    commits: u64,
     /// The checkpoint thread finished a round since the writer last tried:
     /// only the commits made during that round are left to copy, so the
     /// writer's own checkpoint is short.
@@ -210,16 +209,14 @@ impl Rewind {
     /// the checkpoint thread, copies back what that round left (a reader
     /// still inside the WAL only puts it off to the next round).
     fn after_commit(&mut self, conn: &Connection) {
-        self.commits += 1;
         if let Some(frames) = self.copied_all_of.take() {
             if WAL_FRAMES.get() < frames {
-                self.commits = 0; // started over
-                return;
+                return; // started over
             }
             // A reader kept the WAL from starting over: try again after
             // the checkpoint thread's next round.
         }
-        if self.commits < REWIND_EVERY || !std::mem::take(&mut self.checkpointed) {
+        if WAL_FRAMES.get() < REWIND_FRAMES || !std::mem::take(&mut self.checkpointed) {
             return;
         }
         let done = conn
@@ -234,10 +231,7 @@ impl Rewind {
         match done {
             Ok(Some(frames)) => self.copied_all_of = Some(frames as i32),
             Ok(None) => {}
-            Err(e) => {
-                tracing::warn!("checkpointing the store: {e}");
-                self.commits = 0;
-            }
+            Err(e) => tracing::warn!("checkpointing the store: {e}"),
         }
     }
 }

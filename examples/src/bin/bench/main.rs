@@ -200,14 +200,11 @@ fn main() -> anyhow::Result<()> {
     if opts.wants(Group::Requests) {
         requests::rows(&opts, tmp.path(), &mut rows)?;
     }
-    // The open-loop rates are fractions of the closed-loop maximum, so the
-    // latency rows measure that maximum first when `http` did not run.
-    let mut max_rate = None;
     if opts.wants(Group::Http) {
-        max_rate = http(&opts, tmp.path(), &mut rows)?;
+        http(&opts, tmp.path(), &mut rows)?;
     }
     if opts.wants(Group::Latency) {
-        open_loop::rows(&opts, tmp.path(), max_rate, &mut rows)?;
+        open_loop::rows(&opts, tmp.path(), &mut rows)?;
     }
     if opts.wants(Group::Postgres) && (!opts.quick || std::env::var("ADDONHOST_TEST_PG").is_ok()) {
         postgres_rows(&opts, tmp.path(), &mut rows)?;
@@ -287,7 +284,7 @@ fn call_rows(rows: &mut Vec<Row>, what: &str, c: &call::CallOverhead, target: &s
 
 /// Provisioning throughput over HTTP at 1, 8 and 32 clients (closed loop);
 /// the highest rate seen, for the open-loop rows.
-fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<Option<f64>> {
+fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 2. Provisioning over HTTP vs bare SQLite transactions.
     let total = opts
         .provisions
@@ -298,7 +295,6 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<Option<f
         Some(n) => vec![n],
         None => vec![1, 8, 32],
     };
-    let mut max_rate: Option<f64> = None;
     for clients in concurrency {
         eprintln!("bench: provisioning over HTTP, {clients} clients");
         let per_client = (total / clients).max(1);
@@ -309,7 +305,6 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<Option<f
             ours.failed,
             ours.first_failure.as_deref().unwrap_or("?")
         );
-        max_rate = Some(max_rate.unwrap_or(0.0).max(ours.per_second));
         let base_dir = tempfile::tempdir()?;
         let base = platform::sqlite_baseline(base_dir.path(), clients, per_client)?;
         rows.push(row(
@@ -331,8 +326,7 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<Option<f
         ));
     }
     drop(server);
-
-    Ok(max_rate)
+    Ok(())
 }
 
 fn postgres_rows(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
