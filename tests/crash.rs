@@ -28,9 +28,9 @@ const LIVES: u64 = 6;
 const CLIENTS: u64 = 3;
 /// The uuids each client provisions.
 const CLIENT_UUIDS: u64 = 8;
-/// The store checkpoints every 64 commits and rewinds the WAL every 256
-/// (host/addonhost-sqlite); a server life lasts this many rewinds of its WAL
-/// at least before it is killed.
+/// The store checkpoints every 8 commits and rewinds the WAL once it holds
+/// 32,768 frames (host/addonhost-sqlite); a server life lasts this many
+/// rewinds of its WAL at least before it is killed.
 const MIN_REWINDS: u64 = 4;
 const SIGKILL: i32 = 9;
 
