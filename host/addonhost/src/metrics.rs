@@ -161,6 +161,14 @@ pub struct Metrics {
     pub store_writes: Gauge,
     /// Size of the SQLite write-ahead log in bytes, read at encoding time.
     pub store_wal_bytes: Gauge,
+    /// Statements this process sent to PostgreSQL (0 on SQLite); read at
+    /// encoding time.
+    pub store_statements: Gauge,
+    /// Round trips to PostgreSQL: statements sent together count once.
+    pub store_round_trips: Gauge,
+    /// Write transactions PostgreSQL refused for a conflict (a deadlock, a
+    /// key two writers raced for) and that ran again.
+    pub store_reruns: Gauge,
     /// Plugin versions reloaded, by outcome (`loaded`, `failed`, `removed`).
     pub reloads: Family<OutcomeLabel, Counter>,
     /// Each add-on's call metrics, resolved once (see [`AddonMetrics`]).
@@ -366,6 +374,24 @@ impl Metrics {
             Unit::Bytes,
             store_wal_bytes.clone(),
         );
+        let store_statements = Gauge::default();
+        r.register(
+            "store_statements_sent",
+            "Statements sent to PostgreSQL (BEGIN and COMMIT included)",
+            store_statements.clone(),
+        );
+        let store_round_trips = Gauge::default();
+        r.register(
+            "store_round_trips",
+            "Round trips to PostgreSQL (statements pipelined together count once)",
+            store_round_trips.clone(),
+        );
+        let store_reruns = Gauge::default();
+        r.register(
+            "store_write_reruns",
+            "Write transactions PostgreSQL refused for a conflict and that ran again",
+            store_reruns.clone(),
+        );
         let reloads = Family::<OutcomeLabel, Counter>::default();
         r.register(
             "plugin_reloads",
@@ -391,6 +417,9 @@ impl Metrics {
             store_batches,
             store_writes,
             store_wal_bytes,
+            store_statements,
+            store_round_trips,
+            store_reruns,
             reloads,
             addons: Mutex::new(HashMap::new()),
         }

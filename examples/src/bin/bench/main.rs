@@ -332,51 +332,19 @@ fn http(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 fn postgres_rows(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // 2b. Provisioning over HTTP with the state in PostgreSQL, one and two
     // servers on one database, vs bare PostgreSQL transactions.
-    let clients = opts.clients.unwrap_or(32);
-    let total = opts
-        .provisions
-        .unwrap_or(if opts.quick { 64 } else { 3200 });
-    let per_client = (total / clients).max(1);
-    let pg = postgres::server_url()?;
+    let concurrency = match opts.clients {
+        Some(n) => vec![n],
+        None => vec![1, 32],
+    };
     let kv_only = plugin_copies(&tmp.join("pg-plugins"), &["kv"])?;
-    let base = postgres::baseline(
-        &postgres::fresh_database(&pg, "bench_baseline")?,
-        clients,
-        per_client,
-    )?;
-    for n in [1, 2] {
-        eprintln!("bench: provisioning over HTTP on PostgreSQL, {n} server(s), {clients} clients");
-        let url = postgres::fresh_database(&pg, &format!("bench_{n}_servers"))?;
-        let servers = postgres::servers(
-            &tmp.join(format!("pg-{n}")),
-            kv_only.to_str().unwrap(),
-            &url,
-            n,
-        )?;
-        let refs: Vec<&Server> = servers.iter().collect();
-        let ours = platform::provisioning_spread(&refs, clients, per_client)?;
-        anyhow::ensure!(
-            ours.failed == 0,
-            "{} provisionings failed on PostgreSQL, the first with {}",
-            ours.failed,
-            ours.first_failure.as_deref().unwrap_or("?")
-        );
-        rows.push(row(
-            format!("provisions/s over HTTP, PostgreSQL, {n} server(s), {clients} clients"),
-            format!("{:.0}/s", ours.per_second),
-            format!("{:.0}/s PG txns", base.per_second),
-            ratio(ours.per_second, base.per_second),
-            "≥ 0.67× (within 1.5×)",
-        ));
-        rows.push(row(
-            format!("  latency p50 / p99, PostgreSQL, {n} server(s)"),
-            format!("{} / {}", ms(ours.p50), ms(ours.p99)),
-            format!("{} / {}", ms(base.p50), ms(base.p99)),
-            ratio(ours.p99.as_secs_f64(), base.p99.as_secs_f64()),
-            "",
-        ));
-    }
-    Ok(())
+    postgres::rows(
+        &concurrency,
+        opts.provisions,
+        opts.quick,
+        tmp,
+        kv_only.to_str().unwrap(),
+        rows,
+    )
 }
 
 /// The plugin folder with all four examples and the data dir whose cache

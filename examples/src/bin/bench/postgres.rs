@@ -8,7 +8,105 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::platform::{self, Load, Server};
+use crate::platform::{self, Conn, Load, Server};
+use crate::{ms, ratio, row, Row};
+
+/// The PostgreSQL rows at each client count: one server, then two on one
+/// database, against the baseline, each with its latency, the round trips
+/// to the database and the transactions run again per provisioning.
+pub fn rows(
+    concurrency: &[usize],
+    provisions: Option<usize>,
+    quick: bool,
+    tmp: &Path,
+    plugins: &str,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let pg = server_url()?;
+    for &clients in concurrency {
+        let total = provisions.unwrap_or(if quick {
+            64
+        } else if clients == 1 {
+            800
+        } else {
+            3200
+        });
+        let per_client = (total / clients).max(1);
+        eprintln!("bench: bare PostgreSQL transactions, {clients} clients");
+        let base = baseline(&fresh_database(&pg, "bench_baseline")?, clients, per_client)?;
+        for n in [1, 2] {
+            eprintln!(
+                "bench: provisioning over HTTP on PostgreSQL, {n} server(s), {clients} clients"
+            );
+            let url = fresh_database(&pg, &format!("bench_{n}_servers"))?;
+            let servers = servers(&tmp.join(format!("pg-{n}-{clients}")), plugins, &url, n)?;
+            let refs: Vec<&Server> = servers.iter().collect();
+            let before = counters(&refs)?;
+            let ours = platform::provisioning_spread(&refs, clients, per_client)?;
+            let after = counters(&refs)?;
+            anyhow::ensure!(
+                ours.failed == 0,
+                "{} provisionings failed on PostgreSQL, the first with {}",
+                ours.failed,
+                ours.first_failure.as_deref().unwrap_or("?")
+            );
+            let done = (clients * per_client) as f64;
+            let target = match (n, clients) {
+                (1, 32) => "≥ 0.67×",
+                (1, 1) => "≥ 0.8×",
+                _ => "",
+            };
+            rows.push(row(
+                format!("provisions/s over HTTP, PostgreSQL, {n} server(s), {clients} clients"),
+                format!("{:.0}/s", ours.per_second),
+                format!("{:.0}/s PG txns", base.per_second),
+                ratio(ours.per_second, base.per_second),
+                target,
+            ));
+            rows.push(row(
+                format!("  latency p50 / p99, PostgreSQL, {n} server(s), {clients} clients"),
+                format!("{} / {}", ms(ours.p50), ms(ours.p99)),
+                format!("{} / {}", ms(base.p50), ms(base.p99)),
+                ratio(ours.p99.as_secs_f64(), base.p99.as_secs_f64()),
+                "",
+            ));
+            rows.push(row(
+                "  per provisioning: round trips / statements / rollbacks",
+                format!(
+                    "{:.1} / {:.1} / {:.3}",
+                    (after.1 - before.1) / done,
+                    (after.0 - before.0) / done,
+                    (after.2 - before.2) / done
+                ),
+                format!("{BASELINE_TRIPS} / {BASELINE_STATEMENTS} / 0"),
+                "",
+                "rollbacks < 0.05",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the servers' transactions cost so far: statements sent, round
+/// trips, transactions run again (from `/metrics`), summed.
+fn counters(servers: &[&Server]) -> anyhow::Result<(f64, f64, f64)> {
+    let mut sum = (0.0, 0.0, 0.0);
+    for s in servers {
+        let mut conn = Conn::connect(&s.addr)?;
+        let (status, text) = conn.get("/metrics", &[("authorization", &s.auth())])?;
+        anyhow::ensure!(status == 200, "GET /metrics answered {status}");
+        let text = String::from_utf8_lossy(&text);
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        sum.0 += value("addonhost_store_statements_sent");
+        sum.1 += value("addonhost_store_round_trips");
+        sum.2 += value("addonhost_store_write_reruns");
+    }
+    Ok(sum)
+}
 
 /// A PostgreSQL server for the bench: `ADDONHOST_TEST_PG` (a URL without a
 /// database, as `tests/postgres.sh start` prints it), or a throwaway
@@ -50,16 +148,25 @@ pub fn servers(tmp: &Path, plugins: &str, url: &str, n: usize) -> anyhow::Result
         .collect()
 }
 
+/// Round trips and statements of one provisioning of the baseline.
+const BASELINE_TRIPS: usize = 12;
+const BASELINE_STATEMENTS: usize = 12;
+
 /// The baseline: per provisioning, bare PostgreSQL transactions of the
 /// shape addonhost writes (a reservation commit, then one commit with the
 /// resource update, attachment, config var, two plugin KV rows, the next
 /// release number and its release, an audit row) on addonhost's own schema,
 /// each client on a connection of its own with prepared statements, at READ
 /// COMMITTED (each client has its app to itself, so nothing conflicts: the
-/// fastest correct way to write these rows).
+/// fastest correct way to write these rows). Its reservation commits without
+/// waiting for the disk, as addonhost's does (the completion's commit,
+/// acknowledged, makes it durable).
 pub fn baseline(url: &str, clients: usize, per_client: usize) -> anyhow::Result<Load> {
     // addonhost's migrations make the schema.
-    drop(addonhost::store::Store::open_postgres(url)?);
+    drop(addonhost::store::Store::open_postgres(
+        url,
+        &Default::default(),
+    )?);
     let run = format!("{:x}", rand::random::<u32>());
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
@@ -102,9 +209,11 @@ pub fn baseline(url: &str, clients: usize, per_client: usize) -> anyhow::Result<
                 for i in 0..per_client {
                     let t = Instant::now();
                     let uuid = format!("{run}-{c}-{i}");
-                    let mut tx = db.transaction()?;
-                    let rid: i64 = tx.query_one(&reserve, &[&uuid, &app])?.get(0);
-                    tx.commit()?;
+                    db.batch_execute(
+                        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off",
+                    )?;
+                    let rid: i64 = db.query_one(&reserve, &[&uuid, &app])?.get(0);
+                    db.batch_execute("COMMIT")?;
                     let mut tx = db.transaction()?;
                     tx.execute(&complete, &[&uuid, &rid])?;
                     let aid: i64 = tx.query_one(&attach, &[&rid, &app, &format!("K{i}")])?.get(0);

@@ -165,6 +165,13 @@ pub async fn run(host: &Host, l: &Local) -> anyhow::Result<i32> {
         Some(_) => Duration::from_secs(5),
         None => Duration::from_millis(l.poll_ms.max(20)),
     };
+    if releases.is_none() && host.shared_store() {
+        println!(
+            "local: the database is reached through a pooler and no --database-listen-url is given: \
+             looking for new releases every {} ms",
+            poll.as_millis()
+        );
+    }
     let mut ticker = tokio::time::interval(poll);
     let ctrl_c = super::signal::shutdown_signal();
     tokio::pin!(ctrl_c);

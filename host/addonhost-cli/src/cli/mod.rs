@@ -58,6 +58,16 @@ pub struct Cli {
     /// [default: SQLite in the data dir].
     #[arg(long, global = true, env = "ADDONHOST_DATABASE_URL")]
     pub database: Option<String>,
+    /// The database is reached through a transaction-pooling connection
+    /// pooler (PgBouncer with pool_mode = transaction): no named prepared
+    /// statements, and no LISTEN but on --database-listen-url.
+    #[arg(long, global = true, env = "ADDONHOST_DATABASE_POOLER")]
+    pub database_pooler: bool,
+    /// A direct connection to the database (not through the pooler) for
+    /// LISTEN, so `addonhost local` hears of new releases at once [default:
+    /// --database, unless --database-pooler: then releases are polled for].
+    #[arg(long, global = true, env = "ADDONHOST_DATABASE_LISTEN_URL")]
+    pub database_listen_url: Option<String>,
     /// On a shared database, serve each add-on with this machine's
     /// component even when the platform accepted another one (see
     /// `plugins:deploy`).
@@ -267,6 +277,10 @@ impl Cli {
         }
         opts.addons_domain = self.addons_domain.clone();
         opts.database = self.database.clone();
+        opts.database_options = addonhost::store::PgOptions {
+            pooler: self.database_pooler,
+            listen_url: self.database_listen_url.clone(),
+        };
         opts.allow_plugin_mismatch = self.allow_plugin_mismatch;
         opts.outbound = addonhost::platform::OutboundPolicy {
             deny: match &self.deny_outbound {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::context::Scope;
-use super::{apply_effects, error, naming, take, validate, AddonChanged, Host};
+use super::{apply_effects, error, lock_effects, naming, take, validate, AddonChanged, Host};
 use crate::manifest::Manifest;
 use crate::store::{Attachment, Resource, ResourceState, Tx};
 
@@ -176,6 +176,7 @@ impl Host {
         let write = {
             let (manifest, r) = (manifest.clone(), r.clone());
             move |tx: &dyn Tx| {
+                lock_effects(tx, &manifest, &effects)?;
                 let current = tx
                     .resource_by_id(r.id)?
                     .filter(|c| c.state == ResourceState::Provisioned)

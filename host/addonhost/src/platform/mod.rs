@@ -82,7 +82,7 @@ impl Host {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let store = Arc::new(
             match &opts.database {
-                Some(url) => Store::open_postgres(url)?,
+                Some(url) => Store::open_postgres(url, &opts.database_options)?,
                 None => Store::open_sqlite(&opts.data_dir)?,
             }
             .observed_by(metrics.clone()),
@@ -179,6 +179,11 @@ impl Host {
             m.store_batches.set(batches as i64);
             m.store_writes.set(writes as i64);
             m.store_wal_bytes.set(wal as i64);
+        }
+        if let Some(pg) = self.store.postgres_stats() {
+            m.store_statements.set(pg.statements as i64);
+            m.store_round_trips.set(pg.round_trips as i64);
+            m.store_reruns.set(pg.reruns as i64);
         }
         m.encode()
     }
@@ -332,6 +337,23 @@ impl Host {
     }
 }
 
+/// Locks what a call's effects read and write of its add-on's KV, before
+/// anything else the transaction reads (a store with concurrent writers
+/// takes KV locks before app locks, in one order everywhere: see
+/// `Tx::lock_kv`). Each write transaction that applies a call's effects
+/// starts with this.
+fn lock_effects(tx: &dyn Tx, m: &Manifest, effects: &Effects) -> anyhow::Result<()> {
+    let mut keys: Vec<&str> = effects.reads.read_keys().collect();
+    keys.extend(effects.kv.keys().map(String::as_str));
+    keys.sort_unstable();
+    keys.dedup();
+    let listing = effects.reads.has_scans();
+    if keys.is_empty() && !listing {
+        return Ok(());
+    }
+    tx.lock_kv(&m.id, &keys, listing)
+}
+
 /// Applies a call's buffered effects inside the caller's transaction:
 /// the add-on's KV writes (within its storage quota), and any
 /// partner-initiated config updates, completions and failures (each with the
@@ -342,6 +364,7 @@ fn apply_effects(
     policy: &Policy,
     effects: &Effects,
 ) -> anyhow::Result<()> {
+    lock_effects(tx, m, effects)?;
     // What the call decided on must still hold, or none of its writes
     // apply (the caller may run the call again).
     if !effects.reads.still_holds(tx, &m.id)? {

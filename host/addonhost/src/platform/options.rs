@@ -34,6 +34,9 @@ pub struct HostOptions {
     /// any number of servers; `None` keeps it in `addonhost.db` in the data
     /// dir (the compiled-plugin cache stays in the data dir either way).
     pub database: Option<String>,
+    /// How `database` is reached: through a transaction-pooling pooler
+    /// (PgBouncer), and the direct connection for notifications.
+    pub database_options: crate::store::PgOptions,
     /// On a shared store, serve add-ons with this server's components even
     /// when the platform accepted other ones (see
     /// [`Host::deploy_component`](crate::Host::deploy_component)).
@@ -66,6 +69,7 @@ impl HostOptions {
             policy: Policy::default(),
             outbound: OutboundPolicy::default(),
             database: None,
+            database_options: Default::default(),
             allow_plugin_mismatch: false,
             platform_api: None,
             platform_api_rate: 4500,

@@ -20,7 +20,7 @@ use super::addons::{AddonCreated, CreateAddon};
 use super::change::write_config;
 use super::context::Scope;
 use super::reads;
-use super::{apply_effects, error, naming, take, validate, Host};
+use super::{apply_effects, error, lock_effects, naming, take, validate, Host};
 use crate::manifest::Manifest;
 use crate::runtime::{ProvisionRequest, ProvisionResult};
 use crate::store::{self, Resource, ResourceState, Tx};
@@ -312,6 +312,7 @@ fn complete(
     effects: super::context::Effects,
 ) -> impl FnMut(&dyn Tx) -> anyhow::Result<Completed> + Send + 'static {
     move |tx: &dyn Tx| {
+        lock_effects(tx, &manifest, &effects)?;
         // A reservation is answered before its commit: if that commit
         // failed (a full disk), the row is not there.
         let r = tx.resource_by_id(resource_id)?.ok_or(ReservationLost)?;

@@ -105,6 +105,16 @@ impl ReadSet {
         });
     }
 
+    /// The keys read.
+    pub fn read_keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// Whether a listing or a count of keys was read.
+    pub fn has_scans(&self) -> bool {
+        !self.scans.is_empty()
+    }
+
     /// Whether everything recorded still reads the same in `tx`.
     pub fn still_holds(&self, tx: &dyn Tx, service: &str) -> anyhow::Result<bool> {
         for (key, seen) in &self.keys {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use postgres::PgStore;
+pub use postgres::{PgOptions, PgStats, PgStore};
 pub use rows::{
     App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
     Release, Resource, ResourceState, ServerRow,
@@ -219,6 +219,17 @@ pub trait Tx {
     ) -> anyhow::Result<Vec<String>>;
     /// How many keys start with `prefix`.
     fn kv_count(&self, service: &str, prefix: &str) -> anyhow::Result<u64>;
+    /// Before a write transaction reads add-on `service`'s `keys` (and, with
+    /// `listing`, a listing or count of its keys) to decide, then writes
+    /// them: on a store with concurrent writers, no other transaction
+    /// changes them until this one ends. Locks are taken in one order
+    /// everywhere — a call's KV before any app — so a transaction that
+    /// applies a call's effects does this first. A single writer needs
+    /// nothing.
+    fn lock_kv(&self, service: &str, keys: &[&str], listing: bool) -> anyhow::Result<()> {
+        let _ = (service, keys, listing);
+        Ok(())
+    }
 
     // ---- which folders may serve an add-on id
     /// The folders add-on id `service` is bound to in this store, oldest
@@ -314,13 +325,22 @@ impl Store {
         })
     }
 
-    /// The shared store: a PostgreSQL database (`postgres://…`), its
-    /// schema brought up to date.
-    pub fn open_postgres(url: &str) -> anyhow::Result<Store> {
+    /// The shared store: a PostgreSQL database (`postgres://…`, or libpq's
+    /// `key=value` form, with the `PG*` environment variables filling in
+    /// what it leaves out), its schema brought up to date.
+    pub fn open_postgres(url: &str, opts: &PgOptions) -> anyhow::Result<Store> {
         Ok(Store {
-            backend: Backend::Postgres(Arc::new(PgStore::open(url)?)),
+            backend: Backend::Postgres(Arc::new(PgStore::open(url, opts)?)),
             metrics: None,
         })
+    }
+
+    /// On PostgreSQL, what this process's transactions cost so far.
+    pub fn postgres_stats(&self) -> Option<PgStats> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.stats()),
+        }
     }
 
     /// Which backend this is: `sqlite` or `postgres`.
@@ -359,11 +379,12 @@ impl Store {
 
     /// Names of apps that get a new release from now on, made by any
     /// server or CLI on the store, when the store can announce them (on
-    /// PostgreSQL; an empty name means "any app, look again"). `None`: poll.
+    /// PostgreSQL with a direct connection; an empty name means "any app,
+    /// look again"). `None`: poll.
     pub fn subscribe_releases(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         match &self.backend {
             Backend::Sqlite(_) => None,
-            Backend::Postgres(p) => Some(p.subscribe_releases()),
+            Backend::Postgres(p) => p.subscribe_releases(),
         }
     }
 
@@ -398,9 +419,12 @@ impl Store {
         }
     }
 
-    /// Like [`Store::write`], but may resolve as soon as `f` has run, before
-    /// its commit: every later write through this `Store` sees its changes,
-    /// and if the commit fails they are gone. For a reservation only later
+    /// Like [`Store::write`], but may resolve before its changes are on
+    /// disk: on SQLite as soon as `f` has run, before its commit (every
+    /// later write through this `Store` sees its changes, and if the commit
+    /// fails they are gone); on PostgreSQL once committed, without waiting
+    /// for the disk (the next acknowledged write makes it durable; a crash
+    /// of the database before that loses it). For a reservation only later
     /// writes rely on, each checking it is still there.
     pub async fn write_staged<T: Send + 'static>(
         &self,
@@ -408,7 +432,7 @@ impl Store {
     ) -> anyhow::Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => s.write_staged(f).await,
-            Backend::Postgres(p) => p.write(f).await,
+            Backend::Postgres(p) => p.write_staged(f).await,
         }
     }
 

@@ -1,9 +1,43 @@
-//! Add-ons' key-value storage on PostgreSQL, with the usage each write
-//! changes kept in the transaction for its commit.
+//! Add-ons' key-value storage on PostgreSQL. Each write counts itself on
+//! one of its add-on's usage rows in the same statement, so writes need no
+//! answer and travel with the transaction's next statement.
 
+use super::locks::{self, Space};
 use super::session::{params, PgTx};
 
+/// Keys past which a transaction locks its add-on's whole KV instead of
+/// each key (PostgreSQL's lock table is shared and bounded).
+const MOST_KEY_LOCKS: usize = 64;
+
+/// Locks, in one global order, what a transaction reads of an add-on's KV
+/// to decide and then writes (see [`super::locks`]): the listing first
+/// (exclusive when the transaction re-reads a listing or a count, shared
+/// otherwise), then each key by its lock key.
+pub(super) fn lock_kv(tx: &PgTx, service: &str, keys: &[&str], listing: bool) {
+    let listing = listing || keys.len() > MOST_KEY_LOCKS;
+    tx.lock(locks::named(Space::KvListing, &[service]), !listing);
+    if listing {
+        return;
+    }
+    let mut ids: Vec<i64> = keys
+        .iter()
+        .map(|k| locks::named(Space::KvKey, &[service, k]))
+        .collect();
+    ids.sort_unstable();
+    for id in ids {
+        tx.lock(id, false);
+    }
+}
+
+/// Locks one key for a read or write in a write transaction (after
+/// [`lock_kv`], already held).
+fn lock_key(tx: &PgTx, service: &str, key: &str) {
+    tx.lock(locks::named(Space::KvListing, &[service]), true);
+    tx.lock(locks::named(Space::KvKey, &[service, key]), false);
+}
+
 pub(super) fn kv_get(tx: &PgTx, service: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    lock_key(tx, service, key);
     tx.one(
         "SELECT value FROM plugin_kv WHERE service = $1 AND key = $2",
         params![service.to_string(), key.to_string()],
@@ -17,58 +51,56 @@ pub(super) fn kv_put(
     key: &str,
     value: Option<&[u8]>,
 ) -> anyhow::Result<()> {
-    let (keys, bytes) = match value {
-        Some(v) => {
-            // The old length and the write in one statement.
-            let rows = tx.query(
-                "WITH old AS (SELECT octet_length(value)::BIGINT AS len FROM plugin_kv
-                              WHERE service = $1 AND key = $2),
-                      put AS (INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
-                              ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value)
-                 SELECT (SELECT len FROM old)",
-                params![service.to_string(), key.to_string(), v.to_vec()],
-            )?;
-            let old: Option<i64> = rows[0].try_get(0)?;
-            match old {
-                Some(len) => (0i64, v.len() as i64 - len),
-                None => (1, (key.len() + v.len()) as i64),
-            }
-        }
-        None => {
-            let rows = tx.query(
-                "DELETE FROM plugin_kv WHERE service = $1 AND key = $2
-                 RETURNING octet_length(value)::BIGINT",
-                params![service.to_string(), key.to_string()],
-            )?;
-            match rows.first() {
-                Some(r) => (-1, -(key.len() as i64 + r.try_get::<_, i64>(0)?)),
-                None => (0, 0),
-            }
-        }
-    };
-    let mut usage = tx.usage.borrow_mut();
-    let entry = usage.entry(service.to_string()).or_default();
-    entry.0 += keys;
-    entry.1 += bytes;
+    lock_key(tx, service, key);
+    match value {
+        Some(v) => tx.defer(
+            "WITH old AS (SELECT octet_length(value)::BIGINT AS len FROM plugin_kv
+                          WHERE service = $1 AND key = $2),
+                  put AS (INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
+                          ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value)
+             INSERT INTO plugin_kv_usage (service, shard, keys, bytes)
+             SELECT $1, $4, CASE WHEN o.len IS NULL THEN 1 ELSE 0 END,
+                    CASE WHEN o.len IS NULL THEN $5 + octet_length($3)::BIGINT
+                         ELSE octet_length($3)::BIGINT - o.len END
+             FROM (SELECT (SELECT len FROM old) AS len) o
+             ON CONFLICT (service, shard) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
+                                                        bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
+            params![
+                service.to_string(),
+                key.to_string(),
+                v.to_vec(),
+                tx.shard,
+                key.len() as i64
+            ],
+        ),
+        None => tx.defer(
+            "WITH gone AS (DELETE FROM plugin_kv WHERE service = $1 AND key = $2
+                           RETURNING octet_length(value)::BIGINT AS len)
+             INSERT INTO plugin_kv_usage (service, shard, keys, bytes)
+             SELECT $1, $3, -1, -($4 + len) FROM gone
+             ON CONFLICT (service, shard) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
+                                                        bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
+            params![
+                service.to_string(),
+                key.to_string(),
+                tx.shard,
+                key.len() as i64
+            ],
+        ),
+    }
     Ok(())
 }
 
 pub(super) fn kv_usage(tx: &PgTx, service: &str) -> anyhow::Result<(u64, u64)> {
-    // What is committed, read outside the transaction, plus its own
-    // writes: reading the usage rows inside would make every two
-    // writers of an add-on conflict. Concurrent calls on other
-    // connections may so together pass a quota by what they write at
-    // once (each call's writes are bounded).
-    let rows = tx.outside(
+    // What is committed plus this transaction's own writes. Concurrent
+    // calls on other connections may so together pass a quota by what
+    // they write at once (each call's writes are bounded).
+    let rows = tx.query(
         "SELECT COALESCE(SUM(keys), 0)::BIGINT, COALESCE(SUM(bytes), 0)::BIGINT
          FROM plugin_kv_usage WHERE service = $1",
         params![service.to_string()],
     )?;
-    let (mut keys, mut bytes): (i64, i64) = (rows[0].try_get(0)?, rows[0].try_get(1)?);
-    if let Some((k, b)) = tx.usage.borrow().get(service) {
-        keys += k;
-        bytes += b;
-    }
+    let (keys, bytes): (i64, i64) = (rows[0].try_get(0)?, rows[0].try_get(1)?);
     Ok((keys.max(0) as u64, bytes.max(0) as u64))
 }
 
@@ -79,6 +111,7 @@ pub(super) fn kv_keys(
     after: Option<&str>,
     limit: usize,
 ) -> anyhow::Result<Vec<String>> {
+    tx.lock(locks::named(Space::KvListing, &[service]), false);
     let start = match after {
         Some(a) if a >= prefix => a,
         _ => prefix,
@@ -100,6 +133,7 @@ pub(super) fn kv_keys(
 }
 
 pub(super) fn kv_count(tx: &PgTx, service: &str, prefix: &str) -> anyhow::Result<u64> {
+    tx.lock(locks::named(Space::KvListing, &[service]), false);
     let rows = match crate::store::prefix_end(prefix) {
         Some(end) => tx.query(
             "SELECT COUNT(*) FROM plugin_kv WHERE service = $1 AND key >= $2 AND key < $3",

@@ -1,9 +1,88 @@
 //! The PostgreSQL schema, as numbered migrations (the same tables, keys and
 //! checks as the SQLite one). `schema_migrations` records how many have run;
 //! a transaction-scoped advisory lock serializes servers migrating at once.
+//!
+//! The upgrade rule (docs/cluster.md): a migration only adds (tables,
+//! nullable columns, indexes) so that servers one version older keep
+//! running beside it, and removes only what no server still running
+//! reads, a version later. A version that cannot run beside older servers
+//! raises [`RUNS_BESIDE`]: it refuses to migrate while such servers are
+//! alive, and says to stop them first.
+
+use anyhow::bail;
+
+use super::session::{params, PgTx};
+use crate::util::unix_now;
 
 /// Key of the advisory lock held while migrating.
 pub const MIGRATION_LOCK: i64 = 0x6164_646f_6e68_7374; // "addonhst"
+
+/// The oldest schema whose servers may run beside this version's. Version
+/// 4 moved writes from `SERIALIZABLE` to `READ COMMITTED` with explicit
+/// locks: a server of an older version takes none of them, so the two
+/// cannot share a database.
+pub const RUNS_BESIDE: i32 = 4;
+
+/// How recently a server must have recorded itself to count as running
+/// (it does every 5 s).
+const ALIVE_SECONDS: i64 = 15;
+
+/// The schema version this build writes.
+pub fn version() -> i32 {
+    MIGRATIONS.len() as i32
+}
+
+/// Brings the schema up to date, one server at a time; the migrations it
+/// applied (none when another server did).
+pub fn migrate(tx: &PgTx) -> anyhow::Result<Vec<i32>> {
+    tx.query("SELECT pg_advisory_xact_lock($1)", params![MIGRATION_LOCK])?;
+    tx.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER NOT NULL)")?;
+    let rows = tx.query("SELECT version FROM schema_migrations", vec![])?;
+    let current: i32 = match rows.first() {
+        Some(r) => r.get(0),
+        None => {
+            tx.batch("INSERT INTO schema_migrations (version) VALUES (0)")?;
+            0
+        }
+    };
+    let known = version();
+    if current > known {
+        bail!(
+            "the database's schema is version {current}, written by a newer addonhost; this one knows \
+             versions up to {known}. Run the newer addonhost here (servers of an older version refuse \
+             to start once the database has moved on; see docs/cluster.md, Upgrading)"
+        );
+    }
+    if current == known {
+        return Ok(Vec::new());
+    }
+    if current > 0 && current < RUNS_BESIDE {
+        let alive = tx.query(
+            "SELECT id, address FROM servers WHERE seen_at >= $1 ORDER BY id",
+            params![unix_now() - ALIVE_SECONDS],
+        )?;
+        if !alive.is_empty() {
+            let names: Vec<String> = alive
+                .iter()
+                .map(|r| format!("{} at {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+                .collect();
+            bail!(
+                "the database's schema is version {current} and this addonhost brings it to {known}, \
+                 which cannot run beside servers of version {current}: stop every server of the older \
+                 version first (running now: {}), then start this one (see docs/cluster.md, Upgrading)",
+                names.join(", ")
+            );
+        }
+    }
+    let mut applied = Vec::new();
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch(sql)
+            .map_err(|e| e.context(format!("applying PostgreSQL migration {}", i + 1)))?;
+        applied.push(i as i32 + 1);
+    }
+    tx.execute("UPDATE schema_migrations SET version = $1", params![known])?;
+    Ok(applied)
+}
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: the platform's tables.
@@ -169,5 +248,10 @@ pub const MIGRATIONS: &[&str] = &[
     // 3: the audit trail's retention keeps the newest entries of each actor.
     r#"
     CREATE INDEX audit_actor ON audit(actor, id);
+    "#,
+    // 4: writes at READ COMMITTED under explicit locks (see RUNS_BESIDE);
+    // each server records the schema version it runs.
+    r#"
+    ALTER TABLE servers ADD COLUMN schema_version INTEGER;
     "#,
 ];

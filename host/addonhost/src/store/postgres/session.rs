@@ -1,123 +1,268 @@
-//! A PostgreSQL transaction's plumbing: [`PgTx`] sends its statements to
-//! the session task holding the connection and waits for the answers.
+//! One PostgreSQL transaction on one pooled connection: [`PgTx`] sends its
+//! statements from the thread running it, holding back those whose answers
+//! nobody needs (most writes, and the locks) until the next statement that
+//! must be answered, or the commit, and sending them all at once.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::sync::mpsc::sync_channel;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::Row;
 
-use super::{Cmd, Param};
+use super::driver::{Answer, Failure, Param, Pooled, Step};
+use super::locks;
 use crate::store::Unavailable;
 
-/// An open transaction on one pooled connection.
-pub struct PgTx {
-    cmds: tokio::sync::mpsc::UnboundedSender<Cmd>,
-    db: String,
-    /// What this transaction's KV writes change of each add-on's usage
-    /// (keys, bytes), written at commit to one usage row picked at random.
-    pub(super) usage: RefCell<BTreeMap<String, (i64, i64)>>,
-    /// Releases this transaction made.
-    pub(super) releases: std::cell::Cell<u64>,
-}
-
-/// Rows each add-on's usage is spread over.
-const USAGE_SHARDS: i16 = 16;
-
-/// `Box`es parameters for the session task.
+/// `Param`s of a statement.
 macro_rules! params {
-    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as $crate::store::postgres::Param),*] };
+    ($($p:expr),* $(,)?) => { vec![$($crate::store::postgres::driver::Param::new($p)),*] };
 }
 pub(super) use params;
 
+/// What a transaction may do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Mode {
+    /// A read-only snapshot (`REPEATABLE READ`): no locks.
+    Read,
+    /// Reads and writes under the [`locks`] rules, acknowledged once on
+    /// disk.
+    Write,
+    /// A write whose commit does not wait for its WAL to reach the disk:
+    /// for a step nobody is answered on, whose effect is made durable by
+    /// the acknowledged write that always follows it (a provisioning's
+    /// reservation: see `PgStore::write_staged`).
+    WriteUnacknowledged,
+    /// Schema changes, one server at a time.
+    Migrate,
+}
+
+impl Mode {
+    fn begin(self) -> &'static str {
+        match self {
+            Mode::Read => "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            Mode::Write | Mode::Migrate => "START TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            Mode::WriteUnacknowledged => {
+                "START TRANSACTION ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off"
+            }
+        }
+    }
+
+    fn writes(self) -> bool {
+        self != Mode::Read
+    }
+}
+
+/// An open transaction.
+pub struct PgTx {
+    conn: RefCell<Pooled>,
+    mode: Mode,
+    db: String,
+    /// Whether BEGIN went out (it goes with the first statement).
+    begun: Cell<bool>,
+    /// Whether the transaction ended (committed, or its commit failed).
+    ended: Cell<bool>,
+    /// Statements not sent yet, in order.
+    pending: RefCell<Vec<(String, Vec<Param>)>>,
+    /// Advisory locks this transaction holds or has queued, exclusive and
+    /// shared.
+    held: RefCell<HashSet<i64>>,
+    shared: RefCell<HashSet<i64>>,
+    /// The app of each resource this transaction read or made.
+    resource_apps: RefCell<HashMap<i64, i64>>,
+    /// The connection broke before the commit was sent: nothing of the
+    /// transaction happened, so it can run again on another connection.
+    pub(super) lost_early: Cell<bool>,
+    /// The usage row this transaction's KV writes are counted on (rows are
+    /// spread so concurrent writers of one add-on seldom wait on one).
+    pub(super) shard: i16,
+    /// Releases this transaction made.
+    pub(super) releases: Cell<u64>,
+    /// Statements sent, round trips made (for the driver's counters).
+    pub(super) counted: Cell<(u64, u64)>,
+}
+
+/// Rows each add-on's KV usage is spread over.
+pub(super) const USAGE_SHARDS: i16 = 64;
+
 impl PgTx {
-    pub(super) fn new(cmds: tokio::sync::mpsc::UnboundedSender<Cmd>, db: String) -> PgTx {
+    pub(super) fn new(conn: Pooled, mode: Mode, db: String) -> PgTx {
         PgTx {
-            cmds,
+            conn: RefCell::new(conn),
+            mode,
             db,
-            usage: RefCell::new(BTreeMap::new()),
-            releases: std::cell::Cell::new(0),
+            begun: Cell::new(false),
+            ended: Cell::new(false),
+            pending: RefCell::new(Vec::new()),
+            held: RefCell::new(HashSet::new()),
+            shared: RefCell::new(HashSet::new()),
+            resource_apps: RefCell::new(HashMap::new()),
+            lost_early: Cell::new(false),
+            shard: rand::random_range(0..USAGE_SHARDS),
+            releases: Cell::new(0),
+            counted: Cell::new((0, 0)),
         }
     }
 
-    /// The rows of a query of what is committed, outside this transaction.
-    pub(super) fn outside(&self, sql: &str, params: Vec<Param>) -> anyhow::Result<Vec<Row>> {
-        let (reply, answer) = sync_channel(1);
-        self.cmds
-            .send(Cmd::Outside(sql.to_string(), params, reply))
-            .map_err(|_| self.gone())?;
-        answer
-            .recv()
-            .map_err(|_| self.gone())?
-            .map_err(|e| self.failed(e))
+    /// Whether this transaction writes (and so takes locks).
+    pub(super) fn writes(&self) -> bool {
+        self.mode.writes()
     }
 
-    pub(super) fn gone(&self) -> anyhow::Error {
-        Unavailable(format!(
-            "the connection to the database {} was lost mid-transaction",
-            self.db
-        ))
-        .into()
-    }
-
-    /// A statement's error; a connection that broke is "unavailable".
-    pub(super) fn failed(&self, e: tokio_postgres::Error) -> anyhow::Error {
-        if super::lost(&e) {
-            return Unavailable(format!("the database {} is unavailable: {e}", self.db)).into();
+    /// Sends BEGIN (if not yet), the held-back statements and `last`, in
+    /// one round trip; `last`'s answer.
+    fn send(&self, last: Option<Step<'_>>, committing: bool) -> anyhow::Result<Option<Answer>> {
+        let pending = self.pending.take();
+        let mut steps = Vec::with_capacity(pending.len() + 2);
+        if !self.begun.get() {
+            steps.push(Step::Batch(self.mode.begin()));
         }
-        anyhow::Error::new(e)
+        for (sql, params) in &pending {
+            steps.push(Step::Execute(sql, params));
+        }
+        let wants = last.is_some();
+        steps.extend(last);
+        if steps.is_empty() {
+            return Ok(None);
+        }
+        self.begun.set(true);
+        let (statements, trips) = self.counted.get();
+        self.counted
+            .set((statements + steps.len() as u64, trips + 1));
+        match self.conn.borrow_mut().conn().run(&steps) {
+            Ok(mut answers) => Ok(if wants { answers.pop() } else { None }),
+            Err(e) => Err(self.failed(e, committing)),
+        }
     }
 
-    /// The rows of a query.
+    fn failed(&self, e: Failure, committing: bool) -> anyhow::Error {
+        match e {
+            Failure::Unanswered => {
+                self.lost_early.set(!committing);
+                Unavailable(format!(
+                    "the database {} did not answer within 30 s{}",
+                    self.db,
+                    if committing {
+                        "; whether this change was kept is unknown: retrying the same request is safe"
+                    } else {
+                        ""
+                    }
+                ))
+                .into()
+            }
+            Failure::Pg(e) if super::lost(&e) => {
+                self.lost_early.set(!committing);
+                Unavailable(format!(
+                    "the database {} is unavailable{}: {e}",
+                    self.db,
+                    if committing {
+                        " (the connection broke during the commit: whether this change was kept is unknown; retrying the same request is safe)"
+                    } else {
+                        ""
+                    }
+                ))
+                .into()
+            }
+            Failure::Pg(e) => anyhow::Error::new(e),
+        }
+    }
+
+    /// The rows of a query (sent with whatever was held back).
     pub(super) fn query(&self, sql: &str, params: Vec<Param>) -> anyhow::Result<Vec<Row>> {
-        let (reply, answer) = sync_channel(1);
-        self.cmds
-            .send(Cmd::Query(sql.to_string(), params, reply))
-            .map_err(|_| self.gone())?;
-        answer
-            .recv()
-            .map_err(|_| self.gone())?
-            .map_err(|e| self.failed(e))
+        match self.send(Some(Step::Query(sql, &params)), false)? {
+            Some(Answer::Rows(rows)) => Ok(rows),
+            _ => unreachable!("a query answers rows"),
+        }
     }
 
-    /// The rows a statement changed.
+    /// The rows a statement changed (sent with whatever was held back).
     pub(super) fn execute(&self, sql: &str, params: Vec<Param>) -> anyhow::Result<u64> {
-        let (reply, answer) = sync_channel(1);
-        self.cmds
-            .send(Cmd::Execute(sql.to_string(), params, reply))
-            .map_err(|_| self.gone())?;
-        answer
-            .recv()
-            .map_err(|_| self.gone())?
-            .map_err(|e| self.failed(e))
+        match self.send(Some(Step::Execute(sql, &params)), false)? {
+            Some(Answer::Count(n)) => Ok(n),
+            _ => unreachable!("an execute answers a count"),
+        }
+    }
+
+    /// A statement whose answer nobody needs: held back and sent with the
+    /// next statement that is answered, or the commit. If it fails, that
+    /// one fails (and with it the transaction, as any failure would).
+    pub(super) fn defer(&self, sql: impl Into<String>, params: Vec<Param>) {
+        self.pending.borrow_mut().push((sql.into(), params));
     }
 
     /// Statements without parameters, run as they are.
     pub(super) fn batch(&self, sql: &str) -> anyhow::Result<()> {
-        self.execute(sql, Vec::new()).map(|_| ())
+        self.send(Some(Step::Batch(sql)), false).map(|_| ())
     }
 
-    pub(super) fn commit(self) -> anyhow::Result<()> {
-        let shard = rand::random_range(0..USAGE_SHARDS);
-        for (service, (keys, bytes)) in self.usage.take() {
-            if keys == 0 && bytes == 0 {
-                continue;
-            }
-            self.execute(
-                "INSERT INTO plugin_kv_usage (service, shard, keys, bytes) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (service, shard) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
-                                                            bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
-                params![service, shard, keys, bytes],
-            )?;
+    /// Takes the advisory lock `key` for the rest of the transaction
+    /// (exclusive, or `shared`), sent with the next statement. Nothing in
+    /// a read-only snapshot.
+    pub(super) fn lock(&self, key: i64, shared: bool) {
+        if !self.writes() || self.held.borrow().contains(&key) {
+            return;
         }
-        let (reply, answer) = sync_channel(1);
-        self.cmds
-            .send(Cmd::Commit(reply))
-            .map_err(|_| self.gone())?;
-        answer
-            .recv()
-            .map_err(|_| self.gone())?
-            .map_err(|e| self.failed(e))
+        if shared {
+            if self.shared.borrow_mut().insert(key) {
+                self.defer("SELECT pg_advisory_xact_lock_shared($1)", params![key]);
+            }
+        } else {
+            self.held.borrow_mut().insert(key);
+            self.defer("SELECT pg_advisory_xact_lock($1)", params![key]);
+        }
+    }
+
+    /// Locks app `app_id` (see [`locks`]).
+    pub(super) fn lock_app(&self, app_id: i64) {
+        self.lock(locks::app(app_id), false);
+    }
+
+    /// Records that the app `app_id` is locked (by a statement that found
+    /// and locked it at once).
+    pub(super) fn app_locked(&self, app_id: i64) {
+        self.held.borrow_mut().insert(locks::app(app_id));
+    }
+
+    /// Locks the app found by `sql` (one of the `locks::APP_*`
+    /// statements) with `params`, sent with the next statement.
+    pub(super) fn lock_app_by(&self, sql: &'static str, params: Vec<Param>) {
+        if self.writes() {
+            self.defer(sql, params);
+        }
+    }
+
+    /// Locks the app owning resource `id`: known already, or found by the
+    /// lock statement.
+    pub(super) fn lock_app_of_resource(&self, id: i64) {
+        let known = self.resource_apps.borrow().get(&id).copied();
+        match known {
+            Some(app) => self.lock_app(app),
+            None => self.lock_app_by(locks::APP_OF_RESOURCE, params![id]),
+        }
+    }
+
+    /// Records that resource `id` belongs to app `app_id`, whose lock this
+    /// transaction took before reading it.
+    pub(super) fn resource_seen(&self, id: i64, app_id: i64) {
+        self.resource_apps.borrow_mut().insert(id, app_id);
+        if self.writes() {
+            self.app_locked(app_id);
+        }
+    }
+
+    /// Ends the transaction: a write commits (with whatever was held back,
+    /// in the same round trip) and is answered once PostgreSQL has; a read
+    /// sends its COMMIT without waiting.
+    pub(super) fn commit(&self) -> anyhow::Result<()> {
+        self.ended.set(true);
+        if !self.writes() {
+            if self.begun.get() {
+                self.conn.borrow_mut().conn().send("COMMIT");
+            }
+            return Ok(());
+        }
+        if !self.begun.get() && self.pending.borrow().is_empty() {
+            return Ok(());
+        }
+        self.send(Some(Step::Batch("COMMIT")), true).map(|_| ())
     }
 
     pub(super) fn one<T>(
@@ -136,5 +281,15 @@ impl PgTx {
         f: impl Fn(&Row) -> anyhow::Result<T>,
     ) -> anyhow::Result<Vec<T>> {
         self.query(sql, params)?.iter().map(f).collect()
+    }
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        // Ended without a commit: roll back before the connection goes
+        // back to the pool (sent now, its answer read on next use).
+        if self.begun.get() && !self.ended.get() {
+            self.conn.get_mut().conn().send("ROLLBACK");
+        }
     }
 }

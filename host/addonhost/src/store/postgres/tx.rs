@@ -1,8 +1,11 @@
 //! A PostgreSQL transaction seen as a [`Tx`]: each method one or a few
-//! statements, sent to the transaction's session task.
+//! statements, with the locks ([`super::locks`]) taken before what they
+//! protect is read, and writes whose answer is not needed held back to go
+//! out with the next statement.
 
 use std::collections::BTreeMap;
 
+use super::locks::{self, Space};
 use super::rows::{app_row, attachment_row, resource_row, var_row, RESOURCE_COLUMNS};
 use super::session::{params, PgTx};
 use super::{kv, osb};
@@ -12,20 +15,47 @@ use crate::store::{
 };
 use crate::util::unix_now;
 
+impl PgTx {
+    /// The resource a lock statement and a query find, its app marked as
+    /// locked.
+    fn resource(
+        &self,
+        lock: &'static str,
+        lock_params: Vec<super::driver::Param>,
+        sql: &str,
+        params: Vec<super::driver::Param>,
+    ) -> anyhow::Result<Option<Resource>> {
+        self.lock_app_by(lock, lock_params);
+        let r = self.one(sql, params, resource_row)?;
+        if let Some(r) = &r {
+            self.resource_seen(r.id, r.app_id);
+        }
+        Ok(r)
+    }
+}
+
 impl Tx for PgTx {
     fn insert_app(&self, name: &str, region: &str) -> anyhow::Result<i64> {
         let rows = self.query(
             "INSERT INTO apps (name, region, created_at) VALUES ($1, $2, $3) RETURNING id",
             params![name.to_string(), region.to_string(), unix_now()],
         )?;
-        Ok(rows[0].try_get(0)?)
+        let id: i64 = rows[0].try_get(0)?;
+        // A new row: nobody else can see it before this transaction ends.
+        self.lock_app(id);
+        Ok(id)
     }
     fn app_by_name(&self, name: &str) -> anyhow::Result<Option<App>> {
-        self.one(
+        self.lock_app_by(locks::APP_BY_NAME, params![name.to_string()]);
+        let app = self.one(
             "SELECT id, name, region, created_at FROM apps WHERE name = $1",
             params![name.to_string()],
             app_row,
-        )
+        )?;
+        if let (Some(a), true) = (&app, self.writes()) {
+            self.app_locked(a.id);
+        }
+        Ok(app)
     }
     fn list_apps(&self) -> anyhow::Result<Vec<App>> {
         self.all(
@@ -35,6 +65,7 @@ impl Tx for PgTx {
         )
     }
     fn delete_app(&self, app_id: i64) -> anyhow::Result<()> {
+        self.lock_app(app_id);
         for sql in [
             "DELETE FROM config_vars WHERE app_id = $1",
             "DELETE FROM releases WHERE app_id = $1",
@@ -49,15 +80,15 @@ impl Tx for PgTx {
             "DELETE FROM resources WHERE app_id = $1",
             "DELETE FROM apps WHERE id = $1",
         ] {
-            self.execute(sql, params![app_id])?;
+            self.defer(sql, params![app_id]);
         }
         Ok(())
     }
     fn insert_release(&self, app_id: i64, description: &str, actor: &str) -> anyhow::Result<i64> {
-        // Gap-free per app: two servers numbering at once conflict, and one
-        // of them runs again on the other's number.
-        // Every listener (`addonhost local`, the servers) hears of it once
-        // the transaction commits, not before.
+        // Gap-free per app: numbered under the app's lock. Every listener
+        // (`addonhost local`, the servers) hears of it once the transaction
+        // commits, not before.
+        self.lock_app(app_id);
         let rows = self.query(
             "WITH r AS (INSERT INTO releases (app_id, version, description, actor, created_at)
                         SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM releases WHERE app_id = $1
@@ -75,6 +106,7 @@ impl Tx for PgTx {
         Ok(rows[0].try_get(0)?)
     }
     fn releases(&self, app_id: i64) -> anyhow::Result<Vec<Release>> {
+        self.lock_app(app_id);
         self.all(
             "SELECT version, description, actor, created_at FROM releases WHERE app_id = $1 ORDER BY version DESC",
             params![app_id],
@@ -96,21 +128,25 @@ impl Tx for PgTx {
         addon: Option<&str>,
         detail: &str,
     ) -> anyhow::Result<()> {
-        let rows = self.query(
-            "INSERT INTO audit (at, actor, action, app, addon, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        // The entry, and every AUDIT_PRUNE_EVERY entries the actor's
+        // older ones past the retention, in one statement nobody waits for.
+        let keep = crate::store::audit_keep() as i64;
+        self.defer(
+            "WITH e AS (INSERT INTO audit (at, actor, action, app, addon, detail)
+                        VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
+             DELETE FROM audit WHERE $7 > 0 AND (SELECT id FROM e) % $8 = 0 AND actor = $2 AND id <=
+               (SELECT id FROM audit WHERE actor = $2 ORDER BY id DESC LIMIT 1 OFFSET $7)",
             params![
                 unix_now(),
                 actor.to_string(),
                 action.to_string(),
                 app.map(str::to_string),
                 addon.map(str::to_string),
-                detail.to_string()
+                detail.to_string(),
+                keep,
+                crate::store::AUDIT_PRUNE_EVERY
             ],
-        )?;
-        let id: i64 = rows[0].try_get(0)?;
-        if crate::store::audit_prune_due(id) {
-            self.prune_audit(actor, crate::store::audit_keep())?;
-        }
+        );
         Ok(())
     }
     fn prune_audit(&self, actor: &str, keep: u64) -> anyhow::Result<u64> {
@@ -142,6 +178,7 @@ impl Tx for PgTx {
     }
 
     fn config_vars(&self, app_id: i64) -> anyhow::Result<Vec<ConfigVar>> {
+        self.lock_app(app_id);
         self.all(
             "SELECT name, value, attachment_id FROM config_vars WHERE app_id = $1 ORDER BY name COLLATE \"C\"",
             params![app_id],
@@ -149,6 +186,7 @@ impl Tx for PgTx {
         )
     }
     fn config_var(&self, app_id: i64, name: &str) -> anyhow::Result<Option<ConfigVar>> {
+        self.lock_app(app_id);
         self.one(
             "SELECT name, value, attachment_id FROM config_vars WHERE app_id = $1 AND name = $2",
             params![app_id, name.to_string()],
@@ -156,6 +194,7 @@ impl Tx for PgTx {
         )
     }
     fn vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<Vec<ConfigVar>> {
+        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
         self.all(
             "SELECT name, value, attachment_id FROM config_vars WHERE attachment_id = $1 ORDER BY name COLLATE \"C\"",
             params![attachment_id],
@@ -169,27 +208,31 @@ impl Tx for PgTx {
         value: &str,
         owner: Option<i64>,
     ) -> anyhow::Result<()> {
-        self.execute(
+        self.lock_app(app_id);
+        self.defer(
             "INSERT INTO config_vars (app_id, name, value, attachment_id) VALUES ($1, $2, $3, $4)
              ON CONFLICT (app_id, name) DO UPDATE SET value = EXCLUDED.value, attachment_id = EXCLUDED.attachment_id",
             params![app_id, name.to_string(), value.to_string(), owner],
-        )?;
+        );
         Ok(())
     }
     fn delete_var(&self, app_id: i64, name: &str) -> anyhow::Result<()> {
-        self.execute(
+        self.lock_app(app_id);
+        self.defer(
             "DELETE FROM config_vars WHERE app_id = $1 AND name = $2",
             params![app_id, name.to_string()],
-        )?;
+        );
         Ok(())
     }
     fn delete_vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<usize> {
+        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
         Ok(self.execute(
             "DELETE FROM config_vars WHERE attachment_id = $1",
             params![attachment_id],
         )? as usize)
     }
     fn var_owners(&self, app_id: i64) -> anyhow::Result<BTreeMap<i64, (String, String)>> {
+        self.lock_app(app_id);
         Ok(self
             .all(
                 "SELECT t.id, r.name, t.name FROM attachments t JOIN resources r ON r.id = t.resource_id WHERE t.app_id = $1",
@@ -200,13 +243,15 @@ impl Tx for PgTx {
             .collect())
     }
     fn take_over_var(&self, attachment_id: i64, name: &str) -> anyhow::Result<()> {
-        self.execute(
+        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
+        self.defer(
             "INSERT INTO var_takeovers (attachment_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             params![attachment_id, name.to_string()],
-        )?;
+        );
         Ok(())
     }
     fn taken_over(&self, attachment_id: i64, name: &str) -> anyhow::Result<bool> {
+        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
         Ok(!self
             .query(
                 "SELECT 1 FROM var_takeovers WHERE attachment_id = $1 AND name = $2",
@@ -216,38 +261,49 @@ impl Tx for PgTx {
     }
 
     fn resource_by_uuid(&self, uuid: &str) -> anyhow::Result<Option<Resource>> {
-        self.one(
+        self.resource(
+            locks::APP_OF_UUID,
+            params![uuid.to_string()],
             &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.uuid = $1"),
             params![uuid.to_string()],
-            resource_row,
         )
     }
     fn resource_by_name(&self, name: &str) -> anyhow::Result<Option<Resource>> {
-        self.one(
+        self.resource(
+            locks::APP_OF_RESOURCE_NAME,
+            params![name.to_string()],
             &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.name = $1"),
             params![name.to_string()],
-            resource_row,
         )
     }
     fn resource_by_id(&self, id: i64) -> anyhow::Result<Option<Resource>> {
-        self.one(
+        self.lock_app_of_resource(id);
+        let r = self.one(
             &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.id = $1"),
             params![id],
             resource_row,
-        )
+        )?;
+        if let Some(r) = &r {
+            self.resource_seen(r.id, r.app_id);
+        }
+        Ok(r)
     }
     fn resource_by_partner_id(
         &self,
         service: &str,
         partner_id: &str,
     ) -> anyhow::Result<Option<Resource>> {
-        self.one(
+        self.resource(
+            locks::APP_OF_PARTNER_ID,
+            params![service.to_string(), partner_id.to_string()],
             &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.service = $1 AND r.partner_id = $2"),
             params![service.to_string(), partner_id.to_string()],
-            resource_row,
         )
     }
     fn list_resources(&self, app_id: Option<i64>) -> anyhow::Result<Vec<Resource>> {
+        if let Some(app) = app_id {
+            self.lock_app(app);
+        }
         self.all(
             &format!(
                 "SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id
@@ -270,6 +326,7 @@ impl Tx for PgTx {
         )
     }
     fn insert_resource(&self, r: &NewResource) -> anyhow::Result<i64> {
+        self.lock_app(r.app_id);
         let now = unix_now();
         let rows = self.query(
             "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at,
@@ -287,7 +344,9 @@ impl Tx for PgTx {
                 r.request.to_string()
             ],
         )?;
-        Ok(rows[0].try_get(0)?)
+        let id: i64 = rows[0].try_get(0)?;
+        self.resource_seen(id, r.app_id);
+        Ok(id)
     }
     fn update_resource(
         &self,
@@ -297,7 +356,8 @@ impl Tx for PgTx {
         plan: &str,
         message: Option<&str>,
     ) -> anyhow::Result<()> {
-        self.execute(
+        self.lock_app_of_resource(id);
+        self.defer(
             "UPDATE resources SET partner_id = $2, state = $3, plan = $4, message = $5, updated_at = $6 WHERE id = $1",
             params![
                 id,
@@ -307,7 +367,7 @@ impl Tx for PgTx {
                 message.map(str::to_string),
                 unix_now()
             ],
-        )?;
+        );
         Ok(())
     }
     fn claim_reservation(
@@ -317,6 +377,7 @@ impl Tx for PgTx {
         until: i64,
         now: i64,
     ) -> anyhow::Result<bool> {
+        self.lock_app_of_resource(id);
         Ok(self.execute(
             "UPDATE resources SET reserved_by = $2, reserved_until = $3
              WHERE id = $1 AND state = 'provisioning' AND partner_id IS NULL
@@ -325,30 +386,35 @@ impl Tx for PgTx {
         )? == 1)
     }
     fn delete_resource(&self, id: i64) -> anyhow::Result<()> {
+        self.lock_app_of_resource(id);
         for sql in [
             "DELETE FROM var_takeovers WHERE attachment_id IN (SELECT id FROM attachments WHERE resource_id = $1)",
             "DELETE FROM attachments WHERE resource_id = $1",
             "DELETE FROM resources WHERE id = $1",
         ] {
-            self.execute(sql, params![id])?;
+            self.defer(sql, params![id]);
         }
         Ok(())
     }
     fn rotation_succeeded(&self, id: i64, at: i64) -> anyhow::Result<()> {
-        self.execute(
+        self.lock_app_of_resource(id);
+        self.defer(
             "UPDATE resources SET rotated_at = $2, rotation_error = NULL, rotation_failures = 0, next_rotation_at = NULL, rotation_claimed_until = NULL WHERE id = $1",
             params![id, at],
-        )?;
+        );
         Ok(())
     }
     fn rotation_failed(&self, id: i64, error: &str, retry_at: i64) -> anyhow::Result<()> {
-        self.execute(
+        self.lock_app_of_resource(id);
+        self.defer(
             "UPDATE resources SET rotation_error = $2, rotation_failures = rotation_failures + 1, next_rotation_at = $3, rotation_claimed_until = NULL WHERE id = $1",
             params![id, error.to_string(), retry_at],
-        )?;
+        );
         Ok(())
     }
     fn insert_attachment(&self, resource_id: i64, app_id: i64, name: &str) -> anyhow::Result<i64> {
+        self.lock_app_of_resource(resource_id);
+        self.lock_app(app_id);
         let rows = self.query(
             "INSERT INTO attachments (resource_id, app_id, name, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
             params![resource_id, app_id, name.to_string(), unix_now()],
@@ -356,14 +422,17 @@ impl Tx for PgTx {
         Ok(rows[0].try_get(0)?)
     }
     fn delete_attachment(&self, id: i64) -> anyhow::Result<()> {
-        self.execute(
+        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![id]);
+        self.lock_app_by(locks::RESOURCE_APP_OF_ATTACHMENT, params![id]);
+        self.defer(
             "DELETE FROM var_takeovers WHERE attachment_id = $1",
             params![id],
-        )?;
-        self.execute("DELETE FROM attachments WHERE id = $1", params![id])?;
+        );
+        self.defer("DELETE FROM attachments WHERE id = $1", params![id]);
         Ok(())
     }
     fn attachments_of_resource(&self, resource_id: i64) -> anyhow::Result<Vec<Attachment>> {
+        self.lock_app_of_resource(resource_id);
         self.all(
             "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
              WHERE t.resource_id = $1 ORDER BY t.id",
@@ -372,6 +441,7 @@ impl Tx for PgTx {
         )
     }
     fn attachment_by_name(&self, app_id: i64, name: &str) -> anyhow::Result<Option<Attachment>> {
+        self.lock_app(app_id);
         self.one(
             "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
              WHERE t.app_id = $1 AND t.name = $2",
@@ -401,7 +471,12 @@ impl Tx for PgTx {
     fn kv_count(&self, service: &str, prefix: &str) -> anyhow::Result<u64> {
         kv::kv_count(self, service, prefix)
     }
+    fn lock_kv(&self, service: &str, keys: &[&str], listing: bool) -> anyhow::Result<()> {
+        kv::lock_kv(self, service, keys, listing);
+        Ok(())
+    }
     fn plugin_dirs(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        self.lock(locks::named(Space::PluginDirs, &[service]), false);
         self.all(
             "SELECT dir FROM plugin_dirs WHERE service = $1 ORDER BY trusted_at",
             params![service.to_string()],
@@ -409,18 +484,19 @@ impl Tx for PgTx {
         )
     }
     fn trust_plugin_dir(&self, service: &str, dir: &str) -> anyhow::Result<()> {
-        self.execute(
+        self.lock(locks::named(Space::PluginDirs, &[service]), false);
+        self.defer(
             "INSERT INTO plugin_dirs (service, dir, trusted_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             params![service.to_string(), dir.to_string(), unix_now()],
-        )?;
+        );
         Ok(())
     }
 
     fn insert_session(&self, s: &NewSession) -> anyhow::Result<()> {
-        self.execute(
+        self.defer(
             "DELETE FROM sessions WHERE kind = $1 AND expires_at <= $2",
             params![s.kind.to_string(), s.now],
-        )?;
+        );
         let held: i64 = self.query(
             "SELECT COUNT(*) FROM sessions WHERE kind = $1",
             params![s.kind.to_string()],
@@ -428,13 +504,13 @@ impl Tx for PgTx {
             .try_get(0)?;
         let over = held + 1 - s.max as i64;
         if over > 0 {
-            self.execute(
+            self.defer(
                 "DELETE FROM sessions WHERE id_hash IN
                    (SELECT id_hash FROM sessions WHERE kind = $1 ORDER BY expires_at, seq LIMIT $2)",
                 params![s.kind.to_string(), over],
-            )?;
+            );
         }
-        self.execute(
+        self.defer(
             "INSERT INTO sessions (id_hash, kind, data, expires_at) VALUES ($1, $2, $3, $4)",
             params![
                 s.id_hash.to_string(),
@@ -442,7 +518,7 @@ impl Tx for PgTx {
                 s.data.to_string(),
                 s.expires_at
             ],
-        )?;
+        );
         Ok(())
     }
     fn session(&self, id_hash: &str, kind: &str, now: i64) -> anyhow::Result<Option<String>> {
@@ -453,13 +529,14 @@ impl Tx for PgTx {
         )
     }
     fn delete_session(&self, id_hash: &str) -> anyhow::Result<()> {
-        self.execute(
+        self.defer(
             "DELETE FROM sessions WHERE id_hash = $1",
             params![id_hash.to_string()],
-        )?;
+        );
         Ok(())
     }
     fn setting(&self, name: &str) -> anyhow::Result<Option<String>> {
+        self.lock(locks::named(Space::Setting, &[name]), false);
         self.one(
             "SELECT value FROM settings WHERE name = $1",
             params![name.to_string()],
@@ -467,23 +544,25 @@ impl Tx for PgTx {
         )
     }
     fn insert_setting(&self, name: &str, value: &str) -> anyhow::Result<()> {
-        self.execute(
+        self.lock(locks::named(Space::Setting, &[name]), false);
+        self.defer(
             "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
             params![name.to_string(), value.to_string()],
-        )?;
+        );
         Ok(())
     }
     fn put_setting(&self, name: &str, value: Option<&str>) -> anyhow::Result<()> {
+        self.lock(locks::named(Space::Setting, &[name]), false);
         match value {
-            Some(v) => self.execute(
+            Some(v) => self.defer(
                 "INSERT INTO settings (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 params![name.to_string(), v.to_string()],
-            )?,
-            None => self.execute(
+            ),
+            None => self.defer(
                 "DELETE FROM settings WHERE name = $1",
                 params![name.to_string()],
-            )?,
+            ),
         };
         Ok(())
     }
@@ -494,6 +573,7 @@ impl Tx for PgTx {
         until: i64,
         now: i64,
     ) -> anyhow::Result<bool> {
+        self.lock_app(seen.app_id);
         Ok(self.execute(
             "UPDATE resources SET rotation_claimed_by = $2, rotation_claimed_until = $3
              WHERE id = $1 AND state = 'provisioned'
@@ -510,18 +590,21 @@ impl Tx for PgTx {
         )? == 1)
     }
     fn record_server(&self, s: &ServerRow) -> anyhow::Result<()> {
-        self.execute(
-            "INSERT INTO servers (id, address, started_at, seen_at, plugins) VALUES ($1, $2, $3, $4, $5)
+        self.defer(
+            "INSERT INTO servers (id, address, started_at, seen_at, plugins, schema_version)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (id) DO UPDATE SET address = excluded.address, seen_at = excluded.seen_at,
-                                            plugins = excluded.plugins",
+                                            plugins = excluded.plugins,
+                                            schema_version = excluded.schema_version",
             params![
                 s.id.clone(),
                 s.address.clone(),
                 s.started_at,
                 s.seen_at,
-                s.plugins.clone()
+                s.plugins.clone(),
+                super::schema::version()
             ],
-        )?;
+        );
         Ok(())
     }
     fn servers(&self, seen_since: i64) -> anyhow::Result<Vec<ServerRow>> {
@@ -541,10 +624,11 @@ impl Tx for PgTx {
         )
     }
     fn delete_server(&self, id: &str) -> anyhow::Result<()> {
-        self.execute("DELETE FROM servers WHERE id = $1", params![id.to_string()])?;
+        self.defer("DELETE FROM servers WHERE id = $1", params![id.to_string()]);
         Ok(())
     }
     fn accepted_components(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        self.lock(locks::named(Space::Components, &[service]), false);
         self.all(
             "SELECT hash FROM plugin_components WHERE service = $1 ORDER BY accepted_at, hash",
             params![service.to_string()],
@@ -552,14 +636,16 @@ impl Tx for PgTx {
         )
     }
     fn accept_component(&self, service: &str, hash: &str, now: i64) -> anyhow::Result<()> {
-        self.execute(
+        self.lock(locks::named(Space::Components, &[service]), false);
+        self.defer(
             "INSERT INTO plugin_components (service, hash, accepted_at) VALUES ($1, $2, $3)
              ON CONFLICT (service, hash) DO NOTHING",
             params![service.to_string(), hash.to_string(), now],
-        )?;
+        );
         Ok(())
     }
     fn retire_components(&self, service: &str, keep: &str) -> anyhow::Result<usize> {
+        self.lock(locks::named(Space::Components, &[service]), false);
         Ok(self.execute(
             "DELETE FROM plugin_components WHERE service = $1 AND hash <> $2",
             params![service.to_string(), keep.to_string()],
