@@ -473,7 +473,7 @@ fn the_database_going_away_under_load_answers_503_then_service_resumes_and_nothi
 ) {
     let cluster = PgCluster::start();
     let mut env = Env::on_sqlite();
-    env.database = Some(PgDatabase::create_on(&cluster.url));
+    env.database = Some(PgDatabase::create_on(&cluster.url).through(|| cluster.pgbouncer()));
     env.ok(&["apps:create", "shop"]);
     let server = Arc::new(Server::start(&env));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -187,6 +187,7 @@ pool_mode = transaction
 max_client_conn = 1000
 default_pool_size = 40
 server_reset_query =
+query_wait_timeout = 5
 ignore_startup_parameters = extra_float_digits
 logfile = $bouncer/pgbouncer.log
 pidfile = $bouncer/pgbouncer.pid

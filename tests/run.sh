@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every test of addonhost, from a fresh machine: installs what it needs
-# (the wasm32-wasip2 target, Debian's chromium and postgresql, playwright-core,
+# (the wasm32-wasip2 target, Debian's chromium, postgresql and pgbouncer, playwright-core,
 # componentize-py and componentize-js), builds the host and the plugins in all three
 # languages, then runs the formatting and lint gates, the SDK's tests, the whole test
-# suite, and the tests where the backend matters again on PostgreSQL.
+# suite, the tests where the backend matters again on PostgreSQL, and the
+# lifecycle and cluster tests a third time through PgBouncer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,6 +70,11 @@ step "the tests where the backend matters, again with all state in PostgreSQL"
 ADDONHOST_TEST_BACKEND=postgres cargo test -p addonhost-cli \
   --test lifecycle --test ownership --test rotation --test server --test crash \
   --test config --test races --test osb
+
+step "the lifecycle and the cluster tests again, through PgBouncer in transaction pooling (Debian's pgbouncer)"
+eval "$(tests/postgres.sh pgbouncer "$ADDONHOST_TEST_PG_DIR" --owner-pid $$)"
+ADDONHOST_TEST_BACKEND=postgres ADDONHOST_TEST_PGBOUNCER="$ADDONHOST_TEST_PGBOUNCER" \
+  cargo test -p addonhost-cli --test lifecycle --test cluster
 
 step "benchmark smoke run, Extism baseline included (the full run: see README, Performance)"
 target/debug/bench --quick --extism

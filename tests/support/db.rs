@@ -43,18 +43,42 @@ pub fn on_postgres() -> bool {
     std::env::var("ADDONHOST_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
+/// In the pooler pass of tests/run.sh, the URL (without a database) of a
+/// transaction-pooling PgBouncer in front of the test server: the servers
+/// and CLIs of the tests reach their databases there
+/// (`ADDONHOST_TEST_PGBOUNCER`).
+pub fn pooler() -> Option<String> {
+    std::env::var("ADDONHOST_TEST_PGBOUNCER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|u| u.trim_end_matches('/').to_string())
+}
+
 /// A PostgreSQL cluster of a test's own, to stop and start (removed when
 /// dropped, or when the test process exits).
 pub struct PgCluster {
     /// A URL without a database.
     pub url: String,
     dir: String,
+    /// With TLS: the password of user postgres (not in `url`).
+    pub password: Option<String>,
 }
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        PgCluster::start_with(&[])
+    }
+
+    /// A cluster that admits TCP clients only over TLS, with a password
+    /// (see `tests/postgres.sh start --tls`).
+    pub fn start_tls() -> PgCluster {
+        PgCluster::start_with(&["--tls"])
+    }
+
+    fn start_with(options: &[&str]) -> PgCluster {
         let out = Command::new(script())
             .args(["start", "--owner-pid", &std::process::id().to_string()])
+            .args(options)
             .output()
             .expect("running tests/postgres.sh");
         assert!(
@@ -72,7 +96,56 @@ impl PgCluster {
         PgCluster {
             url: field("ADDONHOST_TEST_PG="),
             dir: field("ADDONHOST_TEST_PG_DIR="),
+            password: text
+                .lines()
+                .find_map(|l| l.strip_prefix("ADDONHOST_TEST_PG_PASSWORD="))
+                .map(str::to_string),
         }
+    }
+
+    /// The cluster's folder.
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        std::fs::read_to_string(format!("{}/port", self.dir))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// A file of the test CA's (`ca.pem`, `other-ca.pem`) of a TLS cluster.
+    pub fn tls_file(&self, name: &str) -> std::path::PathBuf {
+        std::path::Path::new(&self.dir).join("tls").join(name)
+    }
+
+    /// A superuser connection through the cluster's Unix socket (which
+    /// needs neither TLS nor a password).
+    pub fn admin(&self) -> postgres::Client {
+        let conninfo = format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir,
+            self.port()
+        );
+        off_runtime(|| postgres::Client::connect(&conninfo, postgres::NoTls))
+            .unwrap_or_else(|e| panic!("connecting to the test cluster's socket: {e}"))
+    }
+
+    /// Creates a database; its name.
+    pub fn create_database(&self) -> String {
+        let name = format!("t_{}_{:016x}", std::process::id(), rand_u64());
+        let mut admin = self.admin();
+        off_runtime(|| admin.batch_execute(&format!("CREATE DATABASE {name}"))).unwrap();
+        name
+    }
+
+    /// Starts a PgBouncer in transaction pooling mode in front of the
+    /// cluster; its URL (without a database).
+    pub fn pgbouncer(&self) -> String {
+        pgbouncer_for(&self.dir)
     }
 
     fn run(&self, what: &str) {
@@ -104,6 +177,34 @@ impl Drop for PgCluster {
     }
 }
 
+/// Starts a transaction-pooling PgBouncer in front of the cluster in `dir`
+/// (stopped when this process exits); its URL, without a database.
+pub fn pgbouncer_for(dir: &str) -> String {
+    let out = Command::new(script())
+        .args([
+            "pgbouncer",
+            dir,
+            "--owner-pid",
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .expect("running tests/postgres.sh pgbouncer");
+    assert!(
+        out.status.success(),
+        "cannot start pgbouncer:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("ADDONHOST_TEST_PGBOUNCER="))
+        .expect("tests/postgres.sh printed the pgbouncer URL")
+        .to_string()
+}
+
+fn db_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or_default()
+}
+
 fn script() -> std::path::PathBuf {
     super::root().join("tests/postgres.sh")
 }
@@ -112,6 +213,9 @@ fn script() -> std::path::PathBuf {
 /// borrowed).
 pub struct PgDatabase {
     pub url: String,
+    /// In the pooler pass, the URL the servers and CLIs under test reach
+    /// this database by, through PgBouncer.
+    pooled: Option<String>,
     /// The server (a URL without a database).
     server: String,
     /// `None` when borrowed from another environment.
@@ -123,6 +227,31 @@ impl PgDatabase {
         PgDatabase::create_on(&pg_server())
     }
 
+    /// Where the servers and CLIs under test reach this database when
+    /// not directly: the pooler in front of its server, in the pooler pass.
+    pub fn client_url(&self) -> Option<String> {
+        self.pooled.clone()
+    }
+
+    /// The same database, reached through the PgBouncer at `pooler` (in
+    /// front of its server) in the pooler pass.
+    pub fn through(mut self, pooler: impl FnOnce() -> String) -> PgDatabase {
+        if self::pooler().is_some() {
+            self.pooled = Some(format!("{}/{}", pooler(), db_name(&self.url)));
+        }
+        self
+    }
+
+    /// The same database, reached the same way, owned by `self`.
+    pub fn borrow(&self) -> PgDatabase {
+        PgDatabase {
+            server: String::new(),
+            url: self.url.clone(),
+            pooled: self.pooled.clone(),
+            name: None,
+        }
+    }
+
     /// A fresh database on `server` (a URL without a database).
     pub fn create_on(server: &str) -> PgDatabase {
         let server = server.trim_end_matches('/').to_string();
@@ -132,17 +261,11 @@ impl PgDatabase {
             .unwrap_or_else(|e| panic!("creating database {name} on {server}: {e}"));
         PgDatabase {
             url: format!("{server}/{name}"),
+            pooled: pooler()
+                .filter(|_| server == pg_server())
+                .map(|p| format!("{p}/{name}")),
             server,
             name: Some(name),
-        }
-    }
-
-    /// The same database, owned elsewhere.
-    pub fn borrowed(url: String) -> PgDatabase {
-        PgDatabase {
-            server: String::new(),
-            url,
-            name: None,
         }
     }
 }

@@ -124,13 +124,14 @@ impl Env {
 
     /// Another data dir on the same state (a second server's machine).
     pub fn sibling(&self) -> Env {
-        let url = self
-            .database_url()
+        let database = self
+            .database
+            .as_ref()
             .expect("siblings share a PostgreSQL database");
         Env {
             dir: tempfile::tempdir().unwrap(),
             plugins: self.plugins.clone(),
-            database: Some(db::PgDatabase::borrowed(url)),
+            database: Some(database.borrow()),
         }
     }
 
@@ -192,8 +193,20 @@ impl Env {
             .env_remove("ADDONHOST_DATABASE_URL")
             .env_remove("ADDONHOST_URL")
             .env_remove("ADDONHOST_LOG");
+        c.env_remove("ADDONHOST_DATABASE_POOLER")
+            .env_remove("ADDONHOST_DATABASE_LISTEN_URL");
         if let Some(url) = self.database_url() {
-            c.env("ADDONHOST_DATABASE_URL", url);
+            match self.database.as_ref().and_then(|d| d.client_url()) {
+                // The pooler pass: through PgBouncer, LISTEN directly.
+                Some(pooled) => {
+                    c.env("ADDONHOST_DATABASE_URL", pooled)
+                        .env("ADDONHOST_DATABASE_POOLER", "true")
+                        .env("ADDONHOST_DATABASE_LISTEN_URL", url);
+                }
+                None => {
+                    c.env("ADDONHOST_DATABASE_URL", url);
+                }
+            }
         }
         c
     }
@@ -279,6 +292,12 @@ impl Env {
         let mut opts =
             HostOptions::new(self.data(), std::env::split_paths(&self.plugins).collect());
         opts.database = self.database_url();
+        if let Some(pooled) = self.database.as_ref().and_then(|d| d.client_url()) {
+            opts.database_options = addonhost::store::PgOptions {
+                pooler: true,
+                listen_url: opts.database.replace(pooled),
+            };
+        }
         Host::open(opts).unwrap()
     }
 }
@@ -309,6 +328,8 @@ pub struct Server {
     /// host:port
     pub addr: String,
     pub token: String,
+    /// Every line the server wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -333,22 +354,39 @@ impl Server {
             .expect("starting addonhost serve");
         let stderr = child.stderr.take().unwrap();
         let mut lines = std::io::BufReader::new(stderr).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let addr = loop {
             let line = lines
                 .next()
-                .expect("serve exited before listening")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "serve exited before listening:\n{}",
+                        log.lock().unwrap().join("\n")
+                    )
+                })
                 .unwrap();
+            log.lock().unwrap().push(line.clone());
             if let Some(rest) = line.split("serving on http://").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         let token = std::fs::read_to_string(data.join("api-token"))
             .expect("serve made its API token")
             .trim()
             .to_string();
-        Server { child, addr, token }
+        Server {
+            child,
+            addr,
+            token,
+            log,
+        }
     }
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> http::Response {

@@ -23,7 +23,7 @@ use super::reads;
 use super::{apply_effects, error, lock_effects, naming, take, validate, Host};
 use crate::manifest::Manifest;
 use crate::runtime::{ProvisionRequest, ProvisionResult};
-use crate::store::{self, Resource, ResourceState, Tx};
+use crate::store::{self, Ahead, Resource, ResourceState, Tx};
 use crate::util::unix_now;
 
 /// Added to the plugin's deadline for a reservation's lease: validation and
@@ -77,7 +77,7 @@ enum Reservation {
     Reserved {
         app: store::App,
         resource_id: i64,
-        attachment: String,
+        attachment: store::Attachment,
     },
     /// Another call is provisioning this uuid right now.
     InFlight,
@@ -129,7 +129,7 @@ impl Host {
         let owner = uuid::Uuid::new_v4().to_string();
         let lease = Host::call_timeout_ms(&manifest).div_ceil(1000) as i64 + LEASE_MARGIN_SECONDS;
         let reserved_at = std::time::Instant::now();
-        let (app, resource_id, att_name) = loop {
+        let (app, resource_id, att) = loop {
             // Whether the plugin is loaded decides only once we know this
             // is not a retry of an add-on already answered (which needs no
             // plugin).
@@ -168,7 +168,7 @@ impl Host {
         let request = ProvisionRequest {
             uuid: uuid.clone(),
             app: app.name.clone(),
-            name: att_name.clone(),
+            name: att.name.clone(),
             plan: plan.clone(),
             region: app.region.clone(),
             options: req.options.clone(),
@@ -192,6 +192,7 @@ impl Host {
             let complete = complete(
                 (manifest.clone(), self.opts.policy),
                 (resource_id, owner.clone(), uuid.clone()),
+                att.clone(),
                 result,
                 effects,
             );
@@ -308,11 +309,13 @@ type Completed = (Resource, store::Attachment, Vec<(String, String)>);
 fn complete(
     (manifest, policy): (Arc<Manifest>, super::Policy),
     (resource_id, owner, uuid): (i64, String, String),
+    reserved: store::Attachment,
     result: ProvisionResult,
     effects: super::context::Effects,
 ) -> impl FnMut(&dyn Tx) -> anyhow::Result<Completed> + Send + 'static {
     move |tx: &dyn Tx| {
         lock_effects(tx, &manifest, &effects)?;
+        read_ahead_completion(tx, &manifest, resource_id, &reserved, &result, &effects)?;
         // A reservation is answered before its commit: if that commit
         // failed (a full disk), the row is not there.
         let r = tx.resource_by_id(resource_id)?.ok_or(ReservationLost)?;
@@ -381,6 +384,62 @@ fn complete(
     }
 }
 
+/// Names the reads of a completion ahead (see [`Tx::read_ahead`]): the
+/// reservation, the partner id's owner, the KV the call read and writes,
+/// the vars the answer sets on the reserved attachment, the release.
+fn read_ahead_completion(
+    tx: &dyn Tx,
+    m: &Manifest,
+    resource_id: i64,
+    att: &store::Attachment,
+    result: &ProvisionResult,
+    effects: &super::context::Effects,
+) -> anyhow::Result<()> {
+    let (pid, config) = match result {
+        ProvisionResult::Provisioned(p) => (&p.id, Some(&p.config)),
+        ProvisionResult::Pending(p) => (&p.id, None),
+    };
+    let vars: Vec<String> = config
+        .into_iter()
+        .flatten()
+        .map(|(n, _)| naming::app_var(n, &m.api.config_vars_prefix, &att.name))
+        .collect();
+    let mut reads = vec![
+        Ahead::ResourceById(resource_id),
+        Ahead::AttachmentsOfResource(resource_id),
+        Ahead::ResourceByPartnerId {
+            service: &m.id,
+            partner_id: pid,
+        },
+    ];
+    reads.extend(effects.reads.read_keys().map(|key| Ahead::Kv {
+        service: &m.id,
+        key,
+    }));
+    if !effects.kv.is_empty() {
+        reads.push(Ahead::KvUsage(&m.id));
+        reads.extend(effects.kv.keys().map(|key| Ahead::KvWrite {
+            service: &m.id,
+            key,
+        }));
+    }
+    if config.is_some() {
+        reads.push(Ahead::VarsOfAttachment(att.id));
+        for name in &vars {
+            reads.push(Ahead::ConfigVar {
+                app_id: att.app_id,
+                name,
+            });
+            reads.push(Ahead::TakenOver {
+                attachment_id: att.id,
+                name,
+            });
+        }
+        reads.push(Ahead::Release(att.app_id));
+    }
+    tx.read_ahead(&reads)
+}
+
 /// The reservation step, run on the writer: the app, the idempotency check
 /// and the reservation of the resource and its attachment name, in one
 /// step before calling out, so a concurrent provision cannot take the same
@@ -393,6 +452,15 @@ fn reserve(
     mut plugin_error: Option<anyhow::Error>,
 ) -> impl FnMut(&dyn Tx) -> anyhow::Result<Reservation> + Send + 'static {
     move |tx: &dyn Tx| {
+        // The name a new resource will likely get, checked with the rest.
+        let candidate = naming::resource_name(&manifest.id);
+        tx.read_ahead(&[
+            Ahead::App(&app_name),
+            Ahead::ResourceByUuid(&uuid),
+            Ahead::ResourceByName(&candidate),
+            Ahead::NewResource,
+            Ahead::NewAttachment,
+        ])?;
         let app = super::app_named(tx, &app_name)?;
         if !manifest
             .api
@@ -464,14 +532,14 @@ fn reserve(
             return Ok(Reservation::Reserved {
                 app,
                 resource_id: r.id,
-                attachment: att.name,
+                attachment: att,
             });
         }
         if let Some(e) = plugin_error.take() {
             return Err(e);
         }
         let att_name = choose_attachment_name(tx, &manifest, app.id, asked.as_name.as_deref())?;
-        let mut name = naming::resource_name(&manifest.id);
+        let mut name = candidate;
         while tx.resource_by_name(&name)?.is_some() {
             name = naming::resource_name(&manifest.id);
         }
@@ -486,7 +554,7 @@ fn reserve(
             reserved_until: now + lease,
             request: &request,
         })?;
-        tx.insert_attachment(id, app.id, &att_name)?;
+        let attachment_id = tx.insert_attachment(id, app.id, &att_name)?;
         tx.audit(
             "user",
             "addons:create",
@@ -495,9 +563,15 @@ fn reserve(
             &format!("{}:{} as {att_name}", manifest.id, asked.plan),
         )?;
         Ok(Reservation::Reserved {
-            app,
             resource_id: id,
-            attachment: att_name,
+            attachment: store::Attachment {
+                id: attachment_id,
+                resource_id: id,
+                app: app.name.clone(),
+                app_id: app.id,
+                name: att_name,
+            },
+            app,
         })
     }
 }
@@ -542,6 +616,15 @@ fn choose_attachment_name(
     }
     // Point lookups: an app may carry hundreds of attachments and vars.
     let clash = |name: &str| -> anyhow::Result<Option<String>> {
+        let vars: Vec<String> = m
+            .api
+            .config_vars
+            .iter()
+            .map(|v| naming::app_var(v, prefix, name))
+            .collect();
+        let mut reads = vec![Ahead::AttachmentByName { app_id, name }];
+        reads.extend(vars.iter().map(|name| Ahead::ConfigVar { app_id, name }));
+        c.read_ahead(&reads)?;
         if c.attachment_by_name(app_id, name)?.is_some() {
             return Ok(Some(format!(
                 "attachment name {name} is already used on this app"

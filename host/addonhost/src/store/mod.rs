@@ -77,10 +77,90 @@ pub(crate) fn audit_prune_due(id: i64) -> bool {
 /// The database file inside a data dir.
 pub const DB_FILE: &str = "addonhost.db";
 
+/// A read a transaction is about to make (or a row it is about to
+/// insert), named ahead: a store that pays a round trip per statement
+/// sends the reads named together and answers the transaction's own calls
+/// from what came back ([`Tx::read_ahead`]). What is named and then not
+/// read costs that read, nothing more; what is read without being named is
+/// read when asked, as always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ahead<'a> {
+    /// [`Tx::app_by_name`].
+    App(&'a str),
+    /// [`Tx::resource_by_uuid`].
+    ResourceByUuid(&'a str),
+    /// [`Tx::resource_by_name`].
+    ResourceByName(&'a str),
+    /// [`Tx::resource_by_id`].
+    ResourceById(i64),
+    /// [`Tx::resource_by_partner_id`].
+    ResourceByPartnerId {
+        /// The add-on.
+        service: &'a str,
+        /// The id it gave the resource.
+        partner_id: &'a str,
+    },
+    /// [`Tx::attachments_of_resource`].
+    AttachmentsOfResource(i64),
+    /// [`Tx::attachment_by_name`].
+    AttachmentByName {
+        /// The app.
+        app_id: i64,
+        /// The attachment name.
+        name: &'a str,
+    },
+    /// [`Tx::config_var`].
+    ConfigVar {
+        /// The app.
+        app_id: i64,
+        /// The var's name.
+        name: &'a str,
+    },
+    /// [`Tx::vars_of_attachment`].
+    VarsOfAttachment(i64),
+    /// [`Tx::taken_over`].
+    TakenOver {
+        /// The attachment.
+        attachment_id: i64,
+        /// The var's name.
+        name: &'a str,
+    },
+    /// [`Tx::kv_get`].
+    Kv {
+        /// The add-on.
+        service: &'a str,
+        /// The key.
+        key: &'a str,
+    },
+    /// A [`Tx::kv_put`] of this key is coming (its usage accounting reads
+    /// the size stored before).
+    KvWrite {
+        /// The add-on.
+        service: &'a str,
+        /// The key.
+        key: &'a str,
+    },
+    /// [`Tx::kv_usage`].
+    KvUsage(&'a str),
+    /// A [`Tx::insert_release`] on this app is coming.
+    Release(i64),
+    /// A [`Tx::insert_resource`] is coming.
+    NewResource,
+    /// A [`Tx::insert_attachment`] is coming.
+    NewAttachment,
+}
+
 /// Reads and writes of one transaction. Every method sees the writes made
 /// before it in the same transaction; the transaction's writes land together
 /// or not at all.
 pub trait Tx {
+    /// Names reads this transaction is about to make (see [`Ahead`]); a
+    /// store without round trips to save ignores them.
+    fn read_ahead(&self, reads: &[Ahead<'_>]) -> anyhow::Result<()> {
+        let _ = reads;
+        Ok(())
+    }
+
     // ---- apps, releases, audit
     /// Creates an app in `region` (its name must be free: the store's unique
     /// index refuses a taken one); its row id.

@@ -273,6 +273,11 @@ impl Conn {
             .expect("a connection's runtime lives as long as it")
     }
 
+    /// Whether statements go unnamed (behind a transaction pooler).
+    pub fn unnamed(&self) -> bool {
+        self.unnamed
+    }
+
     /// Whether the connection is gone or untrusted.
     pub fn is_broken(&self) -> bool {
         self.broken || self.client.is_closed()
@@ -352,6 +357,8 @@ struct PoolState {
 pub struct Pooled {
     conn: Option<Conn>,
     pool: Arc<Pool>,
+    /// Whether it was idle in the pool (rather than made for this use).
+    reused: bool,
 }
 
 impl Pool {
@@ -381,6 +388,7 @@ impl Pool {
                 return Ok(Pooled {
                     conn: Some(conn),
                     pool: self.clone(),
+                    reused: true,
                 });
             }
             if st.open < self.max {
@@ -390,6 +398,7 @@ impl Pool {
                     Ok(conn) => Ok(Pooled {
                         conn: Some(conn),
                         pool: self.clone(),
+                        reused: false,
                     }),
                     Err(e) => {
                         self.closed();
@@ -432,6 +441,11 @@ impl Pool {
 }
 
 impl Pooled {
+    /// Whether the connection sat in the pool before this use.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
     /// The connection.
     pub fn conn(&mut self) -> &mut Conn {
         self.conn

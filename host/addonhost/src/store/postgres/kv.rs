@@ -2,8 +2,10 @@
 //! one of its add-on's usage rows in the same statement, so writes need no
 //! answer and travel with the transaction's next statement.
 
+use super::cache::{Key, Val};
 use super::locks::{self, Space};
 use super::session::{params, PgTx};
+use crate::store::Ahead;
 
 /// Keys past which a transaction locks its add-on's whole KV instead of
 /// each key (PostgreSQL's lock table is shared and bounded).
@@ -31,18 +33,16 @@ pub(super) fn lock_kv(tx: &PgTx, service: &str, keys: &[&str], listing: bool) {
 
 /// Locks one key for a read or write in a write transaction (after
 /// [`lock_kv`], already held).
-fn lock_key(tx: &PgTx, service: &str, key: &str) {
+pub(super) fn lock_key(tx: &PgTx, service: &str, key: &str) {
     tx.lock(locks::named(Space::KvListing, &[service]), true);
     tx.lock(locks::named(Space::KvKey, &[service, key]), false);
 }
 
 pub(super) fn kv_get(tx: &PgTx, service: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    lock_key(tx, service, key);
-    tx.one(
-        "SELECT value FROM plugin_kv WHERE service = $1 AND key = $2",
-        params![service.to_string(), key.to_string()],
-        |r| Ok(r.try_get(0)?),
-    )
+    tx.read_one(Ahead::Kv { service, key }, |v| match v {
+        Val::Bytes(b) => Some(b.clone()),
+        _ => None,
+    })
 }
 
 pub(super) fn kv_put(
@@ -52,6 +52,7 @@ pub(super) fn kv_put(
     value: Option<&[u8]>,
 ) -> anyhow::Result<()> {
     lock_key(tx, service, key);
+    counted(tx, service, key, value);
     match value {
         Some(v) => tx.defer(
             "WITH old AS (SELECT octet_length(value)::BIGINT AS len FROM plugin_kv
@@ -92,16 +93,47 @@ pub(super) fn kv_put(
 }
 
 pub(super) fn kv_usage(tx: &PgTx, service: &str) -> anyhow::Result<(u64, u64)> {
-    // What is committed plus this transaction's own writes. Concurrent
-    // calls on other connections may so together pass a quota by what
-    // they write at once (each call's writes are bounded).
-    let rows = tx.query(
-        "SELECT COALESCE(SUM(keys), 0)::BIGINT, COALESCE(SUM(bytes), 0)::BIGINT
-         FROM plugin_kv_usage WHERE service = $1",
-        params![service.to_string()],
-    )?;
-    let (keys, bytes): (i64, i64) = (rows[0].try_get(0)?, rows[0].try_get(1)?);
-    Ok((keys.max(0) as u64, bytes.max(0) as u64))
+    tx.read_one(Ahead::KvUsage(service), |v| match v {
+        Val::Usage(keys, bytes) => Some(((*keys).max(0) as u64, (*bytes).max(0) as u64)),
+        _ => None,
+    })
+}
+
+/// Keeps the transaction's cache true to a write of `key`: its value, its
+/// size and, when the size before is known, the add-on's usage (which the
+/// statement itself changes in the database the same way).
+fn counted(tx: &PgTx, service: &str, key: &str, value: Option<&[u8]>) {
+    let mut cache = tx.cache.borrow_mut();
+    let (k, s) = (service.to_string(), key.to_string());
+    let before: Option<Option<i64>> = match cache.get(&Key::Kv(k.clone(), s.clone())) {
+        Some(Val::Bytes(b)) => Some(b.as_ref().map(|b| b.len() as i64)),
+        _ => match cache.get(&Key::KvSize(k.clone(), s.clone())) {
+            Some(Val::Size(n)) => Some(*n),
+            _ => None,
+        },
+    };
+    let usage = match cache.get(&Key::KvUsage(k.clone())) {
+        Some(Val::Usage(keys, bytes)) => Some((*keys, *bytes)),
+        _ => None,
+    };
+    match (before, usage) {
+        (Some(before), Some((keys, bytes))) => {
+            let key_len = key.len() as i64;
+            let (dk, db) = match (before, value) {
+                (None, Some(v)) => (1, key_len + v.len() as i64),
+                (Some(old), Some(v)) => (0, v.len() as i64 - old),
+                (Some(old), None) => (-1, -(key_len + old)),
+                (None, None) => (0, 0),
+            };
+            cache.set(Key::KvUsage(k.clone()), Val::Usage(keys + dk, bytes + db));
+        }
+        _ => cache.forget(|x| *x == Key::KvUsage(k.clone())),
+    }
+    cache.set(
+        Key::KvSize(k.clone(), s.clone()),
+        Val::Size(value.map(|v| v.len() as i64)),
+    );
+    cache.set(Key::Kv(k, s), Val::Bytes(value.map(<[u8]>::to_vec)));
 }
 
 pub(super) fn kv_keys(

@@ -14,6 +14,8 @@
 //! Statements go out from the thread running the transaction, pipelined
 //! ([`driver`]); reads run in a `REPEATABLE READ` snapshot.
 
+mod ahead;
+mod cache;
 mod conninfo;
 mod driver;
 mod kv;
@@ -297,10 +299,10 @@ impl PgStore {
             let (statements, trips) = tx.counted.get();
             self.stats.statements.fetch_add(statements, Relaxed);
             self.stats.trips.fetch_add(trips, Relaxed);
-            let lost_early = tx.lost_early.get();
+            let stale = tx.stale.get();
             drop(tx);
             match outcome {
-                Err(_) if lost_early && reconnects < RECONNECTS => {
+                Err(_) if stale && reconnects < RECONNECTS => {
                     // The pooled connections are likely as stale as this
                     // one was.
                     reconnects += 1;

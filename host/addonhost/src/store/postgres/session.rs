@@ -60,17 +60,23 @@ pub struct PgTx {
     begun: Cell<bool>,
     /// Whether the transaction ended (committed, or its commit failed).
     ended: Cell<bool>,
-    /// Statements not sent yet, in order.
-    pending: RefCell<Vec<(String, Vec<Param>)>>,
+    /// Statements not sent yet, in order: writes and locks, and the reads
+    /// a read-ahead queued (whose rows are wanted).
+    pending: RefCell<Vec<Queued>>,
+    /// What this transaction read (and wrote) of the rows its locks
+    /// protect, to answer reads again without asking (see `cache.rs`).
+    pub(super) cache: RefCell<super::cache::Cache>,
     /// Advisory locks this transaction holds or has queued, exclusive and
     /// shared.
     held: RefCell<HashSet<i64>>,
     shared: RefCell<HashSet<i64>>,
     /// The app of each resource this transaction read or made.
     resource_apps: RefCell<HashMap<i64, i64>>,
-    /// The connection broke before the commit was sent: nothing of the
-    /// transaction happened, so it can run again on another connection.
-    pub(super) lost_early: Cell<bool>,
+    /// A pooled connection turned out closed on this transaction's first
+    /// statements (the database restarted, or dropped it while idle):
+    /// nothing of the transaction happened, so it can run again on a new
+    /// connection.
+    pub(super) stale: Cell<bool>,
     /// The usage row this transaction's KV writes are counted on (rows are
     /// spread so concurrent writers of one add-on seldom wait on one).
     pub(super) shard: i16,
@@ -78,6 +84,14 @@ pub struct PgTx {
     pub(super) releases: Cell<u64>,
     /// Statements sent, round trips made (for the driver's counters).
     pub(super) counted: Cell<(u64, u64)>,
+}
+
+/// A statement waiting to be sent.
+struct Queued {
+    sql: String,
+    params: Vec<Param>,
+    /// Whether its rows are wanted (a queued read) or only its success.
+    rows: bool,
 }
 
 /// Rows each add-on's KV usage is spread over.
@@ -92,10 +106,11 @@ impl PgTx {
             begun: Cell::new(false),
             ended: Cell::new(false),
             pending: RefCell::new(Vec::new()),
+            cache: RefCell::new(Default::default()),
             held: RefCell::new(HashSet::new()),
             shared: RefCell::new(HashSet::new()),
             resource_apps: RefCell::new(HashMap::new()),
-            lost_early: Cell::new(false),
+            stale: Cell::new(false),
             shard: rand::random_range(0..USAGE_SHARDS),
             releases: Cell::new(0),
             counted: Cell::new((0, 0)),
@@ -110,46 +125,89 @@ impl PgTx {
     /// Sends BEGIN (if not yet), the held-back statements and `last`, in
     /// one round trip; `last`'s answer.
     fn send(&self, last: Option<Step<'_>>, committing: bool) -> anyhow::Result<Option<Answer>> {
+        Ok(self.send_all(last, committing)?.1)
+    }
+
+    /// [`PgTx::send`], with the rows of the queued reads too, in order.
+    fn send_all(
+        &self,
+        last: Option<Step<'_>>,
+        committing: bool,
+    ) -> anyhow::Result<(Vec<Vec<Row>>, Option<Answer>)> {
         let pending = self.pending.take();
         let mut steps = Vec::with_capacity(pending.len() + 2);
-        if !self.begun.get() {
+        let begin = !self.begun.get();
+        if begin {
             steps.push(Step::Batch(self.mode.begin()));
         }
-        for (sql, params) in &pending {
-            steps.push(Step::Execute(sql, params));
+        for q in &pending {
+            steps.push(if q.rows {
+                Step::Query(&q.sql, &q.params)
+            } else {
+                Step::Execute(&q.sql, &q.params)
+            });
         }
         let wants = last.is_some();
         steps.extend(last);
         if steps.is_empty() {
-            return Ok(None);
+            return Ok((Vec::new(), None));
         }
         self.begun.set(true);
         let (statements, trips) = self.counted.get();
         self.counted
             .set((statements + steps.len() as u64, trips + 1));
-        match self.conn.borrow_mut().conn().run(&steps) {
-            Ok(mut answers) => Ok(if wants { answers.pop() } else { None }),
-            Err(e) => Err(self.failed(e, committing)),
+        let ran = self.conn.borrow_mut().conn().run(&steps);
+        let mut answers = match ran {
+            Ok(answers) => answers.into_iter(),
+            Err(e) => return Err(self.failed(e, committing)),
+        };
+        if begin {
+            answers.next();
         }
+        let mut rows = Vec::new();
+        for q in &pending {
+            match answers.next() {
+                Some(Answer::Rows(r)) if q.rows => rows.push(r),
+                _ => {}
+            }
+        }
+        Ok((rows, if wants { answers.next() } else { None }))
+    }
+
+    /// Queues a read whose rows [`PgTx::send_queued`] answers.
+    pub(super) fn queue_read(&self, sql: impl Into<String>, params: Vec<Param>) {
+        self.pending.borrow_mut().push(Queued {
+            sql: sql.into(),
+            params,
+            rows: true,
+        });
+    }
+
+    /// Sends everything queued; the rows of the queued reads, in order.
+    pub(super) fn send_queued(&self) -> anyhow::Result<Vec<Vec<Row>>> {
+        Ok(self.send_all(None, false)?.0)
     }
 
     fn failed(&self, e: Failure, committing: bool) -> anyhow::Error {
         match e {
-            Failure::Unanswered => {
-                self.lost_early.set(!committing);
-                Unavailable(format!(
-                    "the database {} did not answer within 30 s{}",
-                    self.db,
-                    if committing {
-                        "; whether this change was kept is unknown: retrying the same request is safe"
-                    } else {
-                        ""
-                    }
-                ))
-                .into()
-            }
+            Failure::Unanswered => Unavailable(format!(
+                "the database {} did not answer within 30 s{}",
+                self.db,
+                if committing {
+                    "; whether this change was kept is unknown: retrying the same request is safe"
+                } else {
+                    ""
+                }
+            ))
+            .into(),
             Failure::Pg(e) if super::lost(&e) => {
-                self.lost_early.set(!committing);
+                // Closed before any answer, on a connection that sat in the
+                // pool: stale, not a database that is down (which answers
+                // with an error, or refuses new connections).
+                let first = self.counted.get().1 == 1;
+                let closed = e.is_closed() || e.as_db_error().is_none() && e.code().is_none();
+                self.stale
+                    .set(first && closed && !committing && self.conn.borrow().reused());
                 Unavailable(format!(
                     "the database {} is unavailable{}: {e}",
                     self.db,
@@ -161,7 +219,20 @@ impl PgTx {
                 ))
                 .into()
             }
-            Failure::Pg(e) => anyhow::Error::new(e),
+            Failure::Pg(e) => {
+                // 42P05 duplicate / 26000 unknown prepared statement: named
+                // statements met another client's server connection.
+                let pooled = matches!(e.code().map(|c| c.code()), Some("42P05" | "26000"));
+                if pooled && !self.conn.borrow_mut().conn().unnamed() {
+                    return anyhow::Error::new(e).context(format!(
+                        "the database {} answered for another client's prepared statements: a \
+                         transaction-pooling connection pooler (PgBouncer) is in between; run addonhost \
+                         with --database-pooler (ADDONHOST_DATABASE_POOLER=true)",
+                        self.db
+                    ));
+                }
+                anyhow::Error::new(e)
+            }
         }
     }
 
@@ -185,7 +256,11 @@ impl PgTx {
     /// next statement that is answered, or the commit. If it fails, that
     /// one fails (and with it the transaction, as any failure would).
     pub(super) fn defer(&self, sql: impl Into<String>, params: Vec<Param>) {
-        self.pending.borrow_mut().push((sql.into(), params));
+        self.pending.borrow_mut().push(Queued {
+            sql: sql.into(),
+            params,
+            rows: false,
+        });
     }
 
     /// Statements without parameters, run as they are.

@@ -5,36 +5,28 @@
 
 use std::collections::BTreeMap;
 
+use super::cache::{Key, Val};
 use super::locks::{self, Space};
-use super::rows::{app_row, attachment_row, resource_row, var_row, RESOURCE_COLUMNS};
+use super::rows::{app_row, resource_row, var_row, RESOURCE_COLUMNS};
 use super::session::{params, PgTx};
 use super::{kv, osb};
 use crate::store::{
-    App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
-    Release, Resource, ResourceState, ServerRow, Tx,
+    Ahead, App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding,
+    OsbInstance, Release, Resource, ResourceState, ServerRow, Tx,
 };
 use crate::util::unix_now;
 
-impl PgTx {
-    /// The resource a lock statement and a query find, its app marked as
-    /// locked.
-    fn resource(
-        &self,
-        lock: &'static str,
-        lock_params: Vec<super::driver::Param>,
-        sql: &str,
-        params: Vec<super::driver::Param>,
-    ) -> anyhow::Result<Option<Resource>> {
-        self.lock_app_by(lock, lock_params);
-        let r = self.one(sql, params, resource_row)?;
-        if let Some(r) = &r {
-            self.resource_seen(r.id, r.app_id);
-        }
-        Ok(r)
+fn resource(v: &Val) -> Option<Option<Resource>> {
+    match v {
+        Val::Resource(r) => Some(r.clone()),
+        _ => None,
     }
 }
 
 impl Tx for PgTx {
+    fn read_ahead(&self, reads: &[Ahead<'_>]) -> anyhow::Result<()> {
+        self.read_ahead_all(reads)
+    }
     fn insert_app(&self, name: &str, region: &str) -> anyhow::Result<i64> {
         let rows = self.query(
             "INSERT INTO apps (name, region, created_at) VALUES ($1, $2, $3) RETURNING id",
@@ -43,19 +35,14 @@ impl Tx for PgTx {
         let id: i64 = rows[0].try_get(0)?;
         // A new row: nobody else can see it before this transaction ends.
         self.lock_app(id);
+        self.cache.borrow_mut().forget(|k| matches!(k, Key::App(_)));
         Ok(id)
     }
     fn app_by_name(&self, name: &str) -> anyhow::Result<Option<App>> {
-        self.lock_app_by(locks::APP_BY_NAME, params![name.to_string()]);
-        let app = self.one(
-            "SELECT id, name, region, created_at FROM apps WHERE name = $1",
-            params![name.to_string()],
-            app_row,
-        )?;
-        if let (Some(a), true) = (&app, self.writes()) {
-            self.app_locked(a.id);
-        }
-        Ok(app)
+        self.read_one(Ahead::App(name), |v| match v {
+            Val::App(a) => Some(a.clone()),
+            _ => None,
+        })
     }
     fn list_apps(&self) -> anyhow::Result<Vec<App>> {
         self.all(
@@ -82,6 +69,7 @@ impl Tx for PgTx {
         ] {
             self.defer(sql, params![app_id]);
         }
+        self.cache.borrow_mut().clear();
         Ok(())
     }
     fn insert_release(&self, app_id: i64, description: &str, actor: &str) -> anyhow::Result<i64> {
@@ -89,6 +77,32 @@ impl Tx for PgTx {
         // (`addonhost local`, the servers) hears of it once the transaction
         // commits, not before.
         self.lock_app(app_id);
+        self.releases.set(self.releases.get() + 1);
+        let next = match self.cache.borrow().get(&Key::NextRelease(app_id)) {
+            Some(Val::Number(v)) => Some(*v),
+            _ => None,
+        };
+        if let Some(version) = next {
+            // Numbered when read ahead, under the app's lock: the insert
+            // need not be waited for.
+            self.defer(
+                "WITH r AS (INSERT INTO releases (app_id, version, description, actor, created_at)
+                            VALUES ($1, $6, $2, $3, $4) RETURNING version)
+                 SELECT pg_notify($5, (SELECT name FROM apps WHERE id = $1)) FROM r",
+                params![
+                    app_id,
+                    description.to_string(),
+                    actor.to_string(),
+                    unix_now(),
+                    super::RELEASES_CHANNEL.to_string(),
+                    version
+                ],
+            );
+            self.cache
+                .borrow_mut()
+                .set(Key::NextRelease(app_id), Val::Number(version + 1));
+            return Ok(version);
+        }
         let rows = self.query(
             "WITH r AS (INSERT INTO releases (app_id, version, description, actor, created_at)
                         SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM releases WHERE app_id = $1
@@ -102,7 +116,6 @@ impl Tx for PgTx {
                 super::RELEASES_CHANNEL.to_string()
             ],
         )?;
-        self.releases.set(self.releases.get() + 1);
         Ok(rows[0].try_get(0)?)
     }
     fn releases(&self, app_id: i64) -> anyhow::Result<Vec<Release>> {
@@ -186,20 +199,16 @@ impl Tx for PgTx {
         )
     }
     fn config_var(&self, app_id: i64, name: &str) -> anyhow::Result<Option<ConfigVar>> {
-        self.lock_app(app_id);
-        self.one(
-            "SELECT name, value, attachment_id FROM config_vars WHERE app_id = $1 AND name = $2",
-            params![app_id, name.to_string()],
-            var_row,
-        )
+        self.read_one(Ahead::ConfigVar { app_id, name }, |v| match v {
+            Val::Var(v) => Some(v.clone()),
+            _ => None,
+        })
     }
     fn vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<Vec<ConfigVar>> {
-        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
-        self.all(
-            "SELECT name, value, attachment_id FROM config_vars WHERE attachment_id = $1 ORDER BY name COLLATE \"C\"",
-            params![attachment_id],
-            var_row,
-        )
+        self.read_one(Ahead::VarsOfAttachment(attachment_id), |v| match v {
+            Val::Vars(v) => Some(v.clone()),
+            _ => None,
+        })
     }
     fn upsert_var(
         &self,
@@ -214,6 +223,16 @@ impl Tx for PgTx {
              ON CONFLICT (app_id, name) DO UPDATE SET value = EXCLUDED.value, attachment_id = EXCLUDED.attachment_id",
             params![app_id, name.to_string(), value.to_string(), owner],
         );
+        let mut cache = self.cache.borrow_mut();
+        cache.forget(|k| matches!(k, Key::VarsOf(_)));
+        cache.set(
+            Key::Var(app_id, name.to_string()),
+            Val::Var(Some(ConfigVar {
+                name: name.to_string(),
+                value: value.to_string(),
+                attachment_id: owner,
+            })),
+        );
         Ok(())
     }
     fn delete_var(&self, app_id: i64, name: &str) -> anyhow::Result<()> {
@@ -222,10 +241,14 @@ impl Tx for PgTx {
             "DELETE FROM config_vars WHERE app_id = $1 AND name = $2",
             params![app_id, name.to_string()],
         );
+        let mut cache = self.cache.borrow_mut();
+        cache.forget(|k| matches!(k, Key::VarsOf(_)));
+        cache.set(Key::Var(app_id, name.to_string()), Val::Var(None));
         Ok(())
     }
     fn delete_vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<usize> {
         self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
+        self.cache.borrow_mut().forget_vars();
         Ok(self.execute(
             "DELETE FROM config_vars WHERE attachment_id = $1",
             params![attachment_id],
@@ -248,56 +271,45 @@ impl Tx for PgTx {
             "INSERT INTO var_takeovers (attachment_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             params![attachment_id, name.to_string()],
         );
+        self.cache.borrow_mut().set(
+            Key::TakenOver(attachment_id, name.to_string()),
+            Val::Flag(true),
+        );
         Ok(())
     }
     fn taken_over(&self, attachment_id: i64, name: &str) -> anyhow::Result<bool> {
-        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
-        Ok(!self
-            .query(
-                "SELECT 1 FROM var_takeovers WHERE attachment_id = $1 AND name = $2",
-                params![attachment_id, name.to_string()],
-            )?
-            .is_empty())
+        self.read_one(
+            Ahead::TakenOver {
+                attachment_id,
+                name,
+            },
+            |v| match v {
+                Val::Flag(f) => Some(*f),
+                _ => None,
+            },
+        )
     }
 
     fn resource_by_uuid(&self, uuid: &str) -> anyhow::Result<Option<Resource>> {
-        self.resource(
-            locks::APP_OF_UUID,
-            params![uuid.to_string()],
-            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.uuid = $1"),
-            params![uuid.to_string()],
-        )
+        self.read_one(Ahead::ResourceByUuid(uuid), resource)
     }
     fn resource_by_name(&self, name: &str) -> anyhow::Result<Option<Resource>> {
-        self.resource(
-            locks::APP_OF_RESOURCE_NAME,
-            params![name.to_string()],
-            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.name = $1"),
-            params![name.to_string()],
-        )
+        self.read_one(Ahead::ResourceByName(name), resource)
     }
     fn resource_by_id(&self, id: i64) -> anyhow::Result<Option<Resource>> {
-        self.lock_app_of_resource(id);
-        let r = self.one(
-            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.id = $1"),
-            params![id],
-            resource_row,
-        )?;
-        if let Some(r) = &r {
-            self.resource_seen(r.id, r.app_id);
-        }
-        Ok(r)
+        self.read_one(Ahead::ResourceById(id), resource)
     }
     fn resource_by_partner_id(
         &self,
         service: &str,
         partner_id: &str,
     ) -> anyhow::Result<Option<Resource>> {
-        self.resource(
-            locks::APP_OF_PARTNER_ID,
-            params![service.to_string(), partner_id.to_string()],
-            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r JOIN apps a ON a.id = r.app_id WHERE r.service = $1 AND r.partner_id = $2"),
-            params![service.to_string(), partner_id.to_string()],
+        self.read_one(
+            Ahead::ResourceByPartnerId {
+                service,
+                partner_id,
+            },
+            resource,
         )
     }
     fn list_resources(&self, app_id: Option<i64>) -> anyhow::Result<Vec<Resource>> {
@@ -328,23 +340,33 @@ impl Tx for PgTx {
     fn insert_resource(&self, r: &NewResource) -> anyhow::Result<i64> {
         self.lock_app(r.app_id);
         let now = unix_now();
-        let rows = self.query(
-            "INSERT INTO resources (uuid, name, service, plan, app_id, state, created_at, updated_at,
+        const INSERT: &str = "INSERT INTO resources (id, uuid, name, service, plan, app_id, state, created_at, updated_at,
                                     reserved_by, reserved_until, request)
-             VALUES ($1, $2, $3, $4, $5, 'provisioning', $6, $6, $7, $8, $9) RETURNING id",
-            params![
-                r.uuid.to_string(),
-                r.name.to_string(),
-                r.service.to_string(),
-                r.plan.to_string(),
-                r.app_id,
-                now,
-                r.reserved_by.to_string(),
-                r.reserved_until,
-                r.request.to_string()
-            ],
-        )?;
-        let id: i64 = rows[0].try_get(0)?;
+             VALUES (COALESCE($10, nextval('resources_id_seq')), $1, $2, $3, $4, $5, 'provisioning', $6, $6, $7, $8, $9)
+             RETURNING id";
+        let reserved = self.cache.borrow_mut().take_id("resources");
+        let params = params![
+            r.uuid.to_string(),
+            r.name.to_string(),
+            r.service.to_string(),
+            r.plan.to_string(),
+            r.app_id,
+            now,
+            r.reserved_by.to_string(),
+            r.reserved_until,
+            r.request.to_string(),
+            reserved
+        ];
+        let id = match reserved {
+            // Its id reserved when read ahead: the insert need not be
+            // waited for.
+            Some(id) => {
+                self.defer(INSERT, params);
+                id
+            }
+            None => self.query(INSERT, params)?[0].try_get(0)?,
+        };
+        self.cache.borrow_mut().forget_resources();
         self.resource_seen(id, r.app_id);
         Ok(id)
     }
@@ -357,6 +379,7 @@ impl Tx for PgTx {
         message: Option<&str>,
     ) -> anyhow::Result<()> {
         self.lock_app_of_resource(id);
+        self.cache.borrow_mut().forget_resources();
         self.defer(
             "UPDATE resources SET partner_id = $2, state = $3, plan = $4, message = $5, updated_at = $6 WHERE id = $1",
             params![
@@ -378,6 +401,7 @@ impl Tx for PgTx {
         now: i64,
     ) -> anyhow::Result<bool> {
         self.lock_app_of_resource(id);
+        self.cache.borrow_mut().forget_resources();
         Ok(self.execute(
             "UPDATE resources SET reserved_by = $2, reserved_until = $3
              WHERE id = $1 AND state = 'provisioning' AND partner_id IS NULL
@@ -387,6 +411,7 @@ impl Tx for PgTx {
     }
     fn delete_resource(&self, id: i64) -> anyhow::Result<()> {
         self.lock_app_of_resource(id);
+        self.cache.borrow_mut().clear();
         for sql in [
             "DELETE FROM var_takeovers WHERE attachment_id IN (SELECT id FROM attachments WHERE resource_id = $1)",
             "DELETE FROM attachments WHERE resource_id = $1",
@@ -398,6 +423,7 @@ impl Tx for PgTx {
     }
     fn rotation_succeeded(&self, id: i64, at: i64) -> anyhow::Result<()> {
         self.lock_app_of_resource(id);
+        self.cache.borrow_mut().forget_resources();
         self.defer(
             "UPDATE resources SET rotated_at = $2, rotation_error = NULL, rotation_failures = 0, next_rotation_at = NULL, rotation_claimed_until = NULL WHERE id = $1",
             params![id, at],
@@ -406,6 +432,7 @@ impl Tx for PgTx {
     }
     fn rotation_failed(&self, id: i64, error: &str, retry_at: i64) -> anyhow::Result<()> {
         self.lock_app_of_resource(id);
+        self.cache.borrow_mut().forget_resources();
         self.defer(
             "UPDATE resources SET rotation_error = $2, rotation_failures = rotation_failures + 1, next_rotation_at = $3, rotation_claimed_until = NULL WHERE id = $1",
             params![id, error.to_string(), retry_at],
@@ -415,11 +442,19 @@ impl Tx for PgTx {
     fn insert_attachment(&self, resource_id: i64, app_id: i64, name: &str) -> anyhow::Result<i64> {
         self.lock_app_of_resource(resource_id);
         self.lock_app(app_id);
-        let rows = self.query(
-            "INSERT INTO attachments (resource_id, app_id, name, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-            params![resource_id, app_id, name.to_string(), unix_now()],
-        )?;
-        Ok(rows[0].try_get(0)?)
+        const INSERT: &str = "INSERT INTO attachments (id, resource_id, app_id, name, created_at)
+             VALUES (COALESCE($5, nextval('attachments_id_seq')), $1, $2, $3, $4) RETURNING id";
+        let reserved = self.cache.borrow_mut().take_id("attachments");
+        let params = params![resource_id, app_id, name.to_string(), unix_now(), reserved];
+        let id = match reserved {
+            Some(id) => {
+                self.defer(INSERT, params);
+                id
+            }
+            None => self.query(INSERT, params)?[0].try_get(0)?,
+        };
+        self.cache.borrow_mut().forget_attachments();
+        Ok(id)
     }
     fn delete_attachment(&self, id: i64) -> anyhow::Result<()> {
         self.lock_app_by(locks::APP_OF_ATTACHMENT, params![id]);
@@ -429,25 +464,22 @@ impl Tx for PgTx {
             params![id],
         );
         self.defer("DELETE FROM attachments WHERE id = $1", params![id]);
+        let mut cache = self.cache.borrow_mut();
+        cache.forget_attachments();
+        cache.forget_vars();
         Ok(())
     }
     fn attachments_of_resource(&self, resource_id: i64) -> anyhow::Result<Vec<Attachment>> {
-        self.lock_app_of_resource(resource_id);
-        self.all(
-            "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
-             WHERE t.resource_id = $1 ORDER BY t.id",
-            params![resource_id],
-            attachment_row,
-        )
+        self.read_one(Ahead::AttachmentsOfResource(resource_id), |v| match v {
+            Val::Attachments(a) => Some(a.clone()),
+            _ => None,
+        })
     }
     fn attachment_by_name(&self, app_id: i64, name: &str) -> anyhow::Result<Option<Attachment>> {
-        self.lock_app(app_id);
-        self.one(
-            "SELECT t.id, t.resource_id, a.name, t.app_id, t.name FROM attachments t JOIN apps a ON a.id = t.app_id
-             WHERE t.app_id = $1 AND t.name = $2",
-            params![app_id, name.to_string()],
-            attachment_row,
-        )
+        self.read_one(Ahead::AttachmentByName { app_id, name }, |v| match v {
+            Val::Attachment(a) => Some(a.clone()),
+            _ => None,
+        })
     }
 
     fn kv_get(&self, service: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -574,6 +606,7 @@ impl Tx for PgTx {
         now: i64,
     ) -> anyhow::Result<bool> {
         self.lock_app(seen.app_id);
+        self.cache.borrow_mut().forget_resources();
         Ok(self.execute(
             "UPDATE resources SET rotation_claimed_by = $2, rotation_claimed_until = $3
              WHERE id = $1 AND state = 'provisioned'
