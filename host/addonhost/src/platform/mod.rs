@@ -365,6 +365,24 @@ fn apply_effects(
     effects: &Effects,
 ) -> anyhow::Result<()> {
     lock_effects(tx, m, effects)?;
+    // What the checks below read, and the sizes the writes replace, in one
+    // go.
+    let mut ahead: Vec<store::Ahead> = effects
+        .reads
+        .read_keys()
+        .map(|key| store::Ahead::Kv {
+            service: &m.id,
+            key,
+        })
+        .collect();
+    if !effects.kv.is_empty() {
+        ahead.push(store::Ahead::KvUsage(&m.id));
+        ahead.extend(effects.kv.keys().map(|key| store::Ahead::KvWrite {
+            service: &m.id,
+            key,
+        }));
+    }
+    tx.read_ahead(&ahead)?;
     // What the call decided on must still hold, or none of its writes
     // apply (the caller may run the call again).
     if !effects.reads.still_holds(tx, &m.id)? {

@@ -44,7 +44,7 @@ macro_rules! typed {
     };
 }
 typed!(String => TEXT, i64 => INT8, i32 => INT4, i16 => INT2, bool => BOOL, Vec<u8> => BYTEA,
-       Vec<i64> => INT8_ARRAY, Vec<String> => TEXT_ARRAY);
+       Vec<i64> => INT8_ARRAY, Vec<bool> => BOOL_ARRAY, Vec<String> => TEXT_ARRAY);
 
 impl<T: Typed> Typed for Option<T> {
     const TYPE: Type = T::TYPE;
@@ -444,6 +444,20 @@ impl Pooled {
     /// Whether the connection sat in the pool before this use.
     pub fn reused(&self) -> bool {
         self.reused
+    }
+
+    /// Gives up this connection, found closed, and the idle ones (as stale
+    /// as it, likely: the database restarted), for a new one.
+    pub fn renew(&mut self) -> Result<(), ConnectError> {
+        if let Some(mut old) = self.conn.take() {
+            old.broken = true;
+            drop(old);
+            self.pool.closed();
+        }
+        self.pool.clear_idle();
+        let fresh = self.pool.get()?;
+        *self = fresh;
+        Ok(())
     }
 
     /// The connection.

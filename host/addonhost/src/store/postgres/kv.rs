@@ -52,42 +52,23 @@ pub(super) fn kv_put(
     value: Option<&[u8]>,
 ) -> anyhow::Result<()> {
     lock_key(tx, service, key);
-    counted(tx, service, key, value);
+    // The size stored before (read ahead, or now), for the usage.
+    let before = tx.read_one(Ahead::KvWrite { service, key }, |v| match v {
+        Val::Size(n) => Some(*n),
+        _ => None,
+    })?;
+    counted(tx, service, key, before, value);
     match value {
         Some(v) => tx.defer(
-            "WITH old AS (SELECT octet_length(value)::BIGINT AS len FROM plugin_kv
-                          WHERE service = $1 AND key = $2),
-                  put AS (INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
-                          ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value)
-             INSERT INTO plugin_kv_usage (service, shard, keys, bytes)
-             SELECT $1, $4, CASE WHEN o.len IS NULL THEN 1 ELSE 0 END,
-                    CASE WHEN o.len IS NULL THEN $5 + octet_length($3)::BIGINT
-                         ELSE octet_length($3)::BIGINT - o.len END
-             FROM (SELECT (SELECT len FROM old) AS len) o
-             ON CONFLICT (service, shard) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
-                                                        bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
-            params![
-                service.to_string(),
-                key.to_string(),
-                v.to_vec(),
-                tx.shard,
-                key.len() as i64
-            ],
+            "INSERT INTO plugin_kv (service, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value",
+            params![service.to_string(), key.to_string(), v.to_vec()],
         ),
-        None => tx.defer(
-            "WITH gone AS (DELETE FROM plugin_kv WHERE service = $1 AND key = $2
-                           RETURNING octet_length(value)::BIGINT AS len)
-             INSERT INTO plugin_kv_usage (service, shard, keys, bytes)
-             SELECT $1, $3, -1, -($4 + len) FROM gone
-             ON CONFLICT (service, shard) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
-                                                        bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
-            params![
-                service.to_string(),
-                key.to_string(),
-                tx.shard,
-                key.len() as i64
-            ],
+        None if before.is_some() => tx.defer(
+            "DELETE FROM plugin_kv WHERE service = $1 AND key = $2",
+            params![service.to_string(), key.to_string()],
         ),
+        None => {}
     }
     Ok(())
 }
@@ -99,35 +80,28 @@ pub(super) fn kv_usage(tx: &PgTx, service: &str) -> anyhow::Result<(u64, u64)> {
     })
 }
 
-/// Keeps the transaction's cache true to a write of `key`: its value, its
-/// size and, when the size before is known, the add-on's usage (which the
-/// statement itself changes in the database the same way).
-fn counted(tx: &PgTx, service: &str, key: &str, value: Option<&[u8]>) {
-    let mut cache = tx.cache.borrow_mut();
+/// Counts a write of `key` (stored `before` bytes, now `value`) in the
+/// usage the transaction writes with its commit, and keeps its cache true
+/// to it: the value, the size, the add-on's usage.
+fn counted(tx: &PgTx, service: &str, key: &str, before: Option<i64>, value: Option<&[u8]>) {
+    let key_len = key.len() as i64;
+    let (dk, db) = match (before, value) {
+        (None, Some(v)) => (1, key_len + v.len() as i64),
+        (Some(old), Some(v)) => (0, v.len() as i64 - old),
+        (Some(old), None) => (-1, -(key_len + old)),
+        (None, None) => (0, 0),
+    };
     let (k, s) = (service.to_string(), key.to_string());
-    let before: Option<Option<i64>> = match cache.get(&Key::Kv(k.clone(), s.clone())) {
-        Some(Val::Bytes(b)) => Some(b.as_ref().map(|b| b.len() as i64)),
-        _ => match cache.get(&Key::KvSize(k.clone(), s.clone())) {
-            Some(Val::Size(n)) => Some(*n),
-            _ => None,
-        },
-    };
-    let usage = match cache.get(&Key::KvUsage(k.clone())) {
-        Some(Val::Usage(keys, bytes)) => Some((*keys, *bytes)),
-        _ => None,
-    };
-    match (before, usage) {
-        (Some(before), Some((keys, bytes))) => {
-            let key_len = key.len() as i64;
-            let (dk, db) = match (before, value) {
-                (None, Some(v)) => (1, key_len + v.len() as i64),
-                (Some(old), Some(v)) => (0, v.len() as i64 - old),
-                (Some(old), None) => (-1, -(key_len + old)),
-                (None, None) => (0, 0),
-            };
-            cache.set(Key::KvUsage(k.clone()), Val::Usage(keys + dk, bytes + db));
-        }
-        _ => cache.forget(|x| *x == Key::KvUsage(k.clone())),
+    {
+        let mut usage = tx.usage.borrow_mut();
+        let entry = usage.entry(k.clone()).or_default();
+        entry.0 += dk;
+        entry.1 += db;
+    }
+    let mut cache = tx.cache.borrow_mut();
+    if let Some(Val::Usage(keys, bytes)) = cache.get(&Key::KvUsage(k.clone())) {
+        let now = Val::Usage(keys + dk, bytes + db);
+        cache.set(Key::KvUsage(k.clone()), now);
     }
     cache.set(
         Key::KvSize(k.clone(), s.clone()),

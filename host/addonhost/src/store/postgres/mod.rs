@@ -53,10 +53,6 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// How long a transaction PostgreSQL keeps refusing for conflicts is run
 /// again before its caller is told.
 const RETRY_FOR: Duration = Duration::from_secs(20);
-/// How many times a transaction whose connection broke before its commit
-/// is run again on a new one (a database restarted since the connection
-/// was pooled, say).
-const RECONNECTS: u32 = 2;
 
 /// How to reach the database.
 #[derive(Debug, Clone, Default)]
@@ -203,10 +199,8 @@ impl PgStore {
     pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
         off_executor(|| {
             let mut f = Some(f);
-            self.run(Mode::Read, |tx| {
-                (f.take()
-                    .expect("a read runs again only if it never reached f"))(tx)
-            })
+            // Only writes are run again (for conflicts), never a read.
+            self.run(Mode::Read, |tx| (f.take().expect("a read runs once"))(tx))
         })
     }
 
@@ -276,9 +270,8 @@ impl PgStore {
     }
 
     /// Runs `f` in a transaction of `mode`, again while PostgreSQL refuses
-    /// it for a conflict with a concurrent one (after a short random pause,
-    /// growing with the attempts), or while its connection broke before
-    /// the commit went out.
+    /// a write for a conflict with a concurrent one (after a short random
+    /// pause, growing with the attempts).
     fn run<T>(
         &self,
         mode: Mode,
@@ -287,7 +280,6 @@ impl PgStore {
         use std::sync::atomic::Ordering::Relaxed;
         let started = std::time::Instant::now();
         let mut attempt: u32 = 0;
-        let mut reconnects = 0;
         loop {
             attempt += 1;
             let tx = self.begin(mode)?;
@@ -299,16 +291,8 @@ impl PgStore {
             let (statements, trips) = tx.counted.get();
             self.stats.statements.fetch_add(statements, Relaxed);
             self.stats.trips.fetch_add(trips, Relaxed);
-            let stale = tx.stale.get();
             drop(tx);
             match outcome {
-                Err(_) if stale && reconnects < RECONNECTS => {
-                    // The pooled connections are likely as stale as this
-                    // one was.
-                    reconnects += 1;
-                    self.writes.clear_idle();
-                    self.reads.clear_idle();
-                }
                 Err(e) if mode != Mode::Read && conflict(&e) => {
                     self.stats.reruns.fetch_add(1, Relaxed);
                     if started.elapsed() >= RETRY_FOR {

@@ -70,16 +70,13 @@ pub struct PgTx {
     /// shared.
     held: RefCell<HashSet<i64>>,
     shared: RefCell<HashSet<i64>>,
+    /// Locks asked for and not queued yet (with whether shared).
+    locks: RefCell<Vec<(i64, bool)>>,
+    /// What this transaction's KV writes change of each add-on's usage
+    /// (keys, bytes), written with the commit (see `kv.rs`).
+    pub(super) usage: RefCell<std::collections::BTreeMap<String, (i64, i64)>>,
     /// The app of each resource this transaction read or made.
     resource_apps: RefCell<HashMap<i64, i64>>,
-    /// A pooled connection turned out closed on this transaction's first
-    /// statements (the database restarted, or dropped it while idle):
-    /// nothing of the transaction happened, so it can run again on a new
-    /// connection.
-    pub(super) stale: Cell<bool>,
-    /// The usage row this transaction's KV writes are counted on (rows are
-    /// spread so concurrent writers of one add-on seldom wait on one).
-    pub(super) shard: i16,
     /// Releases this transaction made.
     pub(super) releases: Cell<u64>,
     /// Statements sent, round trips made (for the driver's counters).
@@ -94,7 +91,8 @@ struct Queued {
     rows: bool,
 }
 
-/// Rows each add-on's KV usage is spread over.
+/// Rows each add-on's KV usage is spread over, by the server connection
+/// that writes (so concurrent writers of one add-on seldom wait on one).
 pub(super) const USAGE_SHARDS: i16 = 64;
 
 impl PgTx {
@@ -109,9 +107,9 @@ impl PgTx {
             cache: RefCell::new(Default::default()),
             held: RefCell::new(HashSet::new()),
             shared: RefCell::new(HashSet::new()),
+            locks: RefCell::new(Vec::new()),
+            usage: RefCell::new(Default::default()),
             resource_apps: RefCell::new(HashMap::new()),
-            stale: Cell::new(false),
-            shard: rand::random_range(0..USAGE_SHARDS),
             releases: Cell::new(0),
             counted: Cell::new((0, 0)),
         }
@@ -134,6 +132,7 @@ impl PgTx {
         last: Option<Step<'_>>,
         committing: bool,
     ) -> anyhow::Result<(Vec<Vec<Row>>, Option<Answer>)> {
+        self.queue_locks();
         let pending = self.pending.take();
         let mut steps = Vec::with_capacity(pending.len() + 2);
         let begin = !self.begun.get();
@@ -156,7 +155,20 @@ impl PgTx {
         let (statements, trips) = self.counted.get();
         self.counted
             .set((statements + steps.len() as u64, trips + 1));
-        let ran = self.conn.borrow_mut().conn().run(&steps);
+        let mut ran = self.conn.borrow_mut().conn().run(&steps);
+        if let Err(Failure::Pg(e)) = &ran {
+            // A pooled connection found closed on its first use here: the
+            // database never saw these statements, so they go again on a
+            // new connection (the database restarted since, say).
+            let closed = e.is_closed() || (e.as_db_error().is_none() && e.code().is_none());
+            let first = self.counted.get().1 == 1;
+            if closed && first && begin && self.conn.borrow().reused() {
+                let renewed = self.conn.borrow_mut().renew();
+                if renewed.is_ok() {
+                    ran = self.conn.borrow_mut().conn().run(&steps);
+                }
+            }
+        }
         let mut answers = match ran {
             Ok(answers) => answers.into_iter(),
             Err(e) => return Err(self.failed(e, committing)),
@@ -176,11 +188,8 @@ impl PgTx {
 
     /// Queues a read whose rows [`PgTx::send_queued`] answers.
     pub(super) fn queue_read(&self, sql: impl Into<String>, params: Vec<Param>) {
-        self.pending.borrow_mut().push(Queued {
-            sql: sql.into(),
-            params,
-            rows: true,
-        });
+        self.queue_locks();
+        self.push(sql, params, true);
     }
 
     /// Sends everything queued; the rows of the queued reads, in order.
@@ -201,13 +210,6 @@ impl PgTx {
             ))
             .into(),
             Failure::Pg(e) if super::lost(&e) => {
-                // Closed before any answer, on a connection that sat in the
-                // pool: stale, not a database that is down (which answers
-                // with an error, or refuses new connections).
-                let first = self.counted.get().1 == 1;
-                let closed = e.is_closed() || e.as_db_error().is_none() && e.code().is_none();
-                self.stale
-                    .set(first && closed && !committing && self.conn.borrow().reused());
                 Unavailable(format!(
                     "the database {} is unavailable{}: {e}",
                     self.db,
@@ -256,11 +258,8 @@ impl PgTx {
     /// next statement that is answered, or the commit. If it fails, that
     /// one fails (and with it the transaction, as any failure would).
     pub(super) fn defer(&self, sql: impl Into<String>, params: Vec<Param>) {
-        self.pending.borrow_mut().push(Queued {
-            sql: sql.into(),
-            params,
-            rows: false,
-        });
+        self.queue_locks();
+        self.push(sql, params, false);
     }
 
     /// Statements without parameters, run as they are.
@@ -276,13 +275,46 @@ impl PgTx {
             return;
         }
         if shared {
-            if self.shared.borrow_mut().insert(key) {
-                self.defer("SELECT pg_advisory_xact_lock_shared($1)", params![key]);
+            if !self.shared.borrow_mut().insert(key) {
+                return;
             }
         } else {
             self.held.borrow_mut().insert(key);
-            self.defer("SELECT pg_advisory_xact_lock($1)", params![key]);
         }
+        // Locks in a row go out as one statement.
+        self.locks.borrow_mut().push((key, shared));
+    }
+
+    /// Queues the locks asked for since the last statement, as one.
+    fn queue_locks(&self) {
+        let locks = self.locks.take();
+        match locks.as_slice() {
+            [] => {}
+            [(key, false)] => self.push("SELECT pg_advisory_xact_lock($1)", params![*key], false),
+            [(key, true)] => self.push(
+                "SELECT pg_advisory_xact_lock_shared($1)",
+                params![*key],
+                false,
+            ),
+            _ => {
+                // In the array's order (unnest keeps it).
+                let (keys, shared): (Vec<i64>, Vec<bool>) = locks.into_iter().unzip();
+                self.push(
+                    "SELECT count(CASE WHEN s THEN pg_advisory_xact_lock_shared(k)::TEXT \
+                     ELSE pg_advisory_xact_lock(k)::TEXT END) FROM unnest($1::BIGINT[], $2::BOOL[]) AS t(k, s)",
+                    params![keys, shared],
+                    false,
+                );
+            }
+        }
+    }
+
+    fn push(&self, sql: impl Into<String>, params: Vec<Param>, rows: bool) {
+        self.pending.borrow_mut().push(Queued {
+            sql: sql.into(),
+            params,
+            rows,
+        });
     }
 
     /// Locks app `app_id` (see [`locks`]).
@@ -334,7 +366,20 @@ impl PgTx {
             }
             return Ok(());
         }
-        if !self.begun.get() && self.pending.borrow().is_empty() {
+        // The usage rows last, so their row locks are held only through
+        // the commit.
+        for (service, (keys, bytes)) in self.usage.take() {
+            if keys != 0 || bytes != 0 {
+                self.defer(
+                    "INSERT INTO plugin_kv_usage (service, shard, keys, bytes)
+                     VALUES ($1, (pg_backend_pid() % $4)::SMALLINT, $2, $3)
+                     ON CONFLICT (service, shard) DO UPDATE SET keys = plugin_kv_usage.keys + EXCLUDED.keys,
+                                                                bytes = plugin_kv_usage.bytes + EXCLUDED.bytes",
+                    params![service, keys, bytes, i32::from(USAGE_SHARDS)],
+                );
+            }
+        }
+        if !self.begun.get() && self.pending.borrow().is_empty() && self.locks.borrow().is_empty() {
             return Ok(());
         }
         self.send(Some(Step::Batch("COMMIT")), true).map(|_| ())

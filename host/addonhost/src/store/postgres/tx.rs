@@ -144,11 +144,14 @@ impl Tx for PgTx {
         // The entry, and every AUDIT_PRUNE_EVERY entries the actor's
         // older ones past the retention, in one statement nobody waits for.
         let keep = crate::store::audit_keep() as i64;
+        // (The entry's id decides in a LIMIT, 1 or 0: a LIMIT 0 reads no
+        // index entry at all, so entries that prune nothing cost nothing.)
         self.defer(
             "WITH e AS (INSERT INTO audit (at, actor, action, app, addon, detail)
                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
-             DELETE FROM audit WHERE $7 > 0 AND (SELECT id FROM e) % $8 = 0 AND actor = $2 AND id <=
-               (SELECT id FROM audit WHERE actor = $2 ORDER BY id DESC LIMIT 1 OFFSET $7)",
+             DELETE FROM audit WHERE actor = $2 AND id <=
+               (SELECT id FROM audit WHERE actor = $2 ORDER BY id DESC
+                LIMIT (SELECT CASE WHEN $7 > 0 AND id % $8 = 0 THEN 1 ELSE 0 END FROM e) OFFSET $7)",
             params![
                 unix_now(),
                 actor.to_string(),
