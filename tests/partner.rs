@@ -301,8 +301,15 @@ fn kensa_checks(a: &Env, server: &Server, service: &str) {
         page.text()
     );
     // The id in the path (`GET <base>/heroku/resources/:id`), on the
-    // platform's address, sends the browser to the add-on's origin.
-    let query = http::form(&sso_fields(&id, &uuid, salt, now, nav));
+    // platform's address, sends the browser to the add-on's origin. (A
+    // form signed at another second: each form signs in once.)
+    let query = http::form(&sso_fields(&id, &uuid, salt, now - 1, nav));
+    let on_origin = format!("/heroku/resources/{id}?{query}");
+    let r = server.addon_request(service, "GET", &on_origin, &[], b"");
+    assert_eq!(r.status, 302, "{service}: {}", r.text());
+    let r = server.addon_request(service, "GET", &on_origin, &[], b"");
+    assert_eq!(r.status, 403, "{service}: a form used twice");
+    let query = http::form(&sso_fields(&id, &uuid, salt, now - 2, nav));
     let r = server.get(&format!("{path}?{query}"), &[]);
     assert_eq!(r.status, 307);
     let to_origin = r.header("location").unwrap().to_string();
@@ -338,6 +345,119 @@ fn the_python_and_javascript_examples_pass_heroku_partner_checks_in_provider_mod
     for service in ["queue", "flags"] {
         kensa_checks(&a, &server, service);
     }
+}
+
+/// Provisions one resource of `service` through `a`'s Partner API; its
+/// (id, uuid).
+fn provision_in_provider_mode(server: &Server, service: &str) -> (String, String) {
+    let password = manifest_password(service);
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let r = http::request(
+        &server.addr,
+        "POST",
+        &format!("/partner/{service}/heroku/resources"),
+        &[
+            ("authorization", &http::basic(service, &password)),
+            ("content-type", "application/json"),
+        ],
+        json!({
+            "uuid": uuid,
+            "callback_url": format!("https://api.heroku.com/vendor/apps/{uuid}"),
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    (r.json()["id"].as_str().unwrap().to_string(), uuid)
+}
+
+/// An example's `api.password` and `api.sso_salt`.
+fn manifest_api(service: &str, field: &str) -> String {
+    let m: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            support::root()
+                .join("plugins")
+                .join(service)
+                .join("addon-manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    m["api"][field].as_str().unwrap().to_string()
+}
+
+fn manifest_password(service: &str) -> String {
+    manifest_api(service, "password")
+}
+
+/// Kensa posts its own form to the `sso_url` (`id`, `token`, `timestamp`,
+/// `nav-data`, `email`, `app`, and no resource fields) with `token=invalid`
+/// and expects a 403; so is every wrong, malformed or stale token or
+/// timestamp, on every SSO route of the add-on's origin. Only a missing
+/// field is a 400.
+#[test]
+fn kensas_invalid_token_and_malformed_timestamps_are_403_on_every_sso_route() {
+    let a = Env::new();
+    let server = Server::start(&a);
+    let (id, uuid) = provision_in_provider_mode(&server, "kv");
+    let salt = manifest_api("kv", "sso_salt");
+    let now = unix_now();
+    let kensa = |token: &str, timestamp: &str| -> Vec<(String, String)> {
+        vec![
+            ("id".into(), id.clone()),
+            ("token".into(), token.into()),
+            ("timestamp".into(), timestamp.into()),
+            ("nav-data".into(), "eyJhZGRvbiI6IllvdXIgQWRkb24ifQ".into()),
+            ("email".into(), "username@example.com".into()),
+            ("app".into(), "myapp".into()),
+        ]
+    };
+    let good = addonhost::sso::token(&id, &salt, now);
+    let stale = addonhost::sso::token(&id, &salt, now - 6 * 60);
+    let mut full_but_short = sso_fields(&id, &uuid, &salt, now, "x");
+    full_but_short[1].1 = "abc".into();
+    let mut full_bad_ts = sso_fields(&id, &uuid, &salt, now, "x");
+    full_bad_ts[2].1 = "yesterday".into();
+    let forms: Vec<(&str, Vec<(String, String)>)> = vec![
+        ("kensa's token=invalid", kensa("invalid", &now.to_string())),
+        ("an empty token", kensa("", &now.to_string())),
+        ("a timestamp that is no number", kensa(&good, "soon")),
+        (
+            "a timestamp of 20 digits",
+            kensa(&good, "99999999999999999999"),
+        ),
+        ("a stale form", kensa(&stale, &(now - 6 * 60).to_string())),
+        ("a short token in a full form", full_but_short),
+        ("a word for a timestamp in a full form", full_bad_ts),
+    ];
+    let post = |path: &str, fields: &[(String, String)]| {
+        server.addon_request(
+            "kv",
+            "POST",
+            path,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            http::form(fields).as_bytes(),
+        )
+    };
+    for (what, fields) in &forms {
+        let r = post("/sso/login", fields);
+        assert_eq!(r.status, 403, "{what} on /sso/login: {}", r.text());
+        let path = format!("/heroku/resources/{id}");
+        let r = post(&path, fields);
+        assert_eq!(r.status, 403, "{what} on POST {path}: {}", r.text());
+        let query = http::form(fields);
+        let r = server.addon_request("kv", "GET", &format!("{path}?{query}"), &[], b"");
+        assert_eq!(r.status, 403, "{what} on GET {path}: {}", r.text());
+    }
+    // A form without a token says which field is missing.
+    let mut missing = kensa("x", &now.to_string());
+    missing.retain(|(k, _)| k != "token");
+    let r = post("/sso/login", &missing);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("token"), "{}", r.text());
+    // The platform's own form signs in.
+    let r = post("/sso/login", &sso_fields(&id, &uuid, &salt, now, "x"));
+    assert_eq!(r.status, 302, "{}", r.text());
 }
 
 #[test]

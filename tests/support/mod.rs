@@ -303,6 +303,23 @@ pub mod db;
 pub mod http;
 pub mod partner;
 
+/// The `<input name value>` pairs of an HTML page (the SSO form), unescaped.
+pub fn form_fields(html: &str) -> Vec<(String, String)> {
+    let field = |chunk: &str| -> Option<(String, String)> {
+        let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
+        let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
+        let value = value
+            .replace("&quot;", "\"")
+            .replace("&#34;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
+        Some((name.to_string(), value))
+    };
+    html.split("<input").skip(1).filter_map(field).collect()
+}
+
 /// A running `addonhost serve` on an ephemeral port of 127.0.0.1.
 pub struct Server {
     pub child: std::process::Child,
@@ -490,19 +507,7 @@ impl Server {
             html.contains(&format!(".localhost:{}/sso/login\"", self.port())),
             "the form posts to the add-on's own origin: {html}"
         );
-        let field = |chunk: &str| -> Option<(String, String)> {
-            let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
-            let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
-            let value = value
-                .replace("&quot;", "\"")
-                .replace("&#34;", "\"")
-                .replace("&#39;", "'")
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&amp;", "&");
-            Some((name.to_string(), value))
-        };
-        html.split("<input").skip(1).filter_map(field).collect()
+        form_fields(&html)
     }
 
     /// Posts an SSO form to `service`'s login route, on its own origin.

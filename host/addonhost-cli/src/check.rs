@@ -2,7 +2,8 @@
 //! of Heroku's kensa. It loads one add-on folder into the real runtime, with
 //! in-memory capabilities instead of the store, and walks the contract:
 //! manifest, provision (and its idempotency), plan change, rotation, SSO
-//! (valid; wrong token, wrong resource_token, stale, future), deprovision,
+//! (valid; wrong token, kensa's `token=invalid`, wrong resource_token,
+//! stale, future), deprovision,
 //! and that every outbound request went to a host the manifest declares.
 //!
 //! Each check is a function of its own that answers an [`Outcome`];
@@ -334,8 +335,16 @@ fn forged_logins(r: &Resource<'_>, now: i64) -> Vec<(&'static str, Login)> {
         resource_token: sso::token(&other_resource, salt, now),
         ..r.login(now)
     };
+    // Heroku's kensa posts the literal `invalid`: not a hex digest at all,
+    // which an add-on must deny like any wrong token (the host answers
+    // 403), not fail on.
+    let kensa_invalid = Login {
+        token: "invalid".into(),
+        ..r.login(now)
+    };
     vec![
         ("sso verify rejects a wrong token", wrong_token),
+        ("sso verify rejects kensa's token=invalid", kensa_invalid),
         (
             "sso verify rejects a wrong resource_token",
             wrong_resource_token,

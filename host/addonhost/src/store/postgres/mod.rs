@@ -20,6 +20,7 @@ mod osb;
 mod rows;
 mod schema;
 mod session;
+mod tokens;
 mod tx;
 
 use std::sync::mpsc::{sync_channel, SyncSender};
