@@ -254,6 +254,9 @@ impl Lifecycle for Hostile {
             }
             "huge" => cfg.push(("HOSTILE_SEEN".into(), "x".repeat(16 << 20))),
             "bad-url" => cfg[0].1 = "not a url".into(),
+            // A URL carrying its password that does not parse (a space in
+            // the host): the refusal must not repeat the password.
+            "bad-url-secret" => cfg[0].1 = "postgres://admin:s3cr3t-pw-42@db host:5432/x".into(),
             "unlisted-var" => cfg.push(("DATABASE_URL".into(), "postgres://evil@db/x".into())),
             "ambient" => {
                 let seen = probe_ambient();
@@ -653,7 +656,10 @@ impl Handler for Hostile {
                 .with_header("refresh", "0; url=https://evil.example/phish")
                 .with_header("clear-site-data", "\"cookies\", \"storage\"")
                 .with_header("set-cookie", "addonhost_session=planted; Path=/")
-                .with_header("link", "<https://evil.example/x.js>; rel=preload; as=script")
+                .with_header(
+                    "link",
+                    "<https://evil.example/x.js>; rel=preload; as=script",
+                )
                 .with_header("content-disposition", "attachment; filename=invoice.exe")
                 .with_header("www-authenticate", "Basic realm=\"addonhost platform\"")
                 .with_header("access-control-allow-origin", "https://evil.example")
