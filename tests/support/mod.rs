@@ -85,6 +85,10 @@ pub struct Env {
     /// The database holding the state, when it is not the data dir's
     /// SQLite file (`ADDONHOST_DATABASE_URL`).
     pub database: Option<db::PgDatabase>,
+    /// What the operator grants add-ons to reach beyond their manifests
+    /// (`ADDONHOST_OUTBOUND_GRANT`: `ADDON=URL,…;…`), such as the partner
+    /// backend a test runs on the loopback.
+    pub outbound_grant: Option<String>,
 }
 
 /// What a command printed and how it exited.
@@ -101,6 +105,7 @@ impl Env {
             dir: tempfile::tempdir().unwrap(),
             plugins: plugin_roots(),
             database: db::on_postgres().then(db::PgDatabase::create),
+            outbound_grant: None,
         }
     }
 
@@ -131,6 +136,7 @@ impl Env {
             dir: tempfile::tempdir().unwrap(),
             plugins: self.plugins.clone(),
             database: Some(db::PgDatabase::borrowed(url)),
+            outbound_grant: self.outbound_grant.clone(),
         }
     }
 
@@ -191,9 +197,13 @@ impl Env {
             .env("ADDONHOST_PLUGINS", &self.plugins)
             .env_remove("ADDONHOST_DATABASE_URL")
             .env_remove("ADDONHOST_URL")
-            .env_remove("ADDONHOST_LOG");
+            .env_remove("ADDONHOST_LOG")
+            .env_remove("ADDONHOST_OUTBOUND_GRANT");
         if let Some(url) = self.database_url() {
             c.env("ADDONHOST_DATABASE_URL", url);
+        }
+        if let Some(grant) = &self.outbound_grant {
+            c.env("ADDONHOST_OUTBOUND_GRANT", grant);
         }
         c
     }
@@ -274,12 +284,22 @@ impl Env {
         serde_json::from_str(&self.ok(&a)).expect("valid JSON")
     }
 
-    /// An in-process host on the same data dir (the embedding API).
+    /// An in-process host on the same data dir (the embedding API), with
+    /// the environment's outbound grants.
     pub fn host(&self) -> Host {
         let mut opts =
             HostOptions::new(self.data(), std::env::split_paths(&self.plugins).collect());
         opts.database = self.database_url();
+        self.grant_outbound(&mut opts.outbound);
         Host::open(opts).unwrap()
+    }
+
+    /// Adds the environment's outbound grants to `policy`.
+    pub fn grant_outbound(&self, policy: &mut addonhost::platform::OutboundPolicy) {
+        for grant in self.outbound_grant.iter().flat_map(|g| g.split(';')) {
+            let (id, list) = addonhost::platform::outbound::parse_grant(grant).unwrap();
+            policy.grant_to(&id, list);
+        }
     }
 }
 
