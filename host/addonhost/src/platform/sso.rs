@@ -145,9 +145,7 @@ impl Host {
                 crate::util::truncate(timestamp, 40)
             ))
         })?;
-        let (manifest, _) = self
-            .plugin(service)
-            .map_err(|e| FormRefused::Platform(e.into()))?;
+        let (manifest, _) = self.plugin(service).map_err(FormRefused::Platform)?;
         let salt = &manifest.api.sso_salt;
         let now = crate::util::unix_now();
         sso::check_token(id, salt, timestamp, token, now)
