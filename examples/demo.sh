@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 
 export ADDONHOST_DATA="${ADDONHOST_DATA:-.addonhost}"
 export ADDONHOST_PLUGINS="${ADDONHOST_PLUGINS:-plugins}"
+# The mailer example calls its partner's backend on the loopback; a
+# manifest alone never opens a loopback or private address: the operator
+# grants it (docs/security.md, Outbound HTTP).
+export ADDONHOST_OUTBOUND_GRANT="${ADDONHOST_OUTBOUND_GRANT:-mailer=http://127.0.0.1:9025}"
 APP="${DEMO_APP:-demo}"
 
 say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }

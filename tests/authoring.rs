@@ -107,7 +107,7 @@ fn new_then_build_then_check_passes_in_every_language() {
         );
         let (code, report) = check(&env, &dir);
         assert_eq!(code, 0, "{lang}: {:?}", failed_checks(&report));
-        assert_eq!(report["checks"].as_array().unwrap().len(), 13, "{report}");
+        assert_eq!(report["checks"].as_array().unwrap().len(), 14, "{report}");
     }
     let mut unique = secrets.clone();
     unique.sort();

@@ -44,6 +44,7 @@ const CHECKS: &[&str] = &[
     "rotate changes the credentials",
     "sso verify accepts a valid token",
     "sso verify rejects a wrong token",
+    "sso verify rejects kensa's token=invalid",
     "sso verify rejects a wrong resource_token",
     "sso verify rejects a 6-minute-old timestamp",
     "sso verify rejects a 2-minute-future timestamp",
@@ -82,7 +83,7 @@ fn example_addons_pass_every_check() {
         ),
         "{text}"
     );
-    assert!(text.contains("13 of 13 checks passed"), "{text}");
+    assert!(text.contains("14 of 14 checks passed"), "{text}");
 }
 
 #[test]

@@ -346,6 +346,45 @@ fn a_session_made_on_one_server_is_valid_on_every_server() {
     );
 }
 
+#[test]
+fn a_signed_sso_form_is_accepted_once_across_servers() {
+    let env = Env::on_postgres();
+    let (_siblings, servers) = servers(&env, 2);
+    servers[0].app_with("shop", &[json!({"plan": "kv:mini"})]);
+    let cookie = servers[0].sign_in();
+    // One form posted to the first server, then replayed to the second.
+    let fields = servers[0].sso_form("shop", &cookie, "KV");
+    assert_eq!(servers[0].sso_login("kv", &fields).status, 302);
+    let replay = servers[1].sso_login("kv", &fields);
+    assert_eq!(
+        replay.status,
+        403,
+        "replayed on another server: {}",
+        replay.text()
+    );
+    // Another form, posted to both servers at once: one of them signs in.
+    let mut again = servers[0].sso_form("shop", &cookie, "KV");
+    while again == fields {
+        thread::sleep(Duration::from_millis(100));
+        again = servers[0].sso_form("shop", &cookie, "KV");
+    }
+    let again = Arc::new(again);
+    let racers: Vec<_> = (0..6)
+        .map(|i| {
+            let (server, fields) = (servers[i % 2].clone(), again.clone());
+            thread::spawn(move || server.sso_login("kv", &fields).status)
+        })
+        .collect();
+    let mut statuses: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [302, 403, 403, 403, 403, 403]);
+    assert_eq!(
+        env.db()
+            .count("SELECT COUNT(*) FROM sessions WHERE kind = $1", &["sso:kv"]),
+        2
+    );
+}
+
 /// A copy of the built component with a custom section appended: the same
 /// add-on, other bytes (another build).
 fn rebuilt(component: &std::path::Path) {

@@ -387,12 +387,24 @@ fn a_server_older_than_the_database_refuses_to_start_naming_both_versions() {
 fn a_database_of_servers_this_version_cannot_run_beside_is_not_migrated_while_they_run() {
     let database = PgDatabase::create();
     let env = Env::new();
-    ok(on(&env, &database.url, &["apps:create", "old-shop"]));
-    // The database as version 3 left it, with a server of that version
-    // alive (it records itself every 5 s, with no schema version).
+    // The database as version 3 left it (its migrations, run as it ran
+    // them), with an app and a server of that version alive (it records
+    // itself every 5 s, with no schema version).
     let mut db = env_db(&database.url);
-    db.execute("ALTER TABLE servers DROP COLUMN schema_version", &[]);
-    db.execute("UPDATE schema_migrations SET version = 3", &[]);
+    db.execute(
+        "CREATE TABLE schema_migrations (version INTEGER NOT NULL)",
+        &[],
+    );
+    for sql in &addonhost::store::postgres_migrations()[..3] {
+        if let support::db::Db::Postgres(c) = &mut db {
+            off_runtime(|| c.batch_execute(sql)).unwrap();
+        }
+    }
+    db.execute("INSERT INTO schema_migrations (version) VALUES (3)", &[]);
+    db.execute(
+        "INSERT INTO apps (name, region, created_at) VALUES ('old-shop', 'us', 0)",
+        &[],
+    );
     let now = support::unix_now().to_string();
     db.execute(
         "INSERT INTO servers (id, address, started_at, seen_at, plugins)
@@ -411,5 +423,8 @@ fn a_database_of_servers_this_version_cannot_run_beside_is_not_migrated_while_th
     db.execute("DELETE FROM servers", &[]);
     let apps = ok(on(&env, &database.url, &["apps"]));
     assert!(apps.contains("old-shop"), "{apps}");
-    assert_eq!(db.count("SELECT version FROM schema_migrations", &[]), 4);
+    assert_eq!(
+        db.count("SELECT version FROM schema_migrations", &[]) as usize,
+        addonhost::store::postgres_migrations().len()
+    );
 }

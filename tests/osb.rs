@@ -1247,19 +1247,24 @@ fn the_originating_identity_is_recorded_in_the_audit_trail() {
             .clone()
     };
     let provision = entry("osb:provision");
-    assert_eq!(provision["actor"], "osb:cloudfoundry");
+    // The claimed identity is in the detail, never the actor.
+    assert_eq!(provision["actor"], "osb");
     assert!(
         provision["detail"]
             .as_str()
             .unwrap()
-            .contains(r#"{"user_id":"683ea748-3092-4ff4-b656-39cacc4d5360"}"#),
+            .contains(r#"by cloudfoundry user {"user_id":"683ea748-3092-4ff4-b656-39cacc4d5360"}"#),
         "{provision}"
     );
     assert!(provision["app"].as_str().unwrap().starts_with("osb-"));
     let bound = entry("osb:bind");
-    assert_eq!(bound["actor"], "osb:kubernetes");
+    assert_eq!(bound["actor"], "osb");
     assert!(
-        bound["detail"].as_str().unwrap().contains("duke"),
+        bound["detail"]
+            .as_str()
+            .unwrap()
+            .contains("by kubernetes user")
+            && bound["detail"].as_str().unwrap().contains("duke"),
         "{bound}"
     );
     let unbound = entry("osb:unbind");
@@ -1435,7 +1440,7 @@ fn a_platform_provisions_binds_uses_rotates_unbinds_and_deprovisions() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["actor"] == "osb:cloudfoundry")
+        .filter(|e| e["actor"] == "osb")
         .map(|e| e["action"].as_str().unwrap().to_string())
         .collect();
     for action in [
@@ -1584,4 +1589,78 @@ fn the_broker_path_is_configurable_and_the_broker_can_be_turned_off() {
     let r = env.run(&["serve", "--port", "0", "--osb-path", "/api"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("--osb-path"), "{}", r.stderr);
+}
+
+/// Each broker request claims another originating identity (any platform
+/// name, any user): were the identity part of the actor, each would be an
+/// actor of its own, never reaching its `--audit-keep` bound, and the
+/// trail would grow without limit. The actor is `osb`, one bounded actor;
+/// the identity is in each entry's detail. What the broker makes is
+/// recorded as the broker's, so the operator's own entries stay.
+#[test]
+fn originating_identities_never_become_actors_so_the_audit_trail_stays_bounded() {
+    let env = Env::new();
+    let server = Server::start_with(
+        env.command(&["serve", "--port", "0", "--audit-keep", "10"]),
+        &env,
+    );
+    let line = std::fs::read_to_string(env.data().join("osb-credentials")).unwrap();
+    let (user, password) = line.trim().split_once(':').unwrap();
+    let b = Broker {
+        server,
+        auth: http::basic(user, password),
+    };
+    env.ok(&["apps:create", "mine"]);
+    let kv = b.ids("kv");
+    for i in 0..30 {
+        use base64::Engine;
+        let who = base64::engine::general_purpose::STANDARD
+            .encode(format!(r#"{{"user_id":"user-{i}"}}"#));
+        let header = format!("platform-{i} {who}");
+        let body = json!({"service_id": kv.service, "plan_id": kv.plan("mini"),
+                          "organization_guid": "org-1", "space_guid": "space-1"});
+        let id = format!("inst-{i}");
+        let r = b.raw(
+            "PUT",
+            &format!("/v2/service_instances/{id}"),
+            Some(V),
+            &[("x-broker-api-originating-identity", &header)],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = b.raw(
+            "DELETE",
+            &format!(
+                "/v2/service_instances/{id}?service_id={}&plan_id={}",
+                kv.service,
+                kv.plan("mini")
+            ),
+            Some(V),
+            &[("x-broker-api-originating-identity", &header)],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let audit = env.json(&["audit", "--limit", "100000"]);
+    let audit = audit.as_array().unwrap();
+    let actors: BTreeSet<&str> = audit.iter().map(|e| e["actor"].as_str().unwrap()).collect();
+    assert_eq!(actors, BTreeSet::from(["osb", "user"]), "{actors:?}");
+    let broker = audit.iter().filter(|e| e["actor"] == "osb").count();
+    assert!(broker <= 10 + 16, "{broker} entries of the broker kept");
+    let newest = audit
+        .iter()
+        .find(|e| e["action"] == "osb:deprovision")
+        .unwrap();
+    let detail = newest["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("platform-29") && detail.contains(r#"{"user_id":"user-29"}"#),
+        "{newest}"
+    );
+    // The operator's own entry is still there.
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["actor"] == "user" && e["action"] == "apps:create" && e["app"] == "mine"),
+        "{audit:?}"
+    );
 }

@@ -35,8 +35,17 @@ fn attack(what: &str, options: &[(&str, &str)]) -> CreateAddon {
 }
 
 /// An environment whose hostile add-on declares `hosts`, with the apps
-/// `victim` and `bystander`.
+/// `victim` and `bystander`. The operator grants it what it declares (the
+/// partner backends of these tests are on the loopback, which a manifest
+/// alone never opens).
 fn declaring(hosts: &[String]) -> Env {
+    let mut env = declaring_ungranted(hosts);
+    env.outbound_grant = Some(format!("hostile={}", hosts.join(",")));
+    env
+}
+
+/// [`declaring`], with nothing granted by the operator.
+fn declaring_ungranted(hosts: &[String]) -> Env {
     let hosts = hosts.to_vec();
     let env = Env::with_plugin_copies(&["hostile", "kv"], move |name, m| {
         if name == "hostile" {
@@ -48,10 +57,12 @@ fn declaring(hosts: &[String]) -> Env {
     env
 }
 
-/// An in-process host on `env` under the operator's `outbound` policy.
-fn host_with(env: &Env, outbound: OutboundPolicy) -> Host {
+/// An in-process host on `env` under the operator's `outbound` policy (plus
+/// the environment's grants).
+fn host_with(env: &Env, mut outbound: OutboundPolicy) -> Host {
     let mut opts = HostOptions::new(env.data(), std::env::split_paths(&env.plugins).collect());
     opts.database = env.database_url();
+    env.grant_outbound(&mut outbound);
     opts.outbound = outbound;
     Host::open(opts).unwrap()
 }
@@ -366,13 +377,13 @@ async fn https_goes_through_tls() {
 #[tokio::test]
 async fn the_operator_denies_or_narrows_what_add_ons_declare() {
     let partner = Partner::start("x", "y");
-    let env = declaring(&[partner.url()]);
+    let mut env = declaring(&[partner.url()]);
     let url = format!("{}/hit", partner.url());
     let denied = host_with(
         &env,
         OutboundPolicy {
             deny: Deny::All,
-            ceiling: None,
+            ..Default::default()
         },
     );
     refused(
@@ -382,15 +393,18 @@ async fn the_operator_denies_or_narrows_what_add_ons_declare() {
         &["may reach: none (the operator's --deny-outbound narrowed what it declared)"],
     )
     .await;
+    // (Without its grant: the ceiling alone decides.)
+    let grant = env.outbound_grant.take();
     let narrowed = host_with(
         &env,
         OutboundPolicy {
-            deny: Deny::Nobody,
             ceiling: Some(
                 addonhost::outbound::AllowList::parse(["https://api.partner.example"]).unwrap(),
             ),
+            ..Default::default()
         },
     );
+    env.outbound_grant = grant;
     refused(
         &env,
         &narrowed,
@@ -404,7 +418,7 @@ async fn the_operator_denies_or_narrows_what_add_ons_declare() {
         &env,
         OutboundPolicy {
             deny: Deny::Addons(vec!["kv".into()]),
-            ceiling: None,
+            ..Default::default()
         },
     );
     others
@@ -412,6 +426,90 @@ async fn the_operator_denies_or_narrows_what_add_ons_declare() {
         .await
         .expect("only kv is denied");
     assert_eq!(partner.requests(), 1);
+}
+
+/// A manifest alone declares a loopback address — the partner backend here,
+/// standing for any unauthenticated service on the host's loopback, such as
+/// `--metrics-bind` — and nothing of the operator's grants it: the request
+/// is refused before it leaves, and `plugins` says what is declared but not
+/// granted.
+#[tokio::test]
+async fn a_manifest_alone_cannot_open_the_loopback() {
+    let partner = Partner::start("x", "y");
+    let env = declaring_ungranted(&[partner.url()]);
+    let url = format!("{}/hit", partner.url());
+    let host = host_with(&env, OutboundPolicy::default());
+    refused(
+        &env,
+        &host,
+        attack("fetch", &[("url", &url)]),
+        &[
+            &format!("{} is declared but not granted", partner.url()),
+            &format!("--outbound-grant hostile={}", partner.url()),
+        ],
+    )
+    .await;
+    assert_eq!(partner.requests(), 0, "the loopback was reached");
+    let rows = env.json(&["plugins"]);
+    let hostile = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "hostile")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        hostile["outbound"]["allowed"],
+        serde_json::json!([]),
+        "{hostile}"
+    );
+    assert_eq!(
+        hostile["outbound"]["not_granted"],
+        serde_json::json!([partner.url()]),
+        "{hostile}"
+    );
+    let table = env.ok(&["plugins"]);
+    assert!(table.contains("not granted"), "{table}");
+
+    // The operator's consent opens it: a grant of that add-on's own…
+    let grant = format!("hostile={}", partner.url());
+    let granted = host_with(&env, {
+        let mut p = OutboundPolicy::default();
+        let (id, list) = addonhost::platform::outbound::parse_grant(&grant).unwrap();
+        p.grant_to(&id, list);
+        p
+    });
+    granted
+        .create_addon(attack("fetch", &[("url", &url)]))
+        .await
+        .expect("granted by the operator");
+    assert_eq!(partner.hits("/hit"), 1);
+    let rows = env.json(&["--outbound-grant", &grant, "plugins"]);
+    let hostile = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "hostile")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        hostile["outbound"]["allowed"],
+        serde_json::json!([partner.url()])
+    );
+    assert_eq!(hostile["outbound"]["not_granted"], serde_json::json!([]));
+    // …or the operator's list for every add-on.
+    let listed = host_with(
+        &env,
+        OutboundPolicy {
+            ceiling: Some(addonhost::outbound::AllowList::parse([partner.url().as_str()]).unwrap()),
+            ..Default::default()
+        },
+    );
+    listed
+        .create_addon(attack("fetch", &[("url", &url)]))
+        .await
+        .expect("listed by the operator");
+    assert_eq!(partner.hits("/hit"), 2);
 }
 
 #[test]
@@ -503,6 +601,8 @@ fn mailer_env(partner: &Partner) -> Env {
     std::fs::copy(src.join("mailer.wasm"), dir.join("mailer.wasm")).unwrap();
     std::fs::copy(src.join("Cargo.toml"), dir.join("Cargo.toml")).unwrap();
     env.plugins = env.data().join("plugins").to_str().unwrap().to_string();
+    // Its backend is on the loopback: the operator grants it.
+    env.outbound_grant = Some(format!("mailer={url}"));
     env
 }
 
@@ -589,7 +689,7 @@ fn plugins_check_reports_calls_to_undeclared_hosts() {
     let (code, report) = check(&partner.url());
     assert_eq!(code, 0, "{report}");
     let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 13, "{report}");
+    assert_eq!(checks.len(), 14, "{report}");
     assert_eq!(
         checks.last().unwrap()["name"],
         "outbound requests go only to declared hosts"
@@ -643,7 +743,7 @@ fn fetching_scaffold(env: &mut Env, lang: &str, file: &str, edits: &[(&str, &str
 /// The scaffold at `dir` is refused `partner` until it declares it, then
 /// reaches it: the partner's answer (`hit`) becomes the resource's key.
 /// `says` is what the refusal reads like in that language.
-fn refused_then_reached(env: &Env, partner: &Partner, dir: &Path, says: &str) {
+fn refused_then_reached(env: &mut Env, partner: &Partner, dir: &Path, says: &str) {
     let name = dir.file_name().unwrap().to_str().unwrap().to_string();
     env.ok(&["apps:create", "shop"]);
     let (_, err) = env.fails(&["addons:create", &name, "-a", "shop"]);
@@ -658,6 +758,8 @@ fn refused_then_reached(env: &Env, partner: &Partner, dir: &Path, says: &str) {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     m["outbound"] = serde_json::json!({ "allowed_hosts": [partner.url()] });
     std::fs::write(&path, m.to_string()).unwrap();
+    // Declared, and (a loopback address) granted by the operator.
+    env.outbound_grant = Some(format!("{name}={}", partner.url()));
     env.create(&name, "shop", &[]);
     let var = format!("{}_URL", name.to_ascii_uppercase());
     let url = env.config("shop")[&var].as_str().unwrap().to_string();
@@ -683,7 +785,7 @@ fn a_python_add_on_reaches_only_what_it_declares() {
     );
     // Python's FetchError carries the host's sentence into the call's error.
     let says = format!("outbound request to {}/hit refused", partner.url());
-    refused_then_reached(&env, &partner, &dir, &says);
+    refused_then_reached(&mut env, &partner, &dir, &says);
 }
 
 #[test]
@@ -708,5 +810,5 @@ fn a_javascript_add_on_reaches_only_what_it_declares() {
     );
     // StarlingMonkey's fetch rejects with a generic NetworkError; the reason
     // is in the log and the audit trail.
-    refused_then_reached(&env, &partner, &dir, "NetworkError");
+    refused_then_reached(&mut env, &partner, &dir, "NetworkError");
 }

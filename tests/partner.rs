@@ -301,8 +301,15 @@ fn kensa_checks(a: &Env, server: &Server, service: &str) {
         page.text()
     );
     // The id in the path (`GET <base>/heroku/resources/:id`), on the
-    // platform's address, sends the browser to the add-on's origin.
-    let query = http::form(&sso_fields(&id, &uuid, salt, now, nav));
+    // platform's address, sends the browser to the add-on's origin. (A
+    // form signed at another second: each form signs in once.)
+    let query = http::form(&sso_fields(&id, &uuid, salt, now - 1, nav));
+    let on_origin = format!("/heroku/resources/{id}?{query}");
+    let r = server.addon_request(service, "GET", &on_origin, &[], b"");
+    assert_eq!(r.status, 302, "{service}: {}", r.text());
+    let r = server.addon_request(service, "GET", &on_origin, &[], b"");
+    assert_eq!(r.status, 403, "{service}: a form used twice");
+    let query = http::form(&sso_fields(&id, &uuid, salt, now - 2, nav));
     let r = server.get(&format!("{path}?{query}"), &[]);
     assert_eq!(r.status, 307);
     let to_origin = r.header("location").unwrap().to_string();
@@ -338,6 +345,119 @@ fn the_python_and_javascript_examples_pass_heroku_partner_checks_in_provider_mod
     for service in ["queue", "flags"] {
         kensa_checks(&a, &server, service);
     }
+}
+
+/// Provisions one resource of `service` through `a`'s Partner API; its
+/// (id, uuid).
+fn provision_in_provider_mode(server: &Server, service: &str) -> (String, String) {
+    let password = manifest_password(service);
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let r = http::request(
+        &server.addr,
+        "POST",
+        &format!("/partner/{service}/heroku/resources"),
+        &[
+            ("authorization", &http::basic(service, &password)),
+            ("content-type", "application/json"),
+        ],
+        json!({
+            "uuid": uuid,
+            "callback_url": format!("https://api.heroku.com/vendor/apps/{uuid}"),
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    (r.json()["id"].as_str().unwrap().to_string(), uuid)
+}
+
+/// An example's `api.password` and `api.sso_salt`.
+fn manifest_api(service: &str, field: &str) -> String {
+    let m: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            support::root()
+                .join("plugins")
+                .join(service)
+                .join("addon-manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    m["api"][field].as_str().unwrap().to_string()
+}
+
+fn manifest_password(service: &str) -> String {
+    manifest_api(service, "password")
+}
+
+/// Kensa posts its own form to the `sso_url` (`id`, `token`, `timestamp`,
+/// `nav-data`, `email`, `app`, and no resource fields) with `token=invalid`
+/// and expects a 403; so is every wrong, malformed or stale token or
+/// timestamp, on every SSO route of the add-on's origin. Only a missing
+/// field is a 400.
+#[test]
+fn kensas_invalid_token_and_malformed_timestamps_are_403_on_every_sso_route() {
+    let a = Env::new();
+    let server = Server::start(&a);
+    let (id, uuid) = provision_in_provider_mode(&server, "kv");
+    let salt = manifest_api("kv", "sso_salt");
+    let now = unix_now();
+    let kensa = |token: &str, timestamp: &str| -> Vec<(String, String)> {
+        vec![
+            ("id".into(), id.clone()),
+            ("token".into(), token.into()),
+            ("timestamp".into(), timestamp.into()),
+            ("nav-data".into(), "eyJhZGRvbiI6IllvdXIgQWRkb24ifQ".into()),
+            ("email".into(), "username@example.com".into()),
+            ("app".into(), "myapp".into()),
+        ]
+    };
+    let good = addonhost::sso::token(&id, &salt, now);
+    let stale = addonhost::sso::token(&id, &salt, now - 6 * 60);
+    let mut full_but_short = sso_fields(&id, &uuid, &salt, now, "x");
+    full_but_short[1].1 = "abc".into();
+    let mut full_bad_ts = sso_fields(&id, &uuid, &salt, now, "x");
+    full_bad_ts[2].1 = "yesterday".into();
+    let forms: Vec<(&str, Vec<(String, String)>)> = vec![
+        ("kensa's token=invalid", kensa("invalid", &now.to_string())),
+        ("an empty token", kensa("", &now.to_string())),
+        ("a timestamp that is no number", kensa(&good, "soon")),
+        (
+            "a timestamp of 20 digits",
+            kensa(&good, "99999999999999999999"),
+        ),
+        ("a stale form", kensa(&stale, &(now - 6 * 60).to_string())),
+        ("a short token in a full form", full_but_short),
+        ("a word for a timestamp in a full form", full_bad_ts),
+    ];
+    let post = |path: &str, fields: &[(String, String)]| {
+        server.addon_request(
+            "kv",
+            "POST",
+            path,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            http::form(fields).as_bytes(),
+        )
+    };
+    for (what, fields) in &forms {
+        let r = post("/sso/login", fields);
+        assert_eq!(r.status, 403, "{what} on /sso/login: {}", r.text());
+        let path = format!("/heroku/resources/{id}");
+        let r = post(&path, fields);
+        assert_eq!(r.status, 403, "{what} on POST {path}: {}", r.text());
+        let query = http::form(fields);
+        let r = server.addon_request("kv", "GET", &format!("{path}?{query}"), &[], b"");
+        assert_eq!(r.status, 403, "{what} on GET {path}: {}", r.text());
+    }
+    // A form without a token says which field is missing.
+    let mut missing = kensa("x", &now.to_string());
+    missing.retain(|(k, _)| k != "token");
+    let r = post("/sso/login", &missing);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("token"), "{}", r.text());
+    // The platform's own form signs in.
+    let r = post("/sso/login", &sso_fields(&id, &uuid, &salt, now, "x"));
+    assert_eq!(r.status, 302, "{}", r.text());
 }
 
 #[test]
@@ -648,6 +768,7 @@ impl PyProvider {
             "unlisted",
             "not-string",
             "refuse",
+            "hold",
         ]
         .iter()
         .enumerate()
@@ -659,7 +780,12 @@ impl PyProvider {
             "name": "A provider in Python",
             "api": {
                 "config_vars_prefix": prefix,
-                "config_vars": [format!("{prefix}_URL")],
+                // _URL, and a few more for concurrent writers to race on.
+                "config_vars": [
+                    format!("{prefix}_URL"),
+                    format!("{prefix}_A"), format!("{prefix}_B"), format!("{prefix}_C"),
+                    format!("{prefix}_D"), format!("{prefix}_E"), format!("{prefix}_F"),
+                ],
                 "password": password,
                 "sso_salt": PY_SALT,
                 "regions": ["*"],
@@ -1402,4 +1528,485 @@ fn a_platform_that_never_answers_holds_few_deliveries_and_gets_the_newest_values
         "{patches} config deliveries for {} changes of {RESOURCES} resources",
         RESOURCES * ROUNDS
     );
+}
+
+// ---------------------------------------------------------------- what a partner may do to others
+
+/// A Partner API request of `service` on `server`, with its credentials.
+fn partner_call(
+    server: &Server,
+    service: &str,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> http::Response {
+    http::request(
+        &server.addr,
+        method,
+        &format!("/partner/{service}/heroku/resources{path}"),
+        &[
+            (
+                "authorization",
+                &http::basic(service, &manifest_password(service)),
+            ),
+            ("content-type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// A v3 provision body for `uuid`, calling back Heroku (the default platform).
+fn v3(uuid: &str) -> Value {
+    json!({"uuid": uuid, "callback_url": format!("https://api.heroku.com/vendor/apps/{uuid}")})
+}
+
+/// The audit trail, all of it that is kept.
+fn audit_of(env: &Env) -> Vec<Value> {
+    env.json(&["audit", "--limit", "100000"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_partner_looping_provision_and_deprovision_cannot_push_out_the_operators_audit_entries() {
+    let a = Env::new();
+    let server = Server::start_with(
+        a.command(&["serve", "--port", "0", "--audit-keep", "20"]),
+        &a,
+    );
+    // The operator's own entries.
+    a.ok(&["apps:create", "shop"]);
+    a.ok(&["config:set", "A=1", "-a", "shop"]);
+    a.ok(&["config:set", "B=2", "-a", "shop"]);
+    let operators = |audit: &[Value]| {
+        audit
+            .iter()
+            .filter(|e| e["actor"] == "user" && e["app"] == "shop")
+            .count()
+    };
+    assert_eq!(operators(&audit_of(&a)), 3);
+    // A holder of kv's api.password provisions and deprovisions in a loop.
+    for _ in 0..25 {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let r = partner_call(&server, "kv", "POST", "", v3(&uuid));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        let r = partner_call(&server, "kv", "DELETE", &format!("/{id}"), json!({}));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let audit = audit_of(&a);
+    assert_eq!(
+        operators(&audit),
+        3,
+        "the partner pushed the operator's entries out"
+    );
+    let partners: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["action"] == "addons:create" || e["action"] == "addons:destroy")
+        .collect();
+    assert!(!partners.is_empty());
+    assert!(
+        partners.iter().all(|e| e["actor"] == "partner:kv"),
+        "{partners:?}"
+    );
+    // Its own bound holds it: at most --audit-keep (and the few written
+    // before the next prune).
+    let own = audit.iter().filter(|e| e["actor"] == "partner:kv").count();
+    assert!((20..=20 + 16).contains(&own), "{own}");
+}
+
+#[test]
+fn a_partner_flooding_the_partner_api_is_held_to_its_rate() {
+    let a = Env::new();
+    let server = Server::start_with(
+        a.command(&["serve", "--port", "0", "--partner-api-rate", "5"]),
+        &a,
+    );
+    // Wrong credentials are refused before the rate, and spend none of it.
+    for _ in 0..10 {
+        let r = http::request(
+            &server.addr,
+            "POST",
+            "/partner/kv/heroku/resources",
+            &[("authorization", &http::basic("kv", "wrong"))],
+            v3(&uuid::Uuid::new_v4().to_string()).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 401);
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = partner_call(
+            &server,
+            "kv",
+            "POST",
+            "",
+            v3(&uuid::Uuid::new_v4().to_string()),
+        );
+        if r.status == 429 {
+            assert_eq!(r.header("retry-after"), Some("720"), "{:?}", r.headers);
+            assert!(
+                r.json()["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("5 requests an hour"),
+                "{}",
+                r.text()
+            );
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses[..5], [200; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Nothing of the refused requests was written: five resources, five
+    // apps standing for the platform's.
+    let addons = a.json(&["addons"]);
+    assert_eq!(addons.as_array().unwrap().len(), 5, "{addons}");
+    let apps = a.json(&["apps"]);
+    assert_eq!(apps.as_array().unwrap().len(), 5, "{apps}");
+    // Another add-on's partner has a bucket of its own.
+    let r = partner_call(
+        &server,
+        "exceptions",
+        "POST",
+        "",
+        v3(&uuid::Uuid::new_v4().to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn a_partner_cannot_plant_a_link_on_another_addons_uuid() {
+    let platform = FakePlatform::start(false);
+    let (a, server) = provider_with_platform(Some(&platform.base()));
+    // The operator's own kv add-on; its uuid is no secret.
+    a.ok(&["apps:create", "shop"]);
+    let kv = a.create("kv", "shop", &[]);
+    let uuid = kv["addon"]["uuid"].as_str().unwrap().to_string();
+    // Exceptions' partner claims that uuid, with a grant of its own.
+    let r = partner_call(
+        &server,
+        "exceptions",
+        "POST",
+        "",
+        json!({
+            "uuid": uuid,
+            "callback_url": format!("{}/vendor/apps/{uuid}", platform.base()),
+            "oauth_grant": {"code": "exceptions-grant", "type": "authorization_code"},
+        }),
+    );
+    assert!(
+        r.status == 409 || r.status == 422,
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    assert!(r.text().contains(&uuid), "{}", r.text());
+    let key = format!("partner-link:{uuid}");
+    assert_eq!(
+        a.db().count(
+            "SELECT COUNT(*) FROM settings WHERE name = $1",
+            &[key.as_str()]
+        ),
+        0,
+        "a link was written for another add-on's uuid"
+    );
+    // kv's credentials change: nothing goes to any platform.
+    let name = kv["addon"]["name"].as_str().unwrap();
+    let rotated = server.api("POST", &format!("/api/addons/{name}/rotate"), None);
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    // A link of another add-on's (kept by an earlier version) is not used
+    // for kv's changes either.
+    let planted = json!({
+        "service": "exceptions",
+        "platform": platform.base(),
+        "grant": {"code": "exceptions-grant", "type": "authorization_code"},
+    })
+    .to_string();
+    a.db().execute(
+        "INSERT INTO settings (name, value) VALUES ($1, $2)",
+        &[key.as_str(), planted.as_str()],
+    );
+    let rotated = server.api("POST", &format!("/api/addons/{name}/rotate"), None);
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = platform.with(|st| st.requests.clone());
+    assert!(
+        seen.is_empty(),
+        "kv's changes went to another add-on's platform link: {seen:?}"
+    );
+}
+
+#[test]
+fn a_rejected_url_value_never_shows_its_password() {
+    // A plugin answering a *_URL that does not parse, password inside.
+    let a = Env::new();
+    a.ok(&["apps:create", "shop"]);
+    let (_, err) = a.fails(&[
+        "addons:create",
+        "hostile",
+        "-a",
+        "shop",
+        "--",
+        "--attack",
+        "bad-url-secret",
+    ]);
+    assert!(err.contains("HOSTILE_URL"), "{err}");
+    assert!(
+        err.contains("postgres://admin:"),
+        "the value is still named: {err}"
+    );
+    assert!(
+        !err.contains("s3cr3t-pw-42"),
+        "the password in the error: {err}"
+    );
+    let audit = a.ok(&["audit", "--json"]);
+    assert!(audit.contains("HOSTILE_URL"), "{audit}");
+    assert!(
+        !audit.contains("s3cr3t-pw-42"),
+        "the password in the audit trail: {audit}"
+    );
+
+    // A provider sending one through the Platform API.
+    let py = PyProvider::start();
+    let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
+    let server = Server::start(&b);
+    b.ok(&["apps:create", "shop"]);
+    create_pyprov(&b, &server, None);
+    let sent = py.requests();
+    let code = sent[0]["body"]["oauth_grant"]["code"].as_str().unwrap();
+    let uuid = sent[0]["body"]["uuid"].as_str().unwrap();
+    let r = platform_token(
+        &server,
+        &format!("grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let bearer = format!("Bearer {}", r.json()["access_token"].as_str().unwrap());
+    let r = platform_patch(
+        &server,
+        uuid,
+        &bearer,
+        json!({"config": [{"name": "PYPROV_URL", "value": "https://ops:s3cr3t-pw-42@exa mple.com/"}]}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("PYPROV_URL"), "{}", r.text());
+    assert!(!r.text().contains("s3cr3t-pw-42"), "{}", r.text());
+    let audit = b.ok(&["audit", "--json"]);
+    assert!(audit.contains("PYPROV_URL"), "{audit}");
+    assert!(
+        !audit.contains("s3cr3t-pw-42"),
+        "the password in the audit trail: {audit}"
+    );
+}
+
+/// Trades `form` at the server's `/oauth/token`; the answer's tokens.
+fn traded(server: &Server, form: &str) -> (u16, Option<(String, String)>) {
+    let r = platform_token(server, form);
+    let tokens = (r.status == 200).then(|| {
+        let j = r.json();
+        (
+            j["access_token"].as_str().unwrap().to_string(),
+            j["refresh_token"].as_str().unwrap().to_string(),
+        )
+    });
+    (r.status, tokens)
+}
+
+fn platform_get(server: &Server, uuid: &str, access: &str) -> http::Response {
+    http::request(
+        &server.addr,
+        "GET",
+        &format!("/platform/addons/{uuid}"),
+        &[("authorization", &format!("Bearer {access}"))],
+        b"",
+    )
+}
+
+#[test]
+fn platform_api_grants_are_single_use_refresh_rotates_and_tokens_die_with_their_resource() {
+    let py = PyProvider::start();
+    let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
+    let server = Server::start(&b);
+    b.ok(&["apps:create", "shop"]);
+    create_pyprov(&b, &server, None);
+    let sent = py.requests();
+    let code = sent[0]["body"]["oauth_grant"]["code"].as_str().unwrap();
+    let uuid = sent[0]["body"]["uuid"].as_str().unwrap();
+    let grant = format!("grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}");
+    let (status, tokens) = traded(&server, &grant);
+    assert_eq!(status, 200);
+    let (access, refresh) = tokens.unwrap();
+    // The grant again: it was spent.
+    let (status, _) = traded(&server, &grant);
+    assert_eq!(status, 401, "a grant traded twice");
+    // A refresh hands back a new refresh token; the old one stops working.
+    let refresh_form =
+        |t: &str| format!("grant_type=refresh_token&refresh_token={t}&client_secret={PY_PASSWORD}");
+    let (status, tokens) = traded(&server, &refresh_form(&refresh));
+    assert_eq!(status, 200);
+    let (access2, refresh2) = tokens.unwrap();
+    assert_ne!(refresh2, refresh, "the refresh token was not rotated");
+    let (status, _) = traded(&server, &refresh_form(&refresh));
+    assert_eq!(status, 401, "a refresh token used twice");
+    let (status, tokens) = traded(&server, &refresh_form(&refresh2));
+    assert_eq!(status, 200);
+    let (access3, refresh3) = tokens.unwrap();
+    for a in [&access, &access2, &access3] {
+        assert_eq!(platform_get(&server, uuid, a).status, 200);
+    }
+    // What the provider writes is recorded as the Platform API's, not as
+    // the add-on's own calls.
+    let r = platform_patch(
+        &server,
+        uuid,
+        &format!("Bearer {access3}"),
+        json!({"config": [{"name": "PYPROV_A", "value": "a"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let audit = audit_of(&b);
+    let update = audit
+        .iter()
+        .find(|e| e["action"] == "config:update")
+        .expect("the update is audited");
+    assert_eq!(update["actor"], "platform-api:pyprov", "{update}");
+    // The resource goes: so do its tokens.
+    let name = b.json(&["addons", "-a", "shop"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.ok(&["addons:destroy", &name, "-a", "shop", "--confirm", "shop"]);
+    let r = platform_get(&server, uuid, &access3);
+    assert_eq!(r.status, 401, "{}", r.text());
+    let (status, _) = traded(&server, &refresh_form(&refresh3));
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn requests_failing_authentication_spend_none_of_the_partners_rate() {
+    let py = PyProvider::start();
+    let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
+    let server = Server::start_with(
+        b.command(&["serve", "--port", "0", "--platform-api-rate", "2"]),
+        &b,
+    );
+    b.ok(&["apps:create", "shop"]);
+    create_pyprov(&b, &server, None);
+    let sent = py.requests();
+    let code = sent[0]["body"]["oauth_grant"]["code"].as_str().unwrap();
+    let uuid = sent[0]["body"]["uuid"].as_str().unwrap();
+    // Someone holding the grant but not the client secret.
+    for _ in 0..10 {
+        let (status, _) = traded(
+            &server,
+            &format!("grant_type=authorization_code&code={code}&client_secret=guess"),
+        );
+        assert_eq!(status, 401);
+    }
+    // The partner's own two requests are still there.
+    let (status, tokens) = traded(
+        &server,
+        &format!("grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}"),
+    );
+    assert_eq!(
+        status, 200,
+        "the partner's rate was spent by failed requests"
+    );
+    let (access, _) = tokens.unwrap();
+    assert_eq!(platform_get(&server, uuid, &access).status, 200);
+    assert_eq!(platform_get(&server, uuid, &access).status, 429);
+}
+
+#[test]
+fn concurrent_platform_api_patches_of_a_pending_addon_lose_nothing() {
+    let py = PyProvider::start();
+    let b = env_with_manifests(&[py.manifest("pyprov", PY_PASSWORD, &py.url())]);
+    let server = std::sync::Arc::new(Server::start(&b));
+    b.ok(&["apps:create", "shop"]);
+    let names = ["A", "B", "C", "D", "E", "F"];
+    for (round, attachment) in ["ONE", "TWO", "THREE"].iter().enumerate() {
+        let url = format!("http://{}", server.addr);
+        b.ok(&[
+            "addons:create",
+            "pyprov:hold",
+            "-a",
+            "shop",
+            "--as",
+            attachment,
+            "--url",
+            &url,
+        ]);
+        let sent = py.requests();
+        let body = &sent.last().unwrap()["body"];
+        let (code, uuid) = (
+            body["oauth_grant"]["code"].as_str().unwrap().to_string(),
+            body["uuid"].as_str().unwrap().to_string(),
+        );
+        let (status, tokens) = traded(
+            &server,
+            &format!("grant_type=authorization_code&code={code}&client_secret={PY_PASSWORD}"),
+        );
+        assert_eq!(status, 200);
+        let bearer = format!("Bearer {}", tokens.unwrap().0);
+        // Six writers at once, each its own var, while the provisioning is
+        // pending; in the last round the completion runs among them.
+        let writers: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let (server, uuid, bearer) = (server.clone(), uuid.clone(), bearer.clone());
+                let name = format!("PYPROV_{n}");
+                std::thread::spawn(move || {
+                    let r = platform_patch(
+                        &server,
+                        &uuid,
+                        &bearer,
+                        json!({"config": [{"name": name, "value": format!("{name}-set")}]}),
+                    );
+                    (name, r.status)
+                })
+            })
+            .collect();
+        let completion = (round == 2).then(|| {
+            let (server, uuid, bearer) = (server.clone(), uuid.clone(), bearer.clone());
+            std::thread::spawn(move || {
+                http::request(
+                    &server.addr,
+                    "POST",
+                    &format!("/platform/addons/{uuid}/actions/provision"),
+                    &[("authorization", &bearer)],
+                    b"",
+                )
+                .status
+            })
+        });
+        let acknowledged: Vec<String> = writers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .filter(|(_, status)| *status == 200)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(acknowledged.len(), names.len(), "round {round}");
+        match completion {
+            Some(c) => assert_eq!(c.join().unwrap(), 200),
+            None => {
+                let r = http::request(
+                    &server.addr,
+                    "POST",
+                    &format!("/platform/addons/{uuid}/actions/provision"),
+                    &[("authorization", &bearer)],
+                    b"",
+                );
+                assert_eq!(r.status, 200, "{}", r.text());
+            }
+        }
+        // Every acknowledged write is on the app.
+        let config = b.config("shop");
+        for name in &acknowledged {
+            let on_app = name.replace("PYPROV", attachment);
+            assert_eq!(
+                config.get(&on_app).and_then(|v| v.as_str()),
+                Some(format!("{name}-set").as_str()),
+                "round {round}: {on_app} was acknowledged and lost: {config:?}"
+            );
+        }
+    }
 }

@@ -708,13 +708,19 @@ fn sso_verify_that_accepts_anything_still_opens_only_its_own_addon() {
     );
     assert_eq!(r.status, 201);
     let session = server.sign_in();
-    let mut fields = sso_form(&server, &session, "HOSTILE");
-    for (k, v) in fields.iter_mut() {
+    let fields = sso_form(&server, &session, "HOSTILE");
+    let mut forged = fields.clone();
+    for (k, v) in forged.iter_mut() {
         if k == "token" || k == "resource_token" {
             *v = "0".repeat(40);
         }
     }
-    // The plugin's own fault: it lets a forged login in…
+    // The plugin would let a forged login in; the host checks the
+    // signature before asking it.
+    let r = post_login(&server, "hostile", &forged);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("token does not match"), "{}", r.text());
+    // The plugin's own fault: it lets anyone in…
     let r = post_login(&server, "hostile", &fields);
     assert_eq!(r.status, 302);
     let cookie = r
@@ -745,4 +751,284 @@ fn sso_verify_that_accepts_anything_still_opens_only_its_own_addon() {
         303,
         "not a dashboard session"
     );
+}
+
+/// `fields` (kv's SSO form) signed again at `ts`, with `email`.
+fn resigned(fields: &[(String, String)], ts: i64, email: &str) -> Vec<(String, String)> {
+    let salt = kv_salt();
+    let (id, uuid) = (
+        field(fields, "id").to_string(),
+        field(fields, "resource_id").to_string(),
+    );
+    let mut f = fields.to_vec();
+    for (k, v) in f.iter_mut() {
+        match k.as_str() {
+            "timestamp" => *v = ts.to_string(),
+            "token" => *v = addonhost::sso::token(&id, &salt, ts),
+            "resource_token" => *v = addonhost::sso::token(&uuid, &salt, ts),
+            "email" => *v = email.to_string(),
+            _ => {}
+        }
+    }
+    f
+}
+
+/// The add-on session cookie a login answered (`name=value`), if any.
+fn sso_cookie(r: &support::http::Response, service: &str) -> Option<String> {
+    r.cookies()
+        .into_iter()
+        .find(|c| c.starts_with(&format!("addonhost_sso_{service}=")))
+}
+
+/// SSO sessions of `kind` held in the store.
+fn sessions_of(env: &Env, kind: &str) -> i64 {
+    env.db()
+        .count("SELECT COUNT(*) FROM sessions WHERE kind = $1", &[kind])
+}
+
+#[test]
+fn a_replayed_sso_form_is_refused_and_makes_no_second_session() {
+    let (env, server) = setup();
+    let session = server.sign_in();
+    let fields = sso_form(&server, &session, "KV");
+    let first = post_login(&server, "kv", &fields);
+    assert_eq!(first.status, 302, "{}", first.text());
+    assert!(sso_cookie(&first, "kv").is_some());
+    // The same form again, as posted and with its tokens in capitals (the
+    // same signature to the add-on, which accepts hex of either case).
+    let mut upper = fields.clone();
+    for (k, v) in upper.iter_mut() {
+        if k == "token" || k == "resource_token" {
+            *v = v.to_ascii_uppercase();
+        }
+    }
+    for replay in [&fields, &upper, &fields] {
+        let r = post_login(&server, "kv", replay);
+        assert_eq!(r.status, 403, "a replayed form was accepted: {}", r.text());
+        assert!(r.text().contains("used already"), "{}", r.text());
+        assert!(sso_cookie(&r, "kv").is_none(), "a replay got a session");
+    }
+    assert_eq!(sessions_of(&env, "sso:kv"), 1, "one form, one session");
+    // A form the platform signed at another second is another form.
+    let ts: i64 = field(&fields, "timestamp").parse().unwrap();
+    let next = post_login(
+        &server,
+        "kv",
+        &resigned(&fields, ts - 1, "owner@addonhost.local"),
+    );
+    assert_eq!(next.status, 302, "{}", next.text());
+    assert_eq!(sessions_of(&env, "sso:kv"), 2);
+}
+
+#[test]
+fn one_user_replaying_a_form_cannot_sign_everyone_else_out() {
+    let (env, server) = setup();
+    let session = server.sign_in();
+    let fields = sso_form(&server, &session, "KV");
+    let ns = field(&fields, "id").to_string();
+    let victim = sso_cookie(&post_login(&server, "kv", &fields), "kv").expect("signed in");
+    let dashboard = |cookie: &str| {
+        server
+            .addon_request(
+                "kv",
+                "GET",
+                &format!("/dashboard/{ns}"),
+                &[("cookie", cookie)],
+                b"",
+            )
+            .status
+    };
+    assert_eq!(dashboard(&victim), 200);
+    // Mallory holds one form of her own (signed a second earlier) and posts
+    // it ten thousand times: as many sessions as the add-on keeps.
+    let ts: i64 = field(&fields, "timestamp").parse().unwrap();
+    let mallory = "mallory@example.com";
+    let hers_once = std::sync::Arc::new(resigned(&fields, ts - 1, mallory));
+    let addr = server.addr.clone();
+    let host = server.addon_host("kv");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (fields, addr, host, accepted) = (
+                hers_once.clone(),
+                addr.clone(),
+                host.clone(),
+                accepted.clone(),
+            );
+            std::thread::spawn(move || {
+                for _ in 0..1250 {
+                    let r = request(
+                        &addr,
+                        "POST",
+                        "/sso/login",
+                        &[
+                            ("host", &host),
+                            ("content-type", "application/x-www-form-urlencoded"),
+                        ],
+                        form(&fields).as_bytes(),
+                    );
+                    if r.status == 302 {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "a form is accepted once"
+    );
+    assert_eq!(dashboard(&victim), 200, "the victim was signed out");
+    // Fresh forms, one per second of the window (each one the platform
+    // would have to sign): accepted, but Mallory keeps ten sessions at
+    // most, her oldest going first; the victim's stays.
+    let mut hers = Vec::new();
+    for back in 2..42 {
+        let r = post_login(&server, "kv", &resigned(&fields, ts - back, mallory));
+        assert_eq!(r.status, 302, "{}", r.text());
+        hers.push(sso_cookie(&r, "kv").unwrap());
+    }
+    assert_eq!(dashboard(&victim), 200, "the victim was signed out");
+    assert_eq!(dashboard(hers.last().unwrap()), 200);
+    assert_eq!(dashboard(&hers[0]), 403, "her oldest session went first");
+    assert_eq!(sessions_of(&env, "sso:kv"), 1 + 10);
+}
+
+#[test]
+fn a_plugin_cannot_redirect_refresh_or_clear_the_platform_origin() {
+    let (_env, server) = setup();
+    let r = server.get("/addons/hostile/headers-out", &[]);
+    assert_eq!(r.status, 302, "{}", r.text());
+    for h in [
+        "location",
+        "refresh",
+        "clear-site-data",
+        "set-cookie",
+        "link",
+        "content-disposition",
+        "www-authenticate",
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "x-hostile",
+    ] {
+        assert!(
+            r.header(h).is_none(),
+            "{h} crossed to the platform's origin: {:?}",
+            r.headers
+        );
+    }
+    // What describes the content stays.
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert_eq!(r.header("content-security-policy"), Some("sandbox"));
+    assert_eq!(r.text(), "hostile headers\n");
+    // On its own origin an add-on's answer is its own (cookies aside).
+    let own = server.addon_request("hostile", "GET", "/headers-out", &[], b"");
+    assert_eq!(own.header("location"), Some("https://evil.example/phish"));
+    assert!(own.header("set-cookie").is_none());
+}
+
+/// A server whose public URL is https (behind a TLS proxy) with its add-ons
+/// under `addons.test`.
+fn https_server(env: &Env) -> Server {
+    Server::start_with(
+        env.command(&[
+            "serve",
+            "--port",
+            "0",
+            "--url",
+            "https://addons.test:8443",
+            "--addons-domain",
+            "addons.test",
+        ]),
+        env,
+    )
+}
+
+#[test]
+fn session_cookies_are_secure_and_host_prefixed_behind_https() {
+    let env = Env::new();
+    let server = https_server(&env);
+    server.app_with("shop", &[json!({"plan": "kv:mini"})]);
+    let platform = "addons.test:8443";
+    let kv = "kv.addons.test:8443";
+    let body = format!("token={}", server.token);
+    let login = request(
+        &server.addr,
+        "POST",
+        "/login",
+        &[
+            ("host", platform),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(login.status, 303, "{}", login.text());
+    let set = login.headers_named("set-cookie");
+    let dash = set
+        .iter()
+        .find(|c| c.starts_with("__Host-addonhost_session="))
+        .unwrap_or_else(|| panic!("a __Host- dashboard cookie: {set:?}"));
+    assert!(
+        dash.contains("; Secure") && dash.contains("Path=/"),
+        "{dash}"
+    );
+    assert!(!dash.to_ascii_lowercase().contains("domain="), "{dash}");
+    let session = dash.split(';').next().unwrap().to_string();
+    let page = request(
+        &server.addr,
+        "GET",
+        "/myapps/shop/addons/KV",
+        &[("host", platform), ("cookie", &session)],
+        b"",
+    );
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page
+        .text()
+        .contains("https://kv.addons.test:8443/sso/login"));
+    let fields = form_fields(&page.text());
+    let r = request(
+        &server.addr,
+        "POST",
+        "/sso/login",
+        &[
+            ("host", kv),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        form(&fields).as_bytes(),
+    );
+    assert_eq!(r.status, 302, "{}", r.text());
+    let set = r.headers_named("set-cookie");
+    let sso = set
+        .iter()
+        .find(|c| c.starts_with("__Host-addonhost_sso_kv="))
+        .unwrap_or_else(|| panic!("a __Host- add-on cookie: {set:?}"));
+    assert!(sso.contains("; Secure") && sso.contains("Path=/"), "{sso}");
+    assert!(!sso.to_ascii_lowercase().contains("domain="), "{sso}");
+    let nav = set
+        .iter()
+        .find(|c| c.starts_with("heroku-nav-data="))
+        .unwrap();
+    assert!(nav.contains("; Secure"), "{nav}");
+    let value = sso.split(';').next().unwrap().split_once('=').unwrap().1;
+    let ns = field(&fields, "id");
+    let open = |cookie: &str| {
+        request(
+            &server.addr,
+            "GET",
+            &format!("/dashboard/{ns}"),
+            &[("host", kv), ("cookie", cookie)],
+            b"",
+        )
+        .status
+    };
+    assert_eq!(open(&format!("__Host-addonhost_sso_kv={value}")), 200);
+    // The unprefixed name is what a sibling origin can plant with Domain=:
+    // never read.
+    assert_eq!(open(&format!("addonhost_sso_kv={value}")), 403);
 }

@@ -2,7 +2,8 @@
 //! add-on: kv (Rust SDK), queue (Python SDK) and flags (JavaScript SDK)
 //! accept a login exactly 300 s old or 60 s ahead and refuse one a second
 //! beyond either bound, refuse a valid `token` beside a wrong
-//! `resource_token`, and deny (not fail on) tokens that are not hex at all.
+//! `resource_token`, and deny (not fail on) tokens that are not hex at all
+//! (kensa's `token=invalid` among them).
 //! The reasons they give are the shared crate's, word for word.
 
 mod support;
@@ -176,7 +177,19 @@ async fn every_sdk_keeps_the_freshness_bounds_to_the_second_and_checks_resource_
         )
         .await;
 
-        // Tokens that are no hex digest: denied like any wrong token.
+        // Tokens that are no hex digest: denied like any wrong token (kensa
+        // posts the literal `invalid`), never a failed call.
+        for token in ["invalid", ""] {
+            a.refuses(
+                &format!("token {token:?}"),
+                |now| Login {
+                    token: token.into(),
+                    ..a.login(now)
+                },
+                Denied::BadToken,
+            )
+            .await;
+        }
         let not_hex = "é".repeat(20);
         a.refuses(
             "a non-ASCII token",

@@ -12,6 +12,8 @@ chooses how it behaves:
 - `async`: answers 202, then completes through the platform's API: trades
   the oauth_grant at /oauth/token, PATCHes the config, POSTs
   actions/provision (the callback_url names the platform).
+- `hold`: answers 202 and does nothing more: the test completes it
+  through the platform's API itself.
 - misbehaving: `wrong-status` (500), `redirect` (302), `slow` (answers
   after --slow seconds), `bad-json`, `no-id`, `unlisted` (a var the
   manifest does not list), `not-string` (a number as a value), `refuse`
@@ -172,6 +174,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(200, {"id": rid, "config": {"PYPROV_URL": url_of(res), "DATABASE_URL": "postgres://x@y/z"}})
         if plan == "not-string":
             return self.answer(200, {"id": rid, "config": {"PYPROV_URL": 42}})
+        if plan == "hold":
+            return self.answer(202, {"id": rid, "message": "the test completes this one"})
         if plan == "async":
             threading.Thread(
                 target=complete_later,

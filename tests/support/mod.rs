@@ -85,6 +85,10 @@ pub struct Env {
     /// The database holding the state, when it is not the data dir's
     /// SQLite file (`ADDONHOST_DATABASE_URL`).
     pub database: Option<db::PgDatabase>,
+    /// What the operator grants add-ons to reach beyond their manifests
+    /// (`ADDONHOST_OUTBOUND_GRANT`: `ADDON=URL,…;…`), such as the partner
+    /// backend a test runs on the loopback.
+    pub outbound_grant: Option<String>,
 }
 
 /// What a command printed and how it exited.
@@ -101,6 +105,7 @@ impl Env {
             dir: tempfile::tempdir().unwrap(),
             plugins: plugin_roots(),
             database: db::on_postgres().then(db::PgDatabase::create),
+            outbound_grant: None,
         }
     }
 
@@ -132,6 +137,7 @@ impl Env {
             dir: tempfile::tempdir().unwrap(),
             plugins: self.plugins.clone(),
             database: Some(database.borrow()),
+            outbound_grant: self.outbound_grant.clone(),
         }
     }
 
@@ -192,7 +198,8 @@ impl Env {
             .env("ADDONHOST_PLUGINS", &self.plugins)
             .env_remove("ADDONHOST_DATABASE_URL")
             .env_remove("ADDONHOST_URL")
-            .env_remove("ADDONHOST_LOG");
+            .env_remove("ADDONHOST_LOG")
+            .env_remove("ADDONHOST_OUTBOUND_GRANT");
         c.env_remove("ADDONHOST_DATABASE_POOLER")
             .env_remove("ADDONHOST_DATABASE_LISTEN_URL");
         if let Some(url) = self.database_url() {
@@ -207,6 +214,9 @@ impl Env {
                     c.env("ADDONHOST_DATABASE_URL", url);
                 }
             }
+        }
+        if let Some(grant) = &self.outbound_grant {
+            c.env("ADDONHOST_OUTBOUND_GRANT", grant);
         }
         c
     }
@@ -287,7 +297,8 @@ impl Env {
         serde_json::from_str(&self.ok(&a)).expect("valid JSON")
     }
 
-    /// An in-process host on the same data dir (the embedding API).
+    /// An in-process host on the same data dir (the embedding API), with
+    /// the environment's outbound grants.
     pub fn host(&self) -> Host {
         let mut opts =
             HostOptions::new(self.data(), std::env::split_paths(&self.plugins).collect());
@@ -298,7 +309,16 @@ impl Env {
                 listen_url: opts.database.replace(pooled),
             };
         }
+        self.grant_outbound(&mut opts.outbound);
         Host::open(opts).unwrap()
+    }
+
+    /// Adds the environment's outbound grants to `policy`.
+    pub fn grant_outbound(&self, policy: &mut addonhost::platform::OutboundPolicy) {
+        for grant in self.outbound_grant.iter().flat_map(|g| g.split(';')) {
+            let (id, list) = addonhost::platform::outbound::parse_grant(grant).unwrap();
+            policy.grant_to(&id, list);
+        }
     }
 }
 
@@ -321,6 +341,23 @@ pub fn unix_now() -> i64 {
 pub mod db;
 pub mod http;
 pub mod partner;
+
+/// The `<input name value>` pairs of an HTML page (the SSO form), unescaped.
+pub fn form_fields(html: &str) -> Vec<(String, String)> {
+    let field = |chunk: &str| -> Option<(String, String)> {
+        let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
+        let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
+        let value = value
+            .replace("&quot;", "\"")
+            .replace("&#34;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
+        Some((name.to_string(), value))
+    };
+    html.split("<input").skip(1).filter_map(field).collect()
+}
 
 /// A running `addonhost serve` on an ephemeral port of 127.0.0.1.
 pub struct Server {
@@ -528,19 +565,7 @@ impl Server {
             html.contains(&format!(".localhost:{}/sso/login\"", self.port())),
             "the form posts to the add-on's own origin: {html}"
         );
-        let field = |chunk: &str| -> Option<(String, String)> {
-            let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
-            let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
-            let value = value
-                .replace("&quot;", "\"")
-                .replace("&#34;", "\"")
-                .replace("&#39;", "'")
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&amp;", "&");
-            Some((name.to_string(), value))
-        };
-        html.split("<input").skip(1).filter_map(field).collect()
+        form_fields(&html)
     }
 
     /// Posts an SSO form to `service`'s login route, on its own origin.

@@ -2,7 +2,8 @@
 //! of Heroku's kensa. It loads one add-on folder into the real runtime, with
 //! in-memory capabilities instead of the store, and walks the contract:
 //! manifest, provision (and its idempotency), plan change, rotation, SSO
-//! (valid; wrong token, wrong resource_token, stale, future), deprovision,
+//! (valid; wrong token, kensa's `token=invalid`, wrong resource_token,
+//! stale, future), deprovision,
 //! and that every outbound request went to a host the manifest declares.
 //!
 //! Each check is a function of its own that answers an [`Outcome`];
@@ -15,10 +16,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use addonhost::manifest::Manifest;
-use addonhost::platform::validate;
+use addonhost::platform::{validate, OutboundPolicy, OutboundView};
 use addonhost::runtime::capabilities::InMemory;
 use addonhost::runtime::{
-    ArtifactCache, Grant, Login, Plugin, ProvisionRequest, ProvisionResult, Runtime, Verdict,
+    ArtifactCache, Login, Plugin, ProvisionRequest, ProvisionResult, Runtime, Verdict,
 };
 use addonhost::sso;
 
@@ -76,6 +77,7 @@ pub async fn check(
     dir: &Path,
     options: Vec<(String, String)>,
     cache: Option<ArtifactCache>,
+    outbound: &OutboundPolicy,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
     let Some(manifest) = gate(&mut out, "manifest is valid", manifest_is_valid(dir)) else {
@@ -97,12 +99,11 @@ pub async fn check(
     };
 
     let caps = InMemory::default();
-    // The add-on's calls reach what it declares, as on a platform whose
-    // operator narrows nothing; what it reaches beyond is reported.
-    caps.grant_outbound(Grant {
-        allowed: std::sync::Arc::new(manifest.outbound.allowed_hosts.clone()),
-        narrowed_by: None,
-    });
+    // The add-on's calls reach what the operator's options grant it, as on
+    // a platform; what it reaches beyond, and what it declares that is not
+    // granted, is reported.
+    let outbound_view = outbound.view(&manifest);
+    caps.grant_outbound(outbound.grant(&manifest));
     let request = provision_request(&manifest, options);
     let (outcome, provisioned) =
         provision_returns_valid_vars(&plugin, &caps, &manifest, &request).await;
@@ -113,7 +114,7 @@ pub async fn check(
     let Some((id, config)) = provisioned else {
         out.push(result(
             "outbound requests go only to declared hosts",
-            outbound_stays_declared(&caps, &manifest),
+            outbound_stays_declared(&caps, &outbound_view),
         ));
         return out;
     };
@@ -153,18 +154,27 @@ pub async fn check(
     ));
     out.push(result(
         "outbound requests go only to declared hosts",
-        outbound_stays_declared(&r.caps, &manifest),
+        outbound_stays_declared(&r.caps, &outbound_view),
     ));
     out
 }
 
-/// Every outbound request the checks' calls made was within the manifest's
-/// `outbound.allowed_hosts` (and, for a name, reached a public address).
-fn outbound_stays_declared(caps: &InMemory, manifest: &Manifest) -> Outcome {
-    let declared = manifest.outbound.allowed_hosts.describe();
+/// Every outbound request the checks' calls made was within what the add-on
+/// may reach: declared in `outbound.allowed_hosts` (a name reaching a public
+/// address) and, for a non-public address, granted by the operator. What it
+/// declares but is not granted is said either way.
+fn outbound_stays_declared(caps: &InMemory, view: &OutboundView) -> Outcome {
+    let declared = view.declared.describe();
+    let not_granted = match view.not_granted.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; declared but not granted by the operator: {} (--outbound-grant or --outbound-hosts)",
+            view.not_granted.describe()
+        ),
+    };
     let refused = caps.refused();
     if refused.is_empty() {
-        return Ok(format!("none refused (declared: {declared})"));
+        return Ok(format!("none refused (declared: {declared}{not_granted})"));
     }
     let mut whys: Vec<String> = Vec::new();
     for (_, why) in refused {
@@ -173,7 +183,7 @@ fn outbound_stays_declared(caps: &InMemory, manifest: &Manifest) -> Outcome {
         }
     }
     Err(format!(
-        "{} refused: {}",
+        "{} refused: {}{not_granted}",
         whys.len(),
         addonhost::util::truncate(&whys.join(" / "), 1500)
     ))
@@ -334,8 +344,16 @@ fn forged_logins(r: &Resource<'_>, now: i64) -> Vec<(&'static str, Login)> {
         resource_token: sso::token(&other_resource, salt, now),
         ..r.login(now)
     };
+    // Heroku's kensa posts the literal `invalid`: not a hex digest at all,
+    // which an add-on must deny like any wrong token (the host answers
+    // 403), not fail on.
+    let kensa_invalid = Login {
+        token: "invalid".into(),
+        ..r.login(now)
+    };
     vec![
         ("sso verify rejects a wrong token", wrong_token),
+        ("sso verify rejects kensa's token=invalid", kensa_invalid),
         (
             "sso verify rejects a wrong resource_token",
             wrong_resource_token,

@@ -10,7 +10,9 @@
 //!
 //! Either way the host strips what is not the plugin's to see (the
 //! platform's cookies and token, forged identity headers) and what is not
-//! the plugin's to say (cookies for anyone, the connection's framing).
+//! the plugin's to say (cookies for anyone, the connection's framing); on
+//! the platform's origin only headers that describe the content cross
+//! ([`SAFE_ON_PLATFORM`]).
 
 use std::sync::Arc;
 
@@ -39,6 +41,29 @@ const HOP_BY_HOP: &[&str] = &[
     "te",
     "proxy-connection",
     "proxy-authenticate",
+];
+
+/// The only response headers of a plugin that cross to the platform's
+/// origin (`/addons/<service>/…`): what describes the content and its
+/// caching. Everything else — a `Location` or `Refresh` sending the browser
+/// elsewhere from the platform's address, `Clear-Site-Data` wiping the
+/// dashboard's cookies, `Link` preloads, a download's name, a credentials
+/// prompt, other origins let in by CORS — acts on the origin that answers
+/// it, and that origin is the platform's.
+const SAFE_ON_PLATFORM: &[&str] = &[
+    "content-type",
+    "content-language",
+    "content-encoding",
+    "content-range",
+    "accept-ranges",
+    "cache-control",
+    "expires",
+    "etag",
+    "last-modified",
+    "vary",
+    "age",
+    "retry-after",
+    "allow",
 ];
 
 /// Sends requests for an add-on's origin to that add-on; everything else
@@ -110,8 +135,15 @@ pub async fn consumption(State(server): State<Arc<Server>>, req: Request) -> Res
     };
     let mut resp = call(&server, &service, parts, body, &path_and_query, None).await;
     let h = resp.headers_mut();
+    let unsafe_here: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| !SAFE_ON_PLATFORM.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for name in unsafe_here {
+        h.remove(name);
+    }
     // Whatever the plugin said about scripts, on this origin none run.
-    h.remove(header::CONTENT_SECURITY_POLICY);
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("sandbox"),

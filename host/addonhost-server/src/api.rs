@@ -209,6 +209,7 @@ async fn create_addon(
             as_name: body.as_name,
             options: body.options.into_iter().collect(),
             uuid: body.uuid,
+            actor: None,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(created)))

@@ -19,6 +19,8 @@ use crate::{Server, SESSION_TTL};
 use addonhost::display::{mask, when};
 use addonhost::store::ResourceState;
 
+/// The dashboard session cookie's name (with `__Host-` behind https, see
+/// [`Server::session_cookie`]).
 const COOKIE: &str = "addonhost_session";
 
 pub fn router(server: Arc<Server>) -> Router<Arc<Server>> {
@@ -74,7 +76,7 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Whether the request carries a valid dashboard session.
 pub fn signed_in(server: &Server, headers: &HeaderMap) -> anyhow::Result<bool> {
-    match cookie(headers, COOKIE) {
+    match cookie(headers, &server.session_cookie(COOKIE)) {
         Some(id) => Ok(server.dashboard_sessions.get(&id)?.is_some()),
         None => Ok(false),
     }
@@ -217,15 +219,18 @@ async fn login(
     set_cookie(
         &mut r,
         &format!(
-            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-            SESSION_TTL.as_secs()
+            "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+            server.session_cookie(COOKIE),
+            SESSION_TTL.as_secs(),
+            server.cookie_attributes()
         ),
     );
     r
 }
 
 async fn logout(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
-    if let Some(id) = cookie(&headers, COOKIE) {
+    let name = server.session_cookie(COOKIE);
+    if let Some(id) = cookie(&headers, &name) {
         if let Err(e) = server.dashboard_sessions.remove(&id).await {
             return error_page(&e);
         }
@@ -233,7 +238,10 @@ async fn logout(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respon
     let mut r = Redirect::to("/login").into_response();
     set_cookie(
         &mut r,
-        &format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+        &format!(
+            "{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+            server.cookie_attributes()
+        ),
     );
     r
 }

@@ -54,6 +54,9 @@ use sessions::Sessions;
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions of each kind held at once.
 const MAX_SESSIONS: u64 = 10_000;
+/// Most sessions one user holds of one add-on resource: signing in past it
+/// drops that user's oldest, never anyone else's.
+pub const MAX_SESSIONS_PER_USER: u64 = 10;
 
 /// What a server allows its clients.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +136,35 @@ impl Server {
             SESSION_TTL,
             MAX_SESSIONS,
         )
+    }
+
+    /// Whether its cookies are for https only (`--url` is https): then
+    /// they are `Secure`, and the session cookies carry the `__Host-`
+    /// prefix, which browsers accept only host-only, so no other origin
+    /// (an add-on's sibling under `--addons-domain`) can set one.
+    fn secure_cookies(&self) -> bool {
+        self.host
+            .options()
+            .public_url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    }
+
+    /// `name` as its session cookie is called: `__Host-name` behind https.
+    fn session_cookie(&self, name: &str) -> String {
+        match self.secure_cookies() {
+            true => format!("__Host-{name}"),
+            false => name.to_string(),
+        }
+    }
+
+    /// The attributes every cookie of this server carries: `Secure` behind
+    /// https.
+    fn cookie_attributes(&self) -> &'static str {
+        match self.secure_cookies() {
+            true => "; Secure",
+            false => "",
+        }
     }
 
     /// Whether `candidate` is this server's API token (constant time).

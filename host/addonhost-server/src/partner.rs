@@ -15,7 +15,9 @@
 //!
 //! Basic `<id>:<api.password>` is checked first, before the body is read
 //! and before the resource is looked up: anything else is a 401 with
-//! `WWW-Authenticate`. What cannot be served is a 422 `{"message"}`.
+//! `WWW-Authenticate`. Then the credential's rate (`--partner-api-rate`):
+//! past it a 429 with `Retry-After`, nothing read or written. What cannot
+//! be served is a 422 `{"message"}`.
 
 use std::sync::Arc;
 
@@ -126,6 +128,18 @@ pub async fn handle(
         .is_some_and(|(user, password)| server.host.partner_authorized(service, &user, &password));
     if !authorized {
         return unauthorized(service);
+    }
+    // Metered per credential, once it is known good: past the rate nothing
+    // is read or written.
+    if let Err(e) = server.host.charge_partner_api(service) {
+        let mut r = message(StatusCode::TOO_MANY_REQUESTS, &format!("{e:#}"));
+        // Long enough for the bucket to hold a request again.
+        let per_hour = server.host.options().partner_api_rate.max(1);
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(3600u32.div_ceil(per_hour)),
+        );
+        return r;
     }
     let body = match read(req.into_body()).await {
         Ok(b) => b,

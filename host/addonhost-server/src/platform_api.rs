@@ -127,7 +127,7 @@ async fn token(State(s): State<Arc<Server>>, req: Request) -> Response {
     } else {
         url::form_urlencoded::parse(&body).into_owned().collect()
     };
-    match s.host.oauth_token(&params) {
+    match s.host.oauth_token(&params).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => failure(&s, e.into()),
     }
@@ -156,8 +156,9 @@ async fn config(State(s): State<Arc<Server>>, Path(addon): Path<String>, req: Re
     let Some(token) = bearer(req.headers()) else {
         return no_bearer();
     };
-    // The token first: nobody else's body is read.
-    if let Err(e) = s.host.platform_addon(&token, &addon) {
+    // The token first: nobody else's body is read (the rate is spent once,
+    // by the update).
+    if let Err(e) = s.host.platform_check_token(&token, &addon) {
         return failure(&s, e.into());
     }
     let body = match read(req.into_body()).await {

@@ -43,6 +43,32 @@ impl<T: Serialize + DeserializeOwned> Sessions<T> {
             .await?)
     }
 
+    /// A new session carrying `value` that belongs to `owner` (at most
+    /// `max_per_owner` of the owner's are kept, its oldest going first),
+    /// spending the single-use token `once` with it; `None` when that token
+    /// was spent already.
+    pub async fn create_owned(
+        &self,
+        value: &T,
+        owner: &str,
+        max_per_owner: u64,
+        once: Option<(String, i64)>,
+    ) -> anyhow::Result<Option<String>> {
+        let data = serde_json::to_string(value)?;
+        Ok(self
+            .host
+            .create_owned_session(
+                &self.kind,
+                data,
+                self.ttl,
+                self.max,
+                owner,
+                max_per_owner,
+                once,
+            )
+            .await?)
+    }
+
     /// The value of session `id`, if it exists and has not expired.
     pub fn get(&self, id: &str) -> anyhow::Result<Option<T>> {
         match self.host.session(&self.kind, id)? {
@@ -89,5 +115,35 @@ mod tests {
         let short = Sessions::new(host, "short", Duration::ZERO, 10);
         let id = short.create(&()).await.unwrap();
         assert_eq!(short.get(&id).unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_owner_spends_only_its_own_sessions_and_a_token_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let host =
+            Arc::new(Host::open(addonhost::HostOptions::new(dir.path(), Vec::new())).unwrap());
+        let s = Sessions::new(host, "sso:test", Duration::from_secs(60), 100);
+        let other = s.create_owned(&0, "bob", 2, None).await.unwrap().unwrap();
+        let mut hers = Vec::new();
+        for i in 1..=5 {
+            hers.push(s.create_owned(&i, "alice", 2, None).await.unwrap().unwrap());
+        }
+        // Alice's two newest are kept; Bob's is untouched.
+        assert_eq!(s.get(&other).unwrap(), Some(0));
+        assert_eq!(s.get(&hers[2]).unwrap(), None);
+        assert_eq!(s.get(&hers[3]).unwrap(), Some(4));
+        assert_eq!(s.get(&hers[4]).unwrap(), Some(5));
+        // A token is spent once.
+        let once = || Some(("form:1".to_string(), addonhost::util::unix_now() + 60));
+        assert!(s
+            .create_owned(&6, "carol", 2, once())
+            .await
+            .unwrap()
+            .is_some());
+        assert!(s
+            .create_owned(&7, "carol", 2, once())
+            .await
+            .unwrap()
+            .is_none());
     }
 }

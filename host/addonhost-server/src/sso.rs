@@ -15,13 +15,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use crate::dashboard::{self, encode, set_cookie};
-use crate::{Server, SsoSession, SESSION_TTL};
-use addonhost::platform::sso::login_from_fields;
+use crate::{Server, SsoSession, MAX_SESSIONS_PER_USER, SESSION_TTL};
+use addonhost::platform::sso::FormRefused;
 use addonhost::runtime::Verdict;
 
-/// The add-on session cookie's name for `service`.
-pub fn cookie_name(service: &str) -> String {
-    format!("addonhost_sso_{}", service.replace('-', "_"))
+/// The add-on session cookie's name for `service`: `addonhost_sso_<svc>`,
+/// `__Host-` prefixed behind https (so a sibling add-on's origin, which
+/// may set cookies for the whole `--addons-domain`, cannot set it).
+pub fn cookie_name(server: &Server, service: &str) -> String {
+    server.session_cookie(&format!("addonhost_sso_{}", service.replace('-', "_")))
 }
 
 #[derive(Template)]
@@ -97,30 +99,52 @@ pub async fn login(server: &Arc<Server>, service: &str, body: &[u8]) -> Response
 }
 
 /// A login from its fields (a posted form, or a query with the id in the
-/// path for the Partner API's `GET /heroku/resources/:id`).
+/// path for the Partner API's `GET /heroku/resources/:id`). The host checks
+/// the form first (a missing field is a 400; a wrong, malformed, stale or
+/// used form a 403), then the plugin decides; the form is spent with the
+/// session it makes.
 pub async fn login_fields(
     server: &Arc<Server>,
     service: &str,
     fields: Vec<(String, String)>,
 ) -> Response {
-    let login = match login_from_fields(&fields) {
-        Ok(l) => l,
-        Err(e) => return denied(StatusCode::BAD_REQUEST, "400 Bad Request", e.to_string()),
+    let checked = match server.host.sso_check_form(service, &fields) {
+        Ok(c) => c,
+        Err(FormRefused::Missing(why)) => {
+            return denied(StatusCode::BAD_REQUEST, "400 Bad Request", why)
+        }
+        Err(FormRefused::Denied(why)) => return refused(format!("The sign-in was refused: {why}")),
+        Err(FormRefused::Platform(e)) => return failed(e),
     };
-    let nav = login.nav_data.clone();
-    let resource = login.id.clone();
-    match server.host.sso_verify(service, login).await {
+    let nav = checked.login.nav_data.clone();
+    let resource = checked.login.id.clone();
+    match server.host.sso_verify(service, checked.login).await {
         Ok(Verdict::Ok(session)) => {
+            // One user of one resource spends only their own sessions.
+            let owner = format!("{resource}\n{}", session.user);
             let made = server
                 .sso_sessions(service)
-                .create(&SsoSession {
-                    service: service.to_string(),
-                    user: session.user,
-                    resource,
-                })
+                .create_owned(
+                    &SsoSession {
+                        service: service.to_string(),
+                        user: session.user,
+                        resource,
+                    },
+                    &owner,
+                    MAX_SESSIONS_PER_USER,
+                    Some((checked.form_key, checked.key_expires_at)),
+                )
                 .await;
             let id = match made {
-                Ok(id) => id,
+                Ok(Some(id)) => id,
+                // Posted twice at once: the other post spent it.
+                Ok(None) => {
+                    return refused(
+                        "The sign-in was refused: this sign-in form was used already: \
+                         sign in again from the platform"
+                            .into(),
+                    )
+                }
                 Err(e) => return crate::error::ApiError::from(e).into_response(),
             };
             let landing = landing_path(session.landing);
@@ -128,35 +152,43 @@ pub async fn login_fields(
             *r.status_mut() = StatusCode::FOUND;
             // Host-only cookies of the add-on's origin: no other add-on and
             // not the platform ever receives them.
+            let secure = server.cookie_attributes();
             set_cookie(
                 &mut r,
                 &format!(
-                    "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-                    cookie_name(service),
+                    "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+                    cookie_name(server, service),
                     SESSION_TTL.as_secs()
                 ),
             );
             set_cookie(
                 &mut r,
-                &format!("heroku-nav-data={}; Path=/; SameSite=Lax", encode(&nav)),
+                &format!(
+                    "heroku-nav-data={}; Path=/; SameSite=Lax{secure}",
+                    encode(&nav)
+                ),
             );
             r
         }
-        Ok(Verdict::Denied(why)) => denied(
-            StatusCode::FORBIDDEN,
-            "403 Forbidden",
-            format!("The add-on refused the login: {why}"),
-        ),
-        Err(e) => {
-            let e = anyhow::Error::from(e);
-            let status = match crate::error::status_of(&e) {
-                StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
-                StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            denied(status, "Sign-in failed", format!("{e:#}"))
-        }
+        Ok(Verdict::Denied(why)) => refused(format!("The add-on refused the login: {why}")),
+        Err(e) => failed(e),
     }
+}
+
+/// A 403 page saying why.
+fn refused(message: String) -> Response {
+    denied(StatusCode::FORBIDDEN, "403 Forbidden", message)
+}
+
+/// The page of a sign-in the platform could not complete.
+fn failed(e: addonhost::Error) -> Response {
+    let e = anyhow::Error::from(e);
+    let status = match crate::error::status_of(&e) {
+        StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
+        StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    denied(status, "Sign-in failed", format!("{e:#}"))
 }
 
 /// The identity of a request to `service`'s origin, from its session
@@ -176,7 +208,7 @@ pub fn identity(
             return None;
         }
     }
-    let id = dashboard::cookie(headers, &cookie_name(service))?;
+    let id = dashboard::cookie(headers, &cookie_name(server, service))?;
     match server.sso_sessions(service).get(&id) {
         Ok(session) => session.filter(|s| s.service == service),
         Err(e) => {

@@ -378,7 +378,13 @@ fn parse_remote(api: &Map<String, Value>) -> Result<Remote, (String, String)> {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
                 Ok(v.trim_end_matches('/').to_string())
             }
-            _ => Err(err(field, format!("{v:?} must be an http or https URL"))),
+            _ => Err(err(
+                field,
+                format!(
+                    "{:?} must be an http or https URL",
+                    crate::util::redact_url(v)
+                ),
+            )),
         }
     };
     match api.get("production") {

@@ -12,6 +12,25 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `value` with the password of a URL in it replaced by `***`
+/// (`postgres://admin:***@db/x`), for errors and the audit trail. Works on
+/// values that do not parse too, which are the ones refused and echoed:
+/// whatever lies between the scheme's `://` and the last `@` after it,
+/// past the first `:`, is taken for the password.
+pub fn redact_url(value: &str) -> String {
+    let Some(start) = value.find("://").map(|i| i + 3) else {
+        return value.to_string();
+    };
+    let rest = &value[start..];
+    let Some(at) = rest.rfind('@') else {
+        return value.to_string();
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return value.to_string();
+    };
+    format!("{}:***{}", &value[..start + colon], &rest[at..])
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -74,4 +93,30 @@ pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()>
     }
     opts.open(path)?.write_all(data)?;
     private_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn url_passwords_are_redacted_whether_or_not_the_url_parses() {
+        for (value, shown) in [
+            ("postgres://admin:s3cr3t@db/x", "postgres://admin:***@db/x"),
+            (
+                "postgres://admin:s3cr3t@db host:5432/x",
+                "postgres://admin:***@db host:5432/x",
+            ),
+            ("redis://:s3cr3t@h:6379", "redis://:***@h:6379"),
+            (
+                "postgres://admin:pa/ss@w@rd@db/x",
+                "postgres://admin:***@db/x",
+            ),
+            ("https://user@host/x", "https://user@host/x"),
+            ("not a url", "not a url"),
+            ("mailto:someone@example.com", "mailto:someone@example.com"),
+        ] {
+            assert_eq!(redact_url(value), shown, "{value}");
+        }
+    }
 }

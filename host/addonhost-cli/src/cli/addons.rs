@@ -174,6 +174,7 @@ pub async fn create(host: &Host, c: &Create) -> anyhow::Result<()> {
             as_name: c.as_name.clone(),
             options: parse_options(&c.options)?,
             uuid: c.uuid.clone(),
+            actor: None,
         })
         .await?;
     if c.json {

@@ -154,12 +154,30 @@ pub struct Cli {
         help_heading = "Operator limits"
     )]
     pub outbound_hosts: Option<Vec<addonhost::outbound::AllowedHost>>,
+    /// What one add-on may reach beyond the rest: `ADDON=URL[,URL…]`,
+    /// repeatable (`;` between grants in the environment variable). The
+    /// only way, besides --outbound-hosts, to a loopback, private or
+    /// link-local address an add-on declares.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_OUTBOUND_GRANT",
+        value_delimiter = ';',
+        value_parser = outbound_grant,
+        value_name = "ADDON=URL,…",
+        help_heading = "Operator limits"
+    )]
+    pub outbound_grant: Vec<(String, addonhost::outbound::AllowList)>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 fn allowed_host(s: &str) -> Result<addonhost::outbound::AllowedHost, String> {
     addonhost::outbound::AllowedHost::parse(s.trim())
+}
+
+fn outbound_grant(s: &str) -> Result<(String, addonhost::outbound::AllowList), String> {
+    addonhost::platform::outbound::parse_grant(s.trim())
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,7 +309,11 @@ impl Cli {
                 .outbound_hosts
                 .clone()
                 .map(addonhost::outbound::AllowList),
+            ..Default::default()
         };
+        for (id, list) in &self.outbound_grant {
+            opts.outbound.grant_to(id, list.clone());
+        }
         opts.policy = addonhost::platform::Policy {
             max_memory_mb: self.max_memory_mb,
             max_timeout_ms: self.max_timeout_ms,

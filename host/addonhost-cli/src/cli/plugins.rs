@@ -70,15 +70,23 @@ pub fn list(host: &Host, j: &JsonFlag) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hosts an add-on may reach, and what the operator took away.
+/// The hosts an add-on may reach, what the operator took away, and what
+/// it declares that the operator has not granted.
 fn outbound_cell(o: &addonhost::platform::OutboundView) -> String {
     let allowed = o.allowed.describe();
-    match o.narrowed_by {
+    let cell = match o.narrowed_by {
         Some(option) if o.allowed.is_empty() => {
             format!("none ({option}; declares {})", o.declared.describe())
         }
         Some(option) => format!("{allowed} ({option}; declares {})", o.declared.describe()),
         None => allowed,
+    };
+    match o.not_granted.is_empty() {
+        true => cell,
+        false => format!(
+            "{cell} (not granted: {}; see --outbound-grant)",
+            o.not_granted.describe()
+        ),
     }
 }
 
@@ -146,6 +154,7 @@ pub async fn check(cli: &Cli, c: &Check) -> anyhow::Result<i32> {
         Some(addonhost::runtime::ArtifactCache::new(
             cli.data.join("cache"),
         )),
+        &cli.options().outbound,
     )
     .await;
     let failed = results.iter().filter(|r| !r.passed).count();

@@ -40,6 +40,12 @@ pub struct Serve {
     /// Past it the Platform API answers 429 with Retry-After.
     #[arg(long, env = "ADDONHOST_PLATFORM_API_RATE", default_value_t = 4500)]
     pub platform_api_rate: u32,
+    /// Provider mode: Partner API requests an hour each add-on's partner
+    /// credential may make (a bucket that size, refilled continuously, per
+    /// server; 0: no limit). Past it the Partner API answers 429 with
+    /// Retry-After, and nothing is written.
+    #[arg(long, env = "ADDONHOST_PARTNER_API_RATE", default_value_t = 4500)]
+    pub partner_api_rate: u32,
     /// Where the Open Service Broker API answers (`addonhost osb:credentials`
     /// prints its credentials).
     #[arg(long, env = "ADDONHOST_OSB_PATH", default_value = "/osb")]
@@ -113,6 +119,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
     }
     opts.platform_api = s.platform_api.clone();
     opts.platform_api_rate = s.platform_api_rate;
+    opts.partner_api_rate = s.partner_api_rate;
     let host = Arc::new(Host::open(opts)?);
     for (id, e) in host.load_all() {
         tracing::error!(addon = %id, "not loaded: {e}");

@@ -29,6 +29,11 @@ pub struct CreateAddon {
     pub options: Vec<(String, String)>,
     /// Idempotency key; a fresh uuid when `None`.
     pub uuid: Option<String>,
+    /// Who the provisioning is recorded as, in releases and the audit
+    /// trail (each actor has its own `--audit-keep` bound): `None` is the
+    /// user; the Partner API, the service broker and the Platform API name
+    /// themselves ([`crate::platform::actor`]).
+    pub actor: Option<String>,
 }
 
 /// An add-on as listings show it.
@@ -293,6 +298,18 @@ impl Host {
         app: Option<&str>,
         confirm: Option<&str>,
     ) -> crate::Result<AddonChanged> {
+        self.destroy_addon_as(addon, app, confirm, super::actor::USER)
+            .await
+    }
+
+    /// [`Host::destroy_addon`], recorded as `actor`.
+    pub(crate) async fn destroy_addon_as(
+        &self,
+        addon: &str,
+        app: Option<&str>,
+        confirm: Option<&str>,
+        actor: &str,
+    ) -> crate::Result<AddonChanged> {
         let r = self.store.read(|tx| self.resolve(tx, addon, app))?;
         if confirm != Some(r.app.as_str()) {
             return Err(error::invalid(format!(
@@ -336,7 +353,7 @@ impl Host {
                     .write(detach(
                         manifest.clone(),
                         self.opts.policy,
-                        r.clone(),
+                        (r.clone(), actor.to_string()),
                         effects,
                     ))
                     .await
@@ -380,11 +397,17 @@ impl Host {
 fn detach(
     manifest: Arc<Manifest>,
     policy: super::Policy,
-    r: Resource,
+    (r, actor): (Resource, String),
     effects: super::context::Effects,
 ) -> impl FnMut(&dyn Tx) -> anyhow::Result<(Vec<String>, Option<i64>)> + Send + 'static {
     move |tx: &dyn Tx| {
         apply_effects(tx, &manifest, &policy, &effects)?;
+        if manifest.remote.is_some() {
+            // Its provider's Platform API tokens die with it (they are
+            // refused for a deprovisioned resource anyway; the record of
+            // the current refresh token goes).
+            tx.put_setting(&super::platform_api::refresh_key(&r.uuid), None)?;
+        }
         let mut changed = Vec::new();
         let mut release = None;
         for att in tx.attachments_of_resource(r.id)? {
@@ -394,7 +417,7 @@ fn detach(
             release = Some(tx.insert_release(
                 att.app_id,
                 &format!("Detach {} ({})", att.name, r.name),
-                "user",
+                &actor,
             )?);
         }
         tx.update_resource(
@@ -405,7 +428,7 @@ fn detach(
             r.message.as_deref(),
         )?;
         tx.audit(
-            "user",
+            &actor,
             "addons:destroy",
             Some(&r.app),
             Some(&r.name),

@@ -41,6 +41,17 @@ fn check_app_name(name: &str) -> anyhow::Result<()> {
 impl Host {
     /// Creates an app with its first release.
     pub fn create_app(&self, name: &str, region: Option<&str>) -> crate::Result<App> {
+        self.create_app_as(name, region, super::actor::USER)
+    }
+
+    /// [`Host::create_app`], recorded as `actor` (the Partner API and the
+    /// service broker make apps standing for their platforms').
+    pub(crate) fn create_app_as(
+        &self,
+        name: &str,
+        region: Option<&str>,
+        actor: &str,
+    ) -> crate::Result<App> {
         check_app_name(name)?;
         let region = region.unwrap_or("us");
         if !REGIONS.contains(&region) {
@@ -50,15 +61,15 @@ impl Host {
             ))
             .into());
         }
-        let (owned_name, region) = (name.to_string(), region.to_string());
+        let (owned_name, region, actor) = (name.to_string(), region.to_string(), actor.to_string());
         self.store.write_blocking(move |tx| {
             let name = owned_name.as_str();
             if tx.app_by_name(name)?.is_some() {
                 return Err(error::conflict(format!("app {name} already exists")));
             }
             let id = tx.insert_app(name, &region)?;
-            tx.insert_release(id, "Initial release", "user")?;
-            tx.audit("user", "apps:create", Some(name), None, &region)?;
+            tx.insert_release(id, "Initial release", &actor)?;
+            tx.audit(&actor, "apps:create", Some(name), None, &region)?;
             Ok(())
         })?;
         self.store

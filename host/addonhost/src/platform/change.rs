@@ -18,6 +18,18 @@ impl Host {
         spec: &str,
         app: Option<&str>,
     ) -> crate::Result<AddonChanged> {
+        self.upgrade_addon_as(addon, spec, app, super::actor::USER)
+            .await
+    }
+
+    /// [`Host::upgrade_addon`], recorded as `actor`.
+    pub(crate) async fn upgrade_addon_as(
+        &self,
+        addon: &str,
+        spec: &str,
+        app: Option<&str>,
+        actor: &str,
+    ) -> crate::Result<AddonChanged> {
         let r = self.store.read(|tx| self.resolve(tx, addon, app))?;
         let spec = if spec.contains(':') {
             spec.to_string()
@@ -68,7 +80,7 @@ impl Host {
                     plan: Some(plan.clone()),
                     description,
                     action: "addons:upgrade",
-                    actor: "user".into(),
+                    actor: actor.into(),
                     rotation: false,
                 },
             )
@@ -85,11 +97,13 @@ impl Host {
         app: Option<&str>,
     ) -> crate::Result<AddonChanged> {
         let r = self.store.read(|tx| self.resolve(tx, addon, app))?;
-        self.rotate_resource(&r, "user").await.map_err(Into::into)
+        self.rotate_resource(&r, super::actor::USER)
+            .await
+            .map_err(Into::into)
     }
 
     /// Rotates one resource's credentials on behalf of `actor` (`user`,
-    /// `schedule`).
+    /// `schedule`, `osb`, `partner:<id>`).
     pub(super) async fn rotate_resource(
         &self,
         r: &Resource,
@@ -117,7 +131,7 @@ impl Host {
                 ))
             })?;
             let description = match actor {
-                "user" => format!("Rotate {label} credentials"),
+                super::actor::USER => format!("Rotate {label} credentials"),
                 by => format!("Rotate {label} credentials ({by})"),
             };
             let changes = config
@@ -141,7 +155,7 @@ impl Host {
                 .await?;
             // Provider mode: a rotation the calling platform did not ask
             // for (scheduled, or from this host) reaches it all the same.
-            if actor != "platform" {
+            if !super::actor::is_partner(actor) {
                 self.forward_to_platforms(
                     &manifest,
                     vec![super::forward::ToPlatform::Config {

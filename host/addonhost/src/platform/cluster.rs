@@ -111,6 +111,53 @@ impl Host {
         Ok(id)
     }
 
+    /// Starts a session of `kind` carrying `data` that belongs to `owner`
+    /// (who, signed in to what): at most `max_per_owner` of the owner's are
+    /// kept (its oldest go first) and `max` of the kind. With `once` (a
+    /// single-use token's key and until when it could be presented), the
+    /// token is spent in the same transaction: `None` when it was spent
+    /// already, by a replay on this or any server sharing the store.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_owned_session(
+        &self,
+        kind: &str,
+        data: String,
+        ttl: Duration,
+        max: u64,
+        owner: &str,
+        max_per_owner: u64,
+        once: Option<(String, i64)>,
+    ) -> crate::Result<Option<String>> {
+        let id = random_token();
+        let (id_hash, kind, owner) = (hash_of(&id), kind.to_string(), hash_of(owner));
+        let ttl = ttl.as_secs() as i64;
+        let made = self
+            .store
+            .write(move |tx| {
+                let now = unix_now();
+                if let Some((key, until)) = &once {
+                    if !tx.spend_once(key, *until, now)? {
+                        return Ok(false);
+                    }
+                }
+                tx.insert_owned_session(
+                    &NewSession {
+                        id_hash: &id_hash,
+                        kind: &kind,
+                        data: &data,
+                        expires_at: now + ttl,
+                        now,
+                        max,
+                    },
+                    &owner,
+                    max_per_owner,
+                )?;
+                Ok(true)
+            })
+            .await?;
+        Ok(made.then_some(id))
+    }
+
     /// The data of session `id` of `kind`, if it is valid now.
     pub fn session(&self, kind: &str, id: &str) -> crate::Result<Option<String>> {
         if id.len() != 64 {

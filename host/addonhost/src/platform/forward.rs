@@ -294,7 +294,14 @@ impl Forwarder {
             }
         };
         let mut last = String::new();
-        if link.platform.trim_end_matches('/') != self.platform {
+        if link.service != service || r.service != service {
+            // A link is where one add-on's changes go: another add-on's
+            // (planted before ownership was checked) never gets them.
+            last = format!(
+                "the platform link of {} belongs to add-on {}, not {service}",
+                r.uuid, link.service
+            );
+        } else if link.platform.trim_end_matches('/') != self.platform {
             // Kept by an earlier version from the request's callback_url, or
             // before the operator changed --platform-api: never called.
             last = format!(

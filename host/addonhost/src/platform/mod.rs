@@ -3,6 +3,7 @@
 //! add-on may set, who owns a var, what makes a release. It calls `store` for
 //! durability and `runtime` for plugins, and neither calls back.
 
+pub mod actor;
 mod addons;
 mod apps;
 pub mod catalog;
@@ -72,6 +73,9 @@ pub struct Host {
     grants: std::sync::OnceLock<oauth::Grants>,
     /// Each partner's Platform API requests, metered (in this process).
     platform_api_rate: rate::RateLimit,
+    /// Each partner credential's Partner API requests, metered (in this
+    /// process).
+    partner_api_rate: rate::RateLimit,
     /// Provider mode: changes on their way back to the calling platform.
     deliveries: forward::Deliveries,
 }
@@ -100,6 +104,7 @@ impl Host {
             runtime,
             catalog: RwLock::new(Arc::new(catalog)),
             platform_api_rate: rate::RateLimit::new(opts.platform_api_rate),
+            partner_api_rate: rate::RateLimit::new(opts.partner_api_rate),
             opts,
             trusted: Mutex::new(Default::default()),
             rotating: Mutex::new(Default::default()),
@@ -262,8 +267,10 @@ impl Host {
 
     /// Writes the refusals a call collected, whatever became of the call.
     async fn log_refusals(&self, effects: &Mutex<Effects>) {
-        let refusals =
-            std::mem::take(&mut effects.lock().unwrap_or_else(|p| p.into_inner()).refusals);
+        let (refusals, by) = {
+            let mut e = effects.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut e.refusals), e.actor.clone())
+        };
         if refusals.is_empty() {
             return;
         }
@@ -278,20 +285,15 @@ impl Host {
                     .inc();
             }
         }
+        let actor_of = move |addon: &str| by.clone().unwrap_or_else(|| actor::addon(addon));
         let r = self.store.write(move |tx| {
             for (addon, what) in &refusals {
-                tx.audit(
-                    &format!("addon:{addon}"),
-                    "refused",
-                    None,
-                    Some(addon),
-                    what,
-                )?;
+                tx.audit(&actor_of(addon), "refused", None, Some(addon), what)?;
             }
             // The add-on decides how often it is refused: its entries are
             // pruned on each such write, not only every few entries.
             let actors: std::collections::BTreeSet<String> =
-                refusals.iter().map(|(a, _)| format!("addon:{a}")).collect();
+                refusals.iter().map(|(a, _)| actor_of(a)).collect();
             for actor in &actors {
                 tx.prune_audit(actor, crate::store::audit_keep())?;
             }
@@ -405,7 +407,7 @@ fn apply_effects(
             )));
         }
     }
-    let actor = format!("addon:{}", m.id);
+    let actor = effects.actor.clone().unwrap_or_else(|| actor::addon(&m.id));
     for Update {
         partner_id: pid,
         changes,

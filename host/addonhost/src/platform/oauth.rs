@@ -2,10 +2,14 @@
 //! with (Heroku's shapes: an `oauth_grant` in the provision request, traded
 //! at `/oauth/token` for an access token scoped to that one resource).
 //!
-//! They are signed, not stored: each names its kind, the add-on service and
-//! the resource uuid, and carries an expiry, under an HMAC-SHA256 with a key
-//! the store keeps for every server. So a token made by one server is good
-//! on all of them, and nothing grows per provisioning.
+//! They are signed: each names its kind, the add-on service and the
+//! resource uuid, and carries an expiry, under an HMAC-SHA256 with a key
+//! the store keeps for every server, so a token made by one server is good
+//! on all of them. Tokens also name the resource's row (a token dies with
+//! its resource, even if a later one takes its uuid), and a refresh token a
+//! nonce: the store keeps the one current nonce per resource, so a refresh
+//! hands out the next refresh token and the old one stops working. A grant
+//! is spent when traded (`Tx::spend_once`), so it is traded once.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
@@ -50,6 +54,12 @@ pub struct Claims {
     pub uuid: String,
     /// When it stops being accepted (Unix seconds).
     pub expires_at: i64,
+    /// The resource's row it was issued for (access and refresh tokens;
+    /// `None` in a grant, made before the resource answered, and in tokens
+    /// of earlier versions).
+    pub resource: Option<i64>,
+    /// A refresh token's nonce: only the newest of a resource is current.
+    pub nonce: Option<String>,
 }
 
 /// Makes and checks grants and tokens with one key.
@@ -73,7 +83,26 @@ impl Grants {
 
     /// A `kind` for `service`'s resource `uuid`, good until `expires_at`.
     pub fn sign(&self, kind: Kind, service: &str, uuid: &str, expires_at: i64) -> String {
-        let payload = B64.encode(format!("{service}\n{uuid}\n{expires_at}"));
+        self.seal(kind, &format!("{service}\n{uuid}\n{expires_at}"))
+    }
+
+    /// A `kind` for `service`'s resource `uuid` at row `resource`, good
+    /// until `expires_at`, carrying `nonce` (empty for none).
+    pub fn sign_bound(
+        &self,
+        kind: Kind,
+        (service, uuid, resource): (&str, &str, i64),
+        expires_at: i64,
+        nonce: &str,
+    ) -> String {
+        self.seal(
+            kind,
+            &format!("{service}\n{uuid}\n{expires_at}\n{resource}\n{nonce}"),
+        )
+    }
+
+    fn seal(&self, kind: Kind, payload: &str) -> String {
+        let payload = B64.encode(payload);
         let text = format!("{}.{payload}", kind.tag());
         let mac = B64.encode(self.mac(&text));
         format!("{text}.{mac}")
@@ -107,10 +136,17 @@ impl Grants {
         if expires_at < now {
             return Err("expired".into());
         }
+        let resource = match fields.next() {
+            Some(id) => Some(id.parse().map_err(|_| "malformed".to_string())?),
+            None => None,
+        };
+        let nonce = fields.next().filter(|n| !n.is_empty()).map(str::to_string);
         Ok(Claims {
             service: service.to_string(),
             uuid: uuid.to_string(),
             expires_at,
+            resource,
+            nonce,
         })
     }
 }
@@ -128,8 +164,16 @@ mod tests {
             Ok(Claims {
                 service: "kv".into(),
                 uuid: "u-1".into(),
-                expires_at: 100
+                expires_at: 100,
+                resource: None,
+                nonce: None,
             })
+        );
+        let bound = g.sign_bound(Kind::Refresh, ("kv", "u-1", 7), 100, "n-1");
+        let claims = g.open(Kind::Refresh, &bound, 99).unwrap();
+        assert_eq!(
+            (claims.resource, claims.nonce.as_deref()),
+            (Some(7), Some("n-1"))
         );
         assert_eq!(g.open(Kind::Access, &t, 101), Err("expired".into()));
         assert!(g.open(Kind::Refresh, &t, 0).is_err());

@@ -51,6 +51,10 @@ pub struct HostOptions {
     /// bucket that size, refilled continuously; Heroku's own limit is 4,500
     /// an hour); 0 turns the limit off.
     pub platform_api_rate: u32,
+    /// Provider mode: Partner API requests an hour each add-on's partner
+    /// credential may make (a bucket that size, refilled continuously);
+    /// 0 turns the limit off.
+    pub partner_api_rate: u32,
 }
 
 impl HostOptions {
@@ -73,6 +77,7 @@ impl HostOptions {
             allow_plugin_mismatch: false,
             platform_api: None,
             platform_api_rate: 4500,
+            partner_api_rate: 4500,
         }
     }
 }

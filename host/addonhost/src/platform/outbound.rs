@@ -4,13 +4,20 @@
 //! with a list of their own (`--outbound-hosts`), and each call is granted
 //! what is left. The runtime enforces the grant per request
 //! (`runtime::outbound`).
+//!
+//! A declared loopback, private, link-local (cloud metadata) or otherwise
+//! non-public address is the operator's to open, never the manifest's: it
+//! is granted only when `--outbound-hosts` names it or a per-add-on grant
+//! does (`--outbound-grant mailer=http://127.0.0.1:9025`). Otherwise it is
+//! declared but not granted, and shown as such.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::manifest::Manifest;
-use crate::outbound::AllowList;
+use crate::outbound::{non_public, AllowList, AllowedHost, HostPattern};
 use crate::runtime::Grant;
 
 /// The operator's say over add-ons' outbound requests.
@@ -20,8 +27,13 @@ pub struct OutboundPolicy {
     /// declare (`--deny-outbound`).
     pub deny: Deny,
     /// The most any add-on may reach: a declared host outside it is
-    /// dropped (`None`: what add-ons declare).
+    /// dropped (`None`: what add-ons declare). A non-public address it
+    /// names is granted to every add-on that declares it.
     pub ceiling: Option<AllowList>,
+    /// Per add-on, what the operator grants beyond the ceiling: the only
+    /// other way a declared non-public address is reached
+    /// (`--outbound-grant ADDON=URL,…`).
+    pub grants: BTreeMap<String, AllowList>,
 }
 
 /// Add-ons whose outbound requests the operator refuses outright.
@@ -74,48 +86,135 @@ pub struct OutboundView {
     /// The operator's option that took some or all of it away.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub narrowed_by: Option<&'static str>,
+    /// Declared non-public addresses the operator has not granted (with
+    /// `--outbound-grant` or `--outbound-hosts`): refused until it does.
+    pub not_granted: AllowList,
+}
+
+/// `ADDON=URL[,URL…]`: what the operator grants one add-on (`--outbound-grant`).
+pub fn parse_grant(s: &str) -> Result<(String, AllowList), String> {
+    let (id, urls) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?} is not ADDON=URL[,URL…] (such as mailer=http://127.0.0.1:9025)")
+    })?;
+    let id = id.trim();
+    if !crate::manifest::is_slug(id) {
+        return Err(format!("{id:?} is not an add-on id"));
+    }
+    let list = AllowList::parse(urls.split(',').map(str::trim).filter(|u| !u.is_empty()))
+        .map_err(|(i, e)| format!("{id}: entry {i}: {e}"))?;
+    if list.is_empty() {
+        return Err(format!("{s:?} grants add-on {id} nothing"));
+    }
+    Ok((id.to_string(), list))
+}
+
+/// Whether `p` names a non-public address (which needs the operator's
+/// consent).
+fn needs_consent(p: &AllowedHost) -> bool {
+    matches!(p.host, HostPattern::Ip(ip) if non_public(ip).is_some())
+}
+
+/// What `p` and `list` both allow, pushed onto `out` (once each).
+fn allow_within(out: &mut Vec<AllowedHost>, p: &AllowedHost, list: &AllowList) -> bool {
+    let mut any = false;
+    for q in &list.0 {
+        if let Some(both) = p.intersect(q) {
+            any = true;
+            if !out.contains(&both) {
+                out.push(both);
+            }
+        }
+    }
+    any
+}
+
+/// An add-on's declared list as the operator narrows it.
+struct Narrowed {
+    allowed: AllowList,
+    narrowed_by: Option<&'static str>,
+    not_granted: AllowList,
 }
 
 impl OutboundPolicy {
+    /// Adds `list` to what add-on `id` is granted.
+    pub fn grant_to(&mut self, id: &str, list: AllowList) {
+        let entry = self.grants.entry(id.to_string()).or_default();
+        for p in list.0 {
+            if !entry.0.contains(&p) {
+                entry.0.push(p);
+            }
+        }
+    }
+
     /// What `m`'s calls may reach.
     pub fn grant(&self, m: &Manifest) -> Grant {
         let declared = &m.outbound.allowed_hosts;
         if declared.is_empty() {
             return Grant::none();
         }
-        let (allowed, narrowed_by) = self.narrow(&m.id, declared);
+        let n = self.narrow(&m.id, declared);
         Grant {
-            allowed: Arc::new(allowed),
-            narrowed_by,
+            allowed: Arc::new(n.allowed),
+            narrowed_by: n.narrowed_by,
+            not_granted: Arc::new(n.not_granted),
         }
     }
 
     /// What `m` declares, what its calls may reach after the operator's
-    /// options, and which option narrowed it.
+    /// options, which option narrowed it, and what is declared but not
+    /// granted.
     pub fn view(&self, m: &Manifest) -> OutboundView {
         let declared = m.outbound.allowed_hosts.clone();
-        let (allowed, narrowed_by) = self.narrow(&m.id, &declared);
+        let n = self.narrow(&m.id, &declared);
         OutboundView {
             declared,
-            allowed,
-            narrowed_by,
+            allowed: n.allowed,
+            narrowed_by: n.narrowed_by,
+            not_granted: n.not_granted,
         }
     }
 
-    fn narrow(&self, id: &str, declared: &AllowList) -> (AllowList, Option<&'static str>) {
+    fn narrow(&self, id: &str, declared: &AllowList) -> Narrowed {
+        let nothing = |narrowed_by| Narrowed {
+            allowed: AllowList::default(),
+            narrowed_by,
+            not_granted: AllowList::default(),
+        };
         if declared.is_empty() {
-            return (AllowList::default(), None);
+            return nothing(None);
         }
         if self.deny.denies(id) {
-            return (AllowList::default(), Some("--deny-outbound"));
+            return nothing(Some("--deny-outbound"));
         }
-        match &self.ceiling {
-            None => (declared.clone(), None),
-            Some(ceiling) => {
-                let allowed = declared.narrowed(ceiling);
-                let narrowed = (allowed != *declared).then_some("--outbound-hosts");
-                (allowed, narrowed)
+        let granted = self.grants.get(id);
+        let (mut allowed, mut not_granted) = (Vec::new(), Vec::new());
+        for p in &declared.0 {
+            let by_grant = granted.is_some_and(|g| allow_within(&mut allowed, p, g));
+            let by_ceiling = self
+                .ceiling
+                .as_ref()
+                .is_some_and(|c| allow_within(&mut allowed, p, c));
+            if by_grant || by_ceiling {
+                continue;
             }
+            if needs_consent(p) {
+                not_granted.push(p.clone());
+            } else if self.ceiling.is_none() && !allowed.contains(p) {
+                allowed.push(p.clone());
+            }
+        }
+        // The ceiling is named when it took a public host away or cut a
+        // wildcard down (what is not granted is shown on its own).
+        let cut = self.ceiling.is_some()
+            && declared
+                .0
+                .iter()
+                .any(|p| !needs_consent(p) && !allowed.contains(p));
+        let (allowed, narrowed_by) = (AllowList(allowed), cut.then_some("--outbound-hosts"));
+        Narrowed {
+            allowed,
+            narrowed_by,
+            not_granted: AllowList(not_granted),
         }
     }
 }
@@ -147,19 +246,19 @@ mod tests {
         );
         let all = OutboundPolicy {
             deny: Deny::parse(""),
-            ceiling: None,
+            ..Default::default()
         };
         let grant = all.grant(&m);
         assert!(grant.allowed.is_empty());
         assert_eq!(grant.narrowed_by, Some("--deny-outbound"));
         let named = OutboundPolicy {
             deny: Deny::parse("kv, mailer"),
-            ceiling: None,
+            ..Default::default()
         };
         assert!(named.grant(&m).allowed.is_empty());
         let other = OutboundPolicy {
             deny: Deny::parse("kv"),
-            ceiling: None,
+            ..Default::default()
         };
         assert!(!other.grant(&m).allowed.is_empty());
     }
@@ -171,8 +270,8 @@ mod tests {
             &["https://*.mail.example", "http://127.0.0.1:9000"],
         );
         let capped = OutboundPolicy {
-            deny: Deny::Nobody,
             ceiling: Some(AllowList::parse(["https://eu.mail.example"]).unwrap()),
+            ..Default::default()
         };
         let view = capped.view(&m);
         assert_eq!(view.allowed.describe(), "https://eu.mail.example");
@@ -182,5 +281,61 @@ mod tests {
         // was taken from it.
         let none = capped.view(&manifest("kv", &[]));
         assert!(none.allowed.is_empty() && none.narrowed_by.is_none());
+    }
+
+    #[test]
+    fn a_non_public_address_needs_the_operators_grant_whatever_the_manifest_says() {
+        let m = manifest(
+            "mailer",
+            &[
+                "https://api.mail.example",
+                "http://127.0.0.1:9025",
+                "http://169.254.169.254",
+                "http://[fd00:ec2::254]",
+                "http://10.0.0.5:8080",
+            ],
+        );
+        let open = OutboundPolicy::default().view(&m);
+        assert_eq!(open.allowed.describe(), "https://api.mail.example");
+        assert_eq!(
+            open.not_granted.describe(),
+            "http://127.0.0.1:9025, http://169.254.169.254, http://[fd00:ec2::254], http://10.0.0.5:8080"
+        );
+        assert_eq!(open.narrowed_by, None);
+        // A grant of the add-on's own opens what it names, for it alone.
+        let mut granted = OutboundPolicy::default();
+        let (id, list) = parse_grant("mailer=http://127.0.0.1:9025").unwrap();
+        granted.grant_to(&id, list);
+        let view = granted.view(&m);
+        assert_eq!(
+            view.allowed.describe(),
+            "https://api.mail.example, http://127.0.0.1:9025"
+        );
+        assert_eq!(view.not_granted.0.len(), 3);
+        let other = manifest("hostile", &["http://127.0.0.1:9025"]);
+        assert!(granted.grant(&other).allowed.is_empty());
+        // So does the operator's list, for every add-on declaring it.
+        let ceiling = OutboundPolicy {
+            ceiling: Some(
+                AllowList::parse(["https://api.mail.example", "http://10.0.0.5:8080"]).unwrap(),
+            ),
+            ..Default::default()
+        };
+        let view = ceiling.view(&m);
+        assert_eq!(
+            view.allowed.describe(),
+            "https://api.mail.example, http://10.0.0.5:8080"
+        );
+        assert_eq!(view.narrowed_by, None);
+        // Bad grants say what is wrong.
+        for (bad, says) in [
+            ("mailer", "ADDON=URL"),
+            ("Mailer=http://127.0.0.1:9025", "add-on id"),
+            ("mailer=ftp://x.example", "http or https"),
+            ("mailer=", "nothing"),
+        ] {
+            let e = parse_grant(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

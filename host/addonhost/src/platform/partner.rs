@@ -172,6 +172,22 @@ impl Host {
             & crate::sso::ct_eq(password.as_bytes(), m.api.password.as_bytes())
     }
 
+    /// One request of `service`'s partner credential against its Partner API
+    /// rate: called once the credential is checked, so a caller without it
+    /// spends nothing. Past the rate the request is refused before anything
+    /// is read or written ([`error::Kind::RateLimited`]).
+    pub fn charge_partner_api(&self, service: &str) -> crate::Result<()> {
+        self.partner_api_rate.take(service).map_err(|wait| {
+            error::rate_limited(format!(
+                "add-on {service}'s partner is over its Partner API rate of {} requests an hour; \
+                     retry in {} s",
+                self.partner_api_rate.per_hour(),
+                wait.as_secs().max(1)
+            ))
+            .into()
+        })
+    }
+
     /// `POST /heroku/resources`: provisions through the plugin; 200 with
     /// `{id, config, message}`, or 202 `{id, message}` when the plugin
     /// answered pending. A retry with the same uuid answers the same.
@@ -226,7 +242,8 @@ impl Host {
         if let Some(cb) = req.callback_url.as_deref() {
             check_callback(cb, &platform).map_err(|why| {
                 error::invalid(format!(
-                    "callback_url {cb:?} {why}: this host calls back only the platform it is configured for, {platform} ({})",
+                    "callback_url {:?} {why}: this host calls back only the platform it is configured for, {platform} ({})",
+                    crate::util::redact_url(cb),
                     match self.opts.platform_api {
                         Some(_) => "--platform-api",
                         None => "the default; set --platform-api for another platform",
@@ -235,13 +252,32 @@ impl Host {
             })?;
         }
         let app = partner_app_name(&uuid);
-        if let Err(e) = self.create_app(&app, Some(our_region(req.region.as_deref()))) {
+        let actor = super::actor::partner(service);
+        // Ownership before anything is written: a uuid naming another
+        // add-on (or a resource of this host's own apps) is not this
+        // partner's to provision, link or call back about.
+        let taken = |r: &Resource| r.service != m.id || r.app != app;
+        if self
+            .store
+            .read(|tx| tx.resource_by_uuid(&uuid))?
+            .is_some_and(|r| taken(&r))
+        {
+            return Err(error::conflict(format!(
+                "uuid {uuid} already names another add-on here; use a new uuid"
+            ))
+            .into());
+        }
+        if let Err(e) = self.create_app_as(&app, Some(our_region(req.region.as_deref())), &actor) {
             // A retry (or a concurrent request) for this uuid made it.
             if e.kind() != Some(error::Kind::Conflict) {
                 return Err(e);
             }
         }
         // Before provisioning: a plugin may complete from its very next call.
+        // Only for a uuid that is free or already this add-on's, on its
+        // partner app (ownership first: a link is where the resource's
+        // changes go), in one transaction with that check; a link another
+        // add-on holds is a claim on the uuid, refused too.
         let link = Link {
             service: m.id.clone(),
             platform,
@@ -252,12 +288,33 @@ impl Host {
             link_key(&uuid),
             serde_json::to_string(&link).context("encoding the link")?,
         );
-        let keep_token = self.store.read(|tx| tx.setting(&key))?;
-        if keep_token.is_none() {
-            self.store
-                .write(move |tx| tx.put_setting(&key, Some(&json)))
-                .await?;
-        }
+        let (owner, on_app, id) = (m.id.clone(), app.clone(), uuid.clone());
+        self.store
+            .write(move |tx| {
+                if let Some(r) = tx.resource_by_uuid(&id)? {
+                    if r.service != owner || r.app != on_app {
+                        return Err(error::conflict(format!(
+                            "uuid {id} already names another add-on here; use a new uuid"
+                        )));
+                    }
+                }
+                match tx.setting(&key)? {
+                    None => tx.put_setting(&key, Some(&json)),
+                    Some(kept) => {
+                        let theirs = serde_json::from_str::<Link>(&kept)
+                            .map(|l| l.service)
+                            .unwrap_or_default();
+                        if theirs != owner {
+                            return Err(error::conflict(format!(
+                                "uuid {id} is another add-on's here; use a new uuid"
+                            )));
+                        }
+                        // A retry: the link (and any token traded) stays.
+                        Ok(())
+                    }
+                }
+            })
+            .await?;
         let created: AddonCreated = self
             .create_addon(CreateAddon {
                 app,
@@ -265,6 +322,7 @@ impl Host {
                 as_name: None,
                 options,
                 uuid: Some(uuid),
+                actor: Some(actor),
             })
             .await?;
         let a = &created.addon;
@@ -323,7 +381,12 @@ impl Host {
             return Ok(None);
         }
         let changed = self
-            .upgrade_addon(&r.name, &format!("{service}:{plan}"), None)
+            .upgrade_addon_as(
+                &r.name,
+                &format!("{service}:{plan}"),
+                None,
+                &super::actor::partner(service),
+            )
             .await?;
         if changed.changed.is_empty() {
             return Ok(None);
@@ -340,7 +403,8 @@ impl Host {
         id: &str,
     ) -> crate::Result<Vec<(String, String)>> {
         let r = self.partner_resource(service, id)?;
-        self.rotate_resource(&r, "platform").await?;
+        self.rotate_resource(&r, &super::actor::partner(service))
+            .await?;
         let m = self.service(service)?.manifest.clone();
         self.store
             .read(|tx| resource_config(tx, &m, &r))
@@ -354,7 +418,8 @@ impl Host {
         if r.state == ResourceState::Deprovisioned {
             return Ok(false);
         }
-        self.destroy_addon(&r.name, None, Some(&r.app)).await?;
+        self.destroy_addon_as(&r.name, None, Some(&r.app), &super::actor::partner(service))
+            .await?;
         let key = link_key(&r.uuid);
         self.store
             .write(move |tx| tx.put_setting(&key, None))

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
-use super::context::Scope;
+use super::context::{Completion, Effects, Scope};
 use super::oauth::{Kind, ACCESS_SECONDS, REFRESH_SECONDS};
 use super::{error, naming, take, validate, Host};
 use crate::manifest::Manifest;
@@ -62,12 +62,38 @@ fn pending_key(uuid: &str) -> String {
     format!("pending-config:{uuid}")
 }
 
+/// Settings key of a resource's current refresh token: the resource's row
+/// and the nonce of the one refresh token that is good.
+pub(super) fn refresh_key(uuid: &str) -> String {
+    format!("platform-refresh:{uuid}")
+}
+
+/// The refresh token a resource's provider holds now.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+struct CurrentRefresh {
+    resource: i64,
+    nonce: String,
+}
+
+/// The single-use key of grant `code`.
+fn grant_key(code: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "grant:{}",
+        hex::encode(Sha256::digest(code.trim().as_bytes()))
+    )
+}
+
 impl Host {
     /// `POST /oauth/token`: a grant (`grant_type=authorization_code`,
     /// `code`) or a refresh token (`grant_type=refresh_token`,
     /// `refresh_token`), with the provider's `client_secret`, for an access
-    /// token scoped to one resource.
-    pub fn oauth_token(
+    /// token scoped to one resource and the next refresh token. A grant
+    /// is traded once; a refresh token is good until it is traded (then
+    /// the one it answered is the current one); both only while their
+    /// resource lives. The partner's rate is charged once it proved who it
+    /// is (its client secret): a caller without the secret spends nothing.
+    pub async fn oauth_token(
         &self,
         params: &BTreeMap<String, String>,
     ) -> crate::Result<serde_json::Value> {
@@ -84,16 +110,13 @@ impl Host {
                 .into())
             }
         };
-        let claims = grants.open(kind, token, now).map_err(|why| {
-            error::unauthorized(format!(
-                "the {} is {why}",
-                match kind {
-                    Kind::Grant => "grant code",
-                    _ => "refresh token",
-                }
-            ))
-        })?;
-        self.charge_platform_api(&claims.service)?;
+        let what = match kind {
+            Kind::Grant => "grant code",
+            _ => "refresh token",
+        };
+        let claims = grants
+            .open(kind, token, now)
+            .map_err(|why| error::unauthorized(format!("the {what} is {why}")))?;
         let m = self.service(&claims.service)?.manifest.clone();
         if !crate::sso::ct_eq(
             get("client_secret").as_bytes(),
@@ -103,19 +126,80 @@ impl Host {
                 error::unauthorized(format!("client_secret is not add-on {}'s", m.id)).into(),
             );
         }
-        let r = self.store.read(|tx| tx.resource_by_uuid(&claims.uuid))?;
-        if !r.is_some_and(|r| r.service == m.id && r.state != ResourceState::Deprovisioned) {
-            return Err(error::unauthorized(format!(
-                "add-on {} has no resource {} any more",
-                m.id, claims.uuid
-            ))
-            .into());
-        }
-        let access = grants.sign(Kind::Access, &m.id, &claims.uuid, now + ACCESS_SECONDS);
-        let refresh = match kind {
-            Kind::Refresh => token.to_string(),
-            _ => grants.sign(Kind::Refresh, &m.id, &claims.uuid, now + REFRESH_SECONDS),
-        };
+        self.charge_platform_api(&claims.service)?;
+        let nonce = super::cluster::random_token();
+        let spend = (kind == Kind::Grant).then(|| (grant_key(token), claims.expires_at + 1));
+        let (service, next, uuid) = (m.id.clone(), nonce.clone(), claims.uuid.clone());
+        // One transaction: the grant spent (or the refresh token checked
+        // against the current one), the resource alive, the next refresh
+        // token made current.
+        let resource = self
+            .store
+            .write(move |tx| {
+                let gone = || {
+                    error::unauthorized(format!(
+                        "add-on {service} has no resource {} any more",
+                        claims.uuid
+                    ))
+                };
+                let r = tx
+                    .resource_by_uuid(&claims.uuid)?
+                    .filter(|r| r.service == service && r.state != ResourceState::Deprovisioned)
+                    .ok_or_else(gone)?;
+                let key = refresh_key(&claims.uuid);
+                let current: Option<CurrentRefresh> = tx
+                    .setting(&key)?
+                    .and_then(|j| serde_json::from_str(&j).ok());
+                match &spend {
+                    Some((spent, until)) => {
+                        if !tx.spend_once(spent, *until, now)? {
+                            return Err(error::unauthorized(
+                                "the grant code was traded already: a grant is good once",
+                            ));
+                        }
+                    }
+                    None => {
+                        let good = match (&current, &claims.nonce) {
+                            (Some(c), Some(n)) => {
+                                crate::sso::ct_eq(c.nonce.as_bytes(), n.as_bytes())
+                                    && Some(c.resource) == claims.resource
+                            }
+                            // A refresh token of an earlier version, before
+                            // any was rotated: good once, as it is replaced.
+                            (None, None) => true,
+                            _ => false,
+                        };
+                        if !good {
+                            return Err(error::unauthorized(
+                                "the refresh token was replaced: each refresh answers the next one, \
+                                 and only the newest is good",
+                            ));
+                        }
+                    }
+                }
+                if current.as_ref().is_some_and(|c| c.resource != r.id) && spend.is_none() {
+                    return Err(gone());
+                }
+                let json = serde_json::to_string(&CurrentRefresh {
+                    resource: r.id,
+                    nonce: next.clone(),
+                })?;
+                tx.put_setting(&key, Some(&json))?;
+                Ok(r.id)
+            })
+            .await?;
+        let access = grants.sign_bound(
+            Kind::Access,
+            (&m.id, &uuid, resource),
+            now + ACCESS_SECONDS,
+            "",
+        );
+        let refresh = grants.sign_bound(
+            Kind::Refresh,
+            (&m.id, &uuid, resource),
+            now + REFRESH_SECONDS,
+            &nonce,
+        );
         Ok(json!({
             "access_token": access,
             "refresh_token": refresh,
@@ -138,23 +222,33 @@ impl Host {
     }
 
     /// The add-on a bearer token may act on, named in the path by uuid (or
-    /// name): only the one resource its grant was made for.
+    /// name): only the one resource its grant was made for, while it lives.
+    /// `charge`: the request spends one of the partner's rate.
     fn authorized_resource(
         &self,
         bearer: &str,
         addon: &str,
+        charge: bool,
     ) -> anyhow::Result<(Arc<Manifest>, Resource)> {
         let claims = self
             .grants()?
             .open(Kind::Access, bearer, unix_now())
             .map_err(|why| error::unauthorized(format!("the access token is {why}")))?;
-        self.charge_platform_api(&claims.service)?;
+        if charge {
+            self.charge_platform_api(&claims.service)?;
+        }
         let r = self.store.read(|tx| match tx.resource_by_uuid(addon)? {
             Some(r) => Ok(Some(r)),
             None => tx.resource_by_name(addon),
         })?;
         let r = match r {
-            Some(r) if r.uuid == claims.uuid && r.service == claims.service => r,
+            Some(r)
+                if r.uuid == claims.uuid
+                    && r.service == claims.service
+                    && claims.resource.is_none_or(|id| id == r.id) =>
+            {
+                r
+            }
             _ => {
                 return Err(error::unauthorized(format!(
                     "this token is for add-on {} only",
@@ -162,9 +256,10 @@ impl Host {
                 )))
             }
         };
+        // Its tokens die with it.
         if r.state == ResourceState::Deprovisioned {
-            return Err(error::not_found(format!(
-                "add-on {} is deprovisioned",
+            return Err(error::unauthorized(format!(
+                "add-on {} is deprovisioned: its tokens are no longer good",
                 r.name
             )));
         }
@@ -172,9 +267,17 @@ impl Host {
         Ok((m, r))
     }
 
+    /// Whether `bearer` may act on `addon`, spending none of the rate (to
+    /// refuse a request before its body is read).
+    pub fn platform_check_token(&self, bearer: &str, addon: &str) -> crate::Result<()> {
+        self.authorized_resource(bearer, addon, false)
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+
     /// `GET /addons/:uuid`.
     pub fn platform_addon(&self, bearer: &str, addon: &str) -> crate::Result<PlatformAddon> {
-        let (m, r) = self.authorized_resource(bearer, addon)?;
+        let (m, r) = self.authorized_resource(bearer, addon, true)?;
         self.platform_view(&m, &r).map_err(Into::into)
     }
 
@@ -200,21 +303,25 @@ impl Host {
     /// `PATCH /addons/:uuid/config`: sets (a value) or removes (`null`) the
     /// resource's vars, by manifest name, in one release; answers the
     /// resource's config afterwards. Before the provisioning is complete the
-    /// vars are kept until `actions/provision` attaches them.
+    /// vars are kept until `actions/provision` attaches them: read, changed
+    /// and written back in one transaction that also reads the resource's
+    /// state, so concurrent PATCHes lose nothing and one racing the
+    /// completion lands either in its release or after it.
     pub async fn platform_config_update(
         &self,
         bearer: &str,
         addon: &str,
         changes: Vec<ConfigEntry>,
     ) -> crate::Result<Vec<ConfigEntry>> {
-        let (m, r) = self.authorized_resource(bearer, addon)?;
+        let (m, r) = self.authorized_resource(bearer, addon, true)?;
+        let actor = super::actor::platform_api(&m.id);
         for c in &changes {
             let checked = validate::var_allowed(&m, &c.name).and_then(|()| match &c.value {
                 Some(v) => validate::value_ok(&c.name, v),
                 None => Ok(()),
             });
             if let Err(why) = checked {
-                let (actor, name, app) = (format!("addon:{}", m.id), r.name.clone(), r.app.clone());
+                let (actor, name, app) = (actor.clone(), r.name.clone(), r.app.clone());
                 let what = crate::util::truncate(&why, 500).to_string();
                 self.store
                     .write(move |tx| tx.audit(&actor, "refused", Some(&app), Some(&name), &what))
@@ -224,33 +331,48 @@ impl Host {
                 );
             }
         }
-        match (r.state, &r.partner_id) {
-            (ResourceState::Provisioning, _) => {
-                let key = pending_key(&r.uuid);
-                let mut pending: BTreeMap<String, String> = self
-                    .store
-                    .read(|tx| tx.setting(&key))?
-                    .and_then(|j| serde_json::from_str(&j).ok())
-                    .unwrap_or_default();
-                for c in changes {
-                    match c.value {
-                        Some(v) => pending.insert(c.name, v),
-                        None => pending.remove(&c.name),
-                    };
-                }
-                let json =
-                    serde_json::to_string(&pending).context("encoding the pending changes")?;
-                self.store
-                    .write(move |tx| tx.put_setting(&key, Some(&json)))
-                    .await?;
-                Ok(pending
+        if r.state == ResourceState::Provisioning {
+            let (key, id, name) = (pending_key(&r.uuid), r.id, r.name.clone());
+            let asked = changes.clone();
+            let kept = self
+                .store
+                .write(move |tx| {
+                    let state = tx.resource_by_id(id)?.map(|r| r.state);
+                    if state != Some(ResourceState::Provisioning) {
+                        // Completed (or gone) meanwhile: not kept aside.
+                        return Ok(None);
+                    }
+                    let mut pending: BTreeMap<String, String> = tx
+                        .setting(&key)?
+                        .and_then(|j| serde_json::from_str(&j).ok())
+                        .unwrap_or_default();
+                    for c in &asked {
+                        match &c.value {
+                            Some(v) => pending.insert(c.name.clone(), v.clone()),
+                            None => pending.remove(&c.name),
+                        };
+                    }
+                    let json = serde_json::to_string(&pending)
+                        .with_context(|| format!("encoding the pending config of {name}"))?;
+                    tx.put_setting(&key, Some(&json))?;
+                    Ok(Some(pending))
+                })
+                .await?;
+            if let Some(pending) = kept {
+                return Ok(pending
                     .into_iter()
                     .map(|(name, value)| ConfigEntry {
                         name,
                         value: Some(value),
                     })
-                    .collect())
+                    .collect());
             }
+        }
+        let r = self
+            .store
+            .read(|tx| tx.resource_by_id(r.id))?
+            .ok_or_else(|| error::not_found(format!("add-on {} went away", r.name)))?;
+        match (r.state, &r.partner_id) {
             (ResourceState::Provisioned, Some(pid)) => {
                 let pid = pid.clone();
                 let changes: Vec<(String, Option<String>)> =
@@ -262,6 +384,7 @@ impl Host {
                             partner_id: pid.clone(),
                         },
                     );
+                    effects.lock().unwrap_or_else(|p| p.into_inner()).actor = Some(actor.clone());
                     let outcome = ctx.config_update(
                         &pid,
                         changes.clone(),
@@ -300,13 +423,16 @@ impl Host {
 
     /// `POST /addons/:uuid/actions/provision`: completes an asynchronous
     /// provisioning with the config sent before it (one `Attach` release).
-    /// Answering it again for a provisioned add-on changes nothing.
+    /// The config kept aside is read, attached and cleared in the
+    /// completion's own transaction, so a PATCH racing it is in the release
+    /// or applied after it, never acknowledged and dropped. Answering it
+    /// again for a provisioned add-on changes nothing.
     pub async fn platform_provisioned(
         &self,
         bearer: &str,
         addon: &str,
     ) -> crate::Result<PlatformAddon> {
-        let (m, r) = self.authorized_resource(bearer, addon)?;
+        let (m, r) = self.authorized_resource(bearer, addon, true)?;
         let pid = match (r.state, &r.partner_id) {
             (ResourceState::Provisioned, _) => return Ok(self.platform_view(&m, &r)?),
             (ResourceState::Provisioning, Some(pid)) => pid.clone(),
@@ -318,32 +444,49 @@ impl Host {
                 .into())
             }
         };
-        let key = pending_key(&r.uuid);
-        let config: Vec<(String, String)> = self
-            .store
-            .read(|tx| tx.setting(&key))?
-            .and_then(|j| serde_json::from_str::<BTreeMap<String, String>>(&j).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let (mut ctx, effects) = self.context(
-            &m,
-            Scope::Resource {
-                partner_id: pid.clone(),
-            },
+        let (manifest, policy) = (m.clone(), self.opts.policy);
+        let (key, id, actor) = (
+            pending_key(&r.uuid),
+            r.id,
+            super::actor::platform_api(&m.id),
         );
-        let outcome = ctx.complete(&pid, config, None);
-        drop(ctx);
-        self.log_refusals(&effects).await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) | Err(crate::runtime::BudgetExceeded(why)) => {
-                return Err(error::addon(format!("add-on {}: {why}; nothing changed", m.id)).into())
-            }
-        }
-        self.commit_effects(&m, take(&effects)).await?;
         self.store
-            .write(move |tx| tx.put_setting(&key, None))
+            .write(move |tx| {
+                let r = tx
+                    .resource_by_id(id)?
+                    .ok_or_else(|| error::not_found("the add-on went away"))?;
+                match r.state {
+                    ResourceState::Provisioning => {}
+                    // Completed by a request racing this one.
+                    ResourceState::Provisioned => return Ok(()),
+                    state => {
+                        return Err(error::conflict(format!(
+                            "add-on {} is {state}: there is no provisioning to complete",
+                            r.name
+                        )))
+                    }
+                }
+                let config: Vec<(String, String)> = tx
+                    .setting(&key)?
+                    .and_then(|j| serde_json::from_str::<BTreeMap<String, String>>(&j).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                validate::addon_config(&manifest, &config).map_err(|why| {
+                    error::addon(format!("add-on {}: {why}; nothing changed", manifest.id))
+                })?;
+                let effects = Effects {
+                    completions: vec![Completion {
+                        partner_id: pid.clone(),
+                        config,
+                        message: None,
+                    }],
+                    actor: Some(actor.clone()),
+                    ..Effects::default()
+                };
+                super::apply_effects(tx, &manifest, &policy, &effects)?;
+                tx.put_setting(&key, None)
+            })
             .await?;
         let r = self
             .store

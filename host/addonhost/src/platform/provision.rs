@@ -127,6 +127,10 @@ impl Host {
         };
         // This call's mark on the reservation it makes or takes over.
         let owner = uuid::Uuid::new_v4().to_string();
+        let actor = req
+            .actor
+            .clone()
+            .unwrap_or_else(|| super::actor::USER.to_string());
         let lease = Host::call_timeout_ms(&manifest).div_ceil(1000) as i64 + LEASE_MARGIN_SECONDS;
         let reserved_at = std::time::Instant::now();
         let (app, resource_id, att) = loop {
@@ -137,7 +141,7 @@ impl Host {
             let reserve = reserve(
                 (manifest.clone(), uuid.clone(), req.app.clone()),
                 asked.clone(),
-                (owner.clone(), lease),
+                (owner.clone(), lease, actor.clone()),
                 plugin_error,
             );
             // Not waited for, not even its commit: later writes see it at
@@ -184,14 +188,18 @@ impl Host {
             let result = match outcome.and_then(|r| check_provision(&manifest, r)) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.release_reservation(resource_id, &owner, format!("provision failed: {e}"))
-                        .await?;
+                    self.release_reservation(
+                        resource_id,
+                        (&owner, &actor),
+                        format!("provision failed: {e}"),
+                    )
+                    .await?;
                     return Err(e);
                 }
             };
             let complete = complete(
                 (manifest.clone(), self.opts.policy),
-                (resource_id, owner.clone(), uuid.clone()),
+                (resource_id, owner.clone(), uuid.clone(), actor.clone()),
                 att.clone(),
                 result,
                 effects,
@@ -215,8 +223,12 @@ impl Host {
                 }
                 Err(e) => {
                     let e = stale_to_conflict(e, &manifest.id, "provision");
-                    self.release_reservation(resource_id, &owner, format!("provision failed: {e}"))
-                        .await?;
+                    self.release_reservation(
+                        resource_id,
+                        (&owner, &actor),
+                        format!("provision failed: {e}"),
+                    )
+                    .await?;
                     return Err(e);
                 }
             }
@@ -274,10 +286,10 @@ impl Host {
     async fn release_reservation(
         &self,
         resource_id: i64,
-        owner: &str,
+        (owner, actor): (&str, &str),
         why: String,
     ) -> anyhow::Result<()> {
-        let owner = owner.to_string();
+        let (owner, actor) = (owner.to_string(), actor.to_string());
         self.store
             .write(move |tx| {
                 let Some(r) = tx.resource_by_id(resource_id)? else {
@@ -293,7 +305,7 @@ impl Host {
                     tx.delete_vars_of_attachment(att.id)?;
                 }
                 tx.delete_resource(r.id)?;
-                tx.audit("user", "addons:create", Some(&r.app), Some(&r.name), &why)?;
+                tx.audit(&actor, "addons:create", Some(&r.app), Some(&r.name), &why)?;
                 Ok(())
             })
             .await
@@ -308,7 +320,7 @@ type Completed = (Resource, store::Attachment, Vec<(String, String)>);
 /// vars and the `Attach` release, in one transaction.
 fn complete(
     (manifest, policy): (Arc<Manifest>, super::Policy),
-    (resource_id, owner, uuid): (i64, String, String),
+    (resource_id, owner, uuid, actor): (i64, String, String, String),
     reserved: store::Attachment,
     result: ProvisionResult,
     effects: super::context::Effects,
@@ -360,12 +372,12 @@ fn complete(
             tx.insert_release(
                 r.app_id,
                 &format!("Attach {} ({})", att.name, r.name),
-                "user",
+                &actor,
             )?;
         }
         tx.update_resource(r.id, Some(pid), state, &r.plan, message.as_deref())?;
         tx.audit(
-            "user",
+            &actor,
             "addons:create",
             Some(&r.app),
             Some(&r.name),
@@ -448,7 +460,7 @@ fn read_ahead_completion(
 fn reserve(
     (manifest, uuid, app_name): (Arc<Manifest>, String, String),
     asked: Asked,
-    (owner, lease): (String, i64),
+    (owner, lease, actor): (String, i64, String),
     mut plugin_error: Option<anyhow::Error>,
 ) -> impl FnMut(&dyn Tx) -> anyhow::Result<Reservation> + Send + 'static {
     move |tx: &dyn Tx| {
@@ -556,7 +568,7 @@ fn reserve(
         })?;
         let attachment_id = tx.insert_attachment(id, app.id, &att_name)?;
         tx.audit(
-            "user",
+            &actor,
             "addons:create",
             Some(&app.name),
             Some(&name),

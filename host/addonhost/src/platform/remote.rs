@@ -135,16 +135,19 @@ impl RemoteProvider {
                 .iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k.clone(), s.clone())),
+                    // Named, a URL's password in it never.
                     other => Err(error::addon(format!(
-                        "add-on {} answered invalid config in the {what}: config var {k} is {other}, not a string",
-                        self.manifest.id
+                        "add-on {} answered invalid config in the {what}: config var {k} is {}, not a string",
+                        self.manifest.id,
+                        crate::util::redact_url(crate::util::truncate(&other.to_string(), 200))
                     ))),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
                 .map(Some),
             Some(other) => Err(error::addon(format!(
-                "add-on {} answered invalid config in the {what}: \"config\" is {other}, not an object",
-                self.manifest.id
+                "add-on {} answered invalid config in the {what}: \"config\" is {}, not an object",
+                self.manifest.id,
+                crate::util::redact_url(crate::util::truncate(&other.to_string(), 200))
             ))),
         }
     }

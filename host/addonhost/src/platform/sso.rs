@@ -1,7 +1,15 @@
 //! Single sign-on, the platform's half: build the signed login form for an
-//! add-on's SSO route, and ask the add-on's `sso.verify` about a posted one.
+//! add-on's SSO route; check a posted one as far as the host can (both
+//! signatures, the time window, that it was not used before); and ask the
+//! add-on's `sso.verify` about it.
+//!
+//! A form is good for five minutes and signs nothing but (id, timestamp):
+//! posted again it would make another session, so each is accepted once,
+//! in every server sharing the store (the form's key is spent in the same
+//! transaction that stores its session).
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::context::Scope;
 use super::{error, take, Host};
@@ -70,7 +78,99 @@ pub fn login_from_fields(fields: &[(String, String)]) -> anyhow::Result<Login> {
     })
 }
 
+/// Why a posted SSO form is not a login.
+#[derive(Debug)]
+pub enum FormRefused {
+    /// A field the form must carry is missing (a malformed request: 400).
+    Missing(String),
+    /// The form is there but wrong: a token that does not match, a
+    /// timestamp that is no number or out of its window, a form used
+    /// already (403, as kensa expects).
+    Denied(String),
+    /// Nothing to sign in to here (no such add-on), or the store failed.
+    Platform(crate::Error),
+}
+
+/// A posted form the host found good: the login to ask the add-on about,
+/// and the form's key, to spend with the session it makes.
+#[derive(Debug, Clone)]
+pub struct CheckedLogin {
+    /// The login, for `sso.verify`.
+    pub login: Login,
+    /// The form's single-use key: a hash of (add-on, id, timestamp,
+    /// token), the values the signature covers.
+    pub form_key: String,
+    /// Until when the form could be presented (then it is stale anyway).
+    pub key_expires_at: i64,
+}
+
+/// The single-use key of a form of `service` signing (`id`, `timestamp`) as
+/// `token` (either case: the add-on accepts both, so both are one form).
+fn form_key(service: &str, id: &str, timestamp: i64, token: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        service,
+        id,
+        &timestamp.to_string(),
+        &token.to_ascii_lowercase(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    format!("sso:{}", hex::encode(h.finalize()))
+}
+
 impl Host {
+    /// Checks a form posted to `service`'s SSO login before its plugin is
+    /// asked: `id`, `token` and `timestamp` first (kensa's own form has
+    /// nothing else), then `resource_id` and `resource_token`, then that the
+    /// form was not used already. What is missing is [`FormRefused::Missing`];
+    /// whatever is wrong, malformed or stale is [`FormRefused::Denied`],
+    /// naming the field. The plugin's `sso.verify` still decides; a plugin
+    /// that accepts anything no longer lets a forged form in.
+    pub fn sso_check_form(
+        &self,
+        service: &str,
+        fields: &[(String, String)],
+    ) -> Result<CheckedLogin, FormRefused> {
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let need = |k: &str| {
+            get(k)
+                .ok_or_else(|| FormRefused::Missing(format!("SSO login is missing the {k} field")))
+        };
+        let (id, token, timestamp) = (need("id")?, need("token")?, need("timestamp")?);
+        let timestamp: i64 = timestamp.parse().map_err(|_| {
+            FormRefused::Denied(format!(
+                "SSO timestamp {:?} is not a number of seconds",
+                crate::util::truncate(timestamp, 40)
+            ))
+        })?;
+        let (manifest, _) = self.plugin(service).map_err(FormRefused::Platform)?;
+        let salt = &manifest.api.sso_salt;
+        let now = crate::util::unix_now();
+        sso::check_token(id, salt, timestamp, token, now)
+            .map_err(|d| FormRefused::Denied(d.to_string()))?;
+        let (resource_id, resource_token) = (need("resource_id")?, need("resource_token")?);
+        sso::check(id, resource_id, token, resource_token, timestamp, salt, now)
+            .map_err(|d| FormRefused::Denied(d.to_string()))?;
+        let key = form_key(service, id, timestamp, token);
+        let used = self
+            .store
+            .read(|tx| tx.spent(&key, now))
+            .map_err(|e| FormRefused::Platform(e.into()))?;
+        if used {
+            return Err(FormRefused::Denied(
+                "this sign-in form was used already: sign in again from the platform".into(),
+            ));
+        }
+        let login = login_from_fields(fields).map_err(|e| FormRefused::Missing(e.to_string()))?;
+        Ok(CheckedLogin {
+            login,
+            form_key: key,
+            key_expires_at: timestamp.saturating_add(sso::MAX_AGE_SECONDS + 1),
+        })
+    }
+
     /// The signed SSO form for the add-on attached to `app` as `attachment`
     /// (or named so), at `timestamp`, for `email`; `params` are passed
     /// through (`?issue_no=42`).

@@ -56,14 +56,18 @@ pub fn value_ok(name: &str, value: &str) -> Result<(), String> {
     if name.ends_with("_URL") {
         match url::Url::parse(value) {
             Ok(u) if u.has_host() && !u.scheme().is_empty() => {}
+            // The value is named, its password never: errors go to users,
+            // logs and the audit trail.
             Ok(_) => {
                 return Err(format!(
-                    "config var {name} is not a URL with a host: {value:?}"
+                    "config var {name} is not a URL with a host: {:?}",
+                    crate::util::redact_url(value)
                 ))
             }
             Err(e) => {
                 return Err(format!(
-                    "config var {name} is not a valid URL ({e}): {value:?}"
+                    "config var {name} is not a valid URL ({e}): {:?}",
+                    crate::util::redact_url(value)
                 ))
             }
         }

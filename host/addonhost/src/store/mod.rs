@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use postgres::{PgOptions, PgStats, PgStore};
+pub use postgres::{migrations as postgres_migrations, PgOptions, PgStats, PgStore};
 pub use rows::{
     App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
     Release, Resource, ResourceState, ServerRow,
@@ -324,10 +324,31 @@ pub trait Tx {
     /// Stores a session, first dropping the kind's expired sessions and,
     /// past `max`, its oldest.
     fn insert_session(&self, s: &NewSession) -> anyhow::Result<()>;
+    /// Stores a session that belongs to `owner` (an opaque key: who it
+    /// opens what for): first the kind's expired sessions go, then, past
+    /// `max_per_owner`, that owner's oldest, then, past `s.max`, the
+    /// kind's oldest. So one owner signing in again and again spends only
+    /// its own sessions.
+    fn insert_owned_session(
+        &self,
+        s: &NewSession,
+        owner: &str,
+        max_per_owner: u64,
+    ) -> anyhow::Result<()>;
     /// A session's data, if it exists and has not expired at `now`.
     fn session(&self, id_hash: &str, kind: &str, now: i64) -> anyhow::Result<Option<String>>;
     /// Forgets a session (sign-out), of whatever kind.
     fn delete_session(&self, id_hash: &str) -> anyhow::Result<()>;
+    /// Spends the single-use token `key` (a hash naming a signed SSO form
+    /// or a Platform API grant), which stays spent until `expires_at`:
+    /// whether it was unspent. Two transactions spending the same key
+    /// concurrently cannot both succeed (the key is unique). Tokens
+    /// expired at `now` are forgotten first, so the table holds only what
+    /// could still be presented.
+    fn spend_once(&self, key: &str, expires_at: i64, now: i64) -> anyhow::Result<bool>;
+    /// Whether the single-use token `key` was spent (and not yet expired at
+    /// `now`).
+    fn spent(&self, key: &str, now: i64) -> anyhow::Result<bool>;
     /// A shared setting (the API token, the broker's id and credentials, the
     /// Platform API signing key…), `None` if never stored.
     fn setting(&self, name: &str) -> anyhow::Result<Option<String>>;

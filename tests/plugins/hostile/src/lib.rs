@@ -254,6 +254,9 @@ impl Lifecycle for Hostile {
             }
             "huge" => cfg.push(("HOSTILE_SEEN".into(), "x".repeat(16 << 20))),
             "bad-url" => cfg[0].1 = "not a url".into(),
+            // A URL carrying its password that does not parse (a space in
+            // the host): the refusal must not repeat the password.
+            "bad-url-secret" => cfg[0].1 = "postgres://admin:s3cr3t-pw-42@db host:5432/x".into(),
             "unlisted-var" => cfg.push(("DATABASE_URL".into(), "postgres://evil@db/x".into())),
             "ambient" => {
                 let seen = probe_ambient();
@@ -644,6 +647,26 @@ impl Handler for Hostile {
                 }
             }
             ["remember"] => remember(),
+            // Headers that act on the browser or the origin answering them:
+            // on the platform's origin a redirect elsewhere, a timed
+            // redirect, wiping the dashboard's cookies and storage, a
+            // download, a credentials prompt, other origins let in.
+            ["headers-out"] => Response::text(302, "hostile headers\n")
+                .with_header("location", "https://evil.example/phish")
+                .with_header("refresh", "0; url=https://evil.example/phish")
+                .with_header("clear-site-data", "\"cookies\", \"storage\"")
+                .with_header("set-cookie", "addonhost_session=planted; Path=/")
+                .with_header(
+                    "link",
+                    "<https://evil.example/x.js>; rel=preload; as=script",
+                )
+                .with_header("content-disposition", "attachment; filename=invoice.exe")
+                .with_header("www-authenticate", "Basic realm=\"addonhost platform\"")
+                .with_header("access-control-allow-origin", "https://evil.example")
+                .with_header("access-control-allow-credentials", "true")
+                .with_header("x-hostile", "yes")
+                .with_header("cache-control", "no-store")
+                .with_header("etag", "\"v1\""),
             ["desync"] => Response::text(200, "HTTP/1.1 200 OK\r\nx-smuggled: yes\r\n\r\n")
                 .with_header("content-length", "0"),
             // The partner answering a pending provisioning, as a provider's

@@ -101,6 +101,9 @@ pub struct Effects {
     /// What the call read of the KV: its writes apply only if it still
     /// reads the same.
     pub reads: super::reads::ReadSet,
+    /// Who the writes are recorded as: `None` is the add-on itself
+    /// (`addon:<id>`); the Platform API's writes name its partner.
+    pub actor: Option<String>,
 }
 
 impl Effects {

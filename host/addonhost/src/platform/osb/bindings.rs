@@ -264,7 +264,7 @@ impl Host {
         caller: &Caller,
     ) -> Result<Binding, OsbError> {
         let replaced = self.osb_credentials(r)?;
-        if let Err(e) = self.rotate_resource(r, "osb").await {
+        if let Err(e) = self.rotate_resource(r, crate::platform::actor::OSB).await {
             let (bid, pid) = (bid.to_string(), predecessor.to_string());
             self.store
                 .write(move |tx| {

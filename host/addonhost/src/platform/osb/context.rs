@@ -118,7 +118,7 @@ impl Host {
         if self.store.read(|tx| tx.app_by_name(&name))?.is_some() {
             return Ok(name);
         }
-        match self.create_app(&name, None) {
+        match self.create_app_as(&name, None, crate::platform::actor::OSB) {
             Ok(_) => {
                 self.osb_audit(
                     caller,

@@ -278,6 +278,7 @@ impl Host {
                     as_name: None,
                     options: req.parameters.clone().into_iter().collect(),
                     uuid: Some(uuid.clone()),
+                    actor: Some(crate::platform::actor::OSB.to_string()),
                 })
                 .await
             }
@@ -309,7 +310,8 @@ impl Host {
             ResourceState::Provisioning if !req.accepts_incomplete => {
                 // The add-on answers later, and the platform cannot wait:
                 // take the provisioning back so that nothing of it stays.
-                self.destroy_addon(&r.name, None, Some(&r.app)).await?;
+                self.destroy_addon_as(&r.name, None, Some(&r.app), crate::platform::actor::OSB)
+                    .await?;
                 self.osb_forget(&id, &uuid).await?;
                 return Err(OsbError::AsyncRequired(format!(
                     "add-on {} provisions asynchronously; send accepts_incomplete=true",

@@ -106,7 +106,7 @@ impl Host {
         if plan.name == r.plan {
             return Ok(());
         }
-        self.upgrade_addon(&r.name, &plan.name, None)
+        self.upgrade_addon_as(&r.name, &plan.name, None, crate::platform::actor::OSB)
             .await
             .map_err(OsbError::from)?;
         let before = std::mem::replace(&mut asked.plan_id, plan_id.clone());
@@ -159,7 +159,7 @@ impl Host {
                 }
             )));
         }
-        self.destroy_addon(&r.name, None, Some(&r.app))
+        self.destroy_addon_as(&r.name, None, Some(&r.app), crate::platform::actor::OSB)
             .await
             .map_err(OsbError::from)?;
         self.osb_forget(id, &row.resource_uuid).await?;

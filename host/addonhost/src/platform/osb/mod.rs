@@ -41,7 +41,9 @@ pub const MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 13..=17;
 const MAX_ID_LEN: usize = 255;
 
 /// Who asked, from `X-Broker-API-Originating-Identity: <platform> <base64 JSON>`:
-/// recorded with every change the broker makes.
+/// recorded in the detail of every entry the broker writes. It is a
+/// claim of the broker's client, so it never names the actor (each new
+/// claim would be an actor of its own, unbounded by `--audit-keep`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     /// `cloudfoundry`, `kubernetes`, …
@@ -70,12 +72,9 @@ impl Caller {
         }
     }
 
-    /// The audit trail's actor: `osb:<platform>`, or `osb`.
+    /// The audit trail's actor: `osb`, whoever the client claims to be.
     pub fn actor(&self) -> String {
-        match &self.platform {
-            Some(p) => format!("osb:{p}"),
-            None => "osb".into(),
-        }
+        crate::platform::actor::OSB.to_string()
     }
 
     /// Who, in words, for the audit trail's detail.

@@ -67,6 +67,9 @@ pub struct Grant {
     pub allowed: Arc<AllowList>,
     /// The operator's option that narrowed or emptied the add-on's list.
     pub narrowed_by: Option<&'static str>,
+    /// Non-public addresses the add-on declares that the operator has not
+    /// granted (for messages: they are not in `allowed`).
+    pub not_granted: Arc<AllowList>,
 }
 
 impl Grant {
@@ -75,6 +78,7 @@ impl Grant {
         Grant {
             allowed: AllowList::none(),
             narrowed_by: None,
+            not_granted: AllowList::none(),
         }
     }
 }
@@ -180,6 +184,13 @@ impl Outbound {
         };
         let target = Target::new(scheme, host, uri.port_u16()).map_err(refused)?;
         if self.grant.allowed.find(&target).is_none() {
+            if let Some(p) = self.grant.not_granted.find(&target) {
+                return Err(refused(format!(
+                    "{p} is declared but not granted: a loopback, private or link-local address is \
+                     reached only with the operator's consent (--outbound-grant {}={p}, or --outbound-hosts)",
+                    self.spent.addon
+                )));
+            }
             let how = match self.grant.narrowed_by {
                 Some(option) => format!(" (the operator's {option} narrowed what it declared)"),
                 None => String::new(),

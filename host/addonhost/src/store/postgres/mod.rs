@@ -25,6 +25,7 @@ mod osb;
 mod rows;
 mod schema;
 mod session;
+mod tokens;
 mod tx;
 
 use std::sync::Arc;
@@ -39,6 +40,13 @@ use driver::{ConnectError, ConnectInfo, Pool};
 use session::Mode;
 
 use super::{Tx, Unavailable};
+
+/// The PostgreSQL schema's migrations, in order: migration `n` is
+/// `migrations()[n - 1]` (for tools and tests that build a database as an
+/// older version left it).
+pub fn migrations() -> &'static [&'static str] {
+    schema::MIGRATIONS
+}
 
 /// The channel `NOTIFY`ed with an app's name when it gets a release.
 pub(crate) const RELEASES_CHANNEL: &str = "addonhost_releases";

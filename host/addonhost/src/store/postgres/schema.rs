@@ -254,4 +254,16 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE servers ADD COLUMN schema_version INTEGER;
     "#,
+    // 5: whose each session is, for a bound per owner; the single-use
+    // tokens spent (signed SSO forms, Platform API grants), until they
+    // would be refused anyway.
+    r#"
+    ALTER TABLE sessions ADD COLUMN owner TEXT;
+    CREATE INDEX sessions_owner ON sessions(kind, owner, expires_at);
+    CREATE TABLE spent_tokens (
+        key         TEXT PRIMARY KEY,
+        expires_at  BIGINT NOT NULL
+    );
+    CREATE INDEX spent_tokens_expiry ON spent_tokens(expires_at);
+    "#,
 ];

@@ -9,7 +9,7 @@ use super::cache::{Key, Val};
 use super::locks::{self, Space};
 use super::rows::{app_row, resource_row, var_row, RESOURCE_COLUMNS};
 use super::session::{params, PgTx};
-use super::{kv, osb};
+use super::{kv, osb, tokens};
 use crate::store::{
     Ahead, App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding,
     OsbInstance, Release, Resource, ResourceState, ServerRow, Tx,
@@ -714,5 +714,14 @@ impl Tx for PgTx {
     }
     fn delete_osb_binding(&self, binding_id: &str) -> anyhow::Result<()> {
         osb::delete_osb_binding(self, binding_id)
+    }
+    fn insert_owned_session(&self, s: &NewSession, owner: &str, max: u64) -> anyhow::Result<()> {
+        tokens::insert_owned_session(self, s, owner, max)
+    }
+    fn spend_once(&self, key: &str, expires_at: i64, now: i64) -> anyhow::Result<bool> {
+        tokens::spend_once(self, key, expires_at, now)
+    }
+    fn spent(&self, key: &str, now: i64) -> anyhow::Result<bool> {
+        tokens::spent(self, key, now)
     }
 }

@@ -352,6 +352,25 @@ impl Tx for SqliteTx<'_> {
     fn delete_session(&self, id_hash: &str) -> anyhow::Result<()> {
         Ok(shared::delete_session(self.0, id_hash)?)
     }
+    fn insert_owned_session(
+        &self,
+        s: &NewSession,
+        owner: &str,
+        max_per_owner: u64,
+    ) -> anyhow::Result<()> {
+        Ok(shared::insert_owned_session(
+            self.0,
+            s,
+            owner,
+            max_per_owner,
+        )?)
+    }
+    fn spend_once(&self, key: &str, expires_at: i64, now: i64) -> anyhow::Result<bool> {
+        Ok(shared::spend_once(self.0, key, expires_at, now)?)
+    }
+    fn spent(&self, key: &str, now: i64) -> anyhow::Result<bool> {
+        Ok(shared::spent(self.0, key, now)?)
+    }
     fn setting(&self, name: &str) -> anyhow::Result<Option<String>> {
         Ok(shared::setting(self.0, name)?)
     }

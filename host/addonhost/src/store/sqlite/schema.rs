@@ -233,4 +233,17 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX audit_actor ON audit(actor, id);
     "#,
+    // 10: whose each session is (a user of a resource of an add-on), so a
+    // bound per owner drops the owner's own oldest; and the single-use
+    // tokens spent (signed SSO forms, Platform API grants), each kept until
+    // it would be refused anyway.
+    r#"
+    ALTER TABLE sessions ADD COLUMN owner TEXT;
+    CREATE INDEX sessions_owner ON sessions(kind, owner, expires_at);
+    CREATE TABLE spent_tokens (
+        key         TEXT PRIMARY KEY,
+        expires_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX spent_tokens_expiry ON spent_tokens(expires_at);
+    "#,
 ];

@@ -31,6 +31,66 @@ pub fn insert_session(tx: &Connection, s: &NewSession) -> rusqlite::Result<()> {
     Ok(())
 }
 
+pub fn insert_owned_session(
+    tx: &Connection,
+    s: &NewSession,
+    owner: &str,
+    max_per_owner: u64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM sessions WHERE kind = ?1 AND expires_at <= ?2")?
+        .execute(params![s.kind, s.now])?;
+    let theirs: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM sessions WHERE kind = ?1 AND owner = ?2")?
+        .query_row(params![s.kind, owner], |r| r.get(0))?;
+    let over = theirs + 1 - max_per_owner as i64;
+    if over > 0 {
+        // The owner's own oldest go: signing in again and again spends
+        // nobody else's sessions.
+        tx.prepare_cached(
+            "DELETE FROM sessions WHERE id_hash IN
+               (SELECT id_hash FROM sessions WHERE kind = ?1 AND owner = ?2
+                ORDER BY expires_at, seq LIMIT ?3)",
+        )?
+        .execute(params![s.kind, owner, over])?;
+    }
+    let held: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM sessions WHERE kind = ?1")?
+        .query_row(params![s.kind], |r| r.get(0))?;
+    let over = held + 1 - s.max as i64;
+    if over > 0 {
+        tx.prepare_cached(
+            "DELETE FROM sessions WHERE id_hash IN
+               (SELECT id_hash FROM sessions WHERE kind = ?1 ORDER BY expires_at, seq LIMIT ?2)",
+        )?
+        .execute(params![s.kind, over])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO sessions (id_hash, kind, data, expires_at, owner) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![s.id_hash, s.kind, s.data, s.expires_at, owner])?;
+    Ok(())
+}
+
+pub fn spend_once(tx: &Connection, key: &str, expires_at: i64, now: i64) -> rusqlite::Result<bool> {
+    tx.prepare_cached("DELETE FROM spent_tokens WHERE expires_at <= ?1")?
+        .execute(params![now])?;
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO spent_tokens (key, expires_at) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        )?
+        .execute(params![key, expires_at])?;
+    Ok(n == 1)
+}
+
+pub fn spent(c: &Connection, key: &str, now: i64) -> rusqlite::Result<bool> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM spent_tokens WHERE key = ?1 AND expires_at > ?2")?
+            .query_row(params![key, now], |_| Ok(()))
+            .optional()?
+            .is_some(),
+    )
+}
+
 pub fn session(
     c: &Connection,
     id_hash: &str,
