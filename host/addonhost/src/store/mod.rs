@@ -497,6 +497,17 @@ impl Store {
         }
     }
 
+    /// [`Store::read`] for `f` that makes a single read (one row by its
+    /// key): on PostgreSQL that statement runs alone, with no transaction
+    /// around it (a statement sees one snapshot by itself). A second
+    /// statement is refused.
+    pub fn read_one<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.read(f),
+            Backend::Postgres(p) => p.read_one(f),
+        }
+    }
+
     /// Runs `f` as one transaction, durably: its writes are committed if it
     /// succeeds and rolled back if it fails (or panics: the panic resumes
     /// here), and the future resolves once they are on disk.

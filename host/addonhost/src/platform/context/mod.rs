@@ -195,6 +195,14 @@ impl CallContext {
         })
     }
 
+    /// [`CallContext::read`] for `f` that makes one read statement.
+    fn read_one<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> Result<T, String> {
+        self.store.read_one(f).map_err(|e| {
+            tracing::error!(addon = %self.service(), "store unavailable: {e:#}");
+            format!("store error: {e:#}")
+        })
+    }
+
     fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
         self.effects.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -368,7 +376,7 @@ impl Capabilities for CallContext {
             return Ok(v.clone());
         }
         let value = self
-            .read(|tx| tx.kv_get(self.service(), key))
+            .read_one(|tx| tx.kv_get(self.service(), key))
             .ok()
             .flatten();
         self.effects().reads.key(key, value.as_deref());

@@ -37,6 +37,16 @@ fn one_resource(tx: &PgTx, rows: Vec<Row>) -> anyhow::Result<Val> {
     Ok(Val::Resource(r))
 }
 
+/// A resource read before its app was locked (see
+/// [`PgTx::read_ahead_all`]): kept only if there is none.
+fn one_resource_unlocked(tx: &PgTx, rows: Vec<Row>) -> anyhow::Result<Val> {
+    let r = rows.first().map(resource_row).transpose()?;
+    if let Some(r) = &r {
+        tx.owners.saw_resource(r.id, r.app_id);
+    }
+    Ok(Val::Resource(r))
+}
+
 /// The cache's key for a read.
 pub(super) fn key(a: &Ahead<'_>) -> Key {
     match *a {
@@ -83,22 +93,19 @@ impl PgTx {
                     },
                 }
             }
-            Ahead::ResourceByUuid(uuid) => {
-                self.lock_app_by(locks::APP_OF_UUID, params![uuid.to_string()]);
-                Plan {
-                    sql: resource_sql("r.uuid = $1"),
-                    params: params![uuid.to_string()],
-                    decode: one_resource,
-                }
-            }
-            Ahead::ResourceByName(name) => {
-                self.lock_app_by(locks::APP_OF_RESOURCE_NAME, params![name.to_string()]);
-                Plan {
-                    sql: resource_sql("r.name = $1"),
-                    params: params![name.to_string()],
-                    decode: one_resource,
-                }
-            }
+            // Looked up before their app is locked, as these lookups mostly
+            // find nothing (a new uuid, a free name): one found is read
+            // again once its app is locked (in `read_ahead_all`).
+            Ahead::ResourceByUuid(uuid) => Plan {
+                sql: resource_sql("r.uuid = $1"),
+                params: params![uuid.to_string()],
+                decode: one_resource_unlocked,
+            },
+            Ahead::ResourceByName(name) => Plan {
+                sql: resource_sql("r.name = $1"),
+                params: params![name.to_string()],
+                decode: one_resource_unlocked,
+            },
             Ahead::ResourceById(id) => {
                 self.lock_app_of_resource(id);
                 Plan {
@@ -126,10 +133,13 @@ impl PgTx {
                 Plan {
                     sql: format!("{ATTACHMENT_COLUMNS} WHERE t.resource_id = $1 ORDER BY t.id"),
                     params: params![id],
-                    decode: |_, rows| {
-                        Ok(Val::Attachments(
-                            rows.iter().map(attachment_row).collect::<Result<_, _>>()?,
-                        ))
+                    decode: |tx, rows| {
+                        let all: Vec<_> =
+                            rows.iter().map(attachment_row).collect::<Result<_, _>>()?;
+                        for a in &all {
+                            tx.owners.saw_attachment(a.id, a.app_id, a.resource_id);
+                        }
+                        Ok(Val::Attachments(all))
                     },
                 }
             }
@@ -138,10 +148,12 @@ impl PgTx {
                 Plan {
                     sql: format!("{ATTACHMENT_COLUMNS} WHERE t.app_id = $1 AND t.name = $2"),
                     params: params![app_id, name.to_string()],
-                    decode: |_, rows| {
-                        Ok(Val::Attachment(
-                            rows.first().map(attachment_row).transpose()?,
-                        ))
+                    decode: |tx, rows| {
+                        let a = rows.first().map(attachment_row).transpose()?;
+                        if let Some(a) = &a {
+                            tx.owners.saw_attachment(a.id, a.app_id, a.resource_id);
+                        }
+                        Ok(Val::Attachment(a))
                     },
                 }
             }
@@ -155,7 +167,7 @@ impl PgTx {
                 }
             }
             Ahead::VarsOfAttachment(id) => {
-                self.lock_app_by(locks::APP_OF_ATTACHMENT, params![id]);
+                self.lock_app_of_attachment(id);
                 Plan {
                     sql: "SELECT name, value, attachment_id FROM config_vars WHERE attachment_id = $1 \
                           ORDER BY name COLLATE \"C\""
@@ -170,7 +182,7 @@ impl PgTx {
                 attachment_id,
                 name,
             } => {
-                self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
+                self.lock_app_of_attachment(attachment_id);
                 Plan {
                     sql: "SELECT 1 FROM var_takeovers WHERE attachment_id = $1 AND name = $2"
                         .into(),
@@ -253,9 +265,31 @@ impl PgTx {
             return Ok(());
         }
         let rows = self.send_queued()?;
+        let mut again = Vec::new();
         for ((key, decode), rows) in planned.into_iter().zip(rows) {
             let val = decode(self, rows)?;
+            // A row found before its app was locked: read again under the
+            // lock, by its id (the app of a row never changes).
+            if let (Key::ResourceByUuid(_) | Key::ResourceByName(_), Val::Resource(Some(r))) =
+                (&key, &val)
+            {
+                if self.writes() {
+                    self.lock_app(r.app_id);
+                    again.push((key, r.id));
+                    continue;
+                }
+            }
             self.cache.borrow_mut().set(key, val);
+        }
+        if !again.is_empty() {
+            for (_, id) in &again {
+                self.queue_read(resource_sql("r.id = $1"), params![*id]);
+            }
+            let rows = self.send_queued()?;
+            for ((key, _), rows) in again.into_iter().zip(rows) {
+                let val = one_resource(self, rows)?;
+                self.cache.borrow_mut().set(key, val);
+            }
         }
         Ok(())
     }

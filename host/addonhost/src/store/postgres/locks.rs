@@ -48,10 +48,6 @@ pub const APP_BY_NAME: &str =
     "SELECT pg_advisory_xact_lock(4683743612465315840 + id) FROM apps WHERE name = $1";
 pub const APP_OF_RESOURCE: &str =
     "SELECT pg_advisory_xact_lock(4683743612465315840 + app_id) FROM resources WHERE id = $1";
-pub const APP_OF_UUID: &str =
-    "SELECT pg_advisory_xact_lock(4683743612465315840 + app_id) FROM resources WHERE uuid = $1";
-pub const APP_OF_RESOURCE_NAME: &str =
-    "SELECT pg_advisory_xact_lock(4683743612465315840 + app_id) FROM resources WHERE name = $1";
 pub const APP_OF_PARTNER_ID: &str = "SELECT pg_advisory_xact_lock(4683743612465315840 + app_id) \
      FROM resources WHERE service = $1 AND partner_id = $2";
 pub const APP_OF_ATTACHMENT: &str =
@@ -79,6 +75,59 @@ pub fn named(space: Space, parts: &[&str]) -> i64 {
     ((space as i64) << 56) | (h & 0x00ff_ffff_ffff_ffff) as i64
 }
 
+/// Which app each resource and attachment belongs to, as this process has
+/// seen them: facts that never change (a row's app is set when it is made,
+/// and ids are never reused), so a lock on a row's app can be taken by its
+/// key, without a statement to find the app first. Per store (ids are per
+/// database); forgotten past a bound, then found again as needed.
+#[derive(Default)]
+pub struct Owners {
+    resources: std::sync::Mutex<std::collections::HashMap<i64, i64>>,
+    attachments: std::sync::Mutex<std::collections::HashMap<i64, (i64, i64)>>,
+}
+
+/// Rows remembered of each kind before the map starts over.
+const OWNERS_KEPT: usize = 100_000;
+
+impl Owners {
+    /// The app of resource `id`, if seen.
+    pub fn resource(&self, id: i64) -> Option<i64> {
+        self.resources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// Records that resource `id` belongs to app `app_id`.
+    pub fn saw_resource(&self, id: i64, app_id: i64) {
+        let mut m = self.resources.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= OWNERS_KEPT {
+            m.clear();
+        }
+        m.insert(id, app_id);
+    }
+
+    /// The app and the resource of attachment `id`, if seen.
+    pub fn attachment(&self, id: i64) -> Option<(i64, i64)> {
+        self.attachments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// Records that attachment `id` is on app `app_id`, of resource
+    /// `resource_id`.
+    pub fn saw_attachment(&self, id: i64, app_id: i64, resource_id: i64) {
+        let mut m = self.attachments.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= OWNERS_KEPT {
+            m.clear();
+        }
+        m.insert(id, (app_id, resource_id));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,8 +137,6 @@ mod tests {
         for sql in [
             APP_BY_NAME,
             APP_OF_RESOURCE,
-            APP_OF_UUID,
-            APP_OF_RESOURCE_NAME,
             APP_OF_PARTNER_ID,
             APP_OF_ATTACHMENT,
             RESOURCE_APP_OF_ATTACHMENT,

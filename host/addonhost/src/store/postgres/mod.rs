@@ -94,6 +94,9 @@ pub struct PgStore {
     /// Statements sent and round trips made by this process's
     /// transactions, and write transactions run again for a conflict.
     stats: Stats,
+    /// Which app each resource and attachment belongs to (see
+    /// [`locks::Owners`]).
+    owners: Arc<locks::Owners>,
 }
 
 #[derive(Default)]
@@ -152,6 +155,7 @@ impl PgStore {
             rt: Some(rt),
             name,
             stats: Stats::default(),
+            owners: Default::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -192,7 +196,7 @@ impl PgStore {
     /// Starts a transaction of `mode` on a pooled connection.
     fn begin(&self, mode: Mode) -> anyhow::Result<PgTx> {
         let pool = match mode {
-            Mode::Read => &self.reads,
+            Mode::Read | Mode::ReadOne => &self.reads,
             _ => &self.writes,
         };
         let conn = pool.get().map_err(|e| match e {
@@ -200,7 +204,12 @@ impl PgStore {
                 format!("the database {} is unavailable: {why}", self.name),
             )),
         })?;
-        Ok(PgTx::new(conn, mode, self.name.clone()))
+        Ok(PgTx::new(
+            conn,
+            mode,
+            self.name.clone(),
+            self.owners.clone(),
+        ))
     }
 
     /// Runs `f` in a read-only `REPEATABLE READ` snapshot.
@@ -209,6 +218,17 @@ impl PgStore {
             let mut f = Some(f);
             // Only writes are run again (for conflicts), never a read.
             self.run(Mode::Read, |tx| (f.take().expect("a read runs once"))(tx))
+        })
+    }
+
+    /// Runs `f`, which makes one read statement (one row by its key, say),
+    /// as that statement alone: no transaction around it.
+    pub fn read_one<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        off_executor(|| {
+            let mut f = Some(f);
+            self.run(Mode::ReadOne, |tx| {
+                (f.take().expect("a read runs once"))(tx)
+            })
         })
     }
 
@@ -301,7 +321,7 @@ impl PgStore {
             self.stats.trips.fetch_add(trips, Relaxed);
             drop(tx);
             match outcome {
-                Err(e) if mode != Mode::Read && conflict(&e) => {
+                Err(e) if !matches!(mode, Mode::Read | Mode::ReadOne) && conflict(&e) => {
                     self.stats.reruns.fetch_add(1, Relaxed);
                     if started.elapsed() >= RETRY_FOR {
                         return Err(Unavailable(format!(

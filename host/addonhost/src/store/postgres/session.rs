@@ -4,7 +4,7 @@
 //! must be answered, or the commit, and sending them all at once.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use tokio_postgres::Row;
 
@@ -23,6 +23,9 @@ pub(super) use params;
 pub(super) enum Mode {
     /// A read-only snapshot (`REPEATABLE READ`): no locks.
     Read,
+    /// One read statement, on its own (a single statement sees one
+    /// snapshot without a transaction around it).
+    ReadOne,
     /// Reads and writes under the [`locks`] rules, acknowledged once on
     /// disk.
     Write,
@@ -39,6 +42,7 @@ impl Mode {
     fn begin(self) -> &'static str {
         match self {
             Mode::Read => "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            Mode::ReadOne => "",
             Mode::Write | Mode::Migrate => "START TRANSACTION ISOLATION LEVEL READ COMMITTED",
             Mode::WriteUnacknowledged => {
                 "START TRANSACTION ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off"
@@ -47,7 +51,7 @@ impl Mode {
     }
 
     fn writes(self) -> bool {
-        self != Mode::Read
+        !matches!(self, Mode::Read | Mode::ReadOne)
     }
 }
 
@@ -75,8 +79,9 @@ pub struct PgTx {
     /// What this transaction's KV writes change of each add-on's usage
     /// (keys, bytes), written with the commit (see `kv.rs`).
     pub(super) usage: RefCell<std::collections::BTreeMap<String, (i64, i64)>>,
-    /// The app of each resource this transaction read or made.
-    resource_apps: RefCell<HashMap<i64, i64>>,
+    /// Which app each resource and attachment belongs to, as the store
+    /// has seen them.
+    pub(super) owners: std::sync::Arc<locks::Owners>,
     /// Releases this transaction made.
     pub(super) releases: Cell<u64>,
     /// Statements sent, round trips made (for the driver's counters).
@@ -96,7 +101,12 @@ struct Queued {
 pub(super) const USAGE_SHARDS: i16 = 64;
 
 impl PgTx {
-    pub(super) fn new(conn: Pooled, mode: Mode, db: String) -> PgTx {
+    pub(super) fn new(
+        conn: Pooled,
+        mode: Mode,
+        db: String,
+        owners: std::sync::Arc<locks::Owners>,
+    ) -> PgTx {
         PgTx {
             conn: RefCell::new(conn),
             mode,
@@ -109,7 +119,7 @@ impl PgTx {
             shared: RefCell::new(HashSet::new()),
             locks: RefCell::new(Vec::new()),
             usage: RefCell::new(Default::default()),
-            resource_apps: RefCell::new(HashMap::new()),
+            owners,
             releases: Cell::new(0),
             counted: Cell::new((0, 0)),
         }
@@ -135,7 +145,10 @@ impl PgTx {
         self.queue_locks();
         let pending = self.pending.take();
         let mut steps = Vec::with_capacity(pending.len() + 2);
-        let begin = !self.begun.get();
+        if self.mode == Mode::ReadOne && self.begun.get() {
+            anyhow::bail!("a one-statement read sent a second statement (use Store::read)");
+        }
+        let begin = !self.begun.get() && self.mode != Mode::ReadOne;
         if begin {
             steps.push(Step::Batch(self.mode.begin()));
         }
@@ -339,17 +352,25 @@ impl PgTx {
     /// Locks the app owning resource `id`: known already, or found by the
     /// lock statement.
     pub(super) fn lock_app_of_resource(&self, id: i64) {
-        let known = self.resource_apps.borrow().get(&id).copied();
-        match known {
+        match self.owners.resource(id) {
             Some(app) => self.lock_app(app),
             None => self.lock_app_by(locks::APP_OF_RESOURCE, params![id]),
+        }
+    }
+
+    /// Locks the app attachment `id` is on: known already, or found by the
+    /// lock statement.
+    pub(super) fn lock_app_of_attachment(&self, id: i64) {
+        match self.owners.attachment(id) {
+            Some((app, _)) => self.lock_app(app),
+            None => self.lock_app_by(locks::APP_OF_ATTACHMENT, params![id]),
         }
     }
 
     /// Records that resource `id` belongs to app `app_id`, whose lock this
     /// transaction took before reading it.
     pub(super) fn resource_seen(&self, id: i64, app_id: i64) {
-        self.resource_apps.borrow_mut().insert(id, app_id);
+        self.owners.saw_resource(id, app_id);
         if self.writes() {
             self.app_locked(app_id);
         }
@@ -361,7 +382,7 @@ impl PgTx {
     pub(super) fn commit(&self) -> anyhow::Result<()> {
         self.ended.set(true);
         if !self.writes() {
-            if self.begun.get() {
+            if self.begun.get() && self.mode == Mode::Read {
                 self.conn.borrow_mut().conn().send("COMMIT");
             }
             return Ok(());
@@ -408,7 +429,7 @@ impl Drop for PgTx {
     fn drop(&mut self) {
         // Ended without a commit: roll back before the connection goes
         // back to the pool (sent now, its answer read on next use).
-        if self.begun.get() && !self.ended.get() {
+        if self.begun.get() && !self.ended.get() && self.mode != Mode::ReadOne {
             self.conn.get_mut().conn().send("ROLLBACK");
         }
     }

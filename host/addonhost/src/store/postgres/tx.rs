@@ -250,7 +250,7 @@ impl Tx for PgTx {
         Ok(())
     }
     fn delete_vars_of_attachment(&self, attachment_id: i64) -> anyhow::Result<usize> {
-        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
+        self.lock_app_of_attachment(attachment_id);
         self.cache.borrow_mut().forget_vars();
         Ok(self.execute(
             "DELETE FROM config_vars WHERE attachment_id = $1",
@@ -269,7 +269,7 @@ impl Tx for PgTx {
             .collect())
     }
     fn take_over_var(&self, attachment_id: i64, name: &str) -> anyhow::Result<()> {
-        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![attachment_id]);
+        self.lock_app_of_attachment(attachment_id);
         self.defer(
             "INSERT INTO var_takeovers (attachment_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             params![attachment_id, name.to_string()],
@@ -456,12 +456,16 @@ impl Tx for PgTx {
             }
             None => self.query(INSERT, params)?[0].try_get(0)?,
         };
+        self.owners.saw_attachment(id, app_id, resource_id);
         self.cache.borrow_mut().forget_attachments();
         Ok(id)
     }
     fn delete_attachment(&self, id: i64) -> anyhow::Result<()> {
-        self.lock_app_by(locks::APP_OF_ATTACHMENT, params![id]);
-        self.lock_app_by(locks::RESOURCE_APP_OF_ATTACHMENT, params![id]);
+        self.lock_app_of_attachment(id);
+        match self.owners.attachment(id) {
+            Some((_, resource)) => self.lock_app_of_resource(resource),
+            None => self.lock_app_by(locks::RESOURCE_APP_OF_ATTACHMENT, params![id]),
+        }
         self.defer(
             "DELETE FROM var_takeovers WHERE attachment_id = $1",
             params![id],
