@@ -144,6 +144,11 @@ pub async fn stream(
             target.authority
         );
     }
+    // Said once the server accepted the stream: lines from here on reach us.
+    eprintln!(
+        "==> streaming the log lines of http://{} (Ctrl-C to stop)",
+        target.authority
+    );
     let mut events = EventParser::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.context("reading the log stream")?;
