@@ -146,10 +146,12 @@ impl Host {
             if service.origin() != Some(crate::runtime::Origin::Quick) {
                 continue;
             }
-            // A development build is replaced at the next save: the quick
-            // tier serves it, and the optimizing compiler leaves the cores
-            // to the author's builds.
-            if service.loaded().is_some_and(|p| p.dev_build().is_some()) {
+            // A Rust development build is replaced at the next save: the
+            // quick tier serves it, and the optimizing compiler leaves the
+            // cores to the author's builds. (A Python or JavaScript one is
+            // a loader whose code never changes: compiled and cached once,
+            // every later save is a cache hit.)
+            if service.loaded().and_then(|p| p.dev_build()) == Some("rust") {
                 continue;
             }
             let plugin = match catalog::load_optimized(&self.runtime, &service) {
