@@ -314,8 +314,8 @@ async fn observe_request(
             %method,
             path,
             status,
-            ms = took.as_secs_f64() * 1e3,
-            "{method} {path} {status}"
+            ms = took.as_millis() as u64,
+            "request"
         );
     });
     resp

@@ -419,6 +419,15 @@ where
                 }
             }
         }
+        // A request line reads as the request: `GET /api/apps 200`.
+        if fields.known.get("kind").map(String::as_str) == Some("request") {
+            let field = |name: &str| match fields.other.get(name) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            fields.message = format!("{} {} {}", field("method"), field("path"), field("status"));
+        }
         let mut take = |name: &str| fields.known.remove(name);
         let line = LogLine {
             at: now_ms(),

@@ -814,8 +814,14 @@ fn check_js_syntax(dir: &Path, files: &[(String, String)]) -> anyhow::Result<()>
                 eprintln!("{}", said.trim_end());
                 let at = said.lines().find_map(super::location::of);
                 match at {
-                    Some(at) => bail!("{}: JavaScript syntax error at {at}; see the output above", dir.display()),
-                    None => bail!("{}: JavaScript syntax error in {path}; see the output above", dir.display()),
+                    Some(at) => bail!(
+                        "{}: JavaScript syntax error at {at}; see the output above",
+                        dir.display()
+                    ),
+                    None => bail!(
+                        "{}: JavaScript syntax error in {path}; see the output above",
+                        dir.display()
+                    ),
                 }
             }
         }
