@@ -149,15 +149,11 @@ fn crc_of_file(path: &Path) -> std::io::Result<(u64, u32)> {
 }
 
 fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
-    let sum = std::fs::read(sum_path(path)).ok();
-    if sum.is_none() {
-        // Not cached yet, or being written (the artifact is renamed into
-        // place before its sum): a write replaces whatever artifact is there.
-        return None;
-    }
+    // No sum: not cached yet, or being written (the artifact is renamed
+    // into place before its sum); a write replaces whatever artifact is there.
+    let sum = std::fs::read(sum_path(path)).ok()?;
     let artifact = crc_of_file(path).ok();
-    let valid =
-        matches!((&sum, artifact), (Some(sum), Some((len, crc))) if *sum == sum_of(len, crc));
+    let valid = matches!(artifact, Some((len, crc)) if sum == sum_of(len, crc));
     let component = if valid {
         // SAFETY: the artifact was written by `write_entry` from
         // `Component::serialize` (its checksum proves it is intact), and
