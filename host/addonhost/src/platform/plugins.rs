@@ -163,6 +163,12 @@ impl Host {
                 }
             };
             let mut current = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+            // Two reloads of one version ask twice; the compile happens once
+            // (the second waits for it and loads it from the cache), and only
+            // the first swaps it in.
+            if current.get(id).and_then(|s| s.origin()) != Some(crate::runtime::Origin::Quick) {
+                continue;
+            }
             if let Some(next) = current.with_plugin(&service, plugin) {
                 *current = Arc::new(next);
                 tracing::info!(addon = %id, "plugin optimized");
