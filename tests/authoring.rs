@@ -473,3 +473,204 @@ fn python_and_js_examples_work_end_to_end_and_start_from_the_cache() {
     );
     drop(server);
 }
+
+/// `plugins:dev --max-builds 1 DIR`: one development build; Rust ones share
+/// the examples' target dir.
+fn dev_build(env: &Env, dir: &Path) -> Ran {
+    let out = env
+        .command(&[
+            "plugins:dev",
+            dir.to_str().unwrap(),
+            "--max-builds",
+            "1",
+            "--no-logs",
+        ])
+        .env("CARGO_TARGET_DIR", root().join("plugins/target"))
+        .output()
+        .unwrap();
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The detail of the provision check: the call's error as the author reads
+/// it.
+fn provision_error(env: &Env, dir: &Path) -> String {
+    let (code, report) = check(env, dir);
+    assert_eq!(code, 1);
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with("provision returns"))
+        .map(|c| c["detail"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+/// The 1-based line of `needle` in `path`.
+fn line_of(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{} lacks {needle:?}", path.display()))
+        + 1
+}
+
+#[test]
+fn errors_point_at_the_authors_line_in_every_language() {
+    let env = Env::new();
+
+    // Rust: a panic names its line; a trap that is not a panic (here an
+    // out-of-bounds access) names the function and line through the wasm
+    // backtrace of the development build's line tables.
+    let rs = scaffold(&env, "rust", "trap-rust");
+    let lib = rs.join("src/lib.rs");
+    edit(
+        &lib,
+        "    fn provision(req: ProvisionRequest) -> Result<ProvisionResult, AddonError> {\n",
+        "    fn provision(req: ProvisionRequest) -> Result<ProvisionResult, AddonError> {\n        if req.plan == \"basic\" { out_of_bounds(); }\n",
+    );
+    std::fs::write(
+        &lib,
+        std::fs::read_to_string(&lib).unwrap()
+            + "\n#[inline(never)]\nfn out_of_bounds() {\n    let p = std::hint::black_box(0xffff_fff0usize) as *const u64;\n    std::hint::black_box(unsafe { p.read_volatile() });\n}\n",
+    )
+    .unwrap();
+    let built = dev_build(&env, &rs);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    assert!(
+        built.stderr.contains("development build"),
+        "{}",
+        built.stderr
+    );
+    let error = provision_error(&env, &rs);
+    let read_at = line_of(&lib, "p.read_volatile()");
+    assert!(
+        error.contains("out-of-bounds memory access")
+            && error.contains("out_of_bounds")
+            && error.contains(&format!("src/lib.rs:{read_at}")),
+        "the trap names the author's function and line {read_at}: {error}"
+    );
+    edit(
+        &lib,
+        "out_of_bounds(); }",
+        "panic!(\"no basic plan today\"); }",
+    );
+    assert_eq!(dev_build(&env, &rs).code, 0);
+    let error = provision_error(&env, &rs);
+    let panic_at = line_of(&lib, "no basic plan today");
+    assert!(
+        error.contains("no basic plan today") && error.contains(&format!("src/lib.rs:{panic_at}")),
+        "{error}"
+    );
+
+    // Python, production build: the exception and the traceback's last
+    // frames, with file, line and code.
+    let py = scaffold(&env, "python", "trap-python");
+    let app = py.join("app.py");
+    edit(
+        &app,
+        "def save(r):",
+        "def ratio(n):\n    return 10 / n\n\n\ndef save(r):",
+    );
+    edit(
+        &app,
+        "        known = store.get(f\"uuid/{request.uuid}\")",
+        "        ratio(0)\n        known = store.get(f\"uuid/{request.uuid}\")",
+    );
+    assert_eq!(build(&env, &py).code, 0);
+    let error = provision_error(&env, &py);
+    let (div, call) = (line_of(&app, "return 10 / n"), line_of(&app, "ratio(0)"));
+    assert!(
+        error.contains("Python exception ZeroDivisionError: division by zero")
+            && error.contains(&format!("at app.py:{div} in ratio: return 10 / n"))
+            && error.contains(&format!("at app.py:{call} in provision: ratio(0)")),
+        "{error}"
+    );
+    // The same from a development build.
+    assert_eq!(dev_build(&env, &py).code, 0);
+    assert_eq!(provision_error(&env, &py), error);
+
+    // JavaScript, development build: the exception with its stack.
+    let js = scaffold(&env, "js", "trap-js");
+    let index = js.join("index.js");
+    edit(
+        &index,
+        "function save(r) {",
+        "function ratio(n) {\n  if (n === 0) throw new RangeError('n must not be 0');\n}\n\nfunction save(r) {",
+    );
+    edit(
+        &index,
+        "    const known = store.get(`uuid/${request.uuid}`);",
+        "    ratio(0);\n    const known = store.get(`uuid/${request.uuid}`);",
+    );
+    assert_eq!(dev_build(&env, &js).code, 0);
+    let error = provision_error(&env, &js);
+    let (throw_at, call_at) = (
+        line_of(&index, "throw new RangeError"),
+        line_of(&index, "ratio(0);"),
+    );
+    assert!(
+        error.contains("RangeError: n must not be 0")
+            && error.contains(&format!("at ratio (index.js:{throw_at}:"))
+            && error.contains(&format!("at provision (index.js:{call_at}:")),
+        "{error}"
+    );
+
+    // A build error names the file and line, as the compiler does.
+    edit(&app, "def ratio(n):", "def ratio(n)");
+    let r = dev_build(&env, &py);
+    let bad = line_of(&app, "def ratio(n)");
+    assert!(
+        r.stderr.contains("✗ build failed") && r.stderr.contains(&format!("app.py:{bad}")),
+        "{}",
+        r.stderr
+    );
+    edit(&index, "function ratio(n) {", "function ratio(n) {{");
+    let r = dev_build(&env, &js);
+    assert!(
+        r.stderr.contains("✗ build failed") && r.stderr.contains("index.js:"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_rebuild_of_unchanged_sources_leaves_the_component_and_the_server_alone() {
+    let mut env = Env::new();
+    let py = scaffold(&env, "python", "same-python");
+    assert_eq!(build(&env, &py).code, 0);
+    env.plugins = env.data().join("src").to_str().unwrap().to_string();
+    let server = Server::start(&env);
+    let status = || server.api("GET", "/api/plugins", None).json()[0].clone();
+    let before = status();
+    assert_eq!(before["id"], "same-python");
+    let stamp = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    let component = py.join("same-python.wasm");
+    let was = stamp(&component);
+    let again = build(&env, &py);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("is up to date"), "{}", again.stderr);
+    assert_eq!(stamp(&component), was, "the component was not rewritten");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = status();
+    assert_eq!(after["loaded_at"], before["loaded_at"], "no reload");
+    assert_eq!(after["component_hash"], before["component_hash"]);
+
+    // A change does rebuild, and the server loads it.
+    edit(&py.join("app.py"), "not found\\n", "nothing here\\n");
+    let changed = build(&env, &py);
+    assert!(
+        !changed.stderr.contains("is up to date"),
+        "{}",
+        changed.stderr
+    );
+    assert_ne!(stamp(&component), was);
+}

@@ -383,7 +383,11 @@ fn a_new_version_serves_from_the_quick_tier_then_from_its_optimized_build() {
     let mut seen: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut provisioned_on_quick = false;
-    while seen.last().map(String::as_str) != Some("compiled") {
+    // Optimized: compiled, or found in the cache when a second reload of
+    // the same version asked again (it waits for the first's compile).
+    let optimized =
+        |o: Option<&String>| matches!(o.map(String::as_str), Some("compiled" | "cache-hit"));
+    while !optimized(seen.last()) {
         assert!(Instant::now() < deadline, "never optimized: {seen:?}");
         let row = server.api("GET", "/api/plugins", None).json()[0].clone();
         if row["component_hash"] != before {
@@ -405,7 +409,8 @@ fn a_new_version_serves_from_the_quick_tier_then_from_its_optimized_build() {
         assert_kept(&server, &auth, &path);
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert_eq!(seen, ["quick", "compiled"], "origins of the new version");
+    assert_eq!(seen.len(), 2, "origins of the new version: {seen:?}");
+    assert_eq!(seen[0], "quick", "origins of the new version: {seen:?}");
     assert!(provisioned_on_quick);
     assert!(server.api("GET", "/api/apps/shop/config", None).json()["QUICK_URL"].is_string());
 
@@ -473,4 +478,50 @@ fn quick_tier_code_is_held_to_the_same_deadline_and_memory_cap() {
         server.api("GET", "/api/apps/victim/config", None).json(),
         json!({})
     );
+}
+
+#[test]
+fn two_loads_of_one_new_component_compile_it_once() {
+    // Two reload events for the same new component (a reload and the
+    // optimize it started, or two bursts of one save) load it at once: one
+    // compiles and stores it, the other waits and reads what was stored —
+    // before, both compiled, and one failed to store its copy ("renaming …
+    // No such file or directory").
+    let env = kv_env();
+    let bytes = std::fs::read(plugin_dir(&env).join("kv.wasm")).unwrap();
+    let bytes = variant(&bytes, "compile-once");
+    let dir = env.data().join("once-cache");
+    let runtime = addonhost::runtime::Runtime::new(None).unwrap();
+    let engine = runtime.engine().clone();
+    let cache = addonhost::runtime::ArtifactCache::new(&dir);
+    let hash = addonhost::runtime::content_hash(&bytes);
+    let barrier = std::sync::Barrier::new(2);
+    let origins: Vec<addonhost::runtime::Origin> = std::thread::scope(|s| {
+        let loads: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    cache.load(&engine, &bytes, &hash).unwrap().1
+                })
+            })
+            .collect();
+        loads.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    let compiled = origins
+        .iter()
+        .filter(|o| **o == addonhost::runtime::Origin::Compiled)
+        .count();
+    assert_eq!(compiled, 1, "{origins:?}");
+    assert!(origins.contains(&addonhost::runtime::Origin::CacheHit));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        2,
+        "one artifact and its sum, nothing left over: {files:?}"
+    );
+    assert!(files[0].ends_with(".cwasm") && files[1].ends_with(".sum"));
 }

@@ -30,12 +30,15 @@ in module globals.
 
 import hashlib
 import hmac
+import inspect
 import json
+import linecache
 import os
 import secrets
 import string
 import sys
 import time
+import traceback
 from urllib.parse import parse_qsl
 
 from componentize_py_types import Err, Ok
@@ -101,7 +104,9 @@ MAX_SKEW_SECONDS = 60
 def _load_manifest():
     # The module is imported while componentize-py snapshots the component,
     # when the add-on's folder is readable (it is first on the Python path):
-    # the manifest is read once then and frozen into the component.
+    # the manifest is read once then and frozen into the component. (A
+    # development build's loader finds an empty one there, and fills this
+    # dict from the add-on's sources at each call.)
     for folder in sys.path:
         path = os.path.join(folder, "addon-manifest.json")
         if os.path.isfile(path):
@@ -564,7 +569,8 @@ def http_handler(handle):
                 else:
                     resp = handle(Request(_method_name(request.method()), path, query, headers, body))
             except Exception as e:  # a bug in the add-on answers 500, not a trap
-                warn(f"http handler failed: {e!r}")
+                # The traceback's last frames go to the log, for the author.
+                _log.log(_log.Level.ERROR, "http handler failed: " + _traceback_text(e).rstrip())
                 resp = Response.text(500, "internal error\n")
             out = t.OutgoingResponse(t.Fields.from_list([(k, v.encode()) for k, v in resp.headers]))
             out.set_status_code(resp.status)
@@ -578,3 +584,86 @@ def http_handler(handle):
             t.OutgoingBody.finish(out_body, None)
 
     return IncomingHandler
+
+
+# ---- errors that point at the author's line ----------------------------------
+
+# Files that are not the author's: this SDK, the build's entry and dev
+# loader, the standard library, componentize-py's bindings.
+_NOT_THE_AUTHORS = ("addonhost.py", "addonhost_entry.py", "addonhost_dev.py")
+
+
+def _short(filename):
+    # componentize-py maps the add-on's folder to `/0`, `/1`, ...: the
+    # author knows the file as `app.py`.
+    parts = filename.split("/")
+    if len(parts) > 2 and parts[0] == "" and parts[1].isdigit():
+        return "/".join(parts[2:])
+    return filename
+
+
+def _is_authors(filename):
+    name = filename.rsplit("/", 1)[-1]
+    return not (
+        name in _NOT_THE_AUTHORS
+        or filename.startswith(("<", "/python", "/world", "/bundled"))
+        or "componentize_py" in filename
+    )
+
+
+def _traceback_text(exc):
+    """The exception with the last frames of the author's code, in the
+    standard traceback format (file, line, code)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_authors(f.filename)]
+    for f in frames:
+        f.filename = _short(f.filename)
+    lines = ["Traceback (most recent call last):\n"]
+    lines += traceback.format_list(frames[-8:])
+    for line in traceback.format_exception_only(type(exc), exc):
+        lines.append(line.replace('"/0/', '"').replace('"/1/', '"'))
+    return "".join(lines)
+
+
+def _report(exc):
+    # Written to stderr, where the host reads a crashed call's last words.
+    sys.stderr.write(_traceback_text(exc))
+    sys.stderr.flush()
+
+
+def _guard(fn):
+    def guarded(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Err:
+            raise
+        except BaseException as e:
+            _report(e)
+            raise
+
+    guarded.__name__ = getattr(fn, "__name__", "guarded")
+    guarded.__qualname__ = getattr(fn, "__qualname__", guarded.__name__)
+    return guarded
+
+
+def _guarded_class(cls):
+    """`cls` with every public method reporting an exception's traceback
+    before it escapes (componentize-py aborts the call on it, silently)."""
+    methods = {
+        name: _guard(getattr(cls, name))
+        for name in dir(cls)
+        if not name.startswith("_") and inspect.isfunction(getattr(cls, name))
+    }
+    return type(cls.__name__, (cls,), methods)
+
+
+def _keep_sources():
+    """Keeps the author's modules' lines for tracebacks: the component has
+    no files once built. (Entries without a modification time are never
+    checked against a file.)"""
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None) or ""
+        if filename.endswith(".py") and _is_authors(filename):
+            lines = linecache.getlines(filename)
+            if lines:
+                linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+

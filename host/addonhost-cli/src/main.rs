@@ -6,21 +6,33 @@ use addonhost::platform::error::{kind_of, Kind};
 use addonhost_cli::cli::{self, Cli};
 
 fn main() {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ADDONHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // stderr gets what ADDONHOST_LOG asks; the hub, what `GET /api/logs`
+    // clients ask, whatever ADDONHOST_LOG says (each with its own filter).
+    let hub = addonhost_server::logs::LogHub::new();
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if std::env::var("ADDONHOST_LOG_FORMAT").is_ok_and(|f| f == "json") {
         // One JSON object per line, with the fields of the spans it was
         // logged in (the request id, the add-on and the call).
-        logs.json()
+        let stderr = stderr
+            .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_filter(filter);
+        tracing_subscriber::registry()
+            .with(stderr)
+            .with(hub.layer())
             .init();
     } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        let stderr = stderr
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter);
+        tracing_subscriber::registry()
+            .with(stderr)
+            .with(hub.layer())
             .init();
     }
     let cli = Cli::parse();
@@ -28,7 +40,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("starting the tokio runtime");
-    let code = match runtime.block_on(cli::run(cli)) {
+    let code = match runtime.block_on(cli::run(cli, hub)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

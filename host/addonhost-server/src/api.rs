@@ -18,6 +18,7 @@
 //! | POST | /api/addons/:addon/rotate | rotate credentials |
 //! | DELETE | /api/addons/:addon?confirm=:app | deprovision |
 //! | GET | /api/plugins | the plugins this server has loaded, with errors and outbound hosts |
+//! | GET | /api/logs[?app=:app][&addon=:id] | this server's log lines from now on, as server-sent events (`addonhost logs --tail`) |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub fn router(server: Arc<Server>) -> Router<Arc<Server>> {
     Router::new()
         .route("/apps", get(apps).post(create_app))
         .route("/plugins", get(plugins))
+        .route("/logs", get(logs))
         .route("/servers", get(servers))
         .route("/apps/{app}", get(app_info).delete(destroy_app))
         .route("/apps/{app}/config", get(config).patch(set_config))
@@ -245,4 +247,68 @@ async fn destroy_addon(
     ok(s.host
         .destroy_addon(&addon, None, q.confirm.as_deref())
         .await?)
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    app: Option<String>,
+    addon: Option<String>,
+}
+
+/// `GET /api/logs`: the lines this server logs from now on, as server-sent
+/// events (each `data` one JSON [`crate::logs::LogLine`]), until the client
+/// goes or the server stops. An unknown app or add-on is a 404.
+async fn logs(
+    State(server): State<Arc<Server>>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    use crate::logs::LogFilter;
+    let mut filter = LogFilter {
+        addon: q.addon.filter(|a| !a.is_empty()),
+        app: q.app.filter(|a| !a.is_empty()),
+        resources: Vec::new(),
+    };
+    if let Some(addon) = &filter.addon {
+        server.host.service(addon)?;
+    }
+    if let Some(app) = &filter.app {
+        filter.resources = server
+            .host
+            .addons(Some(app))?
+            .into_iter()
+            .filter_map(|a| a.addon_id)
+            .collect();
+    }
+    let Ok(lines) = server.logs.subscribe(filter) else {
+        return Ok(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "{} clients are streaming this server's logs already; try again later",
+                crate::logs::MAX_CLIENTS
+            ),
+        ));
+    };
+    let events = Events(lines);
+    Ok(axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response())
+}
+
+/// A client's log lines as server-sent events.
+struct Events(crate::logs::Subscription);
+
+impl futures_core::Stream for Events {
+    type Item = Result<axum::response::sse::Event, std::convert::Infallible>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.get_mut().0.poll_line(cx).map(|line| {
+            line.map(|line| {
+                let data = serde_json::to_string(&line).unwrap_or_default();
+                Ok(axum::response::sse::Event::default().data(data))
+            })
+        })
+    }
 }

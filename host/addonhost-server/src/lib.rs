@@ -24,6 +24,7 @@ mod addons;
 mod api;
 mod dashboard;
 mod error;
+pub mod logs;
 pub mod osb;
 mod partner;
 mod platform_api;
@@ -103,25 +104,30 @@ pub struct Server {
     pub limits: Limits,
     /// The Open Service Broker API, when it is on.
     pub osb: Option<osb::Broker>,
+    /// This process's log lines, for `GET /api/logs`.
+    pub logs: logs::LogHub,
     dashboard_sessions: Sessions<()>,
 }
 
 impl Server {
     /// A server for `host`, with its API token, the email its dashboard
-    /// user signs in to add-ons as, its limits and its service broker (if
-    /// the Open Service Broker API is on).
+    /// user signs in to add-ons as, its limits, its service broker (if
+    /// the Open Service Broker API is on) and the hub its log lines reach
+    /// (a [`logs::LogHub::layer`] of the process's subscriber).
     pub fn new(
         host: Arc<Host>,
         token: String,
         email: String,
         limits: Limits,
         osb: Option<osb::Broker>,
+        logs: logs::LogHub,
     ) -> Arc<Server> {
         Arc::new(Server {
             token,
             email,
             limits,
             osb,
+            logs,
             dashboard_sessions: Sessions::new(host.clone(), "dashboard", SESSION_TTL, MAX_SESSIONS),
             host,
         })
@@ -311,7 +317,15 @@ async fn observe_request(
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     let request_id = sessions::random_id()[..16].to_string();
-    let span = tracing::info_span!("request", request_id = %request_id, route);
+    // The app or add-on a request is about, as its path names them: what
+    // `addonhost logs -a APP` and `--addon ID` pick lines by.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        route,
+        app = app_of_path(&path),
+        addon = addon_of_path(&path)
+    );
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let took = started.elapsed();
@@ -326,9 +340,38 @@ async fn observe_request(
         resp.headers_mut().insert("x-request-id", v);
     }
     span.in_scope(|| {
-        tracing::info!(%peer, %method, path, status, ms = took.as_millis() as u64, "request");
+        tracing::info!(
+            kind = "request",
+            %peer,
+            %method,
+            path,
+            status,
+            ms = took.as_millis() as u64,
+            "request"
+        );
     });
     resp
+}
+
+/// The app a platform path names (`/api/apps/shop/…`, `/apps/shop`,
+/// `/myapps/shop/addons/…`), or "".
+fn app_of_path(path: &str) -> &str {
+    let mut segs = path.split('/').skip(1);
+    let app = match (segs.next(), segs.next()) {
+        (Some("api"), Some("apps")) => segs.next(),
+        (Some("apps" | "myapps"), app) => app,
+        _ => None,
+    };
+    app.unwrap_or("")
+}
+
+/// The add-on service a resource route names (`/addons/kv/…`), or "".
+fn addon_of_path(path: &str) -> &str {
+    let mut segs = path.split('/').skip(1);
+    match (segs.next(), segs.next()) {
+        (Some("addons"), Some(service)) => service,
+        _ => "",
+    }
 }
 
 /// A request's `Host` (its authority, for HTTP/1.1), lowercased.
@@ -348,6 +391,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let limits = server.limits;
+    let server_logs = server.logs.clone();
     let app = app(server);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -394,6 +438,9 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // Log streams never end by themselves: end them, or they hold the
+    // shutdown up.
+    server_logs.close();
     tracing::info!("shutting down: waiting for in-flight requests");
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all requests finished"),

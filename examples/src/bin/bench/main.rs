@@ -16,6 +16,7 @@
 //! (compiled cache cold vs warm); hot-reload swap latency and failed requests
 //! under load; resident memory per idle plugin.
 
+mod author;
 mod bare_http;
 mod call;
 mod extism;
@@ -136,6 +137,8 @@ enum Group {
     Reload,
     /// Resident memory per idle plugin.
     Memory,
+    /// Edit to live with `plugins:dev`, per language.
+    Author,
 }
 
 #[derive(clap::Subcommand)]
@@ -217,6 +220,9 @@ fn main() -> anyhow::Result<()> {
     }
     if opts.wants(Group::Memory) {
         memory(tmp.path(), &mut rows)?;
+    }
+    if opts.wants(Group::Author) {
+        author::rows(opts.quick, tmp.path(), &mut rows)?;
     }
     print_table(&rows);
     if !failures.is_empty() {

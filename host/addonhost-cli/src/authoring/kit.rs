@@ -115,8 +115,20 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../../plugins/sdk-python/addonhost.py"),
     ),
     (
+        "python/addonhost_entry.py",
+        include_str!("../../../../plugins/sdk-python/addonhost_entry.py"),
+    ),
+    (
+        "python/addonhost_dev.py",
+        include_str!("../../../../plugins/sdk-python/addonhost_dev.py"),
+    ),
+    (
         "js/addonhost.js",
         include_str!("../../../../plugins/sdk-js/addonhost.js"),
+    ),
+    (
+        "js/dev-loader.js",
+        include_str!("../../../../plugins/sdk-js/dev-loader.js"),
     ),
 ];
 
@@ -159,12 +171,24 @@ impl Kit {
     }
     /// The JavaScript SDK's source (the build adds the add-on's manifest).
     pub fn js_sdk_source(&self) -> &'static str {
-        FILES
-            .iter()
-            .find(|(p, _)| *p == "js/addonhost.js")
-            .map(|(_, c)| *c)
+        file("js/addonhost.js")
+    }
+    /// The name of this kit (a hash of its contents).
+    pub fn hash(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     }
+}
+
+/// A kit file's contents.
+pub fn file(path: &str) -> &'static str {
+    FILES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, c)| *c)
+        .unwrap_or_default()
 }
 
 fn kit_hash() -> String {
@@ -262,12 +286,35 @@ impl Drop for FileLock {
 }
 
 /// Runs a tool with its output going to the user; `what` names it in errors.
+/// A failure's error also names the first place the tool's output points
+/// at (`src/lib.rs:12:5`, `app.py, line 3`), as the compiler said it.
 pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
+    use std::io::{BufRead, Write};
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
         .with_context(|| format!("{what}: could not start {:?}", cmd.get_program()))?;
+    // The output still reaches the user as it comes; the first error's
+    // location is kept for the summary.
+    let mut first_error: Option<String> = None;
+    if let Some(stderr) = child.stderr.take() {
+        let mut out = std::io::stderr();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = writeln!(out, "{line}");
+            if first_error.is_none() {
+                first_error = super::location::of(&line);
+            }
+        }
+    }
+    let status = child.wait()?;
     if !status.success() {
-        bail!("{what} failed ({status}); see the output above");
+        match first_error {
+            Some(at) => bail!("{what} failed ({status}) at {at}; see the output above"),
+            None => bail!("{what} failed ({status}); see the output above"),
+        }
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 
 pub mod build;
 pub mod dev;
+pub mod esm;
 pub mod kit;
+mod location;
 pub mod scaffold;
 
 pub use build::{build, Built, Language};

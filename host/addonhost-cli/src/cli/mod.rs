@@ -6,6 +6,7 @@ mod addons;
 mod apps;
 mod config;
 mod local;
+pub mod logs;
 mod output;
 mod partner;
 mod plugins;
@@ -278,6 +279,10 @@ pub enum Command {
     /// Run the server: JSON API, dashboard, SSO and the add-ons' HTTP routes.
     #[command(name = "serve")]
     Serve(server::Serve),
+    /// Stream a running server's log lines: plugin output, plugin calls,
+    /// requests, refusals (`--tail`; `-a APP`, `--addon ID` to narrow).
+    #[command(name = "logs")]
+    Logs(logs::Logs),
     /// Print the API bearer token (created on first use).
     #[command(name = "auth:token")]
     AuthToken,
@@ -325,18 +330,21 @@ impl Cli {
         opts
     }
 
-    fn host(&self) -> anyhow::Result<Host> {
+    pub(crate) fn host(&self) -> anyhow::Result<Host> {
         Ok(Host::open(self.options())?)
     }
 }
 
 /// Runs the parsed command; the `Ok` value is the process exit code.
-pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+/// `logs` is the hub this process's log lines reach (what `serve` streams
+/// at `GET /api/logs`).
+pub async fn run(cli: Cli, logs: addonhost_server::logs::LogHub) -> anyhow::Result<i32> {
     match &cli.command {
         Command::PluginsBuild(b) => return plugins::build(&cli, b).map(|_| 0),
         Command::PluginsNew(n) => return plugins::new(n).map(|_| 0),
-        Command::PluginsDev(d) => return plugins::dev(d).map(|_| 0),
-        Command::Serve(s) => return server::serve(&cli, s).await.map(|_| 0),
+        Command::PluginsDev(d) => return plugins::dev(&cli, d).map(|_| 0),
+        Command::Serve(s) => return server::serve(&cli, s, logs).await.map(|_| 0),
+        Command::Logs(l) => return logs::run(&cli, l).await.map(|_| 0),
         Command::AuthToken => {
             let token = match cli.database {
                 Some(_) => addonhost_server::token::for_host(&cli.host()?)?,
@@ -383,6 +391,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         | Command::Local(_)
         | Command::PluginsCheck(_)
         | Command::Serve(_)
+        | Command::Logs(_)
         | Command::AuthToken
         | Command::OsbCredentials(_) => {
             unreachable!("handled above")

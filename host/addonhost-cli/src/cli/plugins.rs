@@ -260,8 +260,16 @@ pub struct Dev {
     /// Stop after this many builds (the first one included).
     #[arg(long, hide = true)]
     pub max_builds: Option<usize>,
+    /// Do not show the add-on's log lines and calls from the running
+    /// server (--url).
+    #[arg(long)]
+    pub no_logs: bool,
 }
 
-pub fn dev(d: &Dev) -> anyhow::Result<()> {
-    authoring::dev::run(&d.dir, d.max_builds)
+pub fn dev(cli: &Cli, d: &Dev) -> anyhow::Result<()> {
+    // The add-on's log lines and calls, from the server --url names.
+    let logs = (!d.no_logs)
+        .then(|| super::logs::Target::of(cli))
+        .transpose()?;
+    authoring::dev::run(&d.dir, d.max_builds, logs)
 }

@@ -108,7 +108,11 @@ pub struct Open {
     pub app: String,
 }
 
-pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
+pub async fn serve(
+    cli: &Cli,
+    s: &Serve,
+    logs: addonhost_server::logs::LogHub,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((s.bind, s.port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", s.bind, s.port))?;
@@ -172,7 +176,7 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
             )
         })
         .unwrap_or_default();
-    let server = Server::new(host.clone(), token, s.email.clone(), limits, osb);
+    let server = Server::new(host.clone(), token, s.email.clone(), limits, osb, logs);
     if let Some(bind) = s.metrics_bind {
         let metrics = tokio::net::TcpListener::bind(bind)
             .await

@@ -29,7 +29,10 @@ pub struct PluginStatus {
     pub loaded_at: Option<i64>,
     /// `compiled`, `cache-hit` or `quick` (see [`crate::runtime::Origin`]), once loaded.
     pub origin: Option<crate::runtime::Origin>,
-    /// `loaded`, `remote` (served by its provider), `error`, or
+    /// Whether the version serving is a development build (`plugins:dev`):
+    /// quick to build, not what `plugins:build` makes for production.
+    pub dev: bool,
+    /// `loaded`, `loaded (dev build)`, `remote` (served by its provider), `error`, or
     /// `invalid manifest`.
     pub status: String,
     /// Why it is not loaded, or why a newer version was refused.
@@ -112,7 +115,15 @@ impl Host {
                 .inc_by(n as u64);
         }
         for id in &report.loaded {
-            tracing::info!(addon = %id, "plugin loaded");
+            let dev = (self.catalog().get(id))
+                .and_then(|s| s.loaded().and_then(|p| p.dev_build().map(str::to_string)));
+            match dev {
+                Some(language) => tracing::warn!(
+                    addon = %id,
+                    "plugin loaded: a {language} development build (plugins:dev); `addonhost plugins:build` makes the production one"
+                ),
+                None => tracing::info!(addon = %id, "plugin loaded"),
+            }
         }
         for id in &report.removed {
             tracing::warn!(addon = %id, "plugin removed; its add-ons are unavailable until it returns");
@@ -135,6 +146,14 @@ impl Host {
             if service.origin() != Some(crate::runtime::Origin::Quick) {
                 continue;
             }
+            // A Rust development build is replaced at the next save: the
+            // quick tier serves it, and the optimizing compiler leaves the
+            // cores to the author's builds. (A Python or JavaScript one is
+            // a loader whose code never changes: compiled and cached once,
+            // every later save is a cache hit.)
+            if service.loaded().and_then(|p| p.dev_build()) == Some("rust") {
+                continue;
+            }
             let plugin = match catalog::load_optimized(&self.runtime, &service) {
                 Ok(p) => p,
                 Err(e) => {
@@ -144,6 +163,12 @@ impl Host {
                 }
             };
             let mut current = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+            // Two reloads of one version ask twice; the compile happens once
+            // (the second waits for it and loads it from the cache), and only
+            // the first swaps it in.
+            if current.get(id).and_then(|s| s.origin()) != Some(crate::runtime::Origin::Quick) {
+                continue;
+            }
             if let Some(next) = current.with_plugin(&service, plugin) {
                 *current = Arc::new(next);
                 tracing::info!(addon = %id, "plugin optimized");
@@ -312,7 +337,10 @@ impl Host {
                 Ok(p) => (
                     Some(p.content_hash[..16].to_string()),
                     Some(s.loaded_at),
-                    "loaded".to_string(),
+                    match p.dev_build() {
+                        Some(_) => "loaded (dev build)".to_string(),
+                        None => "loaded".to_string(),
+                    },
                     s.newer_error.clone(),
                 ),
                 Err(e) => (None, None, "error".to_string(), Some(format!("{e:#}"))),
@@ -329,6 +357,7 @@ impl Host {
                 component_hash: hash,
                 loaded_at,
                 origin: s.origin(),
+                dev: s.loaded().is_some_and(|p| p.dev_build().is_some()),
                 status,
                 error,
                 storage: self.storage(&m.id).ok(),
@@ -357,6 +386,7 @@ impl Host {
                 component_hash: None,
                 loaded_at: None,
                 origin: None,
+                dev: false,
                 status: "invalid manifest".into(),
                 error: Some(b.error.clone()),
                 storage: None,

@@ -11,8 +11,11 @@
 //! artifacts of tens of megabytes read at every start; whoever can write the
 //! cache folder could run code through it anyway.)
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -36,12 +39,33 @@ pub enum Origin {
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
+    /// The entries being compiled now, each with a lock its compiler holds:
+    /// a second load of the same component (two reload events, a reload and
+    /// an optimize) waits for the first and reads its entry, so a component
+    /// is compiled once. Shared by clones.
+    compiling: Arc<Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>>,
 }
 
 impl ArtifactCache {
     /// The cache in `dir` (the host uses `<data dir>/cache`).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        ArtifactCache { dir: dir.into() }
+        ArtifactCache {
+            dir: dir.into(),
+            compiling: Arc::default(),
+        }
+    }
+
+    /// The lock of entry `path`, made on first ask (and dropped with its
+    /// last holder).
+    fn entry_lock(&self, path: &Path) -> Arc<Mutex<()>> {
+        let mut locks = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(lock) = locks.get(path).and_then(Weak::upgrade) {
+            return lock;
+        }
+        let lock = Arc::new(Mutex::new(()));
+        locks.insert(path.to_path_buf(), Arc::downgrade(&lock));
+        lock
     }
 
     fn entry(&self, engine: &Engine, content_hash: &str) -> PathBuf {
@@ -66,6 +90,13 @@ impl ArtifactCache {
         content_hash: &str,
     ) -> anyhow::Result<(Component, Origin)> {
         let path = self.entry(engine, content_hash);
+        if let Some(component) = read_entry(engine, &path) {
+            return Ok((component, Origin::CacheHit));
+        }
+        // One compile per entry in this process: whoever waited here finds
+        // the entry the first one wrote.
+        let lock = self.entry_lock(&path);
+        let _compiling = lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(component) = read_entry(engine, &path) {
             return Ok((component, Origin::CacheHit));
         }
@@ -118,13 +149,11 @@ fn crc_of_file(path: &Path) -> std::io::Result<(u64, u32)> {
 }
 
 fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
-    let sum = std::fs::read(sum_path(path)).ok();
+    // No sum: not cached yet, or being written (the artifact is renamed
+    // into place before its sum); a write replaces whatever artifact is there.
+    let sum = std::fs::read(sum_path(path)).ok()?;
     let artifact = crc_of_file(path).ok();
-    if sum.is_none() && artifact.is_none() {
-        return None; // not cached yet
-    }
-    let valid =
-        matches!((&sum, artifact), (Some(sum), Some((len, crc))) if *sum == sum_of(len, crc));
+    let valid = matches!(artifact, Some((len, crc)) if sum == sum_of(len, crc));
     let component = if valid {
         // SAFETY: the artifact was written by `write_entry` from
         // `Component::serialize` (its checksum proves it is intact), and
@@ -147,9 +176,16 @@ fn write_entry(path: &Path, component: &Component) -> anyhow::Result<()> {
     let payload = component.serialize().map_err(anyhow::Error::from)?;
     let sum = sum_of(payload.len() as u64, crc32fast::hash(&payload));
     // Write then rename, artifact first: a reader never sees half an entry,
-    // and an artifact without its sum is discarded.
+    // and an artifact without its sum is not read (the next write replaces it).
     for (target, data) in [(path.to_path_buf(), &payload), (sum_path(path), &sum)] {
-        let tmp = target.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per writer: two processes (or a cache shared by two
+        // runtimes) writing one entry never rename each other's file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let tmp = target.with_extension(format!(
+            "tmp{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
         crate::util::write_private(&tmp, data)
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &target)

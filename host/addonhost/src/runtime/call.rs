@@ -6,6 +6,7 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
 use wasmtime::component::{ComponentNamedList, Lift, Lower, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -49,6 +50,12 @@ impl Plugin {
         self.limits
     }
 
+    /// The language of a development build (`plugins:dev`), or `None` for a
+    /// production build.
+    pub fn dev_build(&self) -> Option<&str> {
+        self.dev.as_deref().map(|d| d.language.as_str())
+    }
+
     /// Whether the component exports `wasi:http/incoming-handler`.
     pub fn serves_http(&self) -> bool {
         self.proxy.is_some()
@@ -87,6 +94,7 @@ impl Plugin {
             limiter: MemoryLimiter::new((self.limits.memory_mb as usize) << 20),
             log: LogBudget::default(),
             caps,
+            dev: self.dev.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -121,21 +129,14 @@ impl Plugin {
         let _slot = self.slot(call)?;
         let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
         let mut store = self.new_store(caps, deadline);
-        let span = tracing::info_span!("call", addon = %self.id, call);
-        let outcome = until(
-            deadline + EPOCH_TICK * 4,
-            tracing::Instrument::instrument(
-                async {
-                    let instance = self
-                        .pre
-                        .instance_pre()
-                        .instantiate_async(&mut store)
-                        .await?;
-                    export.call(&mut store, &instance, params).await
-                },
-                span,
-            ),
-        )
+        let outcome = until(deadline + EPOCH_TICK * 4, async {
+            let instance = self
+                .pre
+                .instance_pre()
+                .instantiate_async(&mut store)
+                .await?;
+            export.call(&mut store, &instance, params).await
+        })
         .await;
         let hit_memory = store.data().limiter.hit;
         report_refusals(store.data_mut());
@@ -197,15 +198,52 @@ impl Plugin {
         }
     }
 
-    /// Counts and times one call, whatever became of it.
+    /// The span one call runs in: every line it logs names the add-on, the
+    /// call and the resource the call is about (when one).
+    pub(super) fn span(&self, call: &'static str, caps: &dyn Capabilities) -> tracing::Span {
+        tracing::info_span!(
+            "call",
+            addon = %self.id,
+            call,
+            resource = caps.resource_id().unwrap_or_default()
+        )
+    }
+
+    /// Counts and times one call, whatever became of it, and logs its
+    /// outcome (`status` is an HTTP call's answer).
     pub(super) fn observe<T>(
         &self,
         call: &'static str,
         started: Instant,
+        status: Option<u16>,
         r: Result<T, CallError>,
     ) -> Result<T, CallError> {
-        self.calls
-            .record(call, outcome_of(&r), started, started.elapsed());
+        let took = started.elapsed();
+        let outcome = outcome_of(&r);
+        self.calls.record(call, outcome, started, took);
+        // One line per call, for `addonhost logs` and `plugins:dev` (and
+        // `ADDONHOST_LOG=info`); failures carry the error.
+        match &r {
+            Ok(_) => tracing::info!(
+                kind = "call",
+                addon = %self.id,
+                call,
+                outcome,
+                status,
+                ms = took.as_secs_f64() * 1e3,
+                "{call} {}",
+                status.map_or("ok".to_string(), |s| s.to_string())
+            ),
+            Err(e) => tracing::info!(
+                kind = "call",
+                addon = %self.id,
+                call,
+                outcome,
+                ms = took.as_secs_f64() * 1e3,
+                error = %e,
+                "{call} failed ({outcome})"
+            ),
+        }
         r
     }
 
@@ -223,11 +261,13 @@ impl Plugin {
         request: ProvisionRequest,
     ) -> Result<ProvisionResult, CallError> {
         let started = Instant::now();
+        let span = self.span("provision", &*caps);
         let r = self
             .run("provision", caps, &self.exports.provision, (request,))
+            .instrument(span.clone())
             .await
             .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
-        self.observe("provision", started, r)
+        span.in_scope(|| self.observe("provision", started, None, r))
     }
 
     /// `lifecycle.deprovision`.
@@ -238,11 +278,13 @@ impl Plugin {
     ) -> Result<(), CallError> {
         let id = id.to_string();
         let started = Instant::now();
+        let span = self.span("deprovision", &*caps);
         let r = self
             .run("deprovision", caps, &self.exports.deprovision, (id,))
+            .instrument(span.clone())
             .await
             .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
-        self.observe("deprovision", started, r)
+        span.in_scope(|| self.observe("deprovision", started, None, r))
     }
 
     /// `lifecycle.change-plan`.
@@ -254,11 +296,13 @@ impl Plugin {
     ) -> Result<Option<Vec<(String, String)>>, CallError> {
         let (id, plan) = (id.to_string(), plan.to_string());
         let started = Instant::now();
+        let span = self.span("change-plan", &*caps);
         let r = self
             .run("change-plan", caps, &self.exports.change_plan, (id, plan))
+            .instrument(span.clone())
             .await
             .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
-        self.observe("change-plan", started, r)
+        span.in_scope(|| self.observe("change-plan", started, None, r))
     }
 
     /// `credentials.rotate`.
@@ -269,11 +313,13 @@ impl Plugin {
     ) -> Result<Vec<(String, String)>, CallError> {
         let id = id.to_string();
         let started = Instant::now();
+        let span = self.span("rotate", &*caps);
         let r = self
             .run("rotate", caps, &self.exports.rotate, (id,))
+            .instrument(span.clone())
             .await
             .and_then(|(r,)| r.map_err(|e| self.addon_error(e)));
-        self.observe("rotate", started, r)
+        span.in_scope(|| self.observe("rotate", started, None, r))
     }
 
     /// `sso.verify`.
@@ -283,10 +329,12 @@ impl Plugin {
         login: Login,
     ) -> Result<Verdict, CallError> {
         let started = Instant::now();
+        let span = self.span("sso-verify", &*caps);
         let r = self
             .run("sso-verify", caps, &self.exports.verify, (login,))
+            .instrument(span.clone())
             .await
             .map(|(verdict,)| verdict);
-        self.observe("sso-verify", started, r)
+        span.in_scope(|| self.observe("sso-verify", started, None, r))
     }
 }

@@ -73,6 +73,11 @@ pub trait Capabilities: Send {
     }
     /// An outbound request the host refused (`why` says what and why).
     fn outbound_refused(&mut self, _url: &str, _why: &str) {}
+    /// The add-on's id of the resource this call is about, if one: named in
+    /// the call's log lines.
+    fn resource_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl types::Host for CallState {}

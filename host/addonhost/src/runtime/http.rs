@@ -36,9 +36,10 @@ impl Plugin {
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, CallError> {
         let started = std::time::Instant::now();
-        let span = tracing::info_span!("call", addon = %self.id(), call = "http");
-        let r = tracing::Instrument::instrument(self.serve_http(caps, request), span).await;
-        self.observe("http", started, r)
+        let span = self.span("http", &*caps);
+        let r = tracing::Instrument::instrument(self.serve_http(caps, request), span.clone()).await;
+        let status = r.as_ref().ok().map(|response| response.status().as_u16());
+        span.in_scope(|| self.observe("http", started, status, r))
     }
 
     async fn serve_http(

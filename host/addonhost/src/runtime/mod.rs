@@ -19,6 +19,7 @@ pub mod bindings;
 pub mod cache;
 mod call;
 pub mod capabilities;
+pub mod dev;
 mod error;
 mod exports;
 pub mod http;
@@ -69,6 +70,8 @@ pub struct CallState {
     limiter: MemoryLimiter,
     log: LogBudget,
     caps: Box<dyn Capabilities>,
+    /// A development build's sources, handed to its loader.
+    dev: dev::Sources,
 }
 
 impl WasiView for CallState {
@@ -142,6 +145,9 @@ pub struct Plugin {
     pub content_hash: String,
     /// Whether this load compiled or hit the artifact cache.
     pub origin: Origin,
+    /// What a development build (`plugins:dev`) carries; `None` for a
+    /// production build.
+    dev: dev::Sources,
     metrics: Arc<Metrics>,
     /// Its call metrics, resolved once.
     calls: Arc<crate::metrics::AddonMetrics>,
@@ -219,10 +225,13 @@ impl Runtime {
         bytes: &[u8],
         limits: Limits,
     ) -> anyhow::Result<Option<Plugin>> {
-        let content_hash = cache::content_hash(bytes);
-        if (self.cache.as_ref()).is_some_and(|c| c.contains(&self.engine, &content_hash)) {
+        let (code, dev) = split_dev(bytes)?;
+        if (self.cache.as_ref())
+            .is_some_and(|c| c.contains(&self.engine, &cache::content_hash(code)))
+        {
             return Ok(None);
         }
+        let content_hash = cache::content_hash(bytes);
         let tier = self
             .quick
             .get_or_init(|| {
@@ -243,15 +252,14 @@ impl Runtime {
             })
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let component = wt(Component::new(&tier.engine, bytes))
+        let component = wt(Component::new(&tier.engine, code))
             .with_context(|| format!("add-on {id}: quick compile"))?;
         plugin_of(
             id,
             (&tier.engine, &tier.linker, &self.slots, &self.metrics),
             &component,
             limits,
-            content_hash,
-            Origin::Quick,
+            (content_hash, Origin::Quick, dev),
         )
         .map(Some)
     }
@@ -280,18 +288,19 @@ impl Runtime {
         if bytes.is_empty() {
             anyhow::bail!("the file is empty (0 bytes): rebuild the add-on");
         }
-        let content_hash = cache::content_hash(bytes);
+        // A development build's sources are not code: its code compiles
+        // (and is cached) by the code's hash, so an edit compiles nothing.
+        let (code, dev) = split_dev(bytes)?;
         let (component, origin) = match &self.cache {
-            Some(cache) => cache.load(&self.engine, bytes, &content_hash)?,
-            None => (wt(Component::new(&self.engine, bytes))?, Origin::Compiled),
+            Some(cache) => cache.load(&self.engine, code, &cache::content_hash(code))?,
+            None => (wt(Component::new(&self.engine, code))?, Origin::Compiled),
         };
         plugin_of(
             id,
             (&self.engine, &self.linker, &self.slots, &self.metrics),
             &component,
             limits,
-            content_hash,
-            origin,
+            (cache::content_hash(bytes), origin, dev),
         )
     }
 
@@ -299,6 +308,14 @@ impl Runtime {
     pub fn in_flight(&self, id: &str) -> usize {
         self.slots.in_flight(id)
     }
+}
+
+/// A component's code and, for a development build, what it carries.
+fn split_dev(bytes: &[u8]) -> anyhow::Result<(&[u8], dev::Sources)> {
+    Ok(match dev::split(bytes)? {
+        Some((code, build)) => (code, Some(Arc::new(build))),
+        None => (bytes, None),
+    })
 }
 
 /// Hands the outbound requests the host refused during a call to the
@@ -315,6 +332,11 @@ fn base_config() -> Config {
     config.epoch_interruption(true);
     config.wasm_component_model(true);
     config.max_wasm_stack(1 << 20);
+    // A trap's backtrace names functions, files and lines from the
+    // component's DWARF where it has any (a `plugins:dev` build keeps line
+    // tables; release builds are stripped and parse nothing): the author
+    // sees the line that trapped, not only the trap.
+    config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
     // No add-on call runs concurrently inside its store (the component
     // model's async ABI): without the bookkeeping for it, a store is
     // cheaper to create and to drop.
@@ -345,6 +367,7 @@ fn linker_for(engine: &Engine) -> anyhow::Result<Linker<CallState>> {
     )
     .context("linking wasi:http")?;
     wt(outbound::add_to_linker(&mut linker)).context("linking wasi:http/outgoing-handler")?;
+    wt(dev::add_to_linker(&mut linker)).context("linking addonhost:addon/dev")?;
     wt(Addon::add_to_linker::<CallState, HasSelf<CallState>>(
         &mut linker,
         |s| s,
@@ -361,8 +384,7 @@ fn plugin_of(
     (engine, linker, slots, metrics): (&Engine, &Linker<CallState>, &Arc<Slots>, &Arc<Metrics>),
     component: &Component,
     limits: Limits,
-    content_hash: String,
-    origin: Origin,
+    (content_hash, origin, dev): (String, Origin, dev::Sources),
 ) -> anyhow::Result<Plugin> {
     let pre = wt(linker.instantiate_pre(component))
         .context("the component imports something the host does not provide")?;
@@ -380,6 +402,7 @@ fn plugin_of(
         slots: slots.for_addon(id, limits.concurrency as usize),
         content_hash,
         origin,
+        dev,
         metrics: metrics.clone(),
         calls: metrics.for_addon(id),
     })

@@ -277,7 +277,7 @@ impl CallContext {
         };
         let mut effects = self.effects();
         if n == 1 {
-            tracing::warn!(addon = %service, "refused: {what}");
+            tracing::warn!(kind = "refusal", addon = %service, "refused: {what}");
             let kept = crate::util::truncate(&what, MAX_REFUSAL_BYTES).to_string();
             effects.refusals.push((service, kept));
             return what;
@@ -499,15 +499,22 @@ impl Capabilities for CallContext {
             _ => "",
         };
         match level {
-            Level::Debug => tracing::debug!(addon, resource, "{message}"),
-            Level::Info => tracing::info!(addon, resource, "{message}"),
-            Level::Warn => tracing::warn!(addon, resource, "{message}"),
-            Level::Error => tracing::error!(addon, resource, "{message}"),
+            Level::Debug => tracing::debug!(kind = "plugin", addon, resource, "{message}"),
+            Level::Info => tracing::info!(kind = "plugin", addon, resource, "{message}"),
+            Level::Warn => tracing::warn!(kind = "plugin", addon, resource, "{message}"),
+            Level::Error => tracing::error!(kind = "plugin", addon, resource, "{message}"),
         }
     }
 
     fn outbound(&self) -> Grant {
         self.grant.clone()
+    }
+
+    fn resource_id(&self) -> Option<&str> {
+        match &self.scope {
+            Scope::Resource { partner_id } => Some(partner_id),
+            _ => None,
+        }
     }
 
     /// A refused outbound request goes to the audit trail like a refused
