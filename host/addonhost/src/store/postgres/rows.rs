@@ -2,7 +2,7 @@
 
 use tokio_postgres::Row;
 
-use crate::store::{App, Attachment, ConfigVar, OsbBinding, Resource};
+use crate::store::{App, ConfigVar, OsbBinding, Resource};
 
 pub(super) fn app_row(r: &Row) -> anyhow::Result<App> {
     Ok(App {
@@ -36,16 +36,6 @@ pub(super) fn resource_row(r: &Row) -> anyhow::Result<Resource> {
         reserved_by: r.try_get(16)?,
         reserved_until: r.try_get(17)?,
         request: r.try_get(18)?,
-    })
-}
-
-pub(super) fn attachment_row(r: &Row) -> anyhow::Result<Attachment> {
-    Ok(Attachment {
-        id: r.try_get(0)?,
-        resource_id: r.try_get(1)?,
-        app: r.try_get(2)?,
-        app_id: r.try_get(3)?,
-        name: r.try_get(4)?,
     })
 }
 
