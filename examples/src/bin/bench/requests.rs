@@ -43,7 +43,7 @@ pub fn rows(opts: &Opts, tmp: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> 
     }
     let server = Server::start(&tmp.join("requests/data"), plugins.to_str().unwrap())?;
     let targets = provision(&server)?;
-    optimized(&server)?;
+    server.optimized()?;
     let (connections, seconds) = (opts.connections, opts.load_time());
     eprintln!(
         "bench: HTTP requests through add-ons, {connections} connections, {} s each",
@@ -168,30 +168,6 @@ fn built(dir: &Path) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(status.success(), "building {} failed", dir.display());
     }
     Ok(component)
-}
-
-/// Waits until every add-on runs its optimized build: a fresh data dir
-/// serves from the quick tier (Winch) while Cranelift compiles, and a row
-/// measured then would time the stand-in, not the add-on.
-fn optimized(server: &Server) -> anyhow::Result<()> {
-    let auth = server.auth();
-    let mut api = Conn::connect(&server.addr)?;
-    let start = std::time::Instant::now();
-    loop {
-        let (_, body) = api.get("/api/plugins", &[("authorization", &auth)])?;
-        let list: serde_json::Value = serde_json::from_slice(&body)?;
-        let quick: Vec<_> = (list.as_array().into_iter().flatten())
-            .filter(|p| p["origin"] == "quick")
-            .filter_map(|p| p["id"].as_str())
-            .collect();
-        if quick.is_empty() {
-            return Ok(());
-        }
-        if start.elapsed() > std::time::Duration::from_secs(300) {
-            bail!("still on the quick tier after 300 s: {}", quick.join(", "));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 /// A route of an example add-on, with its credentials.

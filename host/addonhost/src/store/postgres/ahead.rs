@@ -140,7 +140,7 @@ fn one_resource(tx: &PgTx, text: Option<String>) -> anyhow::Result<Val> {
     if let Some(r) = &r {
         tx.resource_seen(r.id, r.app_id);
     }
-    Ok(Val::Resource(r))
+    Ok(Val::Resource(r.map(Box::new)))
 }
 
 /// A resource read before its app was locked (see
@@ -151,7 +151,7 @@ fn one_resource_unlocked(tx: &PgTx, text: Option<String>) -> anyhow::Result<Val>
     if let Some(r) = &r {
         tx.owners.saw_resource(r.id, r.app_id);
     }
-    Ok(Val::Resource(r))
+    Ok(Val::Resource(r.map(Box::new)))
 }
 
 fn number(text: Option<String>) -> anyhow::Result<i64> {
@@ -339,11 +339,9 @@ impl PgTx {
                             .into(),
                     params: params![service.to_string(), key.to_string()],
                     decode: |_, text| {
-                        Ok(Val::Bytes(
-                            text.map(|t| hex::decode(t))
-                                .transpose()
-                                .map_err(|e| anyhow::anyhow!("a KV value read ahead: {e}"))?,
-                        ))
+                        Ok(Val::Bytes(text.map(hex::decode).transpose().map_err(
+                            |e| anyhow::anyhow!("a KV value read ahead: {e}"),
+                        )?))
                     },
                 }
             }

@@ -36,7 +36,8 @@ pub enum Key {
 #[derive(Debug, Clone)]
 pub enum Val {
     App(Option<App>),
-    Resource(Option<Resource>),
+    /// Boxed: a resource is several times the size of any other answer.
+    Resource(Option<Box<Resource>>),
     Attachments(Vec<Attachment>),
     Attachment(Option<Attachment>),
     Var(Option<ConfigVar>),

@@ -18,7 +18,7 @@ use crate::util::unix_now;
 
 fn resource(v: &Val) -> Option<Option<Resource>> {
     match v {
-        Val::Resource(r) => Some(r.clone()),
+        Val::Resource(r) => Some(r.as_deref().cloned()),
         _ => None,
     }
 }
