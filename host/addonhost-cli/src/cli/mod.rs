@@ -168,6 +168,28 @@ pub struct Cli {
         help_heading = "Operator limits"
     )]
     pub outbound_grant: Vec<(String, addonhost::outbound::AllowList)>,
+    /// A PEM file of certificate authorities to trust besides Mozilla's
+    /// roots, for every HTTPS request this host makes: to remote providers,
+    /// to the calling platform, and the add-ons' outbound requests. The only
+    /// way to trust a private CA; certificate checks are never turned off.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_EXTRA_CA",
+        value_name = "FILE",
+        help_heading = "Operator limits"
+    )]
+    pub extra_ca: Option<PathBuf>,
+    /// Let the host's own client (remote providers, the calling platform)
+    /// call plain http:// URLs off the loopback; without it only
+    /// 127.0.0.0/8, ::1 and localhost are called without TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_ALLOW_PLAIN_HTTP",
+        help_heading = "Operator limits"
+    )]
+    pub allow_plain_http: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -288,7 +310,7 @@ pub enum Command {
 }
 
 impl Cli {
-    pub(crate) fn options(&self) -> HostOptions {
+    pub(crate) fn options(&self) -> anyhow::Result<HostOptions> {
         let mut opts = HostOptions::new(&self.data, std::env::split_paths(&self.plugins).collect());
         if let Some(url) = &self.url {
             opts.public_url = url.clone();
@@ -322,11 +344,15 @@ impl Cli {
             kv_quota_keys: self.max_kv_keys,
             audit_keep: self.audit_keep,
         };
-        opts
+        if let Some(ca) = &self.extra_ca {
+            opts.trust = addonhost::tls::Trust::with_extra_ca(ca)?;
+        }
+        opts.allow_plain_http = self.allow_plain_http;
+        Ok(opts)
     }
 
     fn host(&self) -> anyhow::Result<Host> {
-        Ok(Host::open(self.options())?)
+        Ok(Host::open(self.options()?)?)
     }
 }
 

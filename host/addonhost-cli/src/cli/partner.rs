@@ -39,6 +39,15 @@ pub fn manifest(host: &Host, a: &Manifest) -> anyhow::Result<()> {
             "sso_url": format!("{}/sso/login", addonhost::platform::addon_origin(&opts, &m.id)),
         })
     };
+    // Heroku refuses a manifest whose production URLs are not https (its
+    // checks say so only when it is pushed): said here, before.
+    if url::Url::parse(&a.url).is_ok_and(|u| u.scheme() == "http") {
+        eprintln!(
+            "warning: api.production would be plain http ({}): Heroku requires https for a \
+             production add-on. Put this server behind TLS and pass --url https://…",
+            a.url
+        );
+    }
     let manifest = json!({
         "id": m.id,
         "name": m.name,

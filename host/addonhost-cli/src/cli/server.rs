@@ -113,9 +113,15 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", s.bind, s.port))?;
     let addr = listener.local_addr()?;
-    let mut opts = cli.options();
+    let mut opts = cli.options()?;
     if cli.url.is_none() {
         opts.public_url = format!("http://{addr}");
+    }
+    if let Some(p) = &s.platform_api {
+        // Grants and tokens go there: over TLS, or to the loopback.
+        if let Some(why) = addonhost::platform::remote_http::refused(p, opts.allow_plain_http) {
+            anyhow::bail!("--platform-api {p}: {why}");
+        }
     }
     opts.platform_api = s.platform_api.clone();
     opts.platform_api_rate = s.platform_api_rate;

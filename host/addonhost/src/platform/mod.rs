@@ -99,6 +99,8 @@ impl Host {
         )?;
         crate::store::set_audit_keep(opts.policy.audit_keep);
         let catalog = Catalog::discover(&opts.plugin_dirs, &opts.policy);
+        let remote_http =
+            remote_http::Client::new(remote_http::TIMEOUT, &opts.trust, opts.allow_plain_http);
         Ok(Host {
             store,
             runtime,
@@ -111,7 +113,7 @@ impl Host {
             server_id: cluster::random_token()[..16].to_string(),
             started_at: crate::util::unix_now(),
             verdicts: Mutex::new(Default::default()),
-            remote_http: remote_http::Client::default(),
+            remote_http,
             grants: std::sync::OnceLock::new(),
             deliveries: Default::default(),
         })
@@ -232,12 +234,11 @@ impl Host {
         manifest: &Arc<Manifest>,
         scope: Scope,
     ) -> (Box<CallContext>, Arc<Mutex<Effects>>) {
-        CallContext::new(
-            self.store.clone(),
-            manifest.clone(),
-            scope,
-            self.opts.outbound.grant(manifest),
-        )
+        let mut grant = self.opts.outbound.grant(manifest);
+        // The operator's trust roots: the same for the add-ons' HTTPS as
+        // for the host's own.
+        grant.trust = self.opts.trust.clone();
+        CallContext::new(self.store.clone(), manifest.clone(), scope, grant)
     }
 
     /// Runs `attempt` — a plugin call and the write of its outcome — again,
