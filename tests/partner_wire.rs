@@ -385,3 +385,357 @@ fn plain_http_platforms_are_refused_and_http_manifests_warned_of() {
     assert_eq!(fine.code, 0, "{}", fine.stderr);
     assert!(!fine.stderr.contains("warning"), "{}", fine.stderr);
 }
+
+// ---------------------------------------------------------------- changes owed to a platform
+
+/// The app on a provider standing for the platform's app of `uuid`.
+fn partner_app(uuid: &str) -> String {
+    format!(
+        "partner-{}",
+        uuid.replace('-', "").chars().take(22).collect::<String>()
+    )
+}
+
+/// A running platform (an addonhost offering a provider's add-ons as remote
+/// ones) that can go down and come back on the same address.
+struct Platform {
+    env: Env,
+    server: Option<Server>,
+    port: u16,
+}
+
+impl Platform {
+    fn start() -> Platform {
+        let env = platform_env();
+        let server = Server::start(&env);
+        let port = port_of(&server);
+        Platform {
+            env,
+            server: Some(server),
+            port,
+        }
+    }
+
+    /// Its Platform API base, where providers call back.
+    fn api(&self) -> String {
+        format!("http://127.0.0.1:{}/platform", self.port)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Killed (SIGKILL): down, every request refused.
+    fn down(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
+
+    /// Up again on the same port and data.
+    fn up(&mut self) {
+        let port = self.port.to_string();
+        self.server = Some(Server::start_with(
+            self.env.command(&["serve", "--port", &port]),
+            &self.env,
+        ));
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().expect("the platform is up")
+    }
+
+    /// `addonhost addons:create` on the platform (its CLI calls the provider).
+    fn create(&self, spec: &str, app: &str, options: &[&str]) -> Value {
+        let url = self.url();
+        let mut args = vec!["addons:create", spec, "-a", app, "--url", &url, "--json"];
+        if !options.is_empty() {
+            args.push("--");
+            args.extend_from_slice(options);
+        }
+        serde_json::from_str(&self.env.ok(&args)).unwrap()
+    }
+}
+
+/// A provider serving its plugins to `platform`.
+fn provider_for(env: &Env, platform: &Platform) -> Server {
+    Server::start_with(
+        env.command(&["serve", "--port", "0", "--platform-api", &platform.api()]),
+        env,
+    )
+}
+
+/// SIGKILL: no shutdown of any kind.
+fn kill9(server: Server) {
+    let mut server = server;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+/// Waits until `server` logged a failed delivery to its platform.
+fn a_delivery_failed(server: &Server) {
+    wait_for("a failed delivery to the platform", 30, || {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("delivery to") && l.contains("failed"))
+    });
+}
+
+/// The value of a Prometheus sample of `server` (0 when absent).
+fn sample(server: &Server, name: &str, labels: &str) -> f64 {
+    let text = server
+        .get(
+            "/metrics",
+            &[("authorization", &format!("Bearer {}", server.token))],
+        )
+        .text();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A rotation on the provider while the platform is down: the change the
+/// platform is owed is in the provider's store with the rotation itself.
+/// The provider is killed with SIGKILL after a failed attempt and
+/// restarted; once the platform is back it ends with the new credentials.
+#[test]
+fn a_rotation_owed_to_a_platform_that_is_down_survives_sigkill_and_restart() {
+    let mut platform = Platform::start();
+    let a = Env::new();
+    let provider = provider_for(&a, &platform);
+    install_manifest(
+        &platform.env,
+        &remote_manifest(&a, "kv", &format!("http://{}", provider.addr), "plugins/kv"),
+    );
+    platform.env.ok(&["apps:create", "shop"]);
+    let created = platform.create("kv:mini", "shop", &[]);
+    assert_eq!(created["addon"]["state"], "provisioned");
+    let uuid = created["addon"]["uuid"].as_str().unwrap().to_string();
+    let before = platform.env.config("shop")["KV_URL"].clone();
+
+    platform.down();
+    let r = provider.api("POST", &format!("/api/addons/{uuid}/rotate"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rotated = a.config(&partner_app(&uuid))["KV_URL"].clone();
+    assert_ne!(rotated, before);
+    a_delivery_failed(&provider);
+    kill9(provider);
+
+    let _restarted = provider_for(&a, &platform);
+    platform.up();
+    wait_for("the rotated KV_URL on the platform", 90, || {
+        platform.env.config("shop")["KV_URL"] == rotated
+    });
+    assert!(platform.env.release_descriptions("shop")[0].contains("Update KV_URL by kv"));
+}
+
+/// The same on PostgreSQL with two provider servers on one database: the
+/// one that made the change is killed, the other delivers it — once.
+#[test]
+fn on_postgres_a_change_owed_by_a_killed_server_is_delivered_once_by_another() {
+    let mut platform = Platform::start();
+    let a1 = Env::on_postgres();
+    let a2 = a1.sibling();
+    let provider1 = provider_for(&a1, &platform);
+    let provider2 = provider_for(&a2, &platform);
+    install_manifest(
+        &platform.env,
+        &remote_manifest(
+            &a1,
+            "kv",
+            &format!("http://{}", provider1.addr),
+            "plugins/kv",
+        ),
+    );
+    platform.env.ok(&["apps:create", "shop"]);
+    let created = platform.create("kv:mini", "shop", &[]);
+    let uuid = created["addon"]["uuid"].as_str().unwrap().to_string();
+
+    platform.down();
+    let r = provider1.api("POST", &format!("/api/addons/{uuid}/rotate"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rotated = a1.config(&partner_app(&uuid))["KV_URL"].clone();
+    a_delivery_failed(&provider1);
+    kill9(provider1);
+    platform.up();
+    wait_for("the rotated KV_URL on the platform", 90, || {
+        platform.env.config("shop")["KV_URL"] == rotated
+    });
+    assert!(platform.env.release_descriptions("shop")[0].contains("Update KV_URL by kv"));
+    wait_for("nothing owed any more", 30, || {
+        a2.json(&["partner:pending"]) == json!([])
+    });
+    // Time for a second delivery to arrive, were there one.
+    std::thread::sleep(Duration::from_secs(3));
+    let platform_requests = sample(
+        platform.server(),
+        "addonhost_http_requests_total",
+        "platform_api",
+    );
+    assert_eq!(
+        platform_requests, 2.0,
+        "the grant traded once and the config sent once, by one server"
+    );
+    assert_eq!(
+        sample(
+            &provider2,
+            "addonhost_partner_deliveries_total",
+            "outcome=\"delivered\""
+        ),
+        1.0
+    );
+}
+
+/// A platform that refuses the provider's credentials: the change is given
+/// up on at once (no retry changes that), audited, shown by
+/// `partner:pending` and the metrics with why; once the operator fixed it,
+/// `partner:retry` delivers it.
+#[test]
+fn an_operator_sees_what_a_platform_refused_and_retries_it() {
+    let platform = Platform::start();
+    let a = Env::new();
+    let provider = provider_for(&a, &platform);
+    let mut manifest =
+        remote_manifest(&a, "kv", &format!("http://{}", provider.addr), "plugins/kv");
+    let good = manifest.clone();
+    manifest["api"]["client_secret"] = json!("not-the-secret-the-provider-has-0123456789");
+    install_manifest(&platform.env, &manifest);
+    platform.env.ok(&["apps:create", "shop"]);
+    let created = platform.create("kv:mini", "shop", &[]);
+    let uuid = created["addon"]["uuid"].as_str().unwrap().to_string();
+
+    let r = provider.api("POST", &format!("/api/addons/{uuid}/rotate"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rotated = a.config(&partner_app(&uuid))["KV_URL"].clone();
+    wait_for("the delivery given up on", 30, || {
+        a.json(&["partner:pending"])[0]["state"] == "failed"
+    });
+    let owed = a.json(&["partner:pending"]);
+    assert_eq!(owed.as_array().unwrap().len(), 1, "{owed}");
+    assert_eq!(owed[0]["uuid"], uuid.as_str());
+    assert_eq!(owed[0]["vars"], json!(["KV_URL"]));
+    assert_eq!(owed[0]["attempts"], 1);
+    let error = owed[0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("401") && error.contains("oauth/token"),
+        "{error}"
+    );
+    assert!(
+        !owed.to_string().contains(rotated.as_str().unwrap()),
+        "the view shows no value"
+    );
+    let table = a.ok(&["partner:pending"]);
+    assert!(table.contains(&uuid) && table.contains("failed"), "{table}");
+    assert_eq!(
+        sample(
+            &provider,
+            "addonhost_partner_owed_changes_failed",
+            "addon=\"kv\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &provider,
+            "addonhost_partner_deliveries_total",
+            "outcome=\"failed\""
+        ),
+        1.0
+    );
+    let audit = a.json(&["audit"]);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "partner:forward"
+                && e["detail"].as_str().unwrap().contains("partner:retry")),
+        "{audit}"
+    );
+    assert_ne!(platform.env.config("shop")["KV_URL"], rotated);
+
+    // The operator fixes the platform's side, then retries.
+    install_manifest(&platform.env, &good);
+    let (code, err) = a.fails(&["partner:retry", "00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(code, 3, "an unknown uuid is named: {err}");
+    wait_for("the retried KV_URL on the platform", 60, || {
+        if platform.env.config("shop")["KV_URL"] == rotated {
+            return true;
+        }
+        if a.json(&["partner:pending"])[0]["state"] == "failed" {
+            // The platform may not have reloaded its manifest yet.
+            a.ok(&["partner:retry", &uuid]);
+        }
+        false
+    });
+    wait_for("nothing owed any more", 30, || {
+        a.json(&["partner:pending"]) == json!([])
+    });
+    assert_eq!(
+        sample(&provider, "addonhost_partner_owed_changes", "addon=\"kv\""),
+        0.0
+    );
+}
+
+/// Provider mode, asynchronous: the add-on answers pending (the platform
+/// gets a 202), then completes while the platform is down; the provider is
+/// killed and restarted; once the platform is back the completion reaches
+/// it — the config, then `actions/provision` — and its add-on is
+/// provisioned with the add-on's vars.
+#[test]
+fn an_async_provisioning_completed_by_the_add_on_reaches_the_platform_across_a_restart() {
+    let mut platform = Platform::start();
+    let a = Env::new();
+    let provider = provider_for(&a, &platform);
+    install_manifest(
+        &platform.env,
+        &remote_manifest(
+            &a,
+            "hostile",
+            &format!("http://{}", provider.addr),
+            "tests/plugins/hostile",
+        ),
+    );
+    platform.env.ok(&["apps:create", "shop"]);
+    let created = platform.create("hostile", "shop", &["--attack", "pending"]);
+    assert_eq!(created["addon"]["state"], "provisioning", "{created}");
+    let uuid = created["addon"]["uuid"].as_str().unwrap().to_string();
+    let id = created["addon"]["addon_id"].as_str().unwrap().to_string();
+    assert_eq!(a.json(&["addons:info", &uuid])["state"], "provisioning");
+    assert!(!platform.env.config("shop").contains_key("HOSTILE_URL"));
+
+    platform.down();
+    let r = support::http::request(
+        &provider.addr,
+        "POST",
+        &format!("/addons/hostile/complete/{id}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(a.json(&["addons:info", &uuid])["state"], "provisioned");
+    let url = a.config(&partner_app(&uuid))["HOSTILE_URL"].clone();
+    assert!(url.is_string());
+    a_delivery_failed(&provider);
+    kill9(provider);
+    let _restarted = provider_for(&a, &platform);
+    platform.up();
+    wait_for("the platform's add-on provisioned", 90, || {
+        platform.env.json(&["addons:info", "HOSTILE", "-a", "shop"])["state"] == "provisioned"
+    });
+    assert_eq!(platform.env.config("shop")["HOSTILE_URL"], url);
+    assert!(
+        platform
+            .env
+            .release_descriptions("shop")
+            .iter()
+            .any(|d| d.starts_with("Attach HOSTILE")),
+        "{:?}",
+        platform.env.release_descriptions("shop")
+    );
+}

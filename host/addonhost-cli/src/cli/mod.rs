@@ -294,6 +294,14 @@ pub enum Command {
     /// (`serve` answers its Partner API under <url>/partner/<service>).
     #[command(name = "partner:manifest")]
     PartnerManifest(partner::Manifest),
+    /// List the changes calling platforms are owed (provider mode): pending,
+    /// being delivered, or given up on and why.
+    #[command(name = "partner:pending")]
+    PartnerPending(partner::Pending),
+    /// Deliver again the owed changes given up on (all, or those of the
+    /// uuids named); a running `serve` sends them.
+    #[command(name = "partner:retry")]
+    PartnerRetry(partner::Retry),
     /// Print the SSO URL of an add-on's dashboard.
     #[command(name = "addons:open")]
     AddonsOpen(server::Open),
@@ -400,6 +408,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plugins(j) => plugins::list(&host, j),
         Command::AddonsOpen(o) => server::open(&host, o),
         Command::PartnerManifest(m) => partner::manifest(&host, m),
+        Command::PartnerPending(p) => partner::pending(&host, p),
+        Command::PartnerRetry(r) => partner::retry(&host, r).await,
         Command::PluginsTrust(t) => plugins::trust(&host, t),
         Command::PluginsDeploy(d) => plugins::deploy(&host, d),
         Command::PluginsBuild(_)

@@ -144,6 +144,9 @@ pub async fn serve(cli: &Cli, s: &Serve) -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     });
+    // Provider mode: what calling platforms are owed, delivered (on a
+    // shared store, each entry by one server).
+    tokio::spawn(host.clone().deliver_owed());
     let token = server::token::for_host(&host)?;
     let osb = match s.no_osb {
         true => None,

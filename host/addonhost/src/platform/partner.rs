@@ -420,9 +420,13 @@ impl Host {
         }
         self.destroy_addon_as(&r.name, None, Some(&r.app), &super::actor::partner(service))
             .await?;
-        let key = link_key(&r.uuid);
+        // The platform removed it: nothing is owed to it any more.
+        let (key, uuid) = (link_key(&r.uuid), r.uuid.clone());
         self.store
-            .write(move |tx| tx.put_setting(&key, None))
+            .write(move |tx| {
+                tx.delete_outbox_entry(&uuid)?;
+                tx.put_setting(&key, None)
+            })
             .await?;
         Ok(true)
     }
