@@ -352,6 +352,9 @@ impl Host {
                 let gave_up = self
                     .store
                     .write(move |tx| {
+                        // The resource (its app) before its entry: the
+                        // order every transaction that owes takes them in.
+                        let r = tx.resource_by_uuid(&uuid)?;
                         let Some(mut cur) = tx.outbox_entry(&uuid)? else {
                             return Ok(false);
                         };
@@ -367,7 +370,6 @@ impl Host {
                         tx.put_outbox_entry(&cur)?;
                         tx.release_outbox_entry(&uuid, &owner)?;
                         if give_up {
-                            let r = tx.resource_by_uuid(&uuid)?;
                             let what = format!(
                                 "not delivered to the platform {platform}: {why}; \
                                  `addonhost partner:pending` shows it, `addonhost partner:retry {uuid}` tries again"

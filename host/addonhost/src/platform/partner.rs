@@ -424,8 +424,10 @@ impl Host {
         let (key, uuid) = (link_key(&r.uuid), r.uuid.clone());
         self.store
             .write(move |tx| {
-                tx.delete_outbox_entry(&uuid)?;
-                tx.put_setting(&key, None)
+                // The link before the entry: the order `forward::owe` takes
+                // their locks in.
+                tx.put_setting(&key, None)?;
+                tx.delete_outbox_entry(&uuid)
             })
             .await?;
         Ok(true)
