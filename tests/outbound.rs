@@ -134,6 +134,63 @@ async fn a_declared_host_is_reached_with_nothing_the_host_adds() {
     );
 }
 
+/// An add-on's backend behind TLS with a certificate of the operator's
+/// private CA: refused as untrusted until the operator adds that CA with
+/// `--extra-ca`, the same option the host's own client trusts, and reached
+/// then; a certificate from any other CA stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_ons_https_request_trusts_the_operators_extra_ca_and_nothing_else() {
+    let partner = Partner::start("x", "y");
+    let ca = support::tls::TestCa::new();
+    let (cert, key) = ca.leaf("backend", &["IP:127.0.0.1"], "ca");
+    let proxy = support::tls::TlsProxy::start(&cert, &key);
+    proxy.forward_to(partner.port);
+    let (other_cert, other_key) = ca.leaf("other", &["IP:127.0.0.1"], "other-ca");
+    let other = support::tls::TlsProxy::start(&other_cert, &other_key);
+    other.forward_to(partner.port);
+    let declared = [
+        format!("https://127.0.0.1:{}", proxy.port),
+        format!("https://127.0.0.1:{}", other.port),
+    ];
+    let env = declaring(&declared);
+    let fetch = |url: &str| attack("fetch", &[("url", url)]);
+    let ours = format!("{}/hit", declared[0]);
+    let theirs = format!("{}/hit", declared[1]);
+
+    let mozilla_only = host_with(&env, OutboundPolicy::default());
+    refused(
+        &env,
+        &mozilla_only,
+        fetch(&ours),
+        &[
+            "not issued by a trusted certificate authority",
+            "--extra-ca",
+        ],
+    )
+    .await;
+    assert_eq!(partner.hits("/hit"), 0);
+
+    let mut opts = HostOptions::new(env.data(), std::env::split_paths(&env.plugins).collect());
+    opts.database = env.database_url();
+    env.grant_outbound(&mut opts.outbound);
+    opts.trust = addonhost::tls::Trust::with_extra_ca(&ca.ca()).unwrap();
+    let trusting = Host::open(opts).unwrap();
+    let created = trusting
+        .create_addon(fetch(&ours))
+        .await
+        .expect("the operator's CA is trusted");
+    assert_eq!(seen(&created), "status 200: hit");
+    assert_eq!(partner.hits("/hit"), 1);
+    refused(
+        &env,
+        &trusting,
+        fetch(&theirs),
+        &["not issued by a trusted certificate authority"],
+    )
+    .await;
+    assert_eq!(partner.hits("/hit"), 1);
+}
+
 #[tokio::test]
 async fn an_undeclared_host_is_refused_and_never_reached() {
     let declared = Partner::start("x", "y");

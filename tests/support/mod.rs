@@ -199,7 +199,10 @@ impl Env {
             .env_remove("ADDONHOST_DATABASE_URL")
             .env_remove("ADDONHOST_URL")
             .env_remove("ADDONHOST_LOG")
-            .env_remove("ADDONHOST_OUTBOUND_GRANT");
+            .env_remove("ADDONHOST_OUTBOUND_GRANT")
+            .env_remove("ADDONHOST_EXTRA_CA")
+            .env_remove("ADDONHOST_ALLOW_PLAIN_HTTP")
+            .env_remove("ADDONHOST_PLATFORM_API");
         c.env_remove("ADDONHOST_DATABASE_POOLER")
             .env_remove("ADDONHOST_DATABASE_LISTEN_URL");
         if let Some(url) = self.database_url() {
@@ -341,6 +344,7 @@ pub fn unix_now() -> i64 {
 pub mod db;
 pub mod http;
 pub mod partner;
+pub mod tls;
 
 /// The `<input name value>` pairs of an HTML page (the SSO form), unescaped.
 pub fn form_fields(html: &str) -> Vec<(String, String)> {

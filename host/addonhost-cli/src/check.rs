@@ -78,6 +78,7 @@ pub async fn check(
     options: Vec<(String, String)>,
     cache: Option<ArtifactCache>,
     outbound: &OutboundPolicy,
+    trust: &addonhost::tls::Trust,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
     let Some(manifest) = gate(&mut out, "manifest is valid", manifest_is_valid(dir)) else {
@@ -103,7 +104,9 @@ pub async fn check(
     // a platform; what it reaches beyond, and what it declares that is not
     // granted, is reported.
     let outbound_view = outbound.view(&manifest);
-    caps.grant_outbound(outbound.grant(&manifest));
+    let mut grant = outbound.grant(&manifest);
+    grant.trust = trust.clone();
+    caps.grant_outbound(grant);
     let request = provision_request(&manifest, options);
     let (outcome, provisioned) =
         provision_returns_valid_vars(&plugin, &caps, &manifest, &request).await;

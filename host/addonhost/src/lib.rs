@@ -21,6 +21,7 @@ pub mod reserved;
 pub mod runtime;
 pub mod sso;
 pub mod store;
+pub mod tls;
 pub mod util;
 
 pub use platform::error::{Error, Kind, Result};

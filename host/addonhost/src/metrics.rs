@@ -141,6 +141,16 @@ pub struct Metrics {
     /// `timeout`, `too_large`, `failed`, `over_budget`; a body cut off after
     /// its answer counts again as `body_timeout` or `body_too_large`.
     pub outbound_requests: Family<AddonOutcome, Counter>,
+    /// Provider mode: attempts at delivering a change owed to a calling
+    /// platform, by add-on and outcome: `delivered`, `retry` (failed, tried
+    /// again later) or `failed` (given up on until an operator retries).
+    pub partner_deliveries: Family<AddonOutcome, Counter>,
+    /// Provider mode: changes owed to calling platforms and not delivered
+    /// yet (one per resource), read from the store at encoding time.
+    pub partner_owed: Family<AddonLabel, Gauge>,
+    /// Provider mode: owed changes given up on, waiting for an operator's
+    /// `partner:retry`; read from the store at encoding time.
+    pub partner_owed_failed: Family<AddonLabel, Gauge>,
     /// Releases made by this process (on any app), counted by the store backend
     /// as it writes them.
     pub releases: Counter,
@@ -332,6 +342,24 @@ impl Metrics {
             "Outbound HTTP requests of add-ons by outcome (answered, refused, timeout, too_large, failed, over_budget; a body cut off after its answer counts again as body_timeout or body_too_large)",
             outbound_requests.clone(),
         );
+        let partner_deliveries = Family::<AddonOutcome, Counter>::default();
+        r.register(
+            "partner_deliveries",
+            "Provider mode: attempts at delivering a change owed to a calling platform, by outcome (delivered, retry, failed)",
+            partner_deliveries.clone(),
+        );
+        let partner_owed = Family::<AddonLabel, Gauge>::default();
+        r.register(
+            "partner_owed_changes",
+            "Provider mode: changes owed to calling platforms not delivered yet (one per resource)",
+            partner_owed.clone(),
+        );
+        let partner_owed_failed = Family::<AddonLabel, Gauge>::default();
+        r.register(
+            "partner_owed_changes_failed",
+            "Provider mode: owed changes given up on, waiting for `addonhost partner:retry`",
+            partner_owed_failed.clone(),
+        );
         let releases = Counter::default();
         r.register("releases", "Releases made", releases.clone());
         let http_requests = Family::<HttpLabels, Counter>::default();
@@ -410,6 +438,9 @@ impl Metrics {
             provisionings,
             scheduled_rotations,
             outbound_requests,
+            partner_deliveries,
+            partner_owed,
+            partner_owed_failed,
             releases,
             http_requests,
             http_request_seconds,

@@ -169,6 +169,28 @@ pub struct Cli {
         help_heading = "Operator limits"
     )]
     pub outbound_grant: Vec<(String, addonhost::outbound::AllowList)>,
+    /// A PEM file of certificate authorities to trust besides Mozilla's
+    /// roots, for every HTTPS request this host makes: to remote providers,
+    /// to the calling platform, and the add-ons' outbound requests. The only
+    /// way to trust a private CA; certificate checks are never turned off.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_EXTRA_CA",
+        value_name = "FILE",
+        help_heading = "Operator limits"
+    )]
+    pub extra_ca: Option<PathBuf>,
+    /// Let the host's own client (remote providers, the calling platform)
+    /// call plain http:// URLs off the loopback; without it only
+    /// 127.0.0.0/8, ::1 and localhost are called without TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_ALLOW_PLAIN_HTTP",
+        help_heading = "Operator limits"
+    )]
+    pub allow_plain_http: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -273,6 +295,14 @@ pub enum Command {
     /// (`serve` answers its Partner API under <url>/partner/<service>).
     #[command(name = "partner:manifest")]
     PartnerManifest(partner::Manifest),
+    /// List the changes calling platforms are owed (provider mode): pending,
+    /// being delivered, or given up on and why.
+    #[command(name = "partner:pending")]
+    PartnerPending(partner::Pending),
+    /// Deliver again the owed changes given up on (all, or those of the
+    /// uuids named); a running `serve` sends them.
+    #[command(name = "partner:retry")]
+    PartnerRetry(partner::Retry),
     /// Print the SSO URL of an add-on's dashboard.
     #[command(name = "addons:open")]
     AddonsOpen(server::Open),
@@ -293,7 +323,7 @@ pub enum Command {
 }
 
 impl Cli {
-    pub(crate) fn options(&self) -> HostOptions {
+    pub(crate) fn options(&self) -> anyhow::Result<HostOptions> {
         let mut opts = HostOptions::new(&self.data, std::env::split_paths(&self.plugins).collect());
         if let Some(url) = &self.url {
             opts.public_url = url.clone();
@@ -327,11 +357,15 @@ impl Cli {
             kv_quota_keys: self.max_kv_keys,
             audit_keep: self.audit_keep,
         };
-        opts
+        if let Some(ca) = &self.extra_ca {
+            opts.trust = addonhost::tls::Trust::with_extra_ca(ca)?;
+        }
+        opts.allow_plain_http = self.allow_plain_http;
+        Ok(opts)
     }
 
     pub(crate) fn host(&self) -> anyhow::Result<Host> {
-        Ok(Host::open(self.options())?)
+        Ok(Host::open(self.options()?)?)
     }
 }
 
@@ -382,6 +416,8 @@ pub async fn run(cli: Cli, logs: addonhost_server::logs::LogHub) -> anyhow::Resu
         Command::Plugins(j) => plugins::list(&host, j),
         Command::AddonsOpen(o) => server::open(&host, o),
         Command::PartnerManifest(m) => partner::manifest(&host, m),
+        Command::PartnerPending(p) => partner::pending(&host, p),
+        Command::PartnerRetry(r) => partner::retry(&host, r).await,
         Command::PluginsTrust(t) => plugins::trust(&host, t),
         Command::PluginsDeploy(d) => plugins::deploy(&host, d),
         Command::PluginsBuild(_)

@@ -1,4 +1,7 @@
-//! `partner:manifest`: a plugin as a Heroku add-on partner ships it.
+//! Provider mode from the command line: `partner:manifest` (a plugin as a
+//! Heroku add-on partner ships it), `partner:pending` (what calling
+//! platforms are owed and not delivered yet) and `partner:retry` (try again
+//! what was given up on).
 
 use clap::Args;
 use serde_json::json;
@@ -17,6 +20,87 @@ pub struct Manifest {
     /// The base URL for `api.test` [default: --url].
     #[arg(long)]
     pub test_url: Option<String>,
+}
+
+/// `partner:pending`.
+#[derive(Args, Debug)]
+pub struct Pending {
+    #[command(flatten)]
+    pub json: super::output::JsonFlag,
+}
+
+/// `partner:retry`.
+#[derive(Args, Debug)]
+pub struct Retry {
+    /// The resources (platform uuids) whose owed changes to try again
+    /// [default: every one given up on].
+    pub uuids: Vec<String>,
+}
+
+/// Lists what calling platforms are owed: pending, being delivered, or
+/// given up on (with why); var names only, never values.
+pub fn pending(host: &Host, p: &Pending) -> anyhow::Result<()> {
+    let owed = host.owed()?;
+    if p.json.json {
+        return super::output::json(&owed);
+    }
+    super::output::table(
+        &[
+            "Resource",
+            "Add-on",
+            "State",
+            "Owed",
+            "Attempts",
+            "Next",
+            "Since",
+            "Last error",
+        ],
+        owed.iter()
+            .map(|o| {
+                let mut what = o.vars.join(", ");
+                if o.completion {
+                    what = match what.is_empty() {
+                        true => "provisioned".into(),
+                        false => format!("{what}; provisioned"),
+                    };
+                }
+                vec![
+                    format!(
+                        "{}{}",
+                        o.uuid,
+                        o.resource
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
+                    ),
+                    o.addon.clone(),
+                    o.state.to_string(),
+                    what,
+                    o.attempts.to_string(),
+                    match o.state {
+                        "failed" => "on partner:retry".into(),
+                        _ => super::output::when(o.due_at),
+                    },
+                    super::output::when(o.since),
+                    o.last_error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+/// Makes what was given up on due again; a running `serve` delivers it.
+pub async fn retry(host: &Host, r: &Retry) -> anyhow::Result<()> {
+    let n = host.retry_owed(&r.uuids).await?;
+    match n {
+        0 => println!(
+            "Nothing given up on to retry (`addonhost partner:pending` lists what is owed)"
+        ),
+        1 => println!("1 owed change will be delivered again by a running server"),
+        n => println!("{n} owed changes will be delivered again by a running server"),
+    }
+    Ok(())
 }
 
 /// Prints the manifest Heroku's tooling takes (`api.production`,
@@ -39,6 +123,15 @@ pub fn manifest(host: &Host, a: &Manifest) -> anyhow::Result<()> {
             "sso_url": format!("{}/sso/login", addonhost::platform::addon_origin(&opts, &m.id)),
         })
     };
+    // Heroku refuses a manifest whose production URLs are not https (its
+    // checks say so only when it is pushed): said here, before.
+    if url::Url::parse(&a.url).is_ok_and(|u| u.scheme() == "http") {
+        eprintln!(
+            "warning: api.production would be plain http ({}): Heroku requires https for a \
+             production add-on. Put this server behind TLS and pass --url https://…",
+            a.url
+        );
+    }
     let manifest = json!({
         "id": m.id,
         "name": m.name,

@@ -148,13 +148,15 @@ pub struct Check {
 /// Runs the conformance checks; exit code 1 when any fails.
 pub async fn check(cli: &Cli, c: &Check) -> anyhow::Result<i32> {
     let options = super::addons::parse_options(&c.options)?;
+    let host_options = cli.options()?;
     let results = crate::check::check(
         &c.dir,
         options,
         Some(addonhost::runtime::ArtifactCache::new(
             cli.data.join("cache"),
         )),
-        &cli.options().outbound,
+        &host_options.outbound,
+        &host_options.trust,
     )
     .await;
     let failed = results.iter().filter(|r| !r.passed).count();
@@ -181,7 +183,7 @@ pub async fn check(cli: &Cli, c: &Check) -> anyhow::Result<i32> {
 pub fn build(cli: &Cli, b: &Build) -> anyhow::Result<()> {
     let dirs = if b.dirs.is_empty() {
         let roots: Vec<PathBuf> = std::env::split_paths(&cli.plugins).collect();
-        let catalog = addonhost::platform::Catalog::discover(&roots, &cli.options().policy);
+        let catalog = addonhost::platform::Catalog::discover(&roots, &cli.options()?.policy);
         // Remote add-ons have nothing to build.
         let mut dirs: Vec<PathBuf> = catalog
             .services()

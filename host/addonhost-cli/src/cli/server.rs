@@ -117,9 +117,15 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", s.bind, s.port))?;
     let addr = listener.local_addr()?;
-    let mut opts = cli.options();
+    let mut opts = cli.options()?;
     if cli.url.is_none() {
         opts.public_url = format!("http://{addr}");
+    }
+    if let Some(p) = &s.platform_api {
+        // Grants and tokens go there: over TLS, or to the loopback.
+        if let Some(why) = addonhost::platform::remote_http::refused(p, opts.allow_plain_http) {
+            anyhow::bail!("--platform-api {p}: {why}");
+        }
     }
     opts.platform_api = s.platform_api.clone();
     opts.platform_api_rate = s.platform_api_rate;
@@ -142,6 +148,9 @@ pub async fn serve(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     });
+    // Provider mode: what calling platforms are owed, delivered (on a
+    // shared store, each entry by one server).
+    tokio::spawn(host.clone().deliver_owed());
     let token = server::token::for_host(&host)?;
     let osb = match s.no_osb {
         true => None,

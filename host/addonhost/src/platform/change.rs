@@ -134,10 +134,6 @@ impl Host {
                 super::actor::USER => format!("Rotate {label} credentials"),
                 by => format!("Rotate {label} credentials ({by})"),
             };
-            let changes = config
-                .iter()
-                .map(|(n, v)| (n.clone(), Some(v.clone())))
-                .collect();
             let changed = self
                 .apply_change(
                     &manifest,
@@ -153,17 +149,6 @@ impl Host {
                     },
                 )
                 .await?;
-            // Provider mode: a rotation the calling platform did not ask
-            // for (scheduled, or from this host) reaches it all the same.
-            if !super::actor::is_partner(actor) {
-                self.forward_to_platforms(
-                    &manifest,
-                    vec![super::forward::ToPlatform::Config {
-                        partner_id: pid.clone(),
-                        changes,
-                    }],
-                );
-            }
             Ok(changed)
         })
         .await
@@ -215,6 +200,16 @@ impl Host {
                 }
                 if rotation {
                     tx.rotation_succeeded(r.id, crate::util::unix_now())?;
+                    // Provider mode: a rotation the calling platform did not
+                    // ask for (scheduled, or from this host) is owed to it,
+                    // in this transaction.
+                    if let (Some(config), false) = (&config, super::actor::is_partner(&actor)) {
+                        let owed: Vec<(String, Option<String>)> = config
+                            .iter()
+                            .map(|(n, v)| (n.clone(), Some(v.clone())))
+                            .collect();
+                        super::forward::owe(tx, &manifest, &current, &owed, false)?;
+                    }
                 }
                 let plan = plan.as_deref().unwrap_or(&current.plan);
                 tx.update_resource(
@@ -229,6 +224,7 @@ impl Host {
             }
         };
         let (changed, release) = self.store.write(write).await?;
+        self.wake_deliveries();
         self.changed(r, changed, release)
     }
 }

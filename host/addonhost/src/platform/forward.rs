@@ -1,69 +1,69 @@
 //! Provider mode, talking back: what a plugin changes on its own behalf (a
 //! credential roll from its dashboard, a scheduled rotation, an async
-//! completion) is sent to the platform the resource came from. The host
+//! completion) is owed to the platform the resource came from. The host
 //! makes these calls, never the plugin, and only to the platform its
 //! operator configured.
 //!
-//! Bounded, whatever the plugin or the platform does: each add-on has one
-//! queue holding at most one pending change per resource (a later change is
-//! merged into it, the newest value of each var winning) and at most
-//! [`MAX_IN_FLIGHT`] deliveries running, each retried a few times. A
-//! platform that never answers, or thousands of changes, cost a fixed
-//! number of tasks and sockets; the newest value is what arrives.
+//! Nothing owed is lost: the change is written to the store's outbox in
+//! the very transaction that makes it ([`owe`]), so it is there after a
+//! crash or a restart exactly when the change itself is. A worker in each
+//! server ([`Host::deliver_owed`]) claims what is due — on a shared store
+//! one server at a time, under a lease a dead server loses — delivers it,
+//! and ends the entry, or tries again later with backoff, or gives up after
+//! [`GIVE_UP_SECONDS`] (or at once for an answer no retry changes), audits
+//! it and leaves it for an operator to see (`partner:pending`) and retry
+//! (`partner:retry`).
+//!
+//! Bounded, whatever the plugin or the platform does: one entry per
+//! resource (a later change is merged into it, the newest value of each
+//! var winning, a completion kept), at most [`MAX_IN_FLIGHT`] deliveries of
+//! one add-on running in a server (each holding one connection) and
+//! [`MAX_DELIVERIES`] in all. A platform that never answers, or a plugin
+//! rolling credentials a thousand times, costs a few tasks and sockets and
+//! one row per resource; when the platform answers, the newest values are
+//! what it gets.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::context::Effects;
 use super::partner::{link_key, token_url, Link};
 use super::remote_http::{self, Client};
-use super::Host;
+use super::{actor, Host};
 use crate::manifest::Manifest;
-use crate::store::{Resource, Store};
+use crate::store::{OutboxEntry, Resource, ResourceState, Tx};
 use crate::util::unix_now;
 
-/// Attempts at delivering one change to the calling platform.
-const DELIVERY_ATTEMPTS: u32 = 5;
-/// Deliveries of one add-on running at once (each holds one connection).
+/// Deliveries of one add-on running at once in one server (each holds one
+/// connection).
 pub const MAX_IN_FLIGHT: usize = 4;
+/// Deliveries running at once in one server, all add-ons together.
+pub const MAX_DELIVERIES: usize = 64;
+/// How long a server's claim on an entry holds: longer than one delivery
+/// can take (a token, the config and the completion, each within the
+/// client's timeout), so a live server never loses one it is delivering.
+pub const LEASE_SECONDS: i64 = 5 * remote_http::TIMEOUT.as_secs() as i64;
+/// How long an entry is tried before it is given up on (an operator's
+/// `partner:retry` tries it again).
+pub const GIVE_UP_SECONDS: i64 = 24 * 3600;
+/// Longest wait between two attempts.
+pub const MAX_BACKOFF_SECONDS: i64 = 600;
+/// How often a server looks for due entries when nothing woke it.
+const POLL: Duration = Duration::from_secs(1);
 
-/// One change to send back to a calling platform.
-#[derive(Debug, Clone)]
-pub(super) enum ToPlatform {
-    /// `PATCH /addons/:uuid/config`.
-    Config {
-        partner_id: String,
-        changes: Vec<(String, Option<String>)>,
-    },
-    /// The config, then `POST /addons/:uuid/actions/provision`.
-    Provisioned {
-        partner_id: String,
-        config: Vec<(String, String)>,
-    },
-}
-
-/// What of `effects` a calling platform must hear of.
-pub(super) fn to_platform_of(effects: &Effects) -> Vec<ToPlatform> {
-    let mut out: Vec<ToPlatform> = effects
-        .updates
-        .iter()
-        .map(|u| ToPlatform::Config {
-            partner_id: u.partner_id.clone(),
-            changes: u.changes.clone(),
-        })
-        .collect();
-    out.extend(effects.completions.iter().map(|c| ToPlatform::Provisioned {
-        partner_id: c.partner_id.clone(),
-        config: c.config.clone(),
-    }));
-    out
+/// The wait after `attempts` failed attempts: 1 s, doubling, at most
+/// [`MAX_BACKOFF_SECONDS`].
+pub fn backoff(attempts: i64) -> i64 {
+    let exp = (attempts - 1).clamp(0, 20) as u32;
+    (1i64 << exp).min(MAX_BACKOFF_SECONDS)
 }
 
 /// What one resource's platform has yet to hear: its vars' changes (the
-/// newest value of each) and whether its provisioning completed.
+/// newest value of each, by manifest name) and whether its provisioning
+/// completed.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Pending {
     changes: Vec<(String, Option<String>)>,
@@ -71,28 +71,6 @@ struct Pending {
 }
 
 impl Pending {
-    fn of(o: ToPlatform) -> (String, Pending) {
-        match o {
-            ToPlatform::Config {
-                partner_id,
-                changes,
-            } => (
-                partner_id,
-                Pending {
-                    changes,
-                    provisioned: false,
-                },
-            ),
-            ToPlatform::Provisioned { partner_id, config } => (
-                partner_id,
-                Pending {
-                    changes: config.into_iter().map(|(n, v)| (n, Some(v))).collect(),
-                    provisioned: true,
-                },
-            ),
-        }
-    }
-
     /// `newer` on top of this: its values win, the completion stays.
     fn merge(&mut self, newer: Pending) {
         for (name, value) in newer.changes {
@@ -101,246 +79,501 @@ impl Pending {
         }
         self.provisioned |= newer.provisioned;
     }
+
+    fn of(e: &OutboxEntry) -> Pending {
+        Pending {
+            changes: serde_json::from_str(&e.changes).unwrap_or_default(),
+            provisioned: e.provisioned,
+        }
+    }
 }
 
-/// The delivery queues of one host, one per add-on.
+/// Records, in the caller's transaction, that the platform resource `r`
+/// came from is owed `changes` (by manifest name; `None` removes a var)
+/// and, with `provisioned`, the completion of its provisioning: merged into
+/// what is owed already. Nothing for a resource of this host's own apps.
+/// Whether anything is owed (the caller wakes the deliveries once its
+/// transaction committed).
+pub(super) fn owe(
+    tx: &dyn Tx,
+    m: &Manifest,
+    r: &Resource,
+    changes: &[(String, Option<String>)],
+    provisioned: bool,
+) -> anyhow::Result<bool> {
+    // A resource a platform provisioned lives on its own partner app; any
+    // other has no platform to tell (and costs no read).
+    if !r.app.starts_with("partner-") || (changes.is_empty() && !provisioned) {
+        return Ok(false);
+    }
+    let linked = tx
+        .setting(&link_key(&r.uuid))?
+        .and_then(|l| serde_json::from_str::<Link>(&l).ok())
+        .is_some_and(|l| l.service == m.id && r.service == m.id);
+    if !linked {
+        return Ok(false);
+    }
+    let now = unix_now();
+    let mut e = tx.outbox_entry(&r.uuid)?.unwrap_or_else(|| OutboxEntry {
+        uuid: r.uuid.clone(),
+        service: m.id.clone(),
+        changes: "[]".into(),
+        provisioned: false,
+        version: 0,
+        attempts: 0,
+        due_at: now,
+        claimed_by: None,
+        claimed_until: None,
+        failed_at: None,
+        last_error: None,
+        created_at: now,
+    });
+    let mut pending = Pending::of(&e);
+    pending.merge(Pending {
+        changes: changes.to_vec(),
+        provisioned,
+    });
+    if e.failed_at.take().is_some() {
+        // Given up on before: tried afresh with the newest values.
+        e.created_at = now;
+    }
+    e.changes = serde_json::to_string(&pending.changes)?;
+    e.provisioned = pending.provisioned;
+    e.version += 1;
+    e.attempts = 0;
+    e.due_at = now;
+    tx.put_outbox_entry(&e)?;
+    Ok(true)
+}
+
+/// The deliveries of one host: how many run per add-on, and the bell rung
+/// when something new is owed.
 #[derive(Default)]
 pub(super) struct Deliveries {
-    queues: Mutex<HashMap<String, Arc<Queue>>>,
+    running: Mutex<HashMap<String, usize>>,
+    wake: tokio::sync::Notify,
 }
 
-/// One add-on's changes on their way to its platform.
-struct Queue {
-    state: Mutex<QueueState>,
+/// One running delivery, counted until it ends (a panic included).
+struct Running {
+    host: Arc<Host>,
+    service: String,
 }
 
-struct QueueState {
-    /// Resources (partner ids) with a pending change, oldest first.
-    order: VecDeque<String>,
-    pending: HashMap<String, Pending>,
-    /// Resources being delivered now: one delivery per resource at a time,
-    /// so changes arrive in order.
-    busy: HashSet<String>,
-    /// Worker tasks running (at most [`MAX_IN_FLIGHT`]).
-    workers: usize,
-    /// How to deliver (the add-on's manifest as last loaded).
-    forwarder: Arc<Forwarder>,
-}
-
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A newer change of `pid` that arrived while it was being delivered.
-    fn take_newer(&self, pid: &str) -> Option<Pending> {
-        let mut st = self.lock();
-        let newer = st.pending.remove(pid)?;
-        st.order.retain(|p| p != pid);
-        Some(newer)
-    }
-}
-
-impl QueueState {
-    /// Whether a pending change waits that no running delivery holds.
-    fn has_work(&self) -> bool {
-        self.order.iter().any(|p| !self.busy.contains(p))
-    }
-}
-
-/// A worker's place in its queue: given back when the worker stops, even by
-/// a panic.
-struct Slot {
-    queue: Arc<Queue>,
-    busy: Option<String>,
-    counted: bool,
-}
-
-impl Drop for Slot {
+impl Drop for Running {
     fn drop(&mut self) {
-        let mut st = self.queue.lock();
-        if let Some(pid) = self.busy.take() {
-            st.busy.remove(&pid);
+        let d = &self.host.deliveries;
+        let mut running = d.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = running.get_mut(&self.service) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.service);
+            }
         }
-        if self.counted {
-            st.workers -= 1;
-        }
+        drop(running);
+        // A slot is free: whatever waited for it may go.
+        d.wake.notify_one();
     }
 }
 
-/// Delivers the queue's changes until none is left for it.
-async fn work(queue: Arc<Queue>) {
-    let mut slot = Slot {
-        queue: queue.clone(),
-        busy: None,
-        counted: true,
-    };
-    loop {
-        let (pid, pending, forwarder) = {
-            let mut st = queue.lock();
-            if let Some(pid) = slot.busy.take() {
-                st.busy.remove(&pid);
-            }
-            let next = st.order.iter().position(|p| !st.busy.contains(p));
-            let Some(pid) = next.and_then(|i| st.order.remove(i)) else {
-                // Decided under the lock an enqueue takes, so no change is
-                // left behind without a worker.
-                st.workers -= 1;
-                slot.counted = false;
-                return;
-            };
-            let pending = st.pending.remove(&pid).unwrap_or_default();
-            st.busy.insert(pid.clone());
-            slot.busy = Some(pid.clone());
-            (pid, pending, st.forwarder.clone())
-        };
-        forwarder.deliver(&queue, &pid, pending).await;
-    }
+/// An owed change as `partner:pending` shows it: var names, never values.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwedView {
+    /// The resource's platform uuid.
+    pub uuid: String,
+    /// The add-on.
+    pub addon: String,
+    /// The resource's name here, if it still exists.
+    pub resource: Option<String>,
+    /// `pending` (waiting for its next attempt), `delivering` (a server
+    /// holds it) or `failed` (given up on: `partner:retry` tries again).
+    pub state: &'static str,
+    /// The vars whose newest values are owed.
+    pub vars: Vec<String>,
+    /// Whether the completion of an asynchronous provisioning is owed.
+    pub completion: bool,
+    /// Attempts failed since the last change.
+    pub attempts: i64,
+    /// When the next attempt may start (Unix seconds).
+    pub due_at: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the oldest change of it was made.
+    pub since: i64,
 }
 
 impl Host {
-    /// Sends what a call of `m` changed on its own behalf to the platforms
-    /// its resources came from (nothing for resources of this host's own
-    /// apps). Queued and delivered in the background, retried; failures are
-    /// logged and audited.
-    pub(super) fn forward_to_platforms(&self, m: &Arc<Manifest>, changes: Vec<ToPlatform>) {
-        if changes.is_empty() || tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        let forwarder = Arc::new(Forwarder {
-            store: self.store.clone(),
-            client: self.remote_http.clone(),
-            manifest: m.clone(),
-            platform: self.partner_platform(),
-        });
-        let queue = {
-            let mut queues = self
-                .deliveries
-                .queues
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            queues
-                .entry(m.id.clone())
-                .or_insert_with(|| {
-                    Arc::new(Queue {
-                        state: Mutex::new(QueueState {
-                            order: VecDeque::new(),
-                            pending: HashMap::new(),
-                            busy: HashSet::new(),
-                            workers: 0,
-                            forwarder: forwarder.clone(),
-                        }),
-                    })
-                })
-                .clone()
-        };
-        let spawn = {
-            let mut st = queue.lock();
-            st.forwarder = forwarder;
-            for o in changes {
-                let (pid, p) = Pending::of(o);
-                match st.pending.get_mut(&pid) {
-                    Some(older) => older.merge(p),
-                    None => {
-                        st.pending.insert(pid.clone(), p);
-                        st.order.push_back(pid);
-                    }
-                }
-            }
-            let wanted = st.workers < MAX_IN_FLIGHT && st.has_work();
-            if wanted {
-                st.workers += 1;
-            }
-            wanted
-        };
-        if spawn {
-            tokio::spawn(work(queue));
+    /// Wakes this process's deliveries (something was just owed).
+    pub(super) fn wake_deliveries(&self) {
+        self.deliveries.wake.notify_one();
+    }
+
+    /// Provider mode's delivery worker: delivers what is owed to calling
+    /// platforms as it comes due, for as long as the future runs (`serve`
+    /// spawns it). Every server of a shared store runs one; each entry is
+    /// delivered by one at a time.
+    pub async fn deliver_owed(self: Arc<Self>) {
+        loop {
+            self.deliver_due().await;
+            let _ = tokio::time::timeout(POLL, self.deliveries.wake.notified()).await;
         }
     }
-}
 
-/// Delivers changes to calling platforms.
-struct Forwarder {
-    store: Arc<Store>,
-    client: Client,
-    manifest: Arc<Manifest>,
-    /// The platform the operator configured: the only one called.
-    platform: String,
-}
-
-impl Forwarder {
-    async fn deliver(&self, queue: &Queue, pid: &str, mut pending: Pending) {
-        let service = self.manifest.id.clone();
-        let found = self.store.read(|tx| {
-            let Some(r) = tx.resource_by_partner_id(&service, pid)? else {
-                return Ok(None);
+    /// Claims and starts every due delivery there is room for.
+    async fn deliver_due(self: &Arc<Self>) {
+        let mut looked = false;
+        loop {
+            let (skip, total) = {
+                let running = self
+                    .deliveries
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let skip: Vec<String> = running
+                    .iter()
+                    .filter(|(_, n)| **n >= MAX_IN_FLIGHT)
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                (skip, running.values().sum::<usize>())
             };
-            let link = tx.setting(&link_key(&r.uuid))?;
-            Ok(link.map(|l| (r, l)))
-        });
-        let (r, link) = match found {
-            Ok(Some((r, l))) => match serde_json::from_str::<Link>(&l) {
-                Ok(link) => (r, link),
-                Err(e) => {
-                    tracing::error!(addon = %service, "unreadable platform link of {}: {e}", r.uuid);
-                    return;
-                }
-            },
-            // A resource of one of this host's own apps: nothing to send.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(addon = %service, "cannot read the platform link: {e:#}");
+            if total >= MAX_DELIVERIES {
                 return;
             }
-        };
-        let mut last = String::new();
-        if link.service != service || r.service != service {
-            // A link is where one add-on's changes go: another add-on's
-            // (planted before ownership was checked) never gets them.
-            last = format!(
-                "the platform link of {} belongs to add-on {}, not {service}",
-                r.uuid, link.service
-            );
-        } else if link.platform.trim_end_matches('/') != self.platform {
-            // Kept by an earlier version from the request's callback_url, or
-            // before the operator changed --platform-api: never called.
-            last = format!(
-                "the resource came from {}, not from the platform this host is configured for",
-                link.platform
-            );
-        } else {
-            for attempt in 0..DELIVERY_ATTEMPTS {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-                    // A change made meanwhile goes with this one.
-                    if let Some(newer) = queue.take_newer(pid) {
-                        pending.merge(newer);
-                    }
-                }
-                match self.send(&r, link.clone(), &pending).await {
-                    Ok(()) => {
-                        tracing::info!(addon = %service, uuid = %r.uuid, "change delivered to {}", link.platform);
+            let now = unix_now();
+            if !looked {
+                // A read first: an empty outbox costs no write.
+                looked = true;
+                let due = self.store.read(|tx| tx.outbox_entries()).map(|all| {
+                    all.iter().any(|e| {
+                        e.failed_at.is_none()
+                            && e.due_at <= now
+                            && e.claimed_until.is_none_or(|u| u <= now)
+                            && !skip.contains(&e.service)
+                    })
+                });
+                match due {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!("cannot read what is owed to platforms: {e:#}");
                         return;
                     }
-                    Err((e, retry)) => {
-                        tracing::warn!(addon = %service, uuid = %r.uuid, "delivery to {} failed: {e}", link.platform);
-                        last = e;
-                        if !retry {
-                            break;
+                }
+            }
+            let owner = self.server_id.clone();
+            let claimed = self
+                .store
+                .write(move |tx| tx.claim_outbox_entry(&owner, now, now + LEASE_SECONDS, &skip))
+                .await;
+            let entry = match claimed {
+                Ok(Some(e)) => e,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("cannot claim a change owed to a platform: {e:#}");
+                    return;
+                }
+            };
+            *self
+                .deliveries
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(entry.service.clone())
+                .or_default() += 1;
+            let running = Running {
+                host: self.clone(),
+                service: entry.service.clone(),
+            };
+            tokio::spawn(async move {
+                let host = running.host.clone();
+                host.deliver(entry).await;
+                drop(running);
+            });
+        }
+    }
+
+    /// One attempt at the entry this server claimed, and its outcome
+    /// written.
+    async fn deliver(&self, e: OutboxEntry) {
+        let outcome = self.attempt(&e).await;
+        let (uuid, owner, version, delivered_completion) = (
+            e.uuid.clone(),
+            self.server_id.clone(),
+            e.version,
+            e.provisioned,
+        );
+        let label = |outcome: &'static str| {
+            // Only ids of the catalog become label values.
+            if self.catalog().get(&e.service).is_some() {
+                self.metrics()
+                    .partner_deliveries
+                    .get_or_create(&crate::metrics::AddonOutcome {
+                        addon: e.service.clone(),
+                        outcome,
+                    })
+                    .inc();
+            }
+        };
+        let platform = self.partner_platform();
+        let written = match outcome {
+            Attempt::Delivered => {
+                tracing::info!(addon = %e.service, uuid = %e.uuid, "change delivered to {platform}");
+                label("delivered");
+                self.store
+                    .write(move |tx| {
+                        match tx.outbox_entry(&uuid)? {
+                            // Nothing changed meanwhile: all of it arrived.
+                            Some(cur) if cur.version == version => tx.delete_outbox_entry(&uuid),
+                            // A newer change came in meanwhile: it goes next
+                            // (its values are the newest; the completion
+                            // arrived already).
+                            Some(mut cur) => {
+                                if delivered_completion {
+                                    cur.provisioned = false;
+                                }
+                                cur.due_at = unix_now();
+                                tx.put_outbox_entry(&cur)?;
+                                tx.release_outbox_entry(&uuid, &owner)
+                            }
+                            None => Ok(()),
+                        }
+                    })
+                    .await
+            }
+            Attempt::Moot(why) => {
+                tracing::info!(addon = %e.service, uuid = %e.uuid, "nothing to deliver: {why}");
+                self.store
+                    .write(move |tx| tx.delete_outbox_entry(&uuid))
+                    .await
+            }
+            Attempt::Failed { why, retry } => {
+                tracing::warn!(addon = %e.service, uuid = %e.uuid, "delivery to {platform} failed: {why}");
+                let service = e.service.clone();
+                let gave_up = self
+                    .store
+                    .write(move |tx| {
+                        // The resource (its app) before its entry: the
+                        // order every transaction that owes takes them in.
+                        let r = tx.resource_by_uuid(&uuid)?;
+                        let Some(mut cur) = tx.outbox_entry(&uuid)? else {
+                            return Ok(false);
+                        };
+                        let now = unix_now();
+                        cur.attempts += 1;
+                        cur.last_error = Some(crate::util::truncate(&why, 1000).to_string());
+                        let give_up = !retry || now - cur.created_at >= GIVE_UP_SECONDS;
+                        if give_up {
+                            cur.failed_at = Some(now);
+                        } else {
+                            cur.due_at = now + backoff(cur.attempts);
+                        }
+                        tx.put_outbox_entry(&cur)?;
+                        tx.release_outbox_entry(&uuid, &owner)?;
+                        if give_up {
+                            let what = format!(
+                                "not delivered to the platform {platform}: {why}; \
+                                 `addonhost partner:pending` shows it, `addonhost partner:retry {uuid}` tries again"
+                            );
+                            tx.audit(
+                                &actor::addon(&service),
+                                "partner:forward",
+                                r.as_ref().map(|r| r.app.as_str()),
+                                r.as_ref().map(|r| r.name.as_str()),
+                                &what,
+                            )?;
+                        }
+                        Ok(give_up)
+                    })
+                    .await;
+                label(match gave_up {
+                    Ok(true) => "failed",
+                    _ => "retry",
+                });
+                gave_up.map(|_| ())
+            }
+        };
+        if let Err(err) = written {
+            // The claim ends with its lease; the entry is tried again then.
+            tracing::error!(addon = %e.service, uuid = %e.uuid, "cannot record the delivery: {err:#}");
+        }
+    }
+
+    /// Sends the entry to the platform its resource came from.
+    async fn attempt(&self, e: &OutboxEntry) -> Attempt {
+        let found = self.store.read(|tx| {
+            let Some(r) = tx.resource_by_uuid(&e.uuid)? else {
+                return Ok(None);
+            };
+            Ok(tx.setting(&link_key(&r.uuid))?.map(|l| (r, l)))
+        });
+        let (r, link) = match found {
+            Ok(Some((r, l))) if r.state != ResourceState::Deprovisioned => {
+                match serde_json::from_str::<Link>(&l) {
+                    Ok(link) => (r, link),
+                    Err(err) => {
+                        return Attempt::Failed {
+                            why: format!("the platform link of {} is unreadable: {err}", r.uuid),
+                            retry: false,
                         }
                     }
                 }
             }
+            Ok(_) => return Attempt::Moot("the resource is gone".into()),
+            Err(err) => {
+                return Attempt::Failed {
+                    why: format!("cannot read the resource: {err:#}"),
+                    retry: true,
+                }
+            }
+        };
+        let service = &e.service;
+        if link.service != *service || r.service != *service {
+            // A link is where one add-on's changes go: another add-on's
+            // (planted before ownership was checked) never gets them.
+            return Attempt::Failed {
+                why: format!(
+                    "the platform link of {} belongs to add-on {}, not {service}",
+                    r.uuid, link.service
+                ),
+                retry: false,
+            };
         }
-        let (actor, name, app) = (format!("addon:{service}"), r.name.clone(), r.app.clone());
-        let what = format!("not delivered to the platform {}: {last}", link.platform);
-        let _ = self
-            .store
-            .write(move |tx| tx.audit(&actor, "partner:forward", Some(&app), Some(&name), &what))
-            .await;
+        let platform = self.partner_platform();
+        if link.platform.trim_end_matches('/') != platform {
+            // Kept by an earlier version from the request's callback_url, or
+            // before the operator changed --platform-api: never called.
+            return Attempt::Failed {
+                why: format!(
+                    "the resource came from {}, not from the platform this host is configured for ({platform})",
+                    link.platform
+                ),
+                retry: false,
+            };
+        }
+        let Some(m) = self.catalog().get(service).map(|s| s.manifest.clone()) else {
+            return Attempt::Failed {
+                why: format!("add-on {service} is not in this server's catalog"),
+                retry: true,
+            };
+        };
+        let sender = Sender {
+            host: self,
+            client: &self.remote_http,
+            manifest: &m,
+        };
+        match sender.send(&r, link, &Pending::of(e)).await {
+            Ok(()) => Attempt::Delivered,
+            Err((why, retry)) => Attempt::Failed { why, retry },
+        }
     }
 
-    /// One attempt; the error says whether trying again may help.
+    /// What is owed to calling platforms, pending and failed, oldest first.
+    pub fn owed(&self) -> crate::Result<Vec<OwedView>> {
+        let now = unix_now();
+        self.store
+            .read(|tx| {
+                let mut out = Vec::new();
+                for e in tx.outbox_entries()? {
+                    let resource = tx.resource_by_uuid(&e.uuid)?.map(|r| r.name);
+                    let p = Pending::of(&e);
+                    out.push(OwedView {
+                        state: match (&e.failed_at, e.claimed_until) {
+                            (Some(_), _) => "failed",
+                            (None, Some(until)) if until > now => "delivering",
+                            _ => "pending",
+                        },
+                        uuid: e.uuid,
+                        addon: e.service,
+                        resource,
+                        vars: p.changes.into_iter().map(|(n, _)| n).collect(),
+                        completion: p.provisioned,
+                        attempts: e.attempts,
+                        due_at: e.due_at,
+                        last_error: e.last_error,
+                        since: e.created_at,
+                    });
+                }
+                out.sort_by_key(|o| (o.since, o.uuid.clone()));
+                Ok(out)
+            })
+            .map_err(Into::into)
+    }
+
+    /// Makes the owed changes given up on (those of `uuids`, or all) due
+    /// now, their attempts counted afresh; how many. A running server
+    /// delivers them within a second.
+    pub async fn retry_owed(&self, uuids: &[String]) -> crate::Result<usize> {
+        let uuids = uuids.to_vec();
+        let n = self
+            .store
+            .write(move |tx| {
+                let now = unix_now();
+                let mut n = 0;
+                let wanted: Vec<String> = match uuids.is_empty() {
+                    true => tx.outbox_entries()?.into_iter().map(|e| e.uuid).collect(),
+                    false => uuids.clone(),
+                };
+                for uuid in &wanted {
+                    let Some(mut e) = tx.outbox_entry(uuid)? else {
+                        if !uuids.is_empty() {
+                            return Err(super::error::not_found(format!(
+                                "nothing is owed to a platform for {uuid}; `addonhost partner:pending` lists what is"
+                            )));
+                        }
+                        continue;
+                    };
+                    if e.failed_at.take().is_none() {
+                        continue;
+                    }
+                    e.attempts = 0;
+                    e.due_at = now;
+                    e.created_at = now;
+                    tx.put_outbox_entry(&e)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await?;
+        self.wake_deliveries();
+        Ok(n)
+    }
+
+    /// Owed changes per add-on (pending, failed), for the metrics.
+    pub(super) fn owed_counts(&self) -> anyhow::Result<BTreeMap<String, (i64, i64)>> {
+        let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for e in self.store.read(|tx| tx.outbox_entries())? {
+            let c = counts.entry(e.service).or_default();
+            match e.failed_at {
+                Some(_) => c.1 += 1,
+                None => c.0 += 1,
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// How one attempt went.
+enum Attempt {
+    Delivered,
+    /// Nothing to deliver any more (the resource went away).
+    Moot(String),
+    /// Not delivered; `retry` says whether trying again may help.
+    Failed {
+        why: String,
+        retry: bool,
+    },
+}
+
+/// Sends changes to the calling platform.
+struct Sender<'a> {
+    host: &'a Host,
+    client: &'a Client,
+    manifest: &'a Manifest,
+}
+
+impl Sender<'_> {
+    /// The config, then (for a completion) `actions/provision`; the error
+    /// says whether trying again may help.
     async fn send(&self, r: &Resource, link: Link, p: &Pending) -> Result<(), (String, bool)> {
         let token = self.token(&r.uuid, link.clone()).await?;
         let base = link.platform.trim_end_matches('/');
@@ -351,24 +584,26 @@ impl Forwarder {
                 "application/vnd.heroku+json; version=3".to_string(),
             ),
         ];
-        let config: Vec<Value> = p
-            .changes
-            .iter()
-            .map(|(n, v)| json!({"name": n, "value": v}))
-            .collect();
-        let url = format!("{base}/addons/{}/config", r.uuid);
-        let body = json!({ "config": config }).to_string().into_bytes();
-        let reply = self
-            .client
-            .send(
-                http::Method::PATCH,
-                &url,
-                &headers,
-                Some(("application/json", body)),
-            )
-            .await
-            .map_err(|e| (e.to_string(), true))?;
-        check(&url, &reply)?;
+        if !p.changes.is_empty() || p.provisioned {
+            let config: Vec<Value> = p
+                .changes
+                .iter()
+                .map(|(n, v)| json!({"name": n, "value": v}))
+                .collect();
+            let url = format!("{base}/addons/{}/config", r.uuid);
+            let body = json!({ "config": config }).to_string().into_bytes();
+            let reply = self
+                .client
+                .send(
+                    http::Method::PATCH,
+                    &url,
+                    &headers,
+                    Some(("application/json", body)),
+                )
+                .await
+                .map_err(failure)?;
+            check(&url, &reply)?;
+        }
         if p.provisioned {
             let url = format!("{base}/addons/{}/actions/provision", r.uuid);
             let reply = self
@@ -380,7 +615,7 @@ impl Forwarder {
                     Some(("application/json", b"{}".to_vec())),
                 )
                 .await
-                .map_err(|e| (e.to_string(), true))?;
+                .map_err(failure)?;
             check(&url, &reply)?;
         }
         Ok(())
@@ -427,7 +662,7 @@ impl Forwarder {
                 Some(("application/x-www-form-urlencoded", body)),
             )
             .await
-            .map_err(|e| (e.to_string(), true))?;
+            .map_err(failure)?;
         check(&url, &reply)?;
         let answer: BTreeMap<String, Value> = serde_json::from_slice(&reply.body)
             .map_err(|e| (format!("{url} answered malformed JSON: {e}"), false))?;
@@ -450,7 +685,9 @@ impl Forwarder {
             link_key(uuid),
             serde_json::to_string(&link).unwrap_or_default(),
         );
+        // Kept at once: a grant is traded once, and a refresh token rotates.
         if let Err(e) = self
+            .host
             .store
             .write(move |tx| tx.put_setting(&key, Some(&json)))
             .await
@@ -459,6 +696,17 @@ impl Forwarder {
         }
         Ok(access)
     }
+}
+
+/// A call that got no answer: worth trying again, but for a request this
+/// host refuses to make (a URL it may not call) or a certificate refused
+/// (another name, an untrusted issuer: the operator must act).
+fn failure(f: remote_http::Failure) -> (String, bool) {
+    let retry = !matches!(
+        f,
+        remote_http::Failure::Bad { .. } | remote_http::Failure::Tls { .. }
+    );
+    (f.to_string(), retry)
 }
 
 /// A 2xx, or the error (worth retrying for a 5xx or 429).
@@ -476,38 +724,44 @@ fn check(url: &str, reply: &remote_http::Answer) -> Result<(), (String, bool)> {
 mod tests {
     use super::*;
 
-    fn config(pid: &str, changes: &[(&str, Option<&str>)]) -> Pending {
-        let (p, pending) = Pending::of(ToPlatform::Config {
-            partner_id: pid.into(),
+    fn config(changes: &[(&str, Option<&str>)]) -> Pending {
+        Pending {
             changes: changes
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.map(str::to_string)))
                 .collect(),
-        });
-        assert_eq!(p, pid);
-        pending
+            provisioned: false,
+        }
     }
 
     #[test]
     fn a_pending_change_keeps_the_newest_value_of_each_var() {
-        let mut p = config("r", &[("A", Some("1")), ("B", Some("1"))]);
-        p.merge(config("r", &[("A", Some("2"))]));
-        p.merge(config("r", &[("B", None), ("A", Some("3"))]));
+        let mut p = config(&[("A", Some("1")), ("B", Some("1"))]);
+        p.merge(config(&[("A", Some("2"))]));
+        p.merge(config(&[("B", None), ("A", Some("3"))]));
         assert_eq!(
             p.changes,
             vec![("B".to_string(), None), ("A".to_string(), Some("3".into()))]
         );
         assert!(!p.provisioned);
-        let (_, done) = Pending::of(ToPlatform::Provisioned {
-            partner_id: "r".into(),
-            config: vec![("A".into(), "4".into())],
+        p.merge(Pending {
+            changes: vec![("A".into(), Some("4".into()))],
+            provisioned: true,
         });
-        p.merge(done);
-        p.merge(config("r", &[("A", Some("5"))]));
+        p.merge(config(&[("A", Some("5"))]));
         assert!(
             p.provisioned,
             "a completion is never lost to a later change"
         );
         assert_eq!(p.changes.last(), Some(&("A".to_string(), Some("5".into()))));
+    }
+
+    #[test]
+    fn retries_back_off_to_a_ceiling() {
+        assert_eq!(backoff(1), 1);
+        assert_eq!(backoff(2), 2);
+        assert_eq!(backoff(5), 16);
+        assert_eq!(backoff(30), MAX_BACKOFF_SECONDS);
+        assert!(LEASE_SECONDS > 3 * remote_http::TIMEOUT.as_secs() as i64);
     }
 }

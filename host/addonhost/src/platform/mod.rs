@@ -42,6 +42,7 @@ pub use apps::AppInfo;
 pub use catalog::{Catalog, ReloadReport, Service};
 pub use config::ConfigVarView;
 pub use error::{Kind, UserError};
+pub use forward::OwedView;
 pub use options::{HostOptions, Policy};
 pub use outbound::{Deny, OutboundPolicy, OutboundView};
 pub use plugins::{PluginStatus, ServiceView, StorageView};
@@ -76,7 +77,8 @@ pub struct Host {
     /// Each partner credential's Partner API requests, metered (in this
     /// process).
     partner_api_rate: rate::RateLimit,
-    /// Provider mode: changes on their way back to the calling platform.
+    /// Provider mode: the deliveries of what calling platforms are owed
+    /// running in this process.
     deliveries: forward::Deliveries,
 }
 
@@ -99,6 +101,8 @@ impl Host {
         )?;
         crate::store::set_audit_keep(opts.policy.audit_keep);
         let catalog = Catalog::discover(&opts.plugin_dirs, &opts.policy);
+        let remote_http =
+            remote_http::Client::new(remote_http::TIMEOUT, &opts.trust, opts.allow_plain_http);
         Ok(Host {
             store,
             runtime,
@@ -111,7 +115,7 @@ impl Host {
             server_id: cluster::random_token()[..16].to_string(),
             started_at: crate::util::unix_now(),
             verdicts: Mutex::new(Default::default()),
-            remote_http: remote_http::Client::default(),
+            remote_http,
             grants: std::sync::OnceLock::new(),
             deliveries: Default::default(),
         })
@@ -185,6 +189,19 @@ impl Host {
             m.store_writes.set(writes as i64);
             m.store_wal_bytes.set(wal as i64);
         }
+        match self.owed_counts() {
+            Ok(counts) => {
+                for s in self.catalog().services() {
+                    let (pending, failed) = counts.get(&s.manifest.id).copied().unwrap_or_default();
+                    let label = AddonLabel {
+                        addon: s.manifest.id.clone(),
+                    };
+                    m.partner_owed.get_or_create(&label).set(pending);
+                    m.partner_owed_failed.get_or_create(&label).set(failed);
+                }
+            }
+            Err(e) => tracing::warn!("cannot count what is owed to platforms: {e:#}"),
+        }
         if let Some(pg) = self.store.postgres_stats() {
             m.store_statements.set(pg.statements as i64);
             m.store_round_trips.set(pg.round_trips as i64);
@@ -232,12 +249,11 @@ impl Host {
         manifest: &Arc<Manifest>,
         scope: Scope,
     ) -> (Box<CallContext>, Arc<Mutex<Effects>>) {
-        CallContext::new(
-            self.store.clone(),
-            manifest.clone(),
-            scope,
-            self.opts.outbound.grant(manifest),
-        )
+        let mut grant = self.opts.outbound.grant(manifest);
+        // The operator's trust roots: the same for the add-ons' HTTPS as
+        // for the host's own.
+        grant.trust = self.opts.trust.clone();
+        CallContext::new(self.store.clone(), manifest.clone(), scope, grant)
     }
 
     /// Runs `attempt` — a plugin call and the write of its outcome — again,
@@ -314,14 +330,14 @@ impl Host {
         if effects.is_empty() {
             return Ok(());
         }
-        let to_platform = forward::to_platform_of(&effects);
         let m = manifest.clone();
         let policy = self.opts.policy;
         self.store
             .write(move |tx| apply_effects(tx, &m, &policy, &effects))
             .await?;
-        // Provider mode: the platforms these resources came from hear of it.
-        self.forward_to_platforms(manifest, to_platform);
+        // Provider mode: what the platforms these resources came from are
+        // owed was written with it; deliver it now.
+        self.wake_deliveries();
         Ok(())
     }
 
@@ -359,7 +375,9 @@ fn lock_effects(tx: &dyn Tx, m: &Manifest, effects: &Effects) -> anyhow::Result<
 /// Applies a call's buffered effects inside the caller's transaction:
 /// the add-on's KV writes (within its storage quota), and any
 /// partner-initiated config updates, completions and failures (each with the
-/// ownership checks and releases).
+/// ownership checks and releases). In provider mode, what of them the
+/// platform a resource came from must hear is owed to it in the same
+/// transaction ([`forward::owe`]).
 fn apply_effects(
     tx: &dyn Tx,
     m: &Manifest,
@@ -417,6 +435,8 @@ fn apply_effects(
         let Some(r) = tx.resource_by_partner_id(&m.id, pid)? else {
             continue;
         };
+        // What was written, by manifest name: what a platform is owed.
+        let mut applied: Vec<(String, Option<String>)> = Vec::new();
         for att in tx.attachments_of_resource(r.id)? {
             let mut changed = Vec::new();
             for (name, value) in changes {
@@ -457,7 +477,10 @@ fn apply_effects(
                         tx.delete_var(att.app_id, &app_name)?;
                         changed.push(app_name);
                     }
-                    _ => {}
+                    _ => continue,
+                }
+                if !applied.iter().any(|(n, _)| n == name) {
+                    applied.push((name.clone(), value.clone()));
                 }
             }
             if !changed.is_empty() {
@@ -472,6 +495,7 @@ fn apply_effects(
                 )?;
             }
         }
+        forward::owe(tx, m, &r, &applied, false)?;
     }
     for Completion {
         partner_id: pid,
@@ -507,6 +531,11 @@ fn apply_effects(
             Some(&r.name),
             "completed",
         )?;
+        let owed: Vec<(String, Option<String>)> = config
+            .iter()
+            .map(|(n, v)| (n.clone(), Some(v.clone())))
+            .collect();
+        forward::owe(tx, m, &r, &owed, true)?;
     }
     for (pid, message) in &effects.failures {
         let Some(r) = tx.resource_by_partner_id(&m.id, pid)? else {

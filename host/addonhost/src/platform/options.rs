@@ -55,6 +55,15 @@ pub struct HostOptions {
     /// credential may make (a bucket that size, refilled continuously);
     /// 0 turns the limit off.
     pub partner_api_rate: u32,
+    /// The roots every HTTPS request of this host trusts — its own calls to
+    /// remote providers and calling platforms, and the add-ons' outbound
+    /// requests: Mozilla's, plus the operator's extra CA (`--extra-ca`).
+    pub trust: crate::tls::Trust,
+    /// Whether the host's own client may call plain `http://` URLs off the
+    /// loopback (`--allow-plain-http`); loopback addresses (and
+    /// `localhost`) are always allowed. The add-ons' outbound requests
+    /// follow their declared schemes instead.
+    pub allow_plain_http: bool,
 }
 
 impl HostOptions {
@@ -78,6 +87,8 @@ impl HostOptions {
             platform_api: None,
             platform_api_rate: 4500,
             partner_api_rate: 4500,
+            trust: crate::tls::Trust::default(),
+            allow_plain_http: false,
         }
     }
 }

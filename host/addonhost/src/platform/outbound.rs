@@ -157,6 +157,7 @@ impl OutboundPolicy {
             allowed: Arc::new(n.allowed),
             narrowed_by: n.narrowed_by,
             not_granted: Arc::new(n.not_granted),
+            trust: crate::tls::Trust::default(),
         }
     }
 

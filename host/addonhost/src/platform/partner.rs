@@ -420,9 +420,15 @@ impl Host {
         }
         self.destroy_addon_as(&r.name, None, Some(&r.app), &super::actor::partner(service))
             .await?;
-        let key = link_key(&r.uuid);
+        // The platform removed it: nothing is owed to it any more.
+        let (key, uuid) = (link_key(&r.uuid), r.uuid.clone());
         self.store
-            .write(move |tx| tx.put_setting(&key, None))
+            .write(move |tx| {
+                // The link before the entry: the order `forward::owe` takes
+                // their locks in.
+                tx.put_setting(&key, None)?;
+                tx.delete_outbox_entry(&uuid)
+            })
             .await?;
         Ok(true)
     }

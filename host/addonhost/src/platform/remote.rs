@@ -76,8 +76,12 @@ impl RemoteProvider {
                         m.id,
                         after.as_secs()
                     ),
+                    Failure::Tls { reason, .. } => format!(
+                        "add-on {}: its provider cannot be called securely ({method} {url}): {reason}; nothing changed",
+                        m.id
+                    ),
                     Failure::Bad { reason, .. } => format!(
-                        "add-on {}: cannot call its provider ({method} {url}): {reason}",
+                        "add-on {}: cannot call its provider ({method} {url}): {reason}; nothing changed",
                         m.id
                     ),
                 })

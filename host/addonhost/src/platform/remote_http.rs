@@ -3,13 +3,18 @@
 //! Platform API). Plugins never make these calls; the host does, with a
 //! deadline on the whole exchange and a cap on what it reads back.
 //!
-//! Plain `http://` only: a provider or platform reached over TLS needs a
-//! TLS-terminating proxy in front of this host for now.
+//! `https://` through the host's one TLS client ([`crate::tls`]: rustls,
+//! Mozilla's roots and the operator's `--extra-ca`, the certificate checked
+//! against the name called). Plain `http://` only to the loopback
+//! (`127.0.0.0/8`, `::1`, `localhost`), unless the operator allows it
+//! everywhere (`--allow-plain-http`): credentials, grants and tokens travel
+//! in these requests.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as Hyper;
 use hyper_util::rt::TokioExecutor;
@@ -40,8 +45,19 @@ pub enum Failure {
         /// The timeout that passed.
         after: Duration,
     },
-    /// The request could not be made (an invalid or non-`http` URL) or its
-    /// answer not read (larger than [`MAX_ANSWER_BYTES`], cut off).
+    /// The server's TLS certificate was refused (another name, an issuer
+    /// nobody trusts, expired): `reason` names which.
+    #[error("{url}: {reason}")]
+    Tls {
+        /// What was called.
+        url: String,
+        /// Why the certificate was refused, and what to do.
+        reason: String,
+    },
+    /// The request could not be made (an invalid URL, a scheme other than
+    /// `https`, plain `http` off the loopback without the operator's
+    /// consent) or its answer not read (larger than [`MAX_ANSWER_BYTES`],
+    /// cut off).
     #[error("{url}: {reason}")]
     Bad {
         /// What was called.
@@ -73,28 +89,40 @@ impl Answer {
 /// A client shared by every outbound call of one host.
 #[derive(Clone)]
 pub struct Client {
-    inner: Hyper<HttpConnector, Full<Bytes>>,
+    inner: Hyper<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    /// Plain `http://` off the loopback too (the operator's consent).
+    plain_http_anywhere: bool,
 }
 
 impl Default for Client {
+    /// Mozilla's roots, plain `http://` to the loopback only.
     fn default() -> Self {
-        Client::new(TIMEOUT)
+        Client::new(TIMEOUT, &crate::tls::Trust::default(), false)
     }
 }
 
 impl Client {
     /// A client whose every call (connecting and reading the whole answer) must
-    /// finish within `timeout`.
-    pub fn new(timeout: Duration) -> Client {
+    /// finish within `timeout`, trusting the roots of `trust`, calling plain
+    /// `http://` off the loopback only with `plain_http_anywhere`.
+    pub fn new(timeout: Duration, trust: &crate::tls::Trust, plain_http_anywhere: bool) -> Client {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
+        // `https` schemes are checked by `send` before a request goes out.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*trust.client_config()).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         Client {
             inner: Hyper::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
             timeout,
+            plain_http_anywhere,
         }
     }
 
@@ -103,7 +131,14 @@ impl Client {
         Client {
             inner: self.inner.clone(),
             timeout,
+            plain_http_anywhere: self.plain_http_anywhere,
         }
+    }
+
+    /// Why `url` may not be called by this client, if it may not (see
+    /// [`refused`]).
+    pub fn refuses(&self, url: &str) -> Option<String> {
+        refused(url, self.plain_http_anywhere)
     }
 
     /// Sends one request and reads its answer, all within the timeout.
@@ -118,14 +153,12 @@ impl Client {
             url: url.to_string(),
             reason,
         };
+        if let Some(why) = self.refuses(url) {
+            return Err(bad(why));
+        }
         let uri: http::Uri = url
             .parse()
             .map_err(|e| bad(format!("not a valid URL: {e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad(
-                "only http:// URLs can be called from this host (put a TLS-terminating proxy in front of https)".into(),
-            ));
-        }
         let mut req = http::Request::builder()
             .method(method)
             .uri(uri)
@@ -144,6 +177,12 @@ impl Client {
         let req = req.body(body).map_err(|e| bad(format!("{e}")))?;
         let exchange = async {
             let resp = self.inner.request(req).await.map_err(|e| {
+                if let Some(reason) = crate::tls::explain(&e) {
+                    return Failure::Tls {
+                        url: url.to_string(),
+                        reason,
+                    };
+                }
                 let mut reason = e.to_string();
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
@@ -182,6 +221,38 @@ impl Client {
     }
 }
 
+/// Why the host's own client may not call `url`, if it may not: a scheme
+/// other than `https`, or plain `http` off the loopback unless
+/// `plain_http_anywhere` (the operator's `--allow-plain-http`).
+pub fn refused(url: &str, plain_http_anywhere: bool) -> Option<String> {
+    let uri: http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => return Some(format!("not a valid URL: {e}")),
+    };
+    match uri.scheme_str() {
+        Some("https") => None,
+        Some("http") if plain_http_anywhere || uri.host().is_some_and(is_loopback) => None,
+        Some("http") => Some(
+            "plain http:// is called only on the loopback (127.0.0.1, ::1, localhost): use \
+             https://, or let this host call plain http:// elsewhere with --allow-plain-http \
+             (ADDONHOST_ALLOW_PLAIN_HTTP=true)"
+                .into(),
+        ),
+        _ => Some("only https:// (and http:// on the loopback) URLs can be called".into()),
+    }
+}
+
+/// Whether `host` (as a URL has it: `[::1]`, `127.0.0.1`, `localhost`) is
+/// the loopback.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| crate::outbound::canonical(ip).is_loopback())
+}
+
 /// `Authorization: Basic base64(user:password)`.
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
@@ -216,5 +287,36 @@ mod tests {
         assert_eq!(parse_basic(&h), Some(("kv".into(), "pa:ss".into())));
         assert_eq!(parse_basic("Bearer x"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
+    }
+
+    #[test]
+    fn plain_http_is_called_on_the_loopback_only_unless_allowed() {
+        let strict = Client::default();
+        for ok in [
+            "https://api.heroku.com/x",
+            "http://127.0.0.1:5000/platform",
+            "http://127.9.9.9/x",
+            "http://[::1]:80/x",
+            "http://localhost:8080/x",
+            "http://LOCALHOST/x",
+        ] {
+            assert_eq!(strict.refuses(ok), None, "{ok}");
+        }
+        for refused in [
+            "http://api.heroku.com/x",
+            "http://10.0.0.5/x",
+            "http://localhost.evil.example/x",
+            "http://127.0.0.1.nip.io/x",
+            "ftp://127.0.0.1/x",
+        ] {
+            assert!(strict.refuses(refused).is_some(), "{refused}");
+        }
+        assert!(strict
+            .refuses("http://api.heroku.com/x")
+            .unwrap()
+            .contains("--allow-plain-http"));
+        let allowed = Client::new(TIMEOUT, &crate::tls::Trust::default(), true);
+        assert_eq!(allowed.refuses("http://api.heroku.com/x"), None);
+        assert!(allowed.refuses("ftp://x/y").is_some());
     }
 }

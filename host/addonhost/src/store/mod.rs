@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub use postgres::{migrations as postgres_migrations, PgOptions, PgStats, PgStore};
 pub use rows::{
     App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
-    Release, Resource, ResourceState, ServerRow,
+    OutboxEntry, Release, Resource, ResourceState, ServerRow,
 };
 pub use sqlite::SqliteStore;
 
@@ -402,6 +402,32 @@ pub trait Tx {
     fn update_osb_binding(&self, b: &OsbBinding) -> anyhow::Result<()>;
     /// Forgets a binding (unbind).
     fn delete_osb_binding(&self, binding_id: &str) -> anyhow::Result<()>;
+
+    // ---- provider mode: changes owed to calling platforms (the outbox)
+    /// The change owed to the platform of resource `uuid`, if any. On a
+    /// store with concurrent writers, no other write transaction changes it
+    /// (but for a claim, see [`Tx::claim_outbox_entry`]) until this one
+    /// ends: read, merge and write back in one transaction.
+    fn outbox_entry(&self, uuid: &str) -> anyhow::Result<Option<OutboxEntry>>;
+    /// Writes an entry, inserting it when new; its claim is left as it is.
+    fn put_outbox_entry(&self, e: &OutboxEntry) -> anyhow::Result<()>;
+    /// Forgets the entry of `uuid` (delivered, or its resource gone).
+    fn delete_outbox_entry(&self, uuid: &str) -> anyhow::Result<()>;
+    /// Every entry, by uuid (what is pending and failed).
+    fn outbox_entries(&self) -> anyhow::Result<Vec<OutboxEntry>>;
+    /// Makes `owner` the one deliverer, until `until`, of one entry that is
+    /// due at `now`, not given up on, not claimed (or whose claim ended), of
+    /// an add-on not in `skip`: the earliest due. Two servers claiming at
+    /// once never get the same entry. The entry claimed, if any.
+    fn claim_outbox_entry(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+        skip: &[String],
+    ) -> anyhow::Result<Option<OutboxEntry>>;
+    /// Ends `owner`'s claim on the entry of `uuid`, if it still holds it.
+    fn release_outbox_entry(&self, uuid: &str, owner: &str) -> anyhow::Result<()>;
 }
 
 /// Where the state lives.

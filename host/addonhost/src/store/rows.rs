@@ -58,6 +58,40 @@ pub struct NewSession<'a> {
     pub max: u64,
 }
 
+/// A change owed to the platform a resource came from (provider mode),
+/// kept until it is delivered: at most one per resource, each later change
+/// merged into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxEntry {
+    /// The resource's platform uuid (the entry's key).
+    pub uuid: String,
+    /// The add-on whose change it is.
+    pub service: String,
+    /// JSON `[[name, value or null], …]`: the newest value of each var
+    /// changed, by manifest name.
+    pub changes: String,
+    /// Whether an asynchronous provisioning completed: after the config,
+    /// `actions/provision` is owed.
+    pub provisioned: bool,
+    /// Bumped by every change merged in, so a delivery of an older version
+    /// does not end the entry.
+    pub version: i64,
+    /// Attempts that failed since the last change.
+    pub attempts: i64,
+    /// When the next attempt may start (Unix seconds).
+    pub due_at: i64,
+    /// The server delivering it now, and until when its claim holds.
+    pub claimed_by: Option<String>,
+    /// See `claimed_by`.
+    pub claimed_until: Option<i64>,
+    /// When it was given up on (it waits for an operator's retry).
+    pub failed_at: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the first change of it was made.
+    pub created_at: i64,
+}
+
 /// A server sharing the store.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerRow {

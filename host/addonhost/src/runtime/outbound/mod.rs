@@ -31,7 +31,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,9 @@ pub struct Grant {
     /// Non-public addresses the add-on declares that the operator has not
     /// granted (for messages: they are not in `allowed`).
     pub not_granted: Arc<AllowList>,
+    /// The roots an `https` request's certificate must chain to (Mozilla's,
+    /// and the operator's `--extra-ca`): the same as the host's own client.
+    pub trust: crate::tls::Trust,
 }
 
 impl Grant {
@@ -79,6 +82,7 @@ impl Grant {
             allowed: AllowList::none(),
             narrowed_by: None,
             not_granted: AllowList::none(),
+            trust: crate::tls::Trust::default(),
         }
     }
 }
@@ -205,6 +209,7 @@ impl Outbound {
             url,
             target,
             allowed: self.grant.allowed.clone(),
+            trust: self.grant.trust.clone(),
             until: self.until,
             spent: self.spent.clone(),
         })
@@ -285,6 +290,7 @@ struct Plan {
     url: String,
     target: Target,
     allowed: Arc<AllowList>,
+    trust: crate::tls::Trust,
     until: Instant,
     spent: Arc<Spent>,
 }
@@ -495,10 +501,13 @@ impl Plan {
                     TargetHost::Name(n) => ServerName::try_from(n.clone())
                         .map_err(|e| self.error(format_args!("TLS server name {n}: {e}")))?,
                 };
-                let tls = tokio_rustls::TlsConnector::from(tls_config()?)
+                let tls = tokio_rustls::TlsConnector::from(self.trust.client_config())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| self.error(format_args!("TLS: {e}")))?;
+                    .map_err(|e| match crate::tls::explain(&e) {
+                        Some(why) => self.error(format_args!("TLS: {why}")),
+                        None => self.error(format_args!("TLS: {e}")),
+                    })?;
                 Ok(Box::new(tls))
             }
         }
@@ -507,26 +516,6 @@ impl Plan {
 
 fn earliest(a: Instant, b: Instant) -> Instant {
     a.min(b)
-}
-
-/// The TLS client: the Mozilla root store, ring's algorithms, TLS 1.2+.
-fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, Error> {
-    use tokio_rustls::rustls;
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|e| format!("configuring TLS: {e}"))
-        })
-        .clone()
-        .map_err(|e| Error::InternalError(Some(e)))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod kv;
 mod listen;
 mod locks;
 mod osb;
+mod outbox;
 mod rows;
 mod schema;
 mod session;

@@ -266,4 +266,24 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX spent_tokens_expiry ON spent_tokens(expires_at);
     "#,
+    // 6: provider mode's outbox: the change owed to the platform each
+    // resource came from, written with the change, kept until delivered or
+    // given up on, claimed by one server at a time under a lease.
+    r#"
+    CREATE TABLE partner_outbox (
+        uuid          TEXT PRIMARY KEY,
+        service       TEXT NOT NULL,
+        changes       TEXT NOT NULL,
+        provisioned   BOOLEAN NOT NULL,
+        version       BIGINT NOT NULL,
+        attempts      BIGINT NOT NULL,
+        due_at        BIGINT NOT NULL,
+        claimed_by    TEXT,
+        claimed_until BIGINT,
+        failed_at     BIGINT,
+        last_error    TEXT,
+        created_at    BIGINT NOT NULL
+    );
+    CREATE INDEX partner_outbox_due ON partner_outbox(due_at);
+    "#,
 ];

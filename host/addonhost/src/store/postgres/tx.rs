@@ -9,10 +9,10 @@ use super::cache::{Key, Val};
 use super::locks::{self, Space};
 use super::rows::{app_row, resource_row, var_row, RESOURCE_COLUMNS};
 use super::session::{params, PgTx};
-use super::{kv, osb, tokens};
+use super::{kv, osb, outbox, tokens};
 use crate::store::{
     Ahead, App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding,
-    OsbInstance, Release, Resource, ResourceState, ServerRow, Tx,
+    OsbInstance, OutboxEntry, Release, Resource, ResourceState, ServerRow, Tx,
 };
 use crate::util::unix_now;
 
@@ -727,5 +727,29 @@ impl Tx for PgTx {
     }
     fn spent(&self, key: &str, now: i64) -> anyhow::Result<bool> {
         tokens::spent(self, key, now)
+    }
+    fn outbox_entry(&self, uuid: &str) -> anyhow::Result<Option<OutboxEntry>> {
+        outbox::outbox_entry(self, uuid)
+    }
+    fn put_outbox_entry(&self, e: &OutboxEntry) -> anyhow::Result<()> {
+        outbox::put_outbox_entry(self, e)
+    }
+    fn delete_outbox_entry(&self, uuid: &str) -> anyhow::Result<()> {
+        outbox::delete_outbox_entry(self, uuid)
+    }
+    fn outbox_entries(&self) -> anyhow::Result<Vec<OutboxEntry>> {
+        outbox::outbox_entries(self)
+    }
+    fn claim_outbox_entry(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+        skip: &[String],
+    ) -> anyhow::Result<Option<OutboxEntry>> {
+        outbox::claim_outbox_entry(self, owner, now, until, skip)
+    }
+    fn release_outbox_entry(&self, uuid: &str, owner: &str) -> anyhow::Result<()> {
+        outbox::release_outbox_entry(self, uuid, owner)
     }
 }

@@ -6,6 +6,7 @@
 mod apps;
 mod kv;
 mod osb;
+mod outbox;
 mod resources;
 mod schema;
 mod shared;
@@ -23,7 +24,7 @@ use anyhow::Context;
 
 use super::{
     App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
-    Release, Resource, ResourceState, ServerRow, Tx, DB_FILE,
+    OutboxEntry, Release, Resource, ResourceState, ServerRow, Tx, DB_FILE,
 };
 
 /// The statements every provisioning runs, named so a test can check none
@@ -434,6 +435,31 @@ impl Tx for SqliteTx<'_> {
     }
     fn delete_osb_binding(&self, binding_id: &str) -> anyhow::Result<()> {
         Ok(osb::delete_binding(self.0, binding_id)?)
+    }
+
+    fn outbox_entry(&self, uuid: &str) -> anyhow::Result<Option<OutboxEntry>> {
+        Ok(outbox::entry(self.0, uuid)?)
+    }
+    fn put_outbox_entry(&self, e: &OutboxEntry) -> anyhow::Result<()> {
+        Ok(outbox::put(self.0, e)?)
+    }
+    fn delete_outbox_entry(&self, uuid: &str) -> anyhow::Result<()> {
+        Ok(outbox::delete(self.0, uuid)?)
+    }
+    fn outbox_entries(&self) -> anyhow::Result<Vec<OutboxEntry>> {
+        Ok(outbox::entries(self.0)?)
+    }
+    fn claim_outbox_entry(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+        skip: &[String],
+    ) -> anyhow::Result<Option<OutboxEntry>> {
+        Ok(outbox::claim(self.0, owner, now, until, skip)?)
+    }
+    fn release_outbox_entry(&self, uuid: &str, owner: &str) -> anyhow::Result<()> {
+        Ok(outbox::release(self.0, uuid, owner)?)
     }
 }
 

@@ -246,4 +246,26 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX spent_tokens_expiry ON spent_tokens(expires_at);
     "#,
+    // 11: provider mode's outbox: the change owed to the platform each
+    // resource came from (the newest value of each var, a completed
+    // provisioning), written in the transaction of the change itself and
+    // kept until delivered or given up on; the server delivering it holds
+    // a claim until a lease ends.
+    r#"
+    CREATE TABLE partner_outbox (
+        uuid          TEXT PRIMARY KEY,
+        service       TEXT NOT NULL,
+        changes       TEXT NOT NULL,
+        provisioned   INTEGER NOT NULL,
+        version       INTEGER NOT NULL,
+        attempts      INTEGER NOT NULL,
+        due_at        INTEGER NOT NULL,
+        claimed_by    TEXT,
+        claimed_until INTEGER,
+        failed_at     INTEGER,
+        last_error    TEXT,
+        created_at    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX partner_outbox_due ON partner_outbox(due_at);
+    "#,
 ];
