@@ -3,7 +3,7 @@
 //! protect is read, and writes whose answer is not needed held back to go
 //! out with the next statement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::cache::{Key, Val};
 use super::locks::{self, Space};
@@ -141,28 +141,50 @@ impl Tx for PgTx {
         addon: Option<&str>,
         detail: &str,
     ) -> anyhow::Result<()> {
-        // The entry, and every AUDIT_PRUNE_EVERY entries the actor's
-        // older ones past the retention, in one statement nobody waits for.
+        // The entry, and every AUDIT_PRUNE_EVERY entries of the actor this
+        // process writes, the actor's older ones past the retention, in one
+        // statement nobody waits for. Counted per actor here, not by the
+        // entry's id: the common entry is a bare INSERT (a pruning
+        // statement costs PostgreSQL a few times more even when it prunes
+        // nothing), no interleaving of actors can skip one's pruning, and
+        // with N servers an actor holds at most N × AUDIT_PRUNE_EVERY
+        // entries past its retention. (Actors are a small set the platform
+        // names, so the map stays small.)
+        static WRITTEN: std::sync::Mutex<Option<HashMap<String, i64>>> =
+            std::sync::Mutex::new(None);
         let keep = crate::store::audit_keep() as i64;
-        // (The entry's id decides in a LIMIT, 1 or 0: a LIMIT 0 reads no
-        // index entry at all, so entries that prune nothing cost nothing.)
-        self.defer(
-            "WITH e AS (INSERT INTO audit (at, actor, action, app, addon, detail)
-                        VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
-             DELETE FROM audit WHERE actor = $2 AND id <=
-               (SELECT id FROM audit WHERE actor = $2 ORDER BY id DESC
-                LIMIT (SELECT CASE WHEN $7 > 0 AND id % $8 = 0 THEN 1 ELSE 0 END FROM e) OFFSET $7)",
-            params![
-                unix_now(),
-                actor.to_string(),
-                action.to_string(),
-                app.map(str::to_string),
-                addon.map(str::to_string),
-                detail.to_string(),
-                keep,
-                crate::store::AUDIT_PRUNE_EVERY
-            ],
-        );
+        let n = {
+            let mut written = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
+            let count = written.get_or_insert_with(HashMap::new);
+            let n = count.entry(actor.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let entry = params![
+            unix_now(),
+            actor.to_string(),
+            action.to_string(),
+            app.map(str::to_string),
+            addon.map(str::to_string),
+            detail.to_string()
+        ];
+        if keep > 0 && n % crate::store::AUDIT_PRUNE_EVERY == 0 {
+            let mut params = entry;
+            params.extend(params![keep]);
+            self.defer(
+                "WITH e AS (INSERT INTO audit (at, actor, action, app, addon, detail)
+                            VALUES ($1, $2, $3, $4, $5, $6))
+                 DELETE FROM audit WHERE actor = $2 AND id <=
+                   (SELECT id FROM audit WHERE actor = $2 ORDER BY id DESC LIMIT 1 OFFSET $7)",
+                params,
+            );
+        } else {
+            self.defer(
+                "INSERT INTO audit (at, actor, action, app, addon, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                entry,
+            );
+        }
         Ok(())
     }
     fn prune_audit(&self, actor: &str, keep: u64) -> anyhow::Result<u64> {
