@@ -19,20 +19,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
-use crate::runtime::CallError;
-
-/// How a plugin call ended, as the `outcome` label says it.
-pub fn outcome_of<T>(r: &Result<T, CallError>) -> &'static str {
-    match r {
-        Ok(_) => "ok",
-        Err(CallError::Addon { .. }) => "addon_error",
-        Err(CallError::Timeout { .. }) => "timeout",
-        Err(CallError::MemoryLimit { .. }) => "memory",
-        Err(CallError::Trap { .. }) => "trap",
-        Err(CallError::Budget { .. } | CallError::Busy { .. }) => "rejected",
-    }
-}
-
 /// Labels of `addonhost_plugin_calls_total`: which add-on, which export, how
 /// the call ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,7 +29,7 @@ pub struct CallLabels {
     /// The export called (`provision`, `rotate`, `sso-verify`, …), from the
     /// runtime's fixed list.
     pub call: &'static str,
-    /// How it ended, as [`outcome_of`] names it: `ok`, `addon_error`,
+    /// How it ended, as the runtime's `outcome_of` names it: `ok`, `addon_error`,
     /// `timeout`, `memory`, `trap` or `rejected`.
     pub outcome: &'static str,
 }
@@ -194,7 +180,7 @@ const CALLS: [&str; 6] = [
     "sso-verify",
     "http",
 ];
-/// Every outcome [`outcome_of`] names.
+/// Every outcome the runtime's `outcome_of` names.
 const OUTCOMES: [&str; 6] = ["ok", "addon_error", "timeout", "memory", "trap", "rejected"];
 
 /// One add-on's call metrics: its series of the call counter and histogram,

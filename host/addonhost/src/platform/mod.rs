@@ -12,6 +12,7 @@ pub mod cluster;
 mod config;
 pub mod context;
 pub mod error;
+mod dispatch;
 mod forward;
 pub mod http;
 pub mod naming;

@@ -9,12 +9,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use super::context::CallContext;
-use super::remote::RemoteProvider;
-use super::{error, Host};
-use crate::manifest::Manifest;
+use super::error;
 use crate::runtime::{Plugin, ProvisionRequest, ProvisionResult};
 
 /// Config vars by manifest name.
@@ -82,41 +79,5 @@ impl Provider for Plugin {
 
     fn rotate<'a>(&'a self, caps: Box<CallContext>, id: &'a str) -> Answer<'a, Config> {
         Box::pin(async move { Plugin::rotate(self, caps, id).await.map_err(error::call) })
-    }
-}
-
-impl Host {
-    /// The add-on `service` as the platform calls it: its plugin (once its
-    /// folder is trusted and it loaded), or its remote provider.
-    pub(super) fn provider(
-        &self,
-        service: &str,
-    ) -> anyhow::Result<(Arc<Manifest>, Arc<dyn Provider>)> {
-        let s = self.service(service)?;
-        if let Some(remote) = &s.manifest.remote {
-            self.check_trusted(&s.manifest)?;
-            let provider = RemoteProvider {
-                manifest: s.manifest.clone(),
-                remote: remote.clone(),
-                client: self
-                    .remote_http
-                    .with_timeout(std::time::Duration::from_millis(
-                        s.manifest.limits.timeout_ms,
-                    )),
-                callback_base: self.platform_api_url(),
-                grants: self.grants()?,
-            };
-            return Ok((s.manifest.clone(), Arc::new(provider)));
-        }
-        let (manifest, plugin) = self.plugin(service)?;
-        let plugin: Arc<dyn Provider> = plugin;
-        Ok((manifest, plugin))
-    }
-
-    /// How long a call of `m` may take: its plugin's deadline, or how long
-    /// its remote provider has to answer (30 s unless the manifest's
-    /// `limits.timeout_ms` says otherwise).
-    pub(super) fn call_timeout_ms(m: &Manifest) -> u64 {
-        m.limits.timeout_ms
     }
 }

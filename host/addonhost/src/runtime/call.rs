@@ -18,7 +18,7 @@ use super::{
     error, outbound, report_refusals, CallError, CallState, Capabilities, Plugin, EPOCH_TICK,
 };
 use crate::manifest::Limits;
-use crate::metrics::outcome_of;
+use super::error::outcome_of;
 
 /// A call cut off by the outer timer of [`until`].
 pub(super) struct Elapsed;

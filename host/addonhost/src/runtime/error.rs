@@ -86,6 +86,19 @@ fn busy_reason(full: Full) -> String {
     }
 }
 
+/// How a plugin call ended, as the metrics' `outcome` label says it (the
+/// runtime names it, so the metrics need not know its errors).
+pub fn outcome_of<T>(r: &Result<T, CallError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(CallError::Addon { .. }) => "addon_error",
+        Err(CallError::Timeout { .. }) => "timeout",
+        Err(CallError::MemoryLimit { .. }) => "memory",
+        Err(CallError::Trap { .. }) => "trap",
+        Err(CallError::Budget { .. } | CallError::Busy { .. }) => "rejected",
+    }
+}
+
 impl CallError {
     /// The call was refused before it started and may simply be retried.
     pub fn is_busy(&self) -> bool {
