@@ -11,6 +11,7 @@ use wasmtime::component::{ComponentNamedList, Lift, Lower, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{AddonError, Login, ProvisionRequest, ProvisionResult, Verdict};
+use super::error::outcome_of;
 use super::exports::Export;
 use super::limits::{self, LogBudget, MemoryLimiter, MAX_RESOURCES};
 use super::stderr::TailPipe;
@@ -18,7 +19,6 @@ use super::{
     error, outbound, report_refusals, CallError, CallState, Capabilities, Plugin, EPOCH_TICK,
 };
 use crate::manifest::Limits;
-use super::error::outcome_of;
 
 /// A call cut off by the outer timer of [`until`].
 pub(super) struct Elapsed;
