@@ -59,6 +59,9 @@ ADDONHOST_PLUGINS="plugins:tests/plugins" target/debug/addonhost plugins:build
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "docs: rustdoc with warnings as errors (broken links, private items)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --lib
+
 step "SDK tests (native): the Rust SDK and the SSO crate it shares with the host"
 host_triple=$(rustc -vV | sed -n 's/^host: //p')
 cargo test --manifest-path plugins/Cargo.toml -p addonhost-sso -p addonhost-sdk --target "$host_triple"

@@ -223,7 +223,9 @@ fn every_path_the_readme_and_docs_cite_exists() {
 /// way down), as `cargo tree` lists them.
 fn dependencies(krate: &str) -> BTreeSet<String> {
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "-f", "{p}"])
+        .args([
+            "tree", "-p", krate, "-e", "normal", "--prefix", "none", "-f", "{p}",
+        ])
         .current_dir(root())
         .output()
         .expect("running cargo tree");
@@ -245,8 +247,14 @@ fn dependencies(krate: &str) -> BTreeSet<String> {
 #[test]
 fn no_crate_imports_what_lies_above_it() {
     let above = [
-        ("addonhost", &["axum", "tower-http", "clap", "notify", "askama"][..]),
-        ("addonhost-sqlite", &["axum", "clap", "wasmtime", "tokio-postgres"][..]),
+        (
+            "addonhost",
+            &["axum", "tower-http", "clap", "notify", "askama"][..],
+        ),
+        (
+            "addonhost-sqlite",
+            &["axum", "clap", "wasmtime", "tokio-postgres"][..],
+        ),
         ("addonhost-server", &["clap", "notify"][..]),
     ];
     let mut broken = Vec::new();

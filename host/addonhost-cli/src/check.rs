@@ -6,7 +6,7 @@
 //! stale, future), deprovision,
 //! and that every outbound request went to a host the manifest declares.
 //!
-//! Each check is a function of its own that answers an [`Outcome`];
+//! Each check is a function of its own that answers an `Outcome`;
 //! [`check`] only runs them in order and stops where a failure leaves
 //! nothing for the later ones to test (no manifest, no component, no
 //! resource).
@@ -26,8 +26,11 @@ use addonhost::sso;
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
+    /// What was checked, as the report names it.
     pub name: &'static str,
+    /// Whether the add-on passed.
     pub passed: bool,
+    /// Why it failed, or what was seen.
     pub detail: String,
 }
 

@@ -180,6 +180,47 @@ impl Server {
 }
 
 /// The whole application: the add-ons' origins and the platform's routes.
+///
+/// An axum [`Router`], so it can sit beside routes of your own:
+///
+/// ```
+/// use std::sync::Arc;
+/// use addonhost::{Host, HostOptions};
+/// use addonhost_server::{app, logs::LogHub, Limits, Server};
+/// use axum::routing::get;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # fn main() -> anyhow::Result<()> {
+/// # let data = tempfile::tempdir()?;
+/// let host = Arc::new(Host::open(HostOptions::new(data.path(), vec![]))?);
+/// let server = Server::new(
+///     host,
+///     "an-api-token".into(),
+///     "user@example.com".into(),
+///     Limits::default(),
+///     None, // no Open Service Broker API
+///     LogHub::new(),
+/// );
+/// let mine = axum::Router::new()
+///     .route("/status", get(|| async { "mine\n" }))
+///     .merge(app(server));
+///
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+///     let addr = listener.local_addr()?;
+///     tokio::spawn(async move { axum::serve(listener, mine).await });
+///     for (path, body) in [("/status", "mine\n"), ("/healthz", "ok\n")] {
+///         let mut conn = tokio::net::TcpStream::connect(addr).await?;
+///         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+///         conn.write_all(request.as_bytes()).await?;
+///         let mut answer = String::new();
+///         conn.read_to_string(&mut answer).await?;
+///         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with(body), "{answer}");
+///     }
+///     anyhow::Ok(())
+/// })
+/// # }
+/// ```
 pub fn app(server: Arc<Server>) -> Router {
     let mut platform = Router::new();
     if let Some(broker) = &server.osb {

@@ -9,8 +9,8 @@
 //! locked" from reaching a user.
 //!
 //! Every `unsafe` of addonhost lives in this crate, in the two SQLite
-//! extensions the writer uses: [`wal_gather`] (a VFS that writes a commit's
-//! WAL frames at once) and [`page_cache`] (a page-cache shim). Both sit
+//! extensions the writer uses: `wal_gather` (a VFS that writes a commit's
+//! WAL frames at once) and `page_cache` (a page-cache shim). Both sit
 //! behind this safe API.
 
 #![warn(missing_docs)]
@@ -43,7 +43,7 @@ pub use rusqlite;
 /// was in flight, runs each inside its own savepoint (so one writer's failure
 /// rolls back only its own changes) and commits them all at once; a sync
 /// thread then makes every batch committed meanwhile durable with one
-/// fsync (see [`sync_batches`]).
+/// fsync (see `sync_batches`).
 /// [`Db::write`] resolves only after the commit that made its changes
 /// durable, so every writer keeps the guarantee of its own
 /// `synchronous=FULL` commit while many share the cost, and no async task

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use super::kit::{self, run, Kit};
 use addonhost::manifest::{self, Manifest};
 
+/// The target every Rust add-on is built for (a WASI 0.2 component).
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
 pub use addonhost::platform::catalog::Language;
@@ -19,9 +20,13 @@ pub use addonhost::platform::catalog::Language;
 /// A finished build.
 #[derive(Debug)]
 pub struct Built {
+    /// The add-on's id (its folder's name).
     pub id: String,
+    /// The component written next to the manifest.
     pub component: PathBuf,
+    /// Its size.
     pub bytes: u64,
+    /// How long the build took.
     pub took: Duration,
     /// Whether the component's bytes changed (a running server reloads it).
     pub changed: bool,

@@ -148,6 +148,7 @@ pub fn home() -> PathBuf {
 /// The materialised kit.
 #[derive(Debug, Clone)]
 pub struct Kit {
+    /// Where the kit was written (under the user's cache).
     pub dir: PathBuf,
 }
 
@@ -156,16 +157,19 @@ impl Kit {
     pub fn wit(&self) -> PathBuf {
         self.dir.join("wit")
     }
-    /// The WIT folder for JavaScript builds (see [`JS_WASI_VERSION`]).
+    /// The WIT folder for JavaScript builds (see `JS_WASI_VERSION`).
     pub fn wit_js(&self) -> PathBuf {
         self.dir.join("wit-js")
     }
+    /// The Rust SDK crate a Rust add-on depends on.
     pub fn rust_sdk(&self) -> PathBuf {
         self.dir.join("rust/addonhost-sdk")
     }
+    /// The lock file Rust add-ons are built with (the same versions offline).
     pub fn rust_lock(&self) -> PathBuf {
         self.dir.join("rust/Cargo.lock")
     }
+    /// The Python SDK a Python add-on imports.
     pub fn python_sdk(&self) -> PathBuf {
         self.dir.join("python")
     }

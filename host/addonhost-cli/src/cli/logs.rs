@@ -13,6 +13,8 @@ use hyper_util::rt::TokioIo;
 use super::Cli;
 use addonhost_server::logs::LogLine;
 
+// (No doc comment: clap would print it as the command's help.)
+#[allow(missing_docs)]
 #[derive(Args, Debug)]
 pub struct Logs {
     /// Keep streaming new lines (the server keeps no history: lines are

@@ -26,6 +26,8 @@ use addonhost::{Host, HostOptions};
     about = "Heroku's add-on platform as one host: apps, config vars, releases, and add-ons that run as sandboxed WASM plugins",
     propagate_version = true
 )]
+// (No doc comment: clap would print it as the long help.)
+#[allow(missing_docs)]
 pub struct Cli {
     /// Data dir (SQLite store and compiled-plugin cache).
     #[arg(
@@ -191,6 +193,7 @@ pub struct Cli {
         help_heading = "Operator limits"
     )]
     pub allow_plain_http: bool,
+    #[allow(missing_docs)]
     #[command(subcommand)]
     pub command: Command,
 }
@@ -203,6 +206,8 @@ fn outbound_grant(s: &str) -> Result<(String, addonhost::outbound::AllowList), S
     addonhost::platform::outbound::parse_grant(s.trim())
 }
 
+// Each variant's doc comment is its help line (clap).
+#[allow(missing_docs)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// List apps.
@@ -292,7 +297,7 @@ pub enum Command {
     #[command(name = "plugins:deploy")]
     PluginsDeploy(plugins::Deploy),
     /// Print the Heroku add-on manifest of a plugin served in provider mode
-    /// (`serve` answers its Partner API under <url>/partner/<service>).
+    /// (`serve` answers its Partner API under `<url>/partner/<service>`).
     #[command(name = "partner:manifest")]
     PartnerManifest(partner::Manifest),
     /// List the changes calling platforms are owed (provider mode): pending,

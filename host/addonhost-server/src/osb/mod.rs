@@ -2,7 +2,7 @@
 //! Cloud Foundry, Korifi and Kubernetes service catalogs provision, bind and
 //! rotate addonhost add-ons through it.
 //!
-//! Every request passes [`guard`] first: HTTP Basic credentials (401 before
+//! Every request passes `guard` first: HTTP Basic credentials (401 before
 //! anything else is looked at, the body included), then
 //! `X-Broker-API-Version` (412 without one of 2.13 to 2.17), then the
 //! originating identity, which the platform records with every change.
@@ -56,7 +56,7 @@ const VERSION_HEADER: &str = "x-broker-api-version";
 const IDENTITY_HEADER: &str = "x-broker-api-originating-identity";
 const REQUEST_ID_HEADER: &str = "x-broker-api-request-identity";
 
-/// The broker's routes, behind [`guard`].
+/// The broker's routes, behind `guard`.
 pub fn router(server: Arc<Server>) -> Router<Arc<Server>> {
     Router::new()
         .route("/v2/catalog", get(catalog::catalog))

@@ -294,7 +294,7 @@ pub struct Release {
     pub created_at: i64,
 }
 
-/// One line of the audit trail, as [`Tx::audit`] wrote it.
+/// One line of the audit trail, as [`Tx::audit`](super::Tx::audit) wrote it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
     /// When (Unix seconds).

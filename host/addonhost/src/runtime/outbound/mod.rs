@@ -19,7 +19,7 @@
 //! - a call makes at most [`MAX_OUTBOUND_REQUESTS`] requests (the next one
 //!   ends the call, like every budget), has at most
 //!   [`MAX_OUTBOUND_IN_FLIGHT`] of them open at once (the next waits) and
-//!   receives at most [`MAX_OUTBOUND_RESPONSE_BYTES`] of response bodies;
+//!   receives at most [`MAX_OUTBOUND_RESPONSE_BYTES`](super::limits::MAX_OUTBOUND_RESPONSE_BYTES) of response bodies;
 //! - the host adds nothing to a request but its `host` header: no platform
 //!   credential, cookie or proxy setting ever leaves with it.
 //!
