@@ -7,17 +7,15 @@
 //! with a grace window, plan limits, SSO into their dashboards, deprovision,
 //! and the compiled-artifact cache.
 
-mod support;
-
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::http::{basic, request};
+use crate::support::*;
 use serde_json::Value;
-use support::http::{basic, request};
-use support::*;
 
 /// `plugins:new NAME --lang LANG --dir <env>/src`.
 fn scaffold(env: &Env, lang: &str, name: &str) -> PathBuf {

@@ -3,12 +3,10 @@
 //! kv add-on's SSO link, land on its dashboard. Screenshots go to target/.
 //! tests/run.sh installs Debian's chromium and the npm package first.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 #[test]
 fn browser_signs_in_and_follows_sso_to_the_addon_dashboard() {

@@ -1,9 +1,7 @@
 //! `plugins:check`: the examples conform; deliberately broken add-ons fail
 //! with a message naming the violated check.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn check(env: &Env, dir: &std::path::Path, options: &[&str]) -> (i32, serde_json::Value) {
     let mut args = vec!["plugins:check", dir.to_str().unwrap(), "--json"];

@@ -2,14 +2,14 @@
 //! the server keeps answering everyone else and never lets a connection be
 //! desynchronised.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 fn server_with(env: &Env, args: &[&str]) -> Server {
     let mut a = vec!["serve", "--port", "0"];

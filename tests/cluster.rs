@@ -4,16 +4,14 @@
 //! valid on every server, a server on other plugin bytes, and the database
 //! going away under load. Every test runs on PostgreSQL whatever the pass.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::db::{PgCluster, PgDatabase};
+use crate::support::*;
 use serde_json::{json, Value};
-use support::db::{PgCluster, PgDatabase};
-use support::*;
 
 /// `n` servers on `env`'s database, each with a data dir of its own (the
 /// first `env`'s); the siblings' environments are returned too.

@@ -1,10 +1,8 @@
 //! Config var changes by the user: a forced change makes a name the user's
 //! for good, and one request is one transaction and one release.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 fn refusals(env: &Env) -> Vec<String> {
     env.json(&["audit", "--limit", "500"])

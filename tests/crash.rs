@@ -4,8 +4,6 @@
 //! rewound its WAL; then the store's invariants, every acknowledged change
 //! still there, and retries with the same uuids completing cleanly.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -13,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::db::Db;
+use crate::support::http::try_request;
+use crate::support::*;
 use serde_json::{json, Value};
-use support::db::Db;
-use support::http::try_request;
-use support::*;
 
 /// Child processes of the first phase.
 const ROUNDS: u64 = 300;

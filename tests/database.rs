@@ -3,12 +3,12 @@
 //! PgBouncer, and through upgrades of the servers sharing one database.
 //! Each test runs real `addonhost` processes against a real cluster.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 
-use support::db::{off_runtime, PgCluster, PgDatabase};
-use support::{Env, Server};
+use crate::support::db::{off_runtime, PgCluster, PgDatabase};
+use crate::support::{Env, Server};
 
 /// A command of `env` with its state in the database at `url` (TLS,
 /// pooler and variables as the test sets them).

@@ -1,14 +1,14 @@
 //! The disk says no: a failed sync, a full disk. An answer the server gave
 //! stays true, a failure is said clearly, and the store comes back intact.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::*;
 use rusqlite::Connection;
 use serde_json::json;
-use support::*;
 
 /// A shared object that makes `fsync`/`fdatasync` of any `*-wal` file fail
 /// with EIO while the file named by `$FAULT_TRIGGER` exists, loaded into

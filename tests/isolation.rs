@@ -4,15 +4,13 @@
 //! test is an attack by `tests/plugins/hostile` (or a manifest written like a
 //! hostile partner would) and what must hold instead.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use rusqlite::Connection;
 use serde_json::{json, Value};
-use support::*;
 
 /// Resident memory of a process in KiB: (now, peak).
 fn rss_kib(pid: u32) -> (u64, u64) {

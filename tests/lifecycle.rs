@@ -3,10 +3,8 @@
 //! deprovisions; renaming, conflicts, idempotency, releases, durability and
 //! bad input behave as CONTRACT.md says.
 
-mod support;
-
+use crate::support::*;
 use addonhost::runtime::Verdict;
-use support::*;
 
 fn var<'a>(cfg: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> &'a str {
     cfg.get(name)

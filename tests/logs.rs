@@ -5,15 +5,13 @@
 //! reading, which loses lines (and is told how many) while the server
 //! answers everyone else as before.
 
-mod support;
-
 use std::io::{BufRead, Read, Write};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// A `logs --tail --json` process and the lines it printed.
 struct Tail {

@@ -2,15 +2,13 @@
 //! needs, the JSON log lines, and label values a hostile add-on cannot
 //! multiply.
 
-mod support;
-
 use std::io::BufRead;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// The value of the sample `name{labels}` (labels as written, sorted as
 /// the exposition writes them), or 0 when absent.

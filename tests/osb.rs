@@ -7,13 +7,11 @@
 //! rotation with its grace window, the originating identity in the audit
 //! trail — and a platform's whole flow end to end.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::support::{http, root, unix_now, Env, KvUrl, Server};
 use serde_json::{json, Value};
-use support::{http, root, unix_now, Env, KvUrl, Server};
 
 /// The version most requests speak.
 const V: &str = "2.17";

@@ -14,14 +14,14 @@
 //! two, which is what DNS rebinding attacks; no test ever sends traffic
 //! beyond the loopback.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 
+use crate::support::partner::Partner;
+use crate::support::*;
 use addonhost::platform::{CreateAddon, Deny, OutboundPolicy};
 use addonhost::{Host, HostOptions};
-use support::partner::Partner;
-use support::*;
 
 fn attack(what: &str, options: &[(&str, &str)]) -> CreateAddon {
     let mut all = vec![("attack".to_string(), what.to_string())];

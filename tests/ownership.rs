@@ -3,10 +3,8 @@
 //! it owns; users cannot overwrite an add-on's var without --force, after
 //! which the add-on's writes to it are refused and logged.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Rotates the hostile add-on and returns what its probe saw.
 fn probe(env: &Env, addon: &str) -> serde_json::Map<String, Value> {

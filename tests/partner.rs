@@ -9,14 +9,14 @@
 //!   error with nothing written;
 //! - the Platform API side: a provider's token reaches its own add-on only.
 
-mod support;
+use crate::support;
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{http, snapshot, unix_now, Env, Server};
 use serde_json::{json, Value};
-use support::{http, snapshot, unix_now, Env, Server};
 
 const PY_PASSWORD: &str = "pyprov-password-0123456789abcdef0123";
 const PY_SALT: &str = "pyprov-salt-0123456789abcdef0123456789";

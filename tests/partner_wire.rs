@@ -11,13 +11,13 @@
 //! - an asynchronous provisioning completed by the add-on reaching the
 //!   platform (config, then `actions/provision`).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::tls::{TestCa, TlsProxy};
+use crate::support::{Env, Server};
 use serde_json::{json, Value};
-use support::tls::{TestCa, TlsProxy};
-use support::{Env, Server};
 
 /// Waits for `what` to hold, up to `secs` (an event, not a clock).
 fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {

@@ -2,7 +2,7 @@
 //! config var names and values, attachment names, SSO form fields, API
 //! request bodies. (Longer fuzzing runs: see host/fuzz.)
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,14 +2,12 @@
 //! provisioning arriving while the first is still inside the plugin, and
 //! concurrent calls of one add-on that each read, decide and write.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::thread;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// Every add-on has exactly one `Attach` release, and every uuid names one
 /// resource.

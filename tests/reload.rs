@@ -3,15 +3,13 @@
 //! serving, removed plugins go and come back, data survives, and a second
 //! start compiles nothing.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::http::request;
+use crate::support::*;
 use serde_json::{json, Value};
-use support::http::request;
-use support::*;
 
 fn kv_env() -> Env {
     Env::with_plugin_copies(&["kv"], |_, _| {})

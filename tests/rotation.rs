@@ -3,14 +3,12 @@
 //! processes restarted on a new release, and concurrent writers losing
 //! nothing.
 
-mod support;
-
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
+use crate::support::http::{basic, request};
+use crate::support::*;
 use serde_json::json;
-use support::http::{basic, request};
-use support::*;
 
 /// (user, password, path) of the kv add-on attached to shop as `attachment`.
 fn kv_creds(server: &Server, attachment: &str) -> (String, String, String) {

@@ -70,14 +70,13 @@ step "test suite (SQLite, the embedded default; the cluster tests on PostgreSQL)
 cargo test --workspace
 
 step "the tests where the backend matters, again with all state in PostgreSQL"
-ADDONHOST_TEST_BACKEND=postgres cargo test -p addonhost-cli \
-  --test lifecycle --test ownership --test rotation --test server --test crash \
-  --test config --test races --test osb
+ADDONHOST_TEST_BACKEND=postgres cargo test -p addonhost-cli --test all -- \
+  lifecycle:: ownership:: rotation:: server:: crash:: config:: races:: osb::
 
 step "the lifecycle and the cluster tests again, through PgBouncer in transaction pooling (Debian's pgbouncer)"
 eval "$(tests/postgres.sh pgbouncer "$ADDONHOST_TEST_PG_DIR" --owner-pid $$)"
 ADDONHOST_TEST_BACKEND=postgres ADDONHOST_TEST_PGBOUNCER="$ADDONHOST_TEST_PGBOUNCER" \
-  cargo test -p addonhost-cli --test lifecycle --test cluster
+  cargo test -p addonhost-cli --test all -- lifecycle:: cluster::
 
 step "benchmark smoke run, Extism baseline included (the full run: see README, Performance)"
 target/debug/bench --quick --extism

@@ -3,11 +3,9 @@
 //! plugin and the reason; the host goes on serving the next call in the same
 //! process; and the store is exactly as before.
 
-mod support;
-
+use crate::support::*;
 use addonhost::platform::CreateAddon;
 use addonhost::Host;
-use support::*;
 
 fn attack(app: &str, what: &str) -> CreateAddon {
     CreateAddon {

@@ -2,11 +2,11 @@
 //! whole SSO flow, add-ons serving their resources with the credentials from
 //! the config vars, partner-initiated updates, graceful shutdown.
 
-mod support;
+use crate::support;
 
+use crate::support::http::{basic, form, request};
+use crate::support::*;
 use serde_json::json;
-use support::http::{basic, form, request};
-use support::*;
 
 /// An app with kv and exceptions provisioned through the API.
 fn setup() -> (Env, Server) {

@@ -6,13 +6,11 @@
 //! (kensa's `token=invalid` among them).
 //! The reasons they give are the shared crate's, word for word.
 
-mod support;
-
+use crate::support::*;
 use addonhost::manifest::Manifest;
 use addonhost::runtime::capabilities::InMemory;
 use addonhost::runtime::{Login, Plugin, ProvisionRequest, ProvisionResult, Runtime, Verdict};
 use addonhost::sso::{self, Denied, MAX_AGE_SECONDS, MAX_SKEW_SECONDS};
-use support::*;
 
 /// An example add-on loaded into the runtime, with one provisioned resource.
 struct Addon {

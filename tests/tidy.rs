@@ -113,6 +113,24 @@ fn every_test_file_is_in_the_tests_table() {
     );
 }
 
+#[test]
+fn every_test_file_is_a_module_of_the_one_test_binary() {
+    // A file left out of main.rs would compile nowhere and run never.
+    let root = root();
+    let main = read(&root.join("tests/main.rs"));
+    let missing: Vec<_> = fs::read_dir(root.join("tests"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter_map(|name| name.strip_suffix(".rs").map(str::to_string))
+        .filter(|m| m != "main" && !main.contains(&format!("\nmod {m};\n")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "tests/main.rs does not declare: {}",
+        missing.join(", ")
+    );
+}
+
 /// The paths a document links (`[text](path)`) or cites in code spans
 /// (`` `host/addonhost/src/…` ``, `` `platform/actor.rs` ``).
 fn cited(doc: &str) -> BTreeSet<String> {

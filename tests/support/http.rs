@@ -1,6 +1,5 @@
 //! A tiny HTTP/1.1 client over a TcpStream, enough for the tests: one
 //! request per connection, no redirects followed, cookies handled by hand.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,6 +1,5 @@
 //! Shared helpers of the end-to-end tests: build the real plugins once, run
 //! the real `addonhost` binary against a fresh data dir, open the real store.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

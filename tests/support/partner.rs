@@ -4,7 +4,6 @@
 //! counts every request it receives, so a test can prove a refused request
 //! never arrived. One thread per connection; every sleep and stream is
 //! bounded, and the server stops when dropped.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -49,9 +48,6 @@ struct State {
 
 pub struct Partner {
     pub port: u16,
-    /// `Authorization: Basic <user>:<secret>` the mailbox API expects.
-    user: String,
-    secret: String,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
 }
@@ -64,8 +60,6 @@ impl Partner {
         let port = listener.local_addr().unwrap().port();
         let partner = Partner {
             port,
-            user: user.into(),
-            secret: secret.into(),
             state: Arc::default(),
             stop: Arc::default(),
         };
@@ -125,10 +119,6 @@ impl Partner {
         self.state().mailboxes.get(id).cloned()
     }
 
-    pub fn mailboxes(&self) -> Vec<Mailbox> {
-        self.state().mailboxes.values().cloned().collect()
-    }
-
     /// Whether the backend lets `username`:`password` send mail now.
     pub fn accepts(&self, username: &str, password: &str) -> bool {
         self.state().mailboxes.values().any(|m| {
@@ -136,10 +126,6 @@ impl Partner {
                 && m.username == username
                 && (m.password == password || m.previous.as_deref() == Some(password))
         })
-    }
-
-    pub fn credentials(&self) -> (String, String) {
-        (self.user.clone(), self.secret.clone())
     }
 }
 

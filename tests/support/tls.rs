@@ -3,7 +3,6 @@
 //! TLS-terminating proxy in front of `addonhost serve` on 127.0.0.1, and an
 //! HTTPS client that trusts the test CA (a browser would). The proxy and
 //! the client speak rustls; the host's own client is what is under test.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
