@@ -58,6 +58,8 @@ ADDONHOST_PLUGINS="plugins:tests/plugins" target/debug/addonhost plugins:build
 
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
+# The library as an embedder that wants SQLite only builds it.
+cargo clippy -p addonhost --no-default-features -- -D warnings
 
 step "docs: rustdoc with warnings as errors (broken links, private items)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --lib

@@ -203,6 +203,7 @@ impl Host {
             }
             Err(e) => tracing::warn!("cannot count what is owed to platforms: {e:#}"),
         }
+        #[cfg(feature = "postgres")]
         if let Some(pg) = self.store.postgres_stats() {
             m.store_statements.set(pg.statements as i64);
             m.store_round_trips.set(pg.round_trips as i64);

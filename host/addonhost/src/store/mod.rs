@@ -6,8 +6,12 @@
 //! This module knows nothing of wasm or HTTP, and nothing above it speaks
 //! SQL: the rules about what may change live in `platform`, which composes
 //! these reads and writes inside the transactions it asks for. The embedded
-//! backend is SQLite (`sqlite`, on the engine of `addonhost-sqlite`).
+//! backend is SQLite (`sqlite`, on the engine of `addonhost-sqlite`); the
+//! shared one, PostgreSQL (`postgres`, behind the crate's `postgres`
+//! feature, on by default: an embedder that wants SQLite only turns default
+//! features off and compiles no PostgreSQL driver).
 
+#[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
 mod sqlite;
@@ -16,12 +20,28 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use postgres::{migrations as postgres_migrations, PgOptions, PgStats, PgStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{migrations as postgres_migrations, PgStats, PgStore};
 pub use rows::{
     App, Attachment, AuditEntry, ConfigVar, NewResource, NewSession, OsbBinding, OsbInstance,
     OutboxEntry, Release, Resource, ResourceState, ServerRow,
 };
 pub use sqlite::SqliteStore;
+
+/// How to reach a PostgreSQL database (kept without the `postgres` feature
+/// too, so options name it either way).
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    /// The servers reach PostgreSQL through a transaction-pooling
+    /// connection pooler (PgBouncer's `pool_mode = transaction`): no named
+    /// prepared statements, and notifications only through
+    /// `listen_url`.
+    pub pooler: bool,
+    /// A direct connection (not through the pooler) for `LISTEN`, so new
+    /// releases are heard of at once; without one behind a pooler, servers
+    /// poll.
+    pub listen_url: Option<String>,
+}
 
 /// The store cannot be reached or written now (the database is down, the
 /// disk failed): nothing of the request was done.
@@ -439,6 +459,7 @@ pub struct Store {
 
 enum Backend {
     Sqlite(SqliteStore),
+    #[cfg(feature = "postgres")]
     Postgres(Arc<PgStore>),
 }
 
@@ -455,6 +476,7 @@ impl Store {
     /// The shared store: a PostgreSQL database (`postgres://…`, or libpq's
     /// `key=value` form, with the `PG*` environment variables filling in
     /// what it leaves out), its schema brought up to date.
+    #[cfg(feature = "postgres")]
     pub fn open_postgres(url: &str, opts: &PgOptions) -> anyhow::Result<Store> {
         Ok(Store {
             backend: Backend::Postgres(Arc::new(PgStore::open(url, opts)?)),
@@ -462,10 +484,21 @@ impl Store {
         })
     }
 
+    /// The shared store, in a build without the `postgres` feature: an
+    /// error that says so.
+    #[cfg(not(feature = "postgres"))]
+    pub fn open_postgres(_url: &str, _opts: &PgOptions) -> anyhow::Result<Store> {
+        anyhow::bail!(
+            "this build of addonhost has no PostgreSQL support (the library's `postgres` feature is off)"
+        )
+    }
+
     /// On PostgreSQL, what this process's transactions cost so far.
+    #[cfg(feature = "postgres")]
     pub fn postgres_stats(&self) -> Option<PgStats> {
         match &self.backend {
             Backend::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(p) => Some(p.stats()),
         }
     }
@@ -474,6 +507,7 @@ impl Store {
     pub fn kind(&self) -> &'static str {
         match &self.backend {
             Backend::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             Backend::Postgres(_) => "postgres",
         }
     }
@@ -482,6 +516,7 @@ impl Store {
     pub fn observed_by(mut self, metrics: Arc<crate::metrics::Metrics>) -> Store {
         match &mut self.backend {
             Backend::Sqlite(s) => s.releases = metrics.releases.clone(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(p) => match Arc::get_mut(p) {
                 Some(p) => p.released = metrics.releases.clone(),
                 None => tracing::warn!("the store is shared already; its releases go uncounted"),
@@ -495,13 +530,17 @@ impl Store {
     pub fn engine_stats(&self) -> Option<(u64, u64, u64)> {
         match &self.backend {
             Backend::Sqlite(s) => Some(s.stats()),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(_) => None,
         }
     }
 
     /// Whether several servers may share this store (PostgreSQL).
     pub fn shared(&self) -> bool {
-        matches!(self.backend, Backend::Postgres(_))
+        #[cfg(feature = "postgres")]
+        return matches!(self.backend, Backend::Postgres(_));
+        #[cfg(not(feature = "postgres"))]
+        false
     }
 
     /// Names of apps that get a new release from now on, made by any
@@ -511,6 +550,7 @@ impl Store {
     pub fn subscribe_releases(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         match &self.backend {
             Backend::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(p) => p.subscribe_releases(),
         }
     }
@@ -519,6 +559,7 @@ impl Store {
     pub fn read<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => s.read(f),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(p) => p.read(f),
         }
     }
@@ -530,6 +571,7 @@ impl Store {
     pub fn read_one<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => s.read(f),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(p) => p.read_one(f),
         }
     }
@@ -544,6 +586,7 @@ impl Store {
         let started = std::time::Instant::now();
         let r = match &self.backend {
             Backend::Sqlite(s) => s.write(f).await,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(p) => p.write(f).await,
         };
         self.timed(started, r.is_ok());
@@ -570,6 +613,7 @@ impl Store {
     ) -> anyhow::Result<T> {
         match &self.backend {
             Backend::Sqlite(s) => s.write_staged(f).await,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(p) => p.write_staged(f).await,
         }
     }
@@ -579,6 +623,7 @@ impl Store {
     pub fn write_failure_since(&self, since: std::time::Instant) -> Option<String> {
         match &self.backend {
             Backend::Sqlite(s) => s.failure_since(since),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(_) => None,
         }
     }
@@ -593,6 +638,7 @@ impl Store {
         let started = std::time::Instant::now();
         let r = match &self.backend {
             Backend::Sqlite(s) => s.write_blocking(f),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(p) => p.write_blocking(f),
         };
         self.timed(started, r.is_ok());

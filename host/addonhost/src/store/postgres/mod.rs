@@ -63,19 +63,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// again before its caller is told.
 const RETRY_FOR: Duration = Duration::from_secs(20);
 
-/// How to reach the database.
-#[derive(Debug, Clone, Default)]
-pub struct PgOptions {
-    /// The servers reach PostgreSQL through a transaction-pooling
-    /// connection pooler (PgBouncer's `pool_mode = transaction`): no named
-    /// prepared statements, and notifications only through
-    /// `listen_url`.
-    pub pooler: bool,
-    /// A direct connection (not through the pooler) for `LISTEN`, so new
-    /// releases are heard of at once; without one behind a pooler, servers
-    /// poll.
-    pub listen_url: Option<String>,
-}
+pub use super::PgOptions;
 
 /// The store on one PostgreSQL database.
 pub struct PgStore {
