@@ -239,11 +239,12 @@ fn every_path_the_readme_and_docs_cite_exists() {
 
 /// The crates `krate` depends on when built (normal dependencies, all the
 /// way down), as `cargo tree` lists them.
-fn dependencies(krate: &str) -> BTreeSet<String> {
+fn dependencies(krate: &str, features: &[&str]) -> BTreeSet<String> {
     let out = std::process::Command::new(env!("CARGO"))
         .args([
             "tree", "-p", krate, "-e", "normal", "--prefix", "none", "-f", "{p}",
         ])
+        .args(features)
         .current_dir(root())
         .output()
         .expect("running cargo tree");
