@@ -642,11 +642,16 @@ fn hanging_sso_verify_answers_an_error_at_its_deadline_and_the_server_stays_resp
     // One call at a time for the hostile add-on, under a 3 s deadline: while
     // its SSO verify hangs, any other request to it is answered 503, which
     // is how the test sees that the login is inside the plugin.
+    // The server runs one worker thread: no other thread can answer while
+    // the plugin spins on it, so only its yielding (every epoch tick) keeps
+    // the server responsive.
     let env = Env::with_plugin_copies(&["hostile"], |_, m| {
         m["limits"]["concurrency"] = json!(1);
         m["limits"]["timeout_ms"] = json!(3000);
     });
-    let server = Server::start(&env);
+    let mut serve = env.command(&["serve", "--port", "0"]);
+    serve.env("ADDONHOST_WORKER_THREADS", "1");
+    let server = Server::start_with(serve, &env);
     server.app_with(
         "shop",
         &[json!({"plan": "hostile", "options": {"sso": "hang"}})],
@@ -1032,3 +1037,4 @@ fn session_cookies_are_secure_and_host_prefixed_behind_https() {
     // never read.
     assert_eq!(open(&format!("addonhost_sso_kv={value}")), 403);
 }
+
