@@ -371,6 +371,17 @@ impl Plan {
         let connect_by = earliest(connect_by, started + OUTBOUND_CONNECT_TIMEOUT);
         let stream = match tokio::time::timeout_at(connect_by.into(), self.connect()).await {
             Ok(stream) => stream?,
+            // The connect limit ran out, not the call's time: say which.
+            Err(_) if connect_by < self.until => {
+                return Err(Failure(
+                    "timeout",
+                    self.error(format!(
+                        "could not connect within {} ms (resolving and connecting end after {} s, or the request's own connect timeout when shorter)",
+                        started.elapsed().as_millis(),
+                        OUTBOUND_CONNECT_TIMEOUT.as_secs()
+                    )),
+                ))
+            }
             Err(_) => return Err(self.timed_out(started)),
         };
         // Origin form on the wire: the scheme and authority are the
