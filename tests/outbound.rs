@@ -11,8 +11,10 @@
 //! system resolver (/etc/hosts) turns it into 127.0.0.1, the very address
 //! that is reachable when declared as itself (`http://127.0.0.1:PORT`, the
 //! first test). Only the check of the resolved address stands between the
-//! two, which is what DNS rebinding attacks; no test ever sends traffic
-//! beyond the loopback.
+//! two, which is what DNS rebinding attacks. Rebinding itself — an answer
+//! that changes between lookups — is played by a DNS server the test runs
+//! (`support/dns.rs`), the host pointed at it with `--outbound-resolver`.
+//! No test ever sends traffic beyond the loopback.
 
 mod support;
 
@@ -1074,3 +1076,98 @@ fn a_fetch_while_serving_a_signed_in_user_carries_no_platform_credential() {
     }
 }
 
+/// A host resolving add-ons' names with the DNS server the test runs
+/// (`--outbound-resolver`), and the hostile add-on declaring `hosts`.
+fn host_resolving_with(env: &Env, dns: &support::dns::Dns) -> Host {
+    let mut opts = HostOptions::new(env.data(), std::env::split_paths(&env.plugins).collect());
+    opts.database = env.database_url();
+    env.grant_outbound(&mut opts.outbound);
+    opts.outbound_resolver = addonhost::runtime::outbound::Resolver::dns(dns.addr);
+    Host::open(opts).unwrap()
+}
+
+/// DNS rebinding, with a DNS server under the test's control: a declared
+/// partner name whose answer changes from one lookup to the next — the
+/// loopback, a private address, the loopback among other addresses — each
+/// request asks again and each answer is checked, so none is reached; and
+/// a name answering the cloud metadata address is refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_name_whose_dns_answer_changes_or_points_at_metadata_is_refused() {
+    use std::net::IpAddr;
+    let partner = Partner::start("x", "y");
+    let dns = support::dns::Dns::start();
+    let rebind = "api.rebind.test";
+    let metadata = "meta.rebind.test";
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    dns.answer(
+        rebind,
+        &[
+            &[ip("127.0.0.1")],
+            &[ip("10.1.2.3")],
+            &[ip("127.0.0.1"), ip("127.0.0.2")],
+        ],
+    );
+    dns.answer(metadata, &[&[ip("169.254.169.254")]]);
+    let declared = [
+        format!("http://{rebind}:{}", partner.port),
+        format!("http://{metadata}:{}", partner.port),
+    ];
+    let env = declaring(&declared);
+    let host = host_resolving_with(&env, &dns);
+    let url = format!("{}/hit", declared[0]);
+    for (lookup, (address, kind)) in [
+        ("127.0.0.1", "a loopback address"),
+        ("10.1.2.3", "a private (10.0.0.0/8) address"),
+        ("127.0.0.1", "a loopback address"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        refused(
+            &env,
+            &host,
+            attack("fetch", &[("url", &url)]),
+            &[
+                &format!(
+                    "outbound request to {url} refused: {rebind} resolved to {address}, {kind}"
+                ),
+                "a non-public address is reached only when declared as itself",
+            ],
+        )
+        .await;
+        // Asked again for every request: the answer of this lookup is the
+        // one refused, not a remembered one.
+        assert_eq!(dns.lookups(rebind), lookup + 1);
+    }
+    let url = format!("{}/latest/meta-data/", declared[1]);
+    refused(
+        &env,
+        &host,
+        attack("fetch", &[("url", &url)]),
+        &[&format!(
+            "{metadata} resolved to 169.254.169.254, a link-local (169.254.0.0/16, where cloud metadata services live) address"
+        )],
+    )
+    .await;
+    assert_eq!(dns.lookups(metadata), 1);
+    assert_eq!(partner.requests(), 0, "a name led to a non-public address");
+    // A name the server does not know fails as unresolved, naming it.
+    let unknown = "nowhere.rebind.test";
+    let env2 = declaring(&[format!("http://{unknown}:{}", partner.port)]);
+    let host2 = host_resolving_with(&env2, &dns);
+    refused(
+        &env2,
+        &host2,
+        attack(
+            "fetch",
+            &[("url", &format!("http://{unknown}:{}/hit", partner.port))],
+        ),
+        &[&format!("resolving {unknown}: ")],
+    )
+    .await;
+    assert!(
+        dns.asked().iter().any(|(n, _)| n == unknown),
+        "{:?}",
+        dns.asked()
+    );
+}
