@@ -77,12 +77,13 @@ fn a_hostile_add_on_page_cannot_read_or_change_the_dashboard() {
     let base = format!("http://{}", server.addr);
     let port = server.addr.rsplit(':').next().unwrap();
     let query = format!("?app=shop&platform={base}");
+    let on_platform = format!("{base}/addons/hostile/attack{query}");
+    let own_origin = format!("http://hostile.localhost:{port}/attack{query}");
+    let headers_on_platform = format!("raw:{base}/addons/hostile/headers");
     let out = Command::new("node")
         .arg(dir.join("attack.mjs"))
         .args([&base, &server.token, "shop", "HOSTILE"])
-        .arg(format!("{base}/addons/hostile/attack{query}"))
-        .arg(format!("http://hostile.localhost:{port}/attack{query}"))
-        .arg("sso")
+        .args([&on_platform, &own_origin, "sso", &headers_on_platform])
         .output()
         .expect("running node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -93,8 +94,11 @@ fn a_hostile_add_on_page_cannot_read_or_change_the_dashboard() {
     );
     let report: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(report.len(), 3, "{report:?}");
+    assert_eq!(report.len(), 5, "{report:?}");
     for (page, result) in &report {
+        if page == "cookies" {
+            continue;
+        }
         let result = result.as_str().unwrap();
         eprintln!("{page}: {}", &result[..result.len().min(600)]);
         for leak in [
@@ -110,12 +114,87 @@ fn a_hostile_add_on_page_cannot_read_or_change_the_dashboard() {
             );
         }
     }
+    // The browser held the dashboard's session cookie for the platform's
+    // origin all along, so every request there could have carried it.
     assert!(
-        report
-            .keys()
-            .any(|k| k.starts_with("sso -> http://hostile.localhost:")),
-        "SSO lands on the add-on's own origin: {report:?}"
+        report["cookies"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .any(|c| c == "addonhost_session"),
+        "{report:?}"
     );
+
+    // On the platform's origin the page is sandboxed: its script never ran.
+    assert_eq!(report[&on_platform], "not run", "{report:?}");
+    // Opened there with the session cookie, the add-on saw no cookie.
+    // (The browser shows JSON as text, perhaps beside a control of its own.)
+    let raw = report[&headers_on_platform].as_str().unwrap();
+    let json = &raw[raw.find('{').unwrap_or(0)..raw.rfind('}').map_or(raw.len(), |i| i + 1)];
+    let seen: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {report:?}"));
+    assert!(
+        seen["user-agent"]
+            .as_str()
+            .unwrap_or("")
+            .contains("HeadlessChrome"),
+        "the record is the browser's request: {seen}"
+    );
+    assert!(seen.get("cookie").is_none(), "{seen}");
+
+    // On its own origin, opened directly and as the SSO landing, the script
+    // ran — it reported every attempt — and every attempt failed.
+    let sso = report
+        .keys()
+        .find(|k| {
+            k.starts_with(&format!(
+                "sso -> http://hostile.localhost:{port}/dashboard/"
+            ))
+        })
+        .unwrap_or_else(|| panic!("SSO lands on the add-on's own origin: {report:?}"));
+    for page in [&own_origin, sso] {
+        let result = report[page.as_str()].as_str().unwrap();
+        let tried: serde_json::Value = serde_json::from_str(result)
+            .unwrap_or_else(|_| panic!("the attack script did not run at {page}: {result}"));
+        let said = |k: &str| {
+            tried[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k:?} at {page}: {tried}"))
+                .to_string()
+        };
+        // Its own origin's `/apps/shop` is the add-on's, not the dashboard.
+        assert!(
+            said("same-origin app page").starts_with("404 "),
+            "{page}: {tried}"
+        );
+        // The platform's pages and API are another origin: not readable.
+        for k in ["platform app page", "platform api"] {
+            assert!(said(k).starts_with("blocked: "), "{page}: {k}: {tried}");
+        }
+        // The state-changing request went out, blind (and changed nothing:
+        // the releases below).
+        assert_eq!(said("rotate"), "sent (opaque)", "{page}: {tried}");
+        // Its script reads no session cookie: they are HttpOnly (what it
+        // may read is the platform's nav data, `heroku-nav-data`).
+        assert!(!said("cookie").contains("addonhost"), "{page}: {tried}");
+        // What reached the add-on: the browser's request, with no cookie
+        // (not even the add-on's own session cookie) and no token.
+        let forwarded: serde_json::Value =
+            serde_json::from_str(&said("headers seen by the add-on"))
+                .unwrap_or_else(|e| panic!("{page}: {e}: {tried}"));
+        assert_eq!(
+            forwarded["referer"]
+                .as_str()
+                .map(|r| r.starts_with(&format!("http://hostile.localhost:{port}/"))),
+            Some(true),
+            "the record is this page's request: {forwarded}"
+        );
+        assert!(forwarded.get("cookie").is_none(), "{page}: {forwarded}");
+        assert!(
+            forwarded.get("authorization").is_none(),
+            "{page}: {forwarded}"
+        );
+    }
     assert_eq!(releases(), before, "a page of the add-on made a release");
 }
 

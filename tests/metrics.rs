@@ -263,14 +263,25 @@ fn json_log_lines_parse_and_carry_the_addon_and_the_request_id() {
         .filter(|v| v["addon"] == "hostile" && v["message"] == "xxxxxxxxxx")
         .collect();
     assert_eq!(plugin_lines.len(), 3, "{parsed:#?}");
+    let ids: Vec<&Value> = parsed
+        .iter()
+        .filter(|p| p["message"] == "request" && p["span"]["request_id"] == request_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 1, "the request line carries its id");
     for v in plugin_lines {
         assert_eq!(v["span"]["call"], "provision", "{v}");
         assert_eq!(v["span"]["addon"], "hostile", "{v}");
-        let ids: Vec<&Value> = parsed
+        // The add-on's own line names the request it was logged for: the
+        // request's span is among the spans the line was logged in.
+        let spans = v["spans"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no spans: {v}"));
+        let request = spans
             .iter()
-            .filter(|p| p["message"] == "request" && p["span"]["request_id"] == request_id.as_str())
-            .collect();
-        assert_eq!(ids.len(), 1, "the request line carries its id");
+            .find(|s| s["name"] == "request")
+            .unwrap_or_else(|| panic!("the add-on's line is not in its request's span: {v}"));
+        assert_eq!(request["request_id"], request_id.as_str(), "{v}");
+        assert_eq!(spans.last().unwrap()["name"], "call", "{v}");
     }
 }
 

@@ -11,8 +11,10 @@
 //! system resolver (/etc/hosts) turns it into 127.0.0.1, the very address
 //! that is reachable when declared as itself (`http://127.0.0.1:PORT`, the
 //! first test). Only the check of the resolved address stands between the
-//! two, which is what DNS rebinding attacks; no test ever sends traffic
-//! beyond the loopback.
+//! two, which is what DNS rebinding attacks. Rebinding itself — an answer
+//! that changes between lookups — is played by a DNS server the test runs
+//! (`support/dns.rs`), the host pointed at it with `--outbound-resolver`.
+//! No test ever sends traffic beyond the loopback.
 
 use crate::support;
 
@@ -868,4 +870,304 @@ fn a_javascript_add_on_reaches_only_what_it_declares() {
     // StarlingMonkey's fetch rejects with a generic NetworkError; the reason
     // is in the log and the audit trail.
     refused_then_reached(&mut env, &partner, &dir, "NetworkError");
+}
+
+/// A careless manifest declares the private addresses themselves — the
+/// partner backend by its loopback address, its IPv4-mapped IPv6 form, and
+/// the cloud metadata service. Declaring them gets past the allow-list;
+/// the private-address rule still refuses each (no operator grant), before
+/// anything is sent.
+#[tokio::test]
+async fn a_declared_private_address_literal_is_refused_without_the_operators_grant() {
+    let partner = Partner::start("x", "y");
+    let loopback = format!("http://127.0.0.1:{}", partner.port);
+    let mapped = format!("http://[::ffff:127.0.0.1]:{}", partner.port);
+    let metadata = "http://169.254.169.254".to_string();
+    let env = declaring_ungranted(&[loopback.clone(), mapped.clone(), metadata.clone()]);
+
+    let host = host_with(&env, OutboundPolicy::default());
+    for url in [
+        format!("{loopback}/hit"),
+        format!("{mapped}/hit"),
+        format!("{metadata}/latest/meta-data/"),
+    ] {
+        let msg = refused(
+            &env,
+            &host,
+            attack("fetch", &[("url", &url)]),
+            &[
+                &format!("outbound request to {url} refused"),
+                "is declared but not granted: a loopback, private or link-local address is reached only with the operator's consent",
+                "--outbound-grant hostile=",
+            ],
+        )
+        .await;
+        // Not the allow-list's refusal: the address was declared.
+        assert!(!msg.contains("is not among the hosts"), "{msg}");
+    }
+    assert_eq!(partner.requests(), 0, "a private address was reached");
+    // Declared, not granted (the mapped form is the loopback address itself).
+    let rows = env.json(&["plugins"]);
+    let hostile = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "hostile")
+        .unwrap();
+    assert_eq!(
+        hostile["outbound"]["not_granted"],
+        serde_json::json!([loopback, metadata]),
+        "{hostile}"
+    );
+    assert_eq!(hostile["outbound"]["allowed"], serde_json::json!([]));
+}
+
+/// A certificate valid in every other way — issued by the CA the operator
+/// trusts with `--extra-ca`, current — but for another name than the one
+/// the add-on called is refused, named; the same certificate's server is
+/// reached by the name it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_ons_https_request_to_a_certificate_for_another_name_is_refused() {
+    let partner = Partner::start("x", "y");
+    let ca = support::tls::TestCa::new();
+    // For `localhost` only, served on 127.0.0.1.
+    let (cert, key) = ca.leaf("elsewhere", &["localhost"], "ca");
+    let proxy = support::tls::TlsProxy::start(&cert, &key);
+    proxy.forward_to(partner.port);
+    let by_address = format!("https://127.0.0.1:{}", proxy.port);
+    let env = declaring(std::slice::from_ref(&by_address));
+    let mut opts = HostOptions::new(env.data(), std::env::split_paths(&env.plugins).collect());
+    opts.database = env.database_url();
+    env.grant_outbound(&mut opts.outbound);
+    opts.trust = addonhost::tls::Trust::with_extra_ca(&ca.ca()).unwrap();
+    let trusting = Host::open(opts).unwrap();
+    refused(
+        &env,
+        &trusting,
+        attack("fetch", &[("url", &format!("{by_address}/hit"))]),
+        &[
+            &format!("outbound request to {by_address}/hit: TLS"),
+            "its TLS certificate is for another name",
+        ],
+    )
+    .await;
+    assert_eq!(partner.hits("/hit"), 0);
+}
+
+/// A backend that never accepts — a listener on 127.0.0.1 whose queue of
+/// connections is full, so the kernel drops the host's SYNs — under a
+/// call deadline of 20 s: connecting gives up at the host's 3 s, and the
+/// add-on gets that error to answer with, long before its deadline.
+#[tokio::test]
+async fn connecting_to_a_backend_that_never_accepts_gives_up_after_three_seconds() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Fill the accept queue: connect until a connection no longer opens.
+    let mut held = Vec::new();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let full = loop {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)) {
+            Ok(s) => held.push(s),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 5000, "the listener's queue never filled");
+    };
+    assert_eq!(full.kind(), std::io::ErrorKind::TimedOut, "{full}");
+    let backend = format!("http://127.0.0.1:{port}");
+    let grant = backend.clone();
+    let mut env = Env::with_plugin_copies(&["hostile", "kv"], move |name, m| {
+        if name == "hostile" {
+            m["outbound"] = serde_json::json!({ "allowed_hosts": [grant] });
+            m["limits"]["timeout_ms"] = serde_json::json!(20_000);
+        }
+    });
+    env.ok(&["apps:create", "victim"]);
+    env.ok(&["apps:create", "bystander"]);
+    env.outbound_grant = Some(format!("hostile={backend}"));
+    let host = env.host();
+    let started = std::time::Instant::now();
+    let msg = refused(
+        &env,
+        &host,
+        attack("fetch", &[("url", &format!("{backend}/hit"))]),
+        &[&format!(
+            "outbound request to {backend}/hit: could not connect within "
+        )],
+    )
+    .await;
+    let took = started.elapsed();
+    let ms: u64 = msg
+        .split("could not connect within ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"));
+    // Generous bounds: the 3 s limit, not the call's 20 s deadline.
+    assert!((3000..6000).contains(&ms), "{msg}");
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}: {msg}");
+    assert!(!msg.contains("limits.timeout_ms"), "{msg}");
+    drop(held);
+}
+
+/// While serving a signed-in user's request — the dashboard's session
+/// cookie and the API token on it, or the add-on's own SSO session on its
+/// origin — the add-on calls its backend: the request that leaves carries
+/// what the add-on set and the `host` header, nothing of the user's.
+#[test]
+fn a_fetch_while_serving_a_signed_in_user_carries_no_platform_credential() {
+    let partner = Partner::start("x", "y");
+    let env = declaring(&[partner.url()]);
+    let server = Server::start(&env);
+    let r = server.api(
+        "POST",
+        "/api/apps/victim/addons",
+        Some(serde_json::json!({"plan": "hostile", "options": {"sso": "yes"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let session = server.sign_in();
+    let bearer = format!("Bearer {}", server.token);
+    let fetch = format!(
+        "/fetch?url={}",
+        url::form_urlencoded::byte_serialize(format!("{}/echo", partner.url()).as_bytes())
+            .collect::<String>()
+    );
+    let only_host = |partner: &Partner| {
+        let names: Vec<String> = partner
+            .last_headers()
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        assert_eq!(names, ["host"], "{:?}", partner.last_headers());
+    };
+    // On the platform's origin, with everything a signed-in browser has.
+    let r = server.get(
+        &format!("/addons/hostile{fetch}"),
+        &[("cookie", &session), ("authorization", &bearer)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("status 200: "), "{}", r.text());
+    assert_eq!(partner.hits("/echo"), 1);
+    only_host(&partner);
+    // On its own origin, signed in through SSO.
+    let fields = server.sso_form("victim", &session, "HOSTILE");
+    let login = server.sso_login("hostile", &fields);
+    assert_eq!(login.status, 302, "{}", login.text());
+    let sso = login
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("addonhost_sso_hostile="))
+        .expect("the add-on's session cookie");
+    let r = server.addon_request(
+        "hostile",
+        "GET",
+        &fetch,
+        &[
+            ("cookie", &format!("{sso}; {session}")),
+            ("authorization", &bearer),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(partner.hits("/echo"), 2);
+    only_host(&partner);
+    let sso_value = sso.split_once('=').unwrap().1;
+    for (_, v) in partner.last_headers() {
+        assert!(!v.contains(sso_value) && !v.contains(&server.token), "{v}");
+    }
+}
+
+/// A host resolving add-ons' names with the DNS server the test runs
+/// (`--outbound-resolver`), and the hostile add-on declaring `hosts`.
+fn host_resolving_with(env: &Env, dns: &support::dns::Dns) -> Host {
+    let mut opts = HostOptions::new(env.data(), std::env::split_paths(&env.plugins).collect());
+    opts.database = env.database_url();
+    env.grant_outbound(&mut opts.outbound);
+    opts.outbound_resolver = addonhost::runtime::outbound::Resolver::dns(dns.addr);
+    Host::open(opts).unwrap()
+}
+
+/// DNS rebinding, with a DNS server under the test's control: a declared
+/// partner name whose answer changes from one lookup to the next — the
+/// loopback, a private address, the loopback among other addresses — each
+/// request asks again and each answer is checked, so none is reached; and
+/// a name answering the cloud metadata address is refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_name_whose_dns_answer_changes_or_points_at_metadata_is_refused() {
+    use std::net::IpAddr;
+    let partner = Partner::start("x", "y");
+    let dns = support::dns::Dns::start();
+    let rebind = "api.rebind.test";
+    let metadata = "meta.rebind.test";
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    dns.answer(
+        rebind,
+        &[
+            &[ip("127.0.0.1")],
+            &[ip("10.1.2.3")],
+            &[ip("127.0.0.1"), ip("127.0.0.2")],
+        ],
+    );
+    dns.answer(metadata, &[&[ip("169.254.169.254")]]);
+    let declared = [
+        format!("http://{rebind}:{}", partner.port),
+        format!("http://{metadata}:{}", partner.port),
+    ];
+    let env = declaring(&declared);
+    let host = host_resolving_with(&env, &dns);
+    let url = format!("{}/hit", declared[0]);
+    for (lookup, (address, kind)) in [
+        ("127.0.0.1", "a loopback address"),
+        ("10.1.2.3", "a private (10.0.0.0/8) address"),
+        ("127.0.0.1", "a loopback address"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        refused(
+            &env,
+            &host,
+            attack("fetch", &[("url", &url)]),
+            &[
+                &format!(
+                    "outbound request to {url} refused: {rebind} resolved to {address}, {kind}"
+                ),
+                "a non-public address is reached only when declared as itself",
+            ],
+        )
+        .await;
+        // Asked again for every request: the answer of this lookup is the
+        // one refused, not a remembered one.
+        assert_eq!(dns.lookups(rebind), lookup + 1);
+    }
+    let url = format!("{}/latest/meta-data/", declared[1]);
+    refused(
+        &env,
+        &host,
+        attack("fetch", &[("url", &url)]),
+        &[&format!(
+            "{metadata} resolved to 169.254.169.254, a link-local (169.254.0.0/16, where cloud metadata services live) address"
+        )],
+    )
+    .await;
+    assert_eq!(dns.lookups(metadata), 1);
+    assert_eq!(partner.requests(), 0, "a name led to a non-public address");
+    // A name the server does not know fails as unresolved, naming it.
+    let unknown = "nowhere.rebind.test";
+    let env2 = declaring(&[format!("http://{unknown}:{}", partner.port)]);
+    let host2 = host_resolving_with(&env2, &dns);
+    refused(
+        &env2,
+        &host2,
+        attack(
+            "fetch",
+            &[("url", &format!("http://{unknown}:{}/hit", partner.port))],
+        ),
+        &[&format!("resolving {unknown}: ")],
+    )
+    .await;
+    assert!(
+        dns.asked().iter().any(|(n, _)| n == unknown),
+        "{:?}",
+        dns.asked()
+    );
 }

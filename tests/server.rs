@@ -642,11 +642,16 @@ fn hanging_sso_verify_answers_an_error_at_its_deadline_and_the_server_stays_resp
     // One call at a time for the hostile add-on, under a 3 s deadline: while
     // its SSO verify hangs, any other request to it is answered 503, which
     // is how the test sees that the login is inside the plugin.
+    // The server runs one worker thread: no other thread can answer while
+    // the plugin spins on it, so only its yielding (every epoch tick) keeps
+    // the server responsive.
     let env = Env::with_plugin_copies(&["hostile"], |_, m| {
         m["limits"]["concurrency"] = json!(1);
         m["limits"]["timeout_ms"] = json!(3000);
     });
-    let server = Server::start(&env);
+    let mut serve = env.command(&["serve", "--port", "0"]);
+    serve.env("ADDONHOST_WORKER_THREADS", "1");
+    let server = Server::start_with(serve, &env);
     server.app_with(
         "shop",
         &[json!({"plan": "hostile", "options": {"sso": "hang"}})],
@@ -1031,4 +1036,120 @@ fn session_cookies_are_secure_and_host_prefixed_behind_https() {
     // The unprefixed name is what a sibling origin can plant with Domain=:
     // never read.
     assert_eq!(open(&format!("addonhost_sso_kv={value}")), 403);
+}
+
+/// Every answer of an add-on, on the platform's origin and on its own, is
+/// `nosniff`; on the platform's origin also `Content-Security-Policy:
+/// sandbox` — whatever the add-on answered (a page, an error, nothing).
+#[test]
+fn resource_routes_answer_sandboxed_and_nosniff() {
+    let (_env, server) = setup();
+    let r = server.api(
+        "POST",
+        "/api/apps/shop/addons",
+        Some(json!({"plan": "hostile"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    for (path, status) in [
+        ("/attack", 200),
+        ("/headers", 200),
+        ("/headers-out", 302),
+        ("/no-such-page", 404),
+    ] {
+        let on_platform = server.get(&format!("/addons/hostile{path}"), &[]);
+        assert_eq!(on_platform.status, status, "{path}: {}", on_platform.text());
+        assert_eq!(
+            on_platform.header("content-security-policy"),
+            Some("sandbox"),
+            "{path}: {:?}",
+            on_platform.headers
+        );
+        assert_eq!(
+            on_platform.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}: {:?}",
+            on_platform.headers
+        );
+        let own = server.addon_request("hostile", "GET", path, &[], b"");
+        assert_eq!(own.status, status, "{path}: {}", own.text());
+        assert_eq!(
+            own.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}: {:?}",
+            own.headers
+        );
+    }
+    // kv's resource route too, and an add-on that does not exist.
+    let kv = server.get("/addons/kv/", &[]);
+    assert_eq!(kv.header("content-security-policy"), Some("sandbox"));
+    assert_eq!(kv.header("x-content-type-options"), Some("nosniff"));
+    let none = server.get("/addons/nope/x", &[]);
+    assert_eq!(none.status, 404, "{}", none.text());
+    assert_eq!(none.header("content-security-policy"), Some("sandbox"));
+}
+
+/// A request to an add-on carrying the dashboard's session cookie and the
+/// API token — a browser signed in, a client sending everything it has —
+/// reaches the plugin without either, on both origins; what is the add-on's
+/// own (its credentials' `Authorization`, any other header) still reaches
+/// it. The plugin's record of what it saw is read back from its KV.
+#[test]
+fn the_platforms_cookie_and_token_never_reach_a_plugin() {
+    let (env, server) = setup();
+    let r = server.api(
+        "POST",
+        "/api/apps/shop/addons",
+        Some(json!({"plan": "hostile"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let session = server.sign_in();
+    let cookie = format!("{session}; addonhost_sso_hostile=x; other=1");
+    let bearer = format!("Bearer {}", server.token);
+    let session_value = session.split_once('=').unwrap().1.to_string();
+    let seen = |r: support::http::Response| -> serde_json::Value {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answered = r.json();
+        // What the plugin recorded is what it answered.
+        let kept: serde_json::Value =
+            serde_json::from_str(&env.db().kv("hostile", "seen/headers").unwrap()).unwrap();
+        assert_eq!(kept, answered);
+        answered
+    };
+    let platform = seen(server.get(
+        "/addons/hostile/headers",
+        &[
+            ("cookie", &cookie),
+            ("authorization", &bearer),
+            ("x-probe", "platform"),
+        ],
+    ));
+    let own = seen(server.addon_request(
+        "hostile",
+        "GET",
+        "/headers",
+        &[
+            ("cookie", &cookie),
+            ("authorization", &bearer),
+            ("x-probe", "own"),
+        ],
+        b"",
+    ));
+    for (origin, h, probe) in [("platform", &platform, "platform"), ("own", &own, "own")] {
+        assert_eq!(h["x-probe"], probe, "{origin}: {h}");
+        assert!(h.get("cookie").is_none(), "{origin}: {h}");
+        assert!(h.get("authorization").is_none(), "{origin}: {h}");
+        let text = h.to_string();
+        assert!(!text.contains(&server.token), "{origin}: {text}");
+        assert!(!text.contains(&session_value), "{origin}: {text}");
+    }
+    // An Authorization that is not the platform's token is the add-on's
+    // business (kv's Basic credentials): it goes through.
+    let basic = basic("user", "its-own-password");
+    let h = seen(server.get("/addons/hostile/headers", &[("authorization", &basic)]));
+    assert_eq!(h["authorization"], basic.as_str(), "{h}");
+    // And a plugin's Set-Cookie never comes back, on either origin.
+    let r = server.get("/addons/hostile/headers-out", &[("cookie", &cookie)]);
+    assert!(r.header("set-cookie").is_none(), "{:?}", r.headers);
+    let r = server.addon_request("hostile", "GET", "/headers-out", &[], b"");
+    assert!(r.header("set-cookie").is_none(), "{:?}", r.headers);
 }

@@ -4,7 +4,10 @@
 // Prints one JSON line: what each page's script managed, by URL.
 // Usage: node attack.mjs PLATFORM_URL TOKEN APP ATTACHMENT URL...
 // URL is an add-on page to open directly; "sso" follows the attachment's SSO
-// link on the app page instead (landing on the add-on's own dashboard).
+// link on the app page instead (landing on the add-on's own dashboard);
+// "raw:URL" opens URL and reports the page's text as it is (no script
+// expected). The report's "cookies" entry names the cookies the browser
+// holds for the platform's origin (so a test knows they were there to send).
 import { chromium } from "playwright-core";
 
 const [base, token, app, attachment, ...targets] = process.argv.slice(2);
@@ -43,11 +46,16 @@ try {
       await page.waitForLoadState("load");
       await page.waitForTimeout(300);
       report[`sso -> ${page.url()}`] = await waitResult();
+    } else if (target.startsWith("raw:")) {
+      const url = target.slice(4);
+      await page.goto(url);
+      report[target] = await page.evaluate(() => document.body ? document.body.innerText : "");
     } else {
       await page.goto(target);
       report[target] = await waitResult();
     }
   }
+  report["cookies"] = (await page.context().cookies(base)).map((c) => c.name).join(",");
   console.log(JSON.stringify(report));
 } finally {
   await browser.close();

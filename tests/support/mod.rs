@@ -341,6 +341,7 @@ pub fn unix_now() -> i64 {
 }
 
 pub mod db;
+pub mod dns;
 pub mod http;
 pub mod partner;
 pub mod tls;

@@ -20,7 +20,7 @@ fn main() {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_filter(filter);
         tracing_subscriber::registry()
             .with(stderr)
@@ -36,7 +36,14 @@ fn main() {
             .init();
     }
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // A development and test knob, not an operator's: with one worker
+    // thread only the runtime's yielding (a busy plugin yields every epoch
+    // tick) keeps the server answering while a plugin spins.
+    if let Some(n) = worker_threads() {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .expect("starting the tokio runtime");
@@ -55,4 +62,21 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `ADDONHOST_WORKER_THREADS`: how many worker threads the tokio runtime
+/// runs (tokio's default: one per core). Unset, empty or not a positive
+/// number: the default, with a warning for a bad value.
+fn worker_threads() -> Option<usize> {
+    let raw = std::env::var("ADDONHOST_WORKER_THREADS").ok()?;
+    match raw.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Some(n),
+        _ if raw.trim().is_empty() => None,
+        _ => {
+            tracing::warn!(
+                "ADDONHOST_WORKER_THREADS={raw:?} is not a positive number of threads; using one per core"
+            );
+            None
+        }
+    }
 }

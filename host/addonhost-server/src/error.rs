@@ -73,12 +73,57 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = body(req, state).await?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+        let parsed = serde_json::from_slice(&bytes).map_err(|e| {
             json_error(
                 StatusCode::BAD_REQUEST,
                 &format!("malformed JSON body: {e}"),
             )
-        })
+        })?;
+        // No name or value the platform keeps can hold a NUL (a process
+        // environment cannot, nor can PostgreSQL's text): refused, named,
+        // before any of it is looked up or stored.
+        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                if let Some(at) = nul_in(&value, "") {
+                    return Err(json_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the JSON body holds a NUL character (\\u0000) in {at}: no name or value here can hold one"),
+                    ));
+                }
+            }
+        }
+        Ok(JsonBody(parsed))
+    }
+}
+
+/// Where in `v` a string (a key or a value) holds a NUL, as a JSON
+/// pointer (`/options/x`), if anywhere.
+fn nul_in(v: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    let here = || {
+        if at.is_empty() {
+            "/".to_string()
+        } else {
+            at.to_string()
+        }
+    };
+    match v {
+        Value::String(s) if s.contains('\0') => Some(here()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{at}/{i}"))),
+        Value::Object(fields) => fields.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                Some(format!("a field name under {}", here()))
+            } else {
+                nul_in(
+                    item,
+                    &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                )
+            }
+        }),
+        _ => None,
     }
 }
 

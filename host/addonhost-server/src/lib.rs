@@ -246,7 +246,8 @@ pub fn app(server: Arc<Server>) -> Router {
         .route("/addons/{service}", any(addons::consumption))
         .route("/addons/{service}/", any(addons::consumption))
         .route("/addons/{service}/{*rest}", any(addons::consumption))
-        .with_state(server.clone());
+        .with_state(server.clone())
+        .layer(middleware::from_fn(refuse_nul_in_url));
     platform
         .layer(middleware::from_fn_with_state(
             server.clone(),
@@ -257,6 +258,22 @@ pub fn app(server: Arc<Server>) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(server, observe_request))
+}
+
+/// A percent-encoded NUL in the path or query of a platform route names
+/// nothing: no app, add-on, var or id holds one (a process environment
+/// cannot, nor can PostgreSQL's text). Refused before any route looks the
+/// name up, so a store never sees it.
+async fn refuse_nul_in_url(req: Request, next: Next) -> Response {
+    let nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    let uri = req.uri();
+    if nul(uri.path()) || uri.query().is_some_and(nul) {
+        return crate::error::json_error(
+            axum::http::StatusCode::BAD_REQUEST,
+            "the URL holds a NUL character (%00), which no name or id here can hold",
+        );
+    }
+    next.run(req).await
 }
 
 /// `GET /metrics` on the main address: the Prometheus text format, for

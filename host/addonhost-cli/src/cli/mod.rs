@@ -183,6 +183,18 @@ pub struct Cli {
         help_heading = "Operator limits"
     )]
     pub extra_ca: Option<PathBuf>,
+    /// The DNS server (IP:PORT) add-ons' outbound names are resolved with,
+    /// instead of the system's resolver: asked for every request, its
+    /// answers kept by nobody. Whatever it answers, a name never reaches a
+    /// loopback, private or link-local address.
+    #[arg(
+        long,
+        global = true,
+        env = "ADDONHOST_OUTBOUND_RESOLVER",
+        value_name = "IP:PORT",
+        help_heading = "Operator limits"
+    )]
+    pub outbound_resolver: Option<std::net::SocketAddr>,
     /// Let the host's own client (remote providers, the calling platform)
     /// call plain http:// URLs off the loopback; without it only
     /// 127.0.0.0/8, ::1 and localhost are called without TLS.
@@ -366,6 +378,9 @@ impl Cli {
             opts.trust = addonhost::tls::Trust::with_extra_ca(ca)?;
         }
         opts.allow_plain_http = self.allow_plain_http;
+        if let Some(server) = self.outbound_resolver {
+            opts.outbound_resolver = addonhost::runtime::outbound::Resolver::dns(server);
+        }
         Ok(opts)
     }
 

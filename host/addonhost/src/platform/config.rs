@@ -107,8 +107,16 @@ impl Host {
         if set.is_empty() && unset.is_empty() {
             return Err(error::invalid("nothing to change: give vars to set or unset").into());
         }
-        for (name, _) in set {
+        for (name, value) in set {
             check_user_var(name)?;
+            // A process's environment cannot hold a NUL (nor can
+            // PostgreSQL's text): refused here, named, on every store.
+            if value.contains('\0') {
+                return Err(error::invalid(format!(
+                    "config var {name}: its value contains a NUL character, which no environment variable can hold"
+                ))
+                .into());
+            }
         }
         if let Some(name) = unset.iter().find(|n| set.iter().any(|(s, _)| s == *n)) {
             return Err(error::invalid(format!(

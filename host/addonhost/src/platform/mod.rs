@@ -255,6 +255,7 @@ impl Host {
         // The operator's trust roots: the same for the add-ons' HTTPS as
         // for the host's own.
         grant.trust = self.opts.trust.clone();
+        grant.resolver = self.opts.outbound_resolver.clone();
         CallContext::new(self.store.clone(), manifest.clone(), scope, grant)
     }
 

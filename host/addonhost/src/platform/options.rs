@@ -64,6 +64,9 @@ pub struct HostOptions {
     /// `localhost`) are always allowed. The add-ons' outbound requests
     /// follow their declared schemes instead.
     pub allow_plain_http: bool,
+    /// Where add-ons' outbound names are resolved: the system's resolver,
+    /// or the DNS server of the operator's `--outbound-resolver`.
+    pub outbound_resolver: crate::runtime::outbound::Resolver,
 }
 
 impl HostOptions {
@@ -89,6 +92,7 @@ impl HostOptions {
             partner_api_rate: 4500,
             trust: crate::tls::Trust::default(),
             allow_plain_http: false,
+            outbound_resolver: Default::default(),
         }
     }
 }

@@ -158,6 +158,7 @@ impl OutboundPolicy {
             narrowed_by: n.narrowed_by,
             not_granted: Arc::new(n.not_granted),
             trust: crate::tls::Trust::default(),
+            resolver: Default::default(),
         }
     }
 

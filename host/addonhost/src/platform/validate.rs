@@ -53,6 +53,11 @@ pub fn value_ok(name: &str, value: &str) -> Result<(), String> {
             value.len()
         ));
     }
+    if value.contains('\0') {
+        return Err(format!(
+            "config var {name} contains a NUL character, which no environment variable can hold"
+        ));
+    }
     if name.ends_with("_URL") {
         match url::Url::parse(value) {
             Ok(u) if u.has_host() && !u.scheme().is_empty() => {}
@@ -109,6 +114,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn rejects_a_value_holding_a_nul() {
+        let e = addon_config(&manifest(), &[("KV_TOKEN".into(), "a\0b".into())]).unwrap_err();
+        assert!(e.contains("KV_TOKEN") && e.contains("NUL"), "{e}");
     }
 
     #[test]

@@ -47,7 +47,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, WasiHtt
 mod body;
 mod lookup;
 
-pub use lookup::{MAX_LOOKUPS, MAX_LOOKUPS_PER_ADDON};
+pub use lookup::{Resolver, MAX_LOOKUPS, MAX_LOOKUPS_PER_ADDON};
 
 use super::limits::{
     BudgetExceeded, MAX_OUTBOUND_IN_FLIGHT, MAX_OUTBOUND_REQUESTS, OUTBOUND_CONNECT_TIMEOUT,
@@ -56,6 +56,7 @@ use super::CallState;
 use crate::metrics::Metrics;
 use crate::outbound::{self, AllowList, Target, TargetHost};
 use body::{declared_over_cap, over_cap, Capped};
+#[cfg(test)]
 use lookup::{lookup, system_lookup};
 
 /// What one call may reach: its add-on's allowed hosts as the operator
@@ -73,6 +74,9 @@ pub struct Grant {
     /// The roots an `https` request's certificate must chain to (Mozilla's,
     /// and the operator's `--extra-ca`): the same as the host's own client.
     pub trust: crate::tls::Trust,
+    /// Where names are resolved (the operator's `--outbound-resolver`, or
+    /// the system's).
+    pub resolver: Resolver,
 }
 
 impl Grant {
@@ -83,6 +87,7 @@ impl Grant {
             narrowed_by: None,
             not_granted: AllowList::none(),
             trust: crate::tls::Trust::default(),
+            resolver: Resolver::default(),
         }
     }
 }
@@ -210,6 +215,7 @@ impl Outbound {
             target,
             allowed: self.grant.allowed.clone(),
             trust: self.grant.trust.clone(),
+            resolver: self.grant.resolver.clone(),
             until: self.until,
             spent: self.spent.clone(),
         })
@@ -291,6 +297,7 @@ struct Plan {
     target: Target,
     allowed: Arc<AllowList>,
     trust: crate::tls::Trust,
+    resolver: Resolver,
     until: Instant,
     spent: Arc<Spent>,
 }
@@ -371,6 +378,17 @@ impl Plan {
         let connect_by = earliest(connect_by, started + OUTBOUND_CONNECT_TIMEOUT);
         let stream = match tokio::time::timeout_at(connect_by.into(), self.connect()).await {
             Ok(stream) => stream?,
+            // The connect limit ran out, not the call's time: say which.
+            Err(_) if connect_by < self.until => {
+                return Err(Failure(
+                    "timeout",
+                    self.error(format!(
+                        "could not connect within {} ms (resolving and connecting end after {} s, or the request's own connect timeout when shorter)",
+                        started.elapsed().as_millis(),
+                        OUTBOUND_CONNECT_TIMEOUT.as_secs()
+                    )),
+                ))
+            }
             Err(_) => return Err(self.timed_out(started)),
         };
         // Origin form on the wire: the scheme and authority are the
@@ -450,7 +468,9 @@ impl Plan {
         let port = self.target.port;
         let addrs: Vec<SocketAddr> = match &self.target.host {
             TargetHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-            TargetHost::Name(name) => lookup(&self.spent.addon, name, port, system_lookup)
+            TargetHost::Name(name) => self
+                .resolver
+                .resolve(&self.spent.addon, name, port)
                 .await
                 .map_err(|e| self.error(format_args!("resolving {name}: {e}")))?,
         };
