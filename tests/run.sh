@@ -69,7 +69,7 @@ cargo test --workspace
 step "the tests where the backend matters, again with all state in PostgreSQL"
 ADDONHOST_TEST_BACKEND=postgres cargo test -p addonhost-cli \
   --test lifecycle --test ownership --test rotation --test server --test crash \
-  --test config --test races --test osb
+  --test config --test races --test osb --test isolation
 
 step "the lifecycle and the cluster tests again, through PgBouncer in transaction pooling (Debian's pgbouncer)"
 eval "$(tests/postgres.sh pgbouncer "$ADDONHOST_TEST_PG_DIR" --owner-pid $$)"
