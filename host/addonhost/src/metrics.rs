@@ -30,6 +30,7 @@ pub fn outcome_of<T>(r: &Result<T, CallError>) -> &'static str {
         Err(CallError::MemoryLimit { .. }) => "memory",
         Err(CallError::Trap { .. }) => "trap",
         Err(CallError::Budget { .. } | CallError::Busy { .. }) => "rejected",
+        Err(CallError::Unavailable { .. }) => "unavailable",
     }
 }
 
