@@ -250,24 +250,49 @@ fn a_server_killed_mid_provisioning_loses_no_acknowledged_add_on_and_retries_els
 
 #[test]
 fn a_scheduled_rotation_due_on_three_servers_runs_exactly_once() {
+    // A deadline a busy machine cannot miss: a run that missed it would be
+    // retried, a second call of `rotate` this test would count.
     let mut env = Env::with_plugin_copies(&["hostile"], |_, m| {
-        m["rotation"] = json!({"every_seconds": 3600})
+        m["rotation"] = json!({"every_seconds": 3600});
+        m["limits"]["timeout_ms"] = json!(10_000);
     });
     if env.database.is_none() {
         env.database = Some(PgDatabase::create());
     }
-    env.ok(&["apps:create", "shop"]);
-    for i in 0..4 {
-        // Each rotation takes 0.7 s (of its 1 s deadline): every server's once-a-second look
+    // Each add-on on an app of its own, its rotation reading nothing it
+    // shares with the others (`--rotate-sleep-ms`, not the credential
+    // record of `--slow-rotate-ms`): a rotation that finds what it read
+    // changed runs again on the same server, a second call of `rotate`
+    // that is no double run.
+    let apps = ["a0", "a1", "a2", "a3"];
+    let mut ids = BTreeSet::new();
+    for app in apps {
+        env.ok(&["apps:create", app]);
+        // Each rotation takes 0.7 s: every server's once-a-second look
         // finds it still due while another runs it.
-        env.create(
+        let created = env.create(
             "hostile",
-            "shop",
-            &["--as", &format!("H{i}"), "--", "--slow-rotate-ms", "700"],
+            app,
+            &["--as", "H", "--", "--rotate-sleep-ms", "700"],
         );
+        ids.insert(created["addon"]["addon_id"].as_str().unwrap().to_string());
     }
-    let before = env.release_versions("shop").len();
-    let (_siblings, servers) = servers(&env, 3);
+    let releases = |env: &Env| -> Vec<Vec<String>> {
+        apps.iter().map(|a| env.release_descriptions(a)).collect()
+    };
+    let before = releases(&env);
+    // The servers log at info level: the add-on's own line for each call
+    // of its `rotate` (`hostile rotate called for ID`).
+    let mut siblings = Vec::new();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let sibling = if i == 0 { None } else { Some(env.sibling()) };
+        let on = sibling.as_ref().unwrap_or(&env);
+        let mut serve = on.command(&["serve", "--port", "0"]);
+        serve.env("ADDONHOST_LOG", "info");
+        servers.push(Server::start_with(serve, on));
+        siblings.extend(sibling);
+    }
     for s in &servers {
         assert_eq!(s.get("/healthz", &[]).status, 200);
     }
@@ -299,15 +324,39 @@ fn a_scheduled_rotation_due_on_three_servers_runs_exactly_once() {
     }
     // Let every server look a few more times.
     thread::sleep(Duration::from_secs(4));
-    let rotations: Vec<String> = env
-        .release_descriptions("shop")
-        .into_iter()
-        .filter(|d| d.starts_with("Rotate"))
-        .collect();
-    assert_eq!(rotations.len(), 4, "{rotations:?}");
-    assert_eq!(env.release_versions("shop").len(), before + 4);
-    let distinct: BTreeSet<&String> = rotations.iter().collect();
-    assert_eq!(distinct.len(), 4, "an add-on rotated twice: {rotations:?}");
+    // The add-on was asked once per add-on, by one server: a second run
+    // whose outcome was thrown away would not show in the store.
+    let mut calls: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut lines = Vec::new();
+    for (n, server) in servers.iter().enumerate() {
+        for line in server.log.lock().unwrap().iter() {
+            if let Some(rest) = line.split("hostile rotate called for ").nth(1) {
+                let id = rest.split_whitespace().next().unwrap().to_string();
+                calls.entry(id).or_default().push(n);
+                lines.push(format!("server {n}: {line}"));
+            }
+        }
+    }
+    let lines = lines.join("\n");
+    assert_eq!(
+        calls.keys().cloned().collect::<BTreeSet<_>>(),
+        ids,
+        "rotate calls by add-on id (and the servers that made them): {calls:?}"
+    );
+    for (id, by) in &calls {
+        assert_eq!(
+            by.len(),
+            1,
+            "{id}: rotate called by servers {by:?}:\n{lines}"
+        );
+    }
+    // One rotation release on each app.
+    for ((app, before), after) in apps.iter().zip(&before).zip(releases(&env)) {
+        let rotations: Vec<&String> = after.iter().filter(|d| d.starts_with("Rotate")).collect();
+        assert_eq!(rotations.len(), 1, "{app}: {after:?}");
+        assert_eq!(after.len(), before.len() + 1, "{app}: {after:?}");
+        gap_free(&env, app);
+    }
     // One successful rotation audited per add-on, too (a run that missed
     // its deadline on a busy machine is audited as failed and retried).
     let done = db.count(
@@ -512,9 +561,42 @@ fn the_database_going_away_under_load_answers_503_then_service_resumes_and_nothi
     let mut env = Env::on_sqlite();
     env.database = Some(PgDatabase::create_on(&cluster.url).through(|| cluster.pgbouncer()));
     env.ok(&["apps:create", "shop"]);
+    env.create("kv", "shop", &[]);
     let server = Arc::new(Server::start(&env));
+    let kv = server.kv_url("shop");
+    assert_eq!(server.kv_put(&kv, "k", b"stored").status, 201);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Vec::new()));
+    // Readers too, of the app's config and of the kv add-on's key: each
+    // answer is the truth or a 503, never a wrong answer (a missing key, an
+    // empty config, another error). (what, status, sent, took, body).
+    type Read = (&'static str, u16, Instant, Duration, String);
+    let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
+    let mut readers = Vec::new();
+    for what in ["config", "kv"] {
+        let (server, stop, reads) = (server.clone(), stop.clone(), reads.clone());
+        let (path, auth) = (format!("{}/k", kv.path), kv.auth());
+        readers.push(thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let sent = Instant::now();
+                let r = match what {
+                    "config" => server.api("GET", "/api/apps/shop/config", None),
+                    _ => {
+                        http::request(&server.addr, "GET", &path, &[("authorization", &auth)], b"")
+                    }
+                };
+                let mut body = r.text();
+                if r.status == 503 && r.header("retry-after").is_none() {
+                    body.push_str(" (no retry-after)");
+                }
+                reads
+                    .lock()
+                    .unwrap()
+                    .push((what, r.status, sent, sent.elapsed(), body));
+                thread::sleep(Duration::from_millis(20));
+            }
+        }));
+    }
     let mut load = Vec::new();
     for t in 0..4 {
         let (server, stop, answers) = (server.clone(), stop.clone(), answers.clone());
@@ -562,7 +644,7 @@ fn the_database_going_away_under_load_answers_503_then_service_resumes_and_nothi
         thread::sleep(Duration::from_millis(100));
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for l in load {
+    for l in load.into_iter().chain(readers) {
         l.join().unwrap();
     }
     let answers = answers.lock().unwrap().clone();
@@ -572,7 +654,44 @@ fn the_database_going_away_under_load_answers_503_then_service_resumes_and_nothi
         assert!(*status == 200 || *status == 503, "{key}: {status} {body}");
         assert!(*took < Duration::from_secs(15), "{key} took {took:?}");
     }
-    let _ = stopped_at;
+    // Every read: the truth, or a 503 saying when to retry. A config read
+    // holds every write acknowledged before it was sent.
+    let reads = reads.lock().unwrap().clone();
+    for what in ["config", "kv"] {
+        let during = reads
+            .iter()
+            .filter(|r| r.0 == what && r.2 > stopped_at && r.2 < restarted_at)
+            .count();
+        assert!(during > 0, "no {what} read was sent during the outage");
+    }
+    let mut refused = 0;
+    for (what, status, sent, took, body) in &reads {
+        assert!(*took < Duration::from_secs(15), "{what} read took {took:?}");
+        match (*what, *status) {
+            (_, 503) => {
+                assert!(!body.ends_with("(no retry-after)"), "{what}: 503 {body}");
+                refused += 1;
+            }
+            ("kv", 200) => assert_eq!(body, "stored", "kv read"),
+            ("config", 200) => {
+                let config: Value = serde_json::from_str(body)
+                    .unwrap_or_else(|e| panic!("config read: {e}: {body}"));
+                assert!(config["KV_URL"].is_string(), "config read: {body}");
+                for (key, ..) in answers.iter().filter(|a| a.1 == 200 && a.3 < *sent) {
+                    assert_eq!(
+                        config[key], "v",
+                        "a config read sent after {key} was acknowledged: {body}"
+                    );
+                }
+            }
+            _ => panic!("{what} read answered {status}: {body}"),
+        }
+    }
+    println!(
+        "{} reads, {refused} answered 503; {} writes, {unavailable} answered 503",
+        reads.len(),
+        answers.len()
+    );
     // Everything acknowledged is there, once, with its release.
     let cfg = env.config("shop");
     let acknowledged: Vec<&String> = answers

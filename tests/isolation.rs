@@ -2,14 +2,14 @@
 //! spend (memory, disk, descriptors, instance slots) on its behalf, and what
 //! it can take from the processes and the other add-ons of the platform. Each
 //! test is an attack by `tests/plugins/hostile` (or a manifest written like a
-//! hostile partner would) and what must hold instead.
+//! hostile partner would) and what must hold instead. Every test runs on
+//! either backend (the store's limits, quota and audit pruning included).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use rusqlite::Connection;
 use serde_json::{json, Value};
 
 /// Resident memory of a process in KiB: (now, peak).
@@ -40,10 +40,6 @@ fn seen(created: &Value) -> String {
         .find(|p| p[0].as_str().unwrap().ends_with("_SEEN"))
         .map(|p| p[1].as_str().unwrap().to_string())
         .unwrap_or_else(|| panic!("the add-on reports what it saw: {created}"))
-}
-
-fn db(env: &Env) -> Connection {
-    Connection::open(env.data().join("addonhost.db")).unwrap()
 }
 
 #[test]
@@ -81,18 +77,17 @@ fn a_call_writing_two_gib_is_stopped_by_its_budget_and_the_server_keeps_its_memo
         "the error names the budget: {message}"
     );
     // Nothing of it was stored, and the server serves on.
-    let flooded: i64 = db(&env)
-        .query_row(
-            "SELECT COUNT(*) FROM plugin_kv WHERE key LIKE 'flood/%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let flooded = env.db().count(
+        "SELECT COUNT(*) FROM plugin_kv WHERE key LIKE 'flood/%'",
+        &[],
+    );
     assert_eq!(flooded, 0);
-    let wal = std::fs::metadata(env.data().join("addonhost.db-wal"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    assert!(wal < 64 << 20, "the WAL grew to {wal} bytes");
+    if env.database.is_none() {
+        let wal = std::fs::metadata(env.data().join("addonhost.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(wal < 64 << 20, "the WAL grew to {wal} bytes");
+    }
     let kv = server.kv_url("shop");
     assert_eq!(server.kv_put(&kv, "still", b"here").status, 201);
 }
@@ -156,22 +151,19 @@ fn log_lines_refusals_and_kv_operations_of_one_call_are_bounded() {
         "--count",
         "2000",
     ]);
-    let (refused, longest): (i64, i64) = db(&env)
-        .query_row(
-            "SELECT COUNT(*), COALESCE(MAX(length(detail)), 0) FROM audit WHERE action = 'refused'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let refused = env
+        .db()
+        .count("SELECT COUNT(*) FROM audit WHERE action = 'refused'", &[]);
+    let longest = env.db().count(
+        "SELECT COALESCE(MAX(length(detail)), 0) FROM audit WHERE action = 'refused'",
+        &[],
+    );
     assert!(refused <= 101, "{refused} refusals recorded for one call");
     assert!(longest <= 600, "a refusal of {longest} bytes was recorded");
-    let marker: i64 = db(&env)
-        .query_row(
-            "SELECT COUNT(*) FROM audit WHERE action = 'refused' AND detail LIKE '%more refusals%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let marker = env.db().count(
+        "SELECT COUNT(*) FROM audit WHERE action = 'refused' AND detail LIKE '%more refusals%'",
+        &[],
+    );
     assert_eq!(marker, 1, "the cap is recorded once");
 
     // Millions of KV operations: stopped by the operation budget, long
@@ -329,13 +321,10 @@ fn an_add_on_cannot_store_past_its_quota_and_plugins_reports_its_usage() {
         "the error names the quota: {}",
         refused.stderr
     );
-    let stored: i64 = db(&env)
-        .query_row(
-            "SELECT COALESCE(SUM(length(value)), 0) FROM plugin_kv WHERE service = 'hostile'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored = env.db().count(
+        "SELECT COALESCE(SUM(length(value)), 0) FROM plugin_kv WHERE service = 'hostile'",
+        &[],
+    );
     assert!(stored < 4 << 20, "{stored} bytes stored past the quota");
     let mut args = quota.to_vec();
     args.extend(["plugins", "--json"]);
@@ -382,6 +371,9 @@ fn sockets_cannot_be_created_and_a_resource_flood_fails_only_its_call() {
     assert!(err.contains("resources"), "{err}");
     env.create("kv", "shop", &[]);
 }
+
+/// The p99 latency kv's route must keep while another add-on is flooded.
+const KV_P99_UNDER_FLOOD: Duration = Duration::from_millis(1000);
 
 #[test]
 fn a_flooded_add_on_does_not_starve_another() {
@@ -459,14 +451,28 @@ fn a_flooded_add_on_does_not_starve_another() {
     l.sort();
     let p99 = l[l.len() * 99 / 100];
     eprintln!(
-        "kv during the flood: {} requests, p50 {:?}, p99 {p99:?}; hostile answered 503 {} times",
+        "kv during the flood: {} requests, p50 {:?}, p99 {p99:?}, slowest {:?}; hostile answered 503 {} times",
         l.len(),
         l[l.len() / 2],
+        &l[l.len().saturating_sub(5)..],
         busy.load(Ordering::Relaxed)
     );
     assert!(
         failures.is_empty(),
         "kv failed during the flood: {failures:?}"
+    );
+    // Answered, and promptly: kv waits for nothing of the hostile add-on's,
+    // its connections included (a full listen queue delays a connection by
+    // a second: the SYN is sent again). The bound is generous for a loaded
+    // 2-core machine, where kv answers in 1-250 ms under this flood.
+    assert!(
+        l.len() >= 5,
+        "kv answered only {} requests in 3 s of flood",
+        l.len()
+    );
+    assert!(
+        p99 < KV_P99_UNDER_FLOOD,
+        "kv's p99 during the flood was {p99:?} (bound {KV_P99_UNDER_FLOOD:?})"
     );
     assert!(
         busy.load(Ordering::Relaxed) > 0,
@@ -624,41 +630,55 @@ fn a_folder_claiming_another_add_ons_id_is_refused() {
 #[test]
 fn the_data_dir_and_every_secret_in_it_are_private_to_their_owner() {
     use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
     let env = Env::new();
     // A data dir made earlier with the usual umask.
     std::fs::set_permissions(env.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
     env.ok(&["apps:create", "shop"]);
     env.create("kv", "shop", &[]);
-    env.ok(&["auth:token"]);
+    // A running server: it writes the API token and the broker's
+    // credentials, and holds the store open (SQLite's WAL and shared-memory
+    // files exist while it does).
+    let server = Server::start(&env);
+    server.app_with("shop2", &[json!({"plan": "kv:mini"})]);
     let data = env.data();
-    assert_eq!(mode(data), 0o700, "data dir");
-    for f in [
-        "addonhost.db",
-        "addonhost.db-wal",
-        "addonhost.db-shm",
-        "api-token",
-    ] {
-        let p = data.join(f);
-        if p.exists() {
-            assert_eq!(mode(&p), 0o600, "{f}");
+    let mut secrets = vec!["api-token", "osb-credentials"];
+    if env.database.is_none() {
+        secrets.extend(["addonhost.db", "addonhost.db-wal", "addonhost.db-shm"]);
+    }
+    let check = |when: &str| {
+        assert_eq!(mode(data), 0o700, "data dir, {when}");
+        for f in &secrets {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f}, {when}");
         }
+        let cache = data.join("cache");
+        assert_eq!(mode(&cache), 0o700, "cache dir, {when}");
+        let mut entries = 0;
+        for entry in std::fs::read_dir(&cache).unwrap() {
+            let p = entry.unwrap().path();
+            assert_eq!(mode(&p), 0o600, "{}, {when}", p.display());
+            entries += 1;
+        }
+        assert!(entries > 0, "the cache holds the compiled add-ons");
+    };
+    check("as made");
+    // Killed: SQLite's WAL and shared-memory files stay behind. Every file
+    // loosened by hand is tightened on the next start.
+    drop(server);
+    for f in &secrets {
+        assert!(data.join(f).exists(), "{f} stays");
+        std::fs::set_permissions(data.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
-    assert!(data.join("addonhost.db").exists());
-    let cache = data.join("cache");
-    assert_eq!(mode(&cache), 0o700, "cache dir");
-    for entry in std::fs::read_dir(&cache).unwrap() {
-        let p = entry.unwrap().path();
-        assert_eq!(mode(&p), 0o600, "{}", p.display());
-    }
-    // Files loosened by hand are tightened on the next open.
-    std::fs::set_permissions(
-        data.join("addonhost.db"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
-    env.ok(&["apps"]);
-    assert_eq!(mode(&data.join("addonhost.db")), 0o600);
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start(&env);
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+    check("loosened, then a new start");
 }
 
 #[test]
@@ -729,9 +749,8 @@ fn a_slow_add_ons_scheduled_rotation_delays_no_other() {
     env.create("hostile", "shop", &["--", "--slow-rotate-ms", "3000"]);
     env.create("kv", "shop", &[]);
     // Make both overdue: provisioned two days ago.
-    db(&env)
-        .execute("UPDATE resources SET created_at = created_at - 172800", [])
-        .unwrap();
+    env.db()
+        .execute("UPDATE resources SET created_at = created_at - 172800", &[]);
     let server = Server::start(&env);
     let rotations = || -> Vec<String> {
         let mut r: Vec<String> = env

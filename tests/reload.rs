@@ -82,11 +82,177 @@ fn kv_row(server: &Server) -> Value {
 /// What the load saw go wrong, request by request.
 type Failures = Arc<std::sync::Mutex<Vec<String>>>;
 
+/// `id`'s row in the server's plugin list.
+fn plugin_row(server: &Server, id: &str) -> Value {
+    let list = server.api("GET", "/api/plugins", None).json();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The hostile add-on's component answering `/marker` with build `n`: the
+/// digits of its marker rewritten in place (the same length: the component
+/// stays valid; its code is unchanged, its data is not).
+fn marked(component: &[u8], n: u32) -> Vec<u8> {
+    let prefix = b"addonhost-build-marker:";
+    let at: Vec<usize> = component
+        .windows(prefix.len())
+        .enumerate()
+        .filter(|(_, w)| *w == prefix)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "the marker is in the component once: {at:?}");
+    let mut out = component.to_vec();
+    let digits = format!("{n:09}");
+    let start = at[0] + prefix.len();
+    out[start..start + 9].copy_from_slice(digits.as_bytes());
+    out
+}
+
+/// The build number a `/marker` answer names.
+fn build_of(body: &str) -> Option<u32> {
+    body.strip_prefix("addonhost-build-marker:")?.parse().ok()
+}
+
+/// Waits until the server lists, for each `(id, hash)`, a build other than
+/// `hash` served from its optimized code; for each, the origins it was
+/// listed with in order (the quick tier, then compiled or a cache hit) and
+/// its new hash. Both are watched at once: one's quick tier can come and go
+/// while the other compiles.
+fn optimized_builds(
+    server: &Server,
+    old: &[(&str, Value)],
+    what: &str,
+) -> Vec<(Vec<String>, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen: Vec<Vec<String>> = vec![Vec::new(); old.len()];
+    let mut done: Vec<Option<Value>> = vec![None; old.len()];
+    // Optimized: compiled, or found in the cache when a second reload of
+    // the same version (the other add-on's change seen at the same moment)
+    // waited for the first one's compile.
+    let optimized =
+        |o: Option<&String>| matches!(o.map(String::as_str), Some("compiled" | "cache-hit"));
+    while done.iter().any(Option::is_none) {
+        let list = server.api("GET", "/api/plugins", None).json();
+        for (i, (id, hash)) in old.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            let row = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == *id)
+                .cloned()
+                .unwrap_or(Value::Null);
+            assert!(
+                row["error"].is_null(),
+                "{what}: {id}'s new build was refused: {row}"
+            );
+            if row["component_hash"] != *hash {
+                let origin = row["origin"].as_str().unwrap_or("none").to_string();
+                if seen[i].last() != Some(&origin) {
+                    seen[i].push(origin);
+                }
+                if optimized(seen[i].last()) {
+                    done[i] = Some(row["component_hash"].clone());
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: a new build never finished optimizing: {seen:?} {list}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    seen.into_iter()
+        .zip(done.into_iter().map(Option::unwrap))
+        .collect()
+}
+
+/// Clients asking the hostile add-on which build answers, each recording
+/// the builds it saw in order.
+struct MarkerClients {
+    stop: Arc<AtomicBool>,
+    /// Per client: the newest build it saw.
+    latest: Vec<Arc<AtomicUsize>>,
+    threads: Vec<std::thread::JoinHandle<Vec<u32>>>,
+}
+
+impl MarkerClients {
+    fn start(server: &Server, n: usize, failures: &Failures) -> MarkerClients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut latest = Vec::new();
+        let mut threads = Vec::new();
+        for c in 0..n {
+            let mine = Arc::new(AtomicUsize::new(0));
+            latest.push(mine.clone());
+            let (addr, stop, failures) = (server.addr.clone(), stop.clone(), failures.clone());
+            let host = server.addon_host("hostile");
+            threads.push(std::thread::spawn(move || {
+                let mut builds = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = request(&addr, "GET", "/marker", &[("host", &host)], b"");
+                    match (r.status, build_of(&r.text())) {
+                        (200, Some(b)) => {
+                            if builds.last() != Some(&b) {
+                                builds.push(b);
+                            }
+                            mine.store(b as usize, Ordering::Relaxed);
+                        }
+                        _ => failures.lock().unwrap().push(format!(
+                            "marker client {c}: {} {:?}",
+                            r.status,
+                            r.text()
+                        )),
+                    }
+                }
+                builds
+            }));
+        }
+        MarkerClients {
+            stop,
+            latest,
+            threads,
+        }
+    }
+
+    /// Waits until every client has been answered by build `n`.
+    fn wait_for(&self, n: u32) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .latest
+            .iter()
+            .any(|l| l.load(Ordering::Relaxed) < n as usize)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "build {n} never answered every client"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stops the clients; the builds each saw, in order.
+    fn stop(self) -> Vec<Vec<u32>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect()
+    }
+}
+
 #[test]
 fn twenty_new_versions_under_continuous_load_fail_no_request_and_keep_data() {
-    let env = kv_env();
+    let env = Env::with_plugin_copies(&["kv", "hostile"], |_, _| {});
     let (server, auth, path, url) = setup(&env);
     let original = std::fs::read(plugin_dir(&env).join("kv.wasm")).unwrap();
+    let hostile_wasm = std::path::Path::new(&env.plugins).join("hostile/hostile.wasm");
+    let hostile_original = std::fs::read(&hostile_wasm).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
     let failures: Failures = Default::default();
@@ -178,50 +344,48 @@ fn twenty_new_versions_under_continuous_load_fail_no_request_and_keep_data() {
             (written, provisioned)
         })
     };
-    // Each round a new build of kv (another content hash): it must serve
-    // from the quick tier first, then from its optimized build, while the
-    // load runs.
+    // Three more clients asking the hostile add-on which build answers:
+    // each new build of it answers with its own number.
+    let markers = MarkerClients::start(&server, 3, &failures);
+    markers.wait_for(0);
+    // Each round a new build of kv (another content hash) and of hostile
+    // (another answer): each must serve from the quick tier first, then
+    // from its optimized build, while the load runs; the round ends once
+    // every marker client has been answered by hostile's new build.
     let mut hash = kv_row(&server)["component_hash"].clone();
+    let mut hostile_hash = plugin_row(&server, "hostile")["component_hash"].clone();
     let mut origins = Vec::new();
-    for round in 0..20 {
-        replace_component(&env, &variant(&original, &format!("reload {round}")));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut seen: Vec<String> = Vec::new();
+    for round in 1..=20 {
         let served_before = done.load(Ordering::Relaxed);
-        loop {
-            let row = kv_row(&server);
-            assert!(
-                row["error"].is_null(),
-                "round {round}: the new build was refused: {row}"
-            );
-            if row["component_hash"] != hash {
-                let origin = row["origin"].as_str().unwrap_or("none").to_string();
-                if seen.last() != Some(&origin) {
-                    seen.push(origin);
-                }
-                if seen.last().map(String::as_str) == Some("compiled") {
-                    hash = row["component_hash"].clone();
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: the new build never finished optimizing: {seen:?} {row}"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        replace_component(&env, &variant(&original, &format!("reload {round}")));
+        let tmp = hostile_wasm.with_extension("wasm.tmp");
+        std::fs::write(&tmp, marked(&hostile_original, round)).unwrap();
+        std::fs::rename(&tmp, &hostile_wasm).unwrap();
+        let mut builds = optimized_builds(
+            &server,
+            &[("kv", hash.clone()), ("hostile", hostile_hash.clone())],
+            &format!("round {round}"),
+        )
+        .into_iter();
+        let (seen, h) = builds.next().unwrap();
+        origins.push(seen);
+        hash = h;
+        let (seen, h) = builds.next().unwrap();
+        origins.push(seen);
+        hostile_hash = h;
+        markers.wait_for(round);
         assert!(
             done.load(Ordering::Relaxed) > served_before,
             "round {round}: no request ran during the swaps"
         );
-        origins.push(seen);
     }
     stop.store(true, Ordering::Relaxed);
+    let builds = markers.stop();
     let (written, provisioned) = hammer.join().unwrap();
     let done = done.load(Ordering::Relaxed);
     let failures = failures.lock().unwrap().clone();
     println!(
-        "{done} requests across 20 new versions, {} failed",
+        "{done} kv requests across 20 new versions, {} failed; builds each marker client saw: {builds:?}",
         failures.len()
     );
     assert!(
@@ -230,11 +394,21 @@ fn twenty_new_versions_under_continuous_load_fail_no_request_and_keep_data() {
         failures.len(),
         &failures[..failures.len().min(20)]
     );
-    for (round, seen) in origins.iter().enumerate() {
+    for (i, seen) in origins.iter().enumerate() {
+        assert!(
+            seen.len() == 2 && seen[0] == "quick",
+            "round {}: the origins {}'s new build was listed with: {seen:?}",
+            i / 2 + 1,
+            ["kv", "hostile"][i % 2]
+        );
+    }
+    // The builds advance: no client is answered by an older build after a
+    // newer one, and each saw every build from the first to the last.
+    for (c, seen) in builds.iter().enumerate() {
         assert_eq!(
             seen,
-            &["quick", "compiled"],
-            "round {round}: the origins the new build was listed with"
+            &(0..=20).collect::<Vec<u32>>(),
+            "marker client {c}: the builds that answered it, in order"
         );
     }
     assert!(

@@ -194,13 +194,30 @@ fn local_restarts_processes_on_a_new_release_with_the_new_values() {
         "web: echo \"started GREETING=$GREETING\"; exec sleep 60\n",
     )
     .unwrap();
-    let mut child = env
-        .command(&["local", "-a", "shop", "-f", procfile.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // On PostgreSQL, only the database's announcement of the release may
+    // restart the processes: `--poll-ms 0` turns off the look every 5 s
+    // that would otherwise restart them too, announcements or not.
+    let mut args = vec!["local", "-a", "shop", "-f", procfile.to_str().unwrap()];
+    if env.database.is_some() {
+        args.extend(["--poll-ms", "0"]);
+    }
+    // Killed when the test ends, passed or not: a `local` left running
+    // would hold the test's output open.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        env.command(&args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
             .lines()
@@ -226,8 +243,21 @@ fn local_restarts_processes_on_a_new_release_with_the_new_values() {
     wait_for("started GREETING=hello");
     env.ok(&["config:set", "GREETING=bonjour", "-a", "shop"]);
     wait_for("started GREETING=bonjour");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
+    if env.database.is_none() {
+        // Without announcements, never looking would never restart.
+        let (code, err) = env.fails(&[
+            "local",
+            "-a",
+            "shop",
+            "-f",
+            procfile.to_str().unwrap(),
+            "--poll-ms",
+            "0",
+        ]);
+        assert_ne!(code, 0);
+        assert!(err.contains("--poll-ms 0"), "{err}");
+    }
 }
 
 #[test]

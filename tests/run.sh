@@ -73,7 +73,7 @@ cargo test --workspace
 
 step "the tests where the backend matters, again with all state in PostgreSQL"
 ADDONHOST_TEST_BACKEND=postgres cargo test -p addonhost-cli --test all -- \
-  lifecycle:: ownership:: rotation:: server:: crash:: config:: races:: osb::
+  lifecycle:: ownership:: rotation:: server:: crash:: config:: races:: osb:: isolation::
 
 step "the lifecycle and the cluster tests again, through PgBouncer in transaction pooling (Debian's pgbouncer)"
 eval "$(tests/postgres.sh pgbouncer "$ADDONHOST_TEST_PG_DIR" --owner-pid $$)"

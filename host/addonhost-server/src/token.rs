@@ -18,12 +18,17 @@ pub fn for_host(host: &addonhost::Host) -> anyhow::Result<String> {
     }
     let token = host.shared_setting(FILE_NAME, new_token)?;
     let path = data_dir.join(FILE_NAME);
+    // The data dir and the copy are made private whether or not the copy
+    // changes: one loosened by hand is tightened on the next start.
+    addonhost::util::private_dir(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let current = std::fs::read_to_string(&path).unwrap_or_default();
     if current.trim() != token {
-        addonhost::util::private_dir(data_dir)
-            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         addonhost::util::write_private(&path, format!("{token}\n").as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
+    } else {
+        addonhost::util::private_file(&path)
+            .with_context(|| format!("cannot make {} private", path.display()))?;
     }
     Ok(token)
 }

@@ -651,6 +651,67 @@ mod tests {
         }
     }
 
+    /// The special-purpose IPv4 ranges, by name, and the public addresses
+    /// just outside each (found by mutation testing: deleting any of these
+    /// arms went unnoticed).
+    #[test]
+    fn special_purpose_ipv4_ranges_are_named_and_their_neighbours_are_public() {
+        for (ip, kind) in [
+            ("192.0.0.8", "IETF protocol assignments"),
+            ("192.0.2.1", "documentation"),
+            ("198.51.100.7", "documentation"),
+            ("203.0.113.9", "documentation"),
+            ("198.18.0.1", "benchmarking"),
+            ("198.19.255.255", "benchmarking"),
+            ("::ffff:198.18.0.1", "benchmarking"),
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            let named = non_public(addr).unwrap_or_else(|| panic!("{ip} counted as public"));
+            assert!(named.starts_with(kind), "{ip}: {named}");
+        }
+        for ip in [
+            "192.0.1.1",
+            "192.0.3.1",
+            "198.51.101.1",
+            "203.0.114.1",
+            "198.17.255.255",
+            "198.20.0.0",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(non_public(addr), None, "{ip} is public");
+        }
+    }
+
+    /// The special-purpose IPv6 ranges, by name, and the public addresses
+    /// beside each (found by mutation testing: these guards and arms could
+    /// change unnoticed).
+    #[test]
+    fn special_purpose_ipv6_ranges_are_named_and_their_neighbours_are_public() {
+        for (ip, kind) in [
+            // NAT64 of 198.51.100.7: the third octet decides.
+            ("64:ff9b::c633:6407", "NAT64 of a non-public"),
+            ("fec0::1", "site-local"),
+            ("2001:db8::1", "documentation"),
+            ("2001:0:4136:e378::1", "Teredo"),
+            ("100::1", "discard-only"),
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            let named = non_public(addr).unwrap_or_else(|| panic!("{ip} counted as public"));
+            assert!(named.starts_with(kind), "{ip}: {named}");
+        }
+        for ip in [
+            "64:ff9b::c633:6507",
+            "64::1",
+            "2606:4700:1::1111",
+            "2001:db9::1",
+            "2001:4860::8888",
+            "100:0:0:1::1",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(non_public(addr), None, "{ip} is public");
+        }
+    }
+
     #[test]
     fn nat64_local_use_and_ipv4_translated_forms_of_internal_addresses_are_not_public() {
         for ip in [

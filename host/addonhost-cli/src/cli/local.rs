@@ -22,9 +22,12 @@ pub struct Local {
     /// The Procfile: `name: command` lines.
     #[arg(short = 'f', long, default_value = "Procfile")]
     pub procfile: PathBuf,
-    /// How often to look for a new release, in milliseconds.
-    #[arg(long, default_value_t = 200)]
-    pub poll_ms: u64,
+    /// How often to look for a new release, in milliseconds: 200 by
+    /// default; 5,000 where the database announces each release (PostgreSQL
+    /// with LISTEN), the look then only backing the announcements up. There,
+    /// 0 means never to look: announcements only.
+    #[arg(long)]
+    pub poll_ms: Option<u64>,
 }
 
 /// `name: command` pairs of a Procfile.
@@ -152,27 +155,33 @@ pub async fn run(host: &Host, l: &Local) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(&l.procfile)
         .with_context(|| format!("cannot read {}", l.procfile.display()))?;
     let procs = parse_procfile(&text)?;
-    let (mut version, description, env) = current(host, &l.app)?;
-    println!("local: {} on release v{version} ({description})", l.app);
-    let mut children = Vec::new();
-    for (name, cmd) in &procs {
-        children.push(spawn(name, cmd, &env)?);
-    }
     // On PostgreSQL the database announces each release as it commits;
     // polling then only backs that up.
     let mut releases = host.subscribe_releases();
-    let poll = match releases {
-        Some(_) => Duration::from_secs(5),
-        None => Duration::from_millis(l.poll_ms.max(20)),
+    let poll = match (&releases, l.poll_ms) {
+        // Announcements only.
+        (Some(_), Some(0)) => None,
+        (Some(_), ms) => Some(Duration::from_millis(ms.unwrap_or(5000).max(20))),
+        (None, Some(0)) => bail!(
+            "--poll-ms 0 (announcements only) needs a store that announces new releases: \
+             PostgreSQL, reached directly or with --database-listen-url"
+        ),
+        (None, ms) => Some(Duration::from_millis(ms.unwrap_or(200).max(20))),
     };
-    if releases.is_none() && host.shared_store() {
+    if let (None, true, Some(poll)) = (&releases, host.shared_store(), poll) {
         println!(
             "local: the database is reached through a pooler and no --database-listen-url is given: \
              looking for new releases every {} ms",
             poll.as_millis()
         );
     }
-    let mut ticker = tokio::time::interval(poll);
+    let mut ticker = poll.map(tokio::time::interval);
+    let (mut version, description, env) = current(host, &l.app)?;
+    println!("local: {} on release v{version} ({description})", l.app);
+    let mut children = Vec::new();
+    for (name, cmd) in &procs {
+        children.push(spawn(name, cmd, &env)?);
+    }
     let ctrl_c = super::signal::shutdown_signal();
     tokio::pin!(ctrl_c);
     loop {
@@ -184,7 +193,7 @@ pub async fn run(host: &Host, l: &Local) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             _ = announced(&mut releases, &l.app) => {}
-            _ = ticker.tick() => {}
+            _ = tick(&mut ticker) => {}
         }
         let (latest, description, env) = match current(host, &l.app) {
             Ok(c) => c,
@@ -205,6 +214,16 @@ pub async fn run(host: &Host, l: &Local) -> anyhow::Result<i32> {
         for (name, cmd) in &procs {
             children.push(spawn(name, cmd, &env)?);
         }
+    }
+}
+
+/// Resolves at the ticker's next tick; never without one.
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -108,13 +108,31 @@ pub struct Open {
     pub app: String,
 }
 
+/// Connections the kernel queues before the server accepts them (capped by
+/// `net.core.somaxconn`). Tokio's own `bind` queues 1,024: a thousand
+/// clients flooding one add-on filled it, and another client's connection
+/// then waited for its SYN to be sent again (a second or more).
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
+/// tokio's `bind` sets it).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 pub async fn serve(
     cli: &Cli,
     s: &Serve,
     logs: addonhost_server::logs::LogHub,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind((s.bind, s.port))
-        .await
+    let listener = listen(std::net::SocketAddr::new(s.bind, s.port))
         .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", s.bind, s.port))?;
     let addr = listener.local_addr()?;
     let mut opts = cli.options()?;

@@ -104,10 +104,17 @@ pub fn addon(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// A failed plugin call as the user's error: `Busy` when it was refused
-/// before starting, `Addon` otherwise.
+/// before starting, `Unavailable` when the store could not answer it,
+/// `Addon` otherwise.
 pub fn call(e: crate::runtime::CallError) -> anyhow::Error {
     UserError {
-        kind: if e.is_busy() { Kind::Busy } else { Kind::Addon },
+        kind: if e.is_busy() {
+            Kind::Busy
+        } else if e.is_unavailable() {
+            Kind::Unavailable
+        } else {
+            Kind::Addon
+        },
         message: e.to_string(),
     }
     .into()

@@ -177,6 +177,13 @@ impl Plugin {
                             what,
                         })
                     }
+                    Some(error::Limit::Unavailable(reason)) => {
+                        return Err(CallError::Unavailable {
+                            plugin: self.id.clone(),
+                            call,
+                            reason,
+                        })
+                    }
                     Some(error::Limit::Pool) => {
                         return Err(CallError::Busy {
                             plugin: self.id.clone(),

@@ -67,6 +67,18 @@ pub enum CallError {
         /// when it wrote any.
         reason: String,
     },
+    /// The store could not answer one of the call's capabilities (its
+    /// database is unreachable): the call was stopped there; it may be
+    /// retried.
+    #[error("add-on {plugin}: {call} stopped: {reason}; try again shortly")]
+    Unavailable {
+        /// The add-on id.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// What the store said.
+        reason: String,
+    },
     /// The plugin answered with an error meant for the user.
     #[error("add-on {plugin}: {message}")]
     Addon {
@@ -96,6 +108,7 @@ pub fn outcome_of<T>(r: &Result<T, CallError>) -> &'static str {
         Err(CallError::MemoryLimit { .. }) => "memory",
         Err(CallError::Trap { .. }) => "trap",
         Err(CallError::Budget { .. } | CallError::Busy { .. }) => "rejected",
+        Err(CallError::Unavailable { .. }) => "unavailable",
     }
 }
 
@@ -104,6 +117,11 @@ impl CallError {
     pub fn is_busy(&self) -> bool {
         matches!(self, CallError::Busy { .. })
     }
+
+    /// The store could not answer the call; it may be retried.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CallError::Unavailable { .. })
+    }
 }
 
 /// What a host-side limit a trap came from is, if any: a budget a host
@@ -111,6 +129,9 @@ impl CallError {
 /// limits.
 pub(super) fn limit_of(e: &wasmtime::Error) -> Option<Limit> {
     if let Some(b) = e.downcast_ref::<BudgetExceeded>() {
+        if b.0.starts_with(super::limits::STORE_UNAVAILABLE) {
+            return Some(Limit::Unavailable(b.0.clone()));
+        }
         return Some(Limit::Budget(b.0.clone()));
     }
     let resources = || {
@@ -133,6 +154,8 @@ pub(super) fn limit_of(e: &wasmtime::Error) -> Option<Limit> {
 
 pub(super) enum Limit {
     Budget(String),
+    /// Not a limit: the store could not answer (see `STORE_UNAVAILABLE`).
+    Unavailable(String),
     /// wasmtime's instance pool was full (only if the slots undercount).
     Pool,
 }

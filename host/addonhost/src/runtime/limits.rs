@@ -48,8 +48,16 @@ pub const MAX_OUTBOUND_RESPONSE_BYTES: u64 = 4 << 20;
 /// (TLS handshake excluded), and never past the call's deadline.
 pub const OUTBOUND_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// What a [`BudgetExceeded`] starts with when no budget ran out but the
+/// store could not answer a capability (a database gone away): the guest
+/// traps at once and the call fails with [`super::CallError::Unavailable`],
+/// never with an answer made up for it (an empty read the plugin would take
+/// for "no such key").
+pub const STORE_UNAVAILABLE: &str = "the store is unavailable";
+
 /// A budget a call ran out of. Host functions return it to trap the guest at
-/// once; the call then fails with [`super::CallError::Budget`].
+/// once; the call then fails with [`super::CallError::Budget`] (or
+/// [`super::CallError::Unavailable`], see [`STORE_UNAVAILABLE`]).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct BudgetExceeded(pub String);

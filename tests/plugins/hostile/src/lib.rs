@@ -9,9 +9,9 @@
 //! host forwarded (`/headers`), one that lies about its framing
 //! (`/desync`), one that tries to remember what earlier calls left in its
 //! memory (`/remember`) and one that calls out while serving a user
-//! (`/fetch`). `--attack pending` answers provisioning later:
-//! `POST /complete/<id>` completes it, `POST /fail/<id>` fails it with the
-//! body as the reason. Outbound attacks (`--attack fetch --url U`,
+//! (`/fetch`); `/marker` says which build answers. `--attack pending`
+//! answers provisioning later: `POST /complete/<id>` completes it,
+//! `POST /fail/<id>` fails it with the body as the reason. Outbound attacks (`--attack fetch --url U`,
 //! `fetch-many`, `fetch-parallel`) aim at hosts the add-on did not declare,
 //! names that resolve to the loopback, slow and huge upstreams, and the
 //! call's request budgets.
@@ -50,6 +50,9 @@ struct Probe {
     /// (`--slow-rotate-ms N`).
     #[serde(default)]
     slow_rotate_ms: Option<u64>,
+    /// Rotations take this long, touching nothing (`--rotate-sleep-ms N`).
+    #[serde(default)]
+    rotate_sleep_ms: Option<u64>,
     /// The resource's URL, for a pending provisioning completed later.
     #[serde(default)]
     url: Option<String>,
@@ -376,6 +379,7 @@ impl Lifecycle for Hostile {
             rotate_fail: option(&req, "rotate-fail") == Some("true"),
             sso: option(&req, "sso").map(String::from),
             slow_rotate_ms: option(&req, "slow-rotate-ms").and_then(|v| v.parse().ok()),
+            rotate_sleep_ms: option(&req, "rotate-sleep-ms").and_then(|v| v.parse().ok()),
             url: Some(url),
         };
         store::put(&format!("probe/{id}"), &probe)?;
@@ -406,6 +410,9 @@ impl Lifecycle for Hostile {
 impl Credentials for Hostile {
     /// Probes the config capability and reports every answer in HOSTILE_SEEN.
     fn rotate(id: String) -> Result<Config, AddonError> {
+        // Every call is recorded in the host's log, whatever becomes of it
+        // (a test counts the calls, not only the rotations committed).
+        addonhost_sdk::info(&format!("hostile rotate called for {id}"));
         let probe: Probe = store::get(&format!("probe/{id}"))?.unwrap_or_default();
         if probe.rotate_fail {
             return Err(AddonError::new("the credential service is unreachable"));
@@ -414,6 +421,9 @@ impl Credentials for Hostile {
             // Read the credential record, take a while, write it back: a
             // rotation racing the `/roll` route.
             bump_credential(ms);
+        }
+        if let Some(ms) = probe.rotate_sleep_ms {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         let mut seen = BTreeMap::new();
         for name in &probe.read {
@@ -579,6 +589,11 @@ fn remember() -> Response {
     Response::new(200, "application/json", seen.to_string().into_bytes())
 }
 
+/// Which build of the add-on is serving, as `/marker` answers it. A test
+/// rewrites the digits in the built component (same length, so the
+/// component stays valid) to make builds that answer differently.
+static BUILD_MARKER: &[u8; 32] = b"addonhost-build-marker:000000000";
+
 impl Handler for Hostile {
     fn handle(req: Request) -> Response {
         match req.segments().as_slice() {
@@ -647,6 +662,13 @@ impl Handler for Hostile {
                 }
             }
             ["remember"] => remember(),
+            // Read through black_box: the bytes are read from the data
+            // segment on every call, never folded into the code.
+            ["marker"] => Response::new(
+                200,
+                "text/plain",
+                std::hint::black_box(BUILD_MARKER).to_vec(),
+            ),
             // Headers that act on the browser or the origin answering them:
             // on the platform's origin a redirect elsewhere, a timed
             // redirect, wiping the dashboard's cookies and storage, a

@@ -195,6 +195,14 @@ impl CallContext {
         })
     }
 
+    /// The trap that ends a call whose read the store could not answer.
+    fn unavailable(e: String) -> BudgetExceeded {
+        BudgetExceeded(format!(
+            "{}: {e}",
+            crate::runtime::limits::STORE_UNAVAILABLE
+        ))
+    }
+
     /// [`CallContext::read`] for `f` that makes one read statement.
     fn read_one<T>(&self, f: impl FnOnce(&dyn Tx) -> anyhow::Result<T>) -> Result<T, String> {
         self.store.read_one(f).map_err(|e| {
@@ -377,8 +385,7 @@ impl Capabilities for CallContext {
         }
         let value = self
             .read_one(|tx| tx.kv_get(self.service(), key))
-            .ok()
-            .flatten();
+            .map_err(Self::unavailable)?;
         self.effects().reads.key(key, value.as_deref());
         Ok(value)
     }
@@ -439,7 +446,7 @@ impl Capabilities for CallContext {
                     }
                 }
             })
-            .unwrap_or_default();
+            .map_err(Self::unavailable)?;
         {
             let reads = &mut self.effects().reads;
             for (from, page) in &pages {
@@ -480,9 +487,7 @@ impl Capabilities for CallContext {
             }
             Ok((stored, count))
         });
-        let Ok((stored, count)) = count else {
-            return Ok(0);
-        };
+        let (stored, count) = count.map_err(Self::unavailable)?;
         let reads = &mut self.effects().reads;
         reads.count(prefix, stored);
         for (key, value) in &seen {
