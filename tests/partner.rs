@@ -619,14 +619,7 @@ fn kv_served_by_one_addonhost_is_an_addon_of_another() {
     let page = server_b.get("/myapps/shop/addons/KV", &[("cookie", &session)]);
     assert_eq!(page.status, 200, "{}", page.text());
     let html = page.text();
-    let action = html
-        .split("action=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let action = support::form_action(&html);
     assert_eq!(
         action,
         format!("http://{}/sso/login", server_a.addon_host("kv")),

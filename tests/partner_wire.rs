@@ -200,14 +200,7 @@ fn provider_and_platform_speak_the_partner_api_over_https_with_a_private_ca() {
     );
     assert_eq!(page.status, 200, "{}", page.text());
     let html = page.text();
-    let action = html
-        .split("action=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let action = support::form_action(&html);
     assert_eq!(
         action,
         format!("https://kv.localhost:{}/sso/login", proxy_a.port)

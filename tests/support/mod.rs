@@ -346,6 +346,15 @@ pub mod http;
 pub mod partner;
 pub mod tls;
 
+/// Where an HTML page's (first) form posts: its `action`.
+pub fn form_action(html: &str) -> String {
+    let action = html
+        .split("action=\"")
+        .nth(1)
+        .expect("a form with an action");
+    action.split('"').next().unwrap().to_string()
+}
+
 /// The `<input name value>` pairs of an HTML page (the SSO form), unescaped.
 pub fn form_fields(html: &str) -> Vec<(String, String)> {
     let field = |chunk: &str| -> Option<(String, String)> {
