@@ -393,9 +393,19 @@ fn kill_cli_processes(env: &Env, rng: &mut Rng) -> (Vec<Acked>, BTreeSet<u64>, u
         env.ok(args);
         t.elapsed().as_millis() as u64
     };
-    let span = timed(&["config:set", "WARMUP=x", "-a", "shop"])
-        .max(timed(&["addons:rotate", "MAIN", "-a", "shop"]))
-        .max(5);
+    // The kill window: the quickest of three runs of each command, so that
+    // one slow warm-up on a busy machine does not stretch it past most
+    // processes' lifetime (and leave too few killed mid-flight).
+    // (Each warm-up sets a var of its own: one release per var is checked.)
+    let set = (1..=3)
+        .map(|i| timed(&["config:set", &format!("WARMUP_{i}=x"), "-a", "shop"]))
+        .min()
+        .unwrap();
+    let rotate = (0..3)
+        .map(|_| timed(&["addons:rotate", "MAIN", "-a", "shop"]))
+        .min()
+        .unwrap();
+    let span = set.max(rotate).max(5);
     let out = tempfile::tempdir().unwrap();
     let (mut acked, mut attempted) = (Vec::new(), BTreeSet::new());
     let (mut killed, mut finished, mut kills_inside_provisioning) = (0, 0, 0);
