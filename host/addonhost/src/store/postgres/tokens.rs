@@ -4,6 +4,25 @@
 use super::session::{params, PgTx};
 use crate::store::NewSession;
 
+/// Makes room for one more session of `s.kind` under its bound `s.max`:
+/// the kind's oldest go (every session, owned or not, counts).
+pub(super) fn bound_kind(tx: &PgTx, s: &NewSession) -> anyhow::Result<()> {
+    let held: i64 = tx.query(
+        "SELECT COUNT(*) FROM sessions WHERE kind = $1",
+        params![s.kind.to_string()],
+    )?[0]
+        .try_get(0)?;
+    let over = held + 1 - s.max as i64;
+    if over > 0 {
+        tx.execute(
+            "DELETE FROM sessions WHERE id_hash IN
+               (SELECT id_hash FROM sessions WHERE kind = $1 ORDER BY expires_at, seq LIMIT $2)",
+            params![s.kind.to_string(), over],
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn insert_owned_session(
     tx: &PgTx,
     s: &NewSession,
@@ -30,19 +49,7 @@ pub(super) fn insert_owned_session(
             params![s.kind.to_string(), owner.to_string(), over],
         )?;
     }
-    let held: i64 = tx.query(
-        "SELECT COUNT(*) FROM sessions WHERE kind = $1",
-        params![s.kind.to_string()],
-    )?[0]
-        .try_get(0)?;
-    let over = held + 1 - s.max as i64;
-    if over > 0 {
-        tx.execute(
-            "DELETE FROM sessions WHERE id_hash IN
-               (SELECT id_hash FROM sessions WHERE kind = $1 ORDER BY expires_at, seq LIMIT $2)",
-            params![s.kind.to_string(), over],
-        )?;
-    }
+    bound_kind(tx, s)?;
     tx.execute(
         "INSERT INTO sessions (id_hash, kind, data, expires_at, owner) VALUES ($1, $2, $3, $4, $5)",
         params![

@@ -558,19 +558,7 @@ impl Tx for PgTx {
             "DELETE FROM sessions WHERE kind = $1 AND expires_at <= $2",
             params![s.kind.to_string(), s.now],
         );
-        let held: i64 = self.query(
-            "SELECT COUNT(*) FROM sessions WHERE kind = $1",
-            params![s.kind.to_string()],
-        )?[0]
-            .try_get(0)?;
-        let over = held + 1 - s.max as i64;
-        if over > 0 {
-            self.defer(
-                "DELETE FROM sessions WHERE id_hash IN
-                   (SELECT id_hash FROM sessions WHERE kind = $1 ORDER BY expires_at, seq LIMIT $2)",
-                params![s.kind.to_string(), over],
-            );
-        }
+        tokens::bound_kind(self, s)?;
         self.defer(
             "INSERT INTO sessions (id_hash, kind, data, expires_at) VALUES ($1, $2, $3, $4)",
             params![
